@@ -1,0 +1,252 @@
+"""Typed, strict pipeline configuration.
+
+A pipeline is a YAML file in ``pipelines/``. Its top-level sections are the
+run settings (``run_dir``, ``ray``, ``runner``) and one section per stage,
+each validated by the config model that the stage registers. Unknown keys,
+wrong types and missing values fail before any work starts, with the full
+dotted key and the closest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from curation.errors import ConfigError
+
+PIPELINES_DIR = Path(__file__).resolve().parent.parent / "pipelines"
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, never ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RayConfig(Section):
+    address: str | None = Field(
+        None, description="null: start a local Ray; 'auto' or 'ray://host:10001': join a cluster"
+    )
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray (null: all)")
+    num_gpus: int | None = Field(None, ge=0, description="GPUs of the local Ray (null: all)")
+    dashboard: bool = Field(True, description="start the Ray dashboard with a local Ray")
+    dashboard_port: int = Field(8265, ge=1, le=65535, description="port of the local dashboard")
+    object_store_memory: int | None = Field(
+        None, ge=78643200, description="bytes of the local object store (null: Ray's default)"
+    )
+    namespace: str = Field("curation", description="Ray namespace of the run's actors")
+
+
+class RunnerConfig(Section):
+    max_partition_retries: int = Field(
+        2, ge=0, description="retries of a failing partition before it is reported"
+    )
+    max_workers: int | None = Field(
+        None, ge=1, description="actors per map step (null: as many as resources allow)"
+    )
+    progress: bool = Field(True, description="terminal progress bars")
+    metrics: bool = Field(True, description="export per-stage counters with ray.util.metrics")
+
+
+class PipelineBase(Section):
+    name: str = Field(..., description="pipeline name, recorded in the run and the manifest")
+    run_dir: str = Field(..., description="directory that holds every table, shard and manifest")
+    stages: list[str] = Field(..., min_length=1, description="stages of the pipeline, in order")
+    seed: int = Field(0, description="seed of every random choice in the run")
+    plugins: list[str] = Field(
+        default_factory=list, description="python modules to import that register extra stages"
+    )
+    ray: RayConfig = RayConfig()
+    runner: RunnerConfig = RunnerConfig()
+
+
+# Keys that change how a run executes but not what it produces: they may
+# differ between a run and its resumption.
+RUNTIME_KEYS = ("ray", "runner")
+
+
+def pipeline_model() -> type[PipelineBase]:
+    """The pipeline model with one optional section per registered stage."""
+    from curation.stages.registry import all_stages
+
+    sections: dict[str, Any] = {
+        name: (stage.config_model | None, None) for name, stage in all_stages().items()
+    }
+    return create_model("PipelineConfig", __base__=PipelineBase, **sections)
+
+
+def resolve_pipeline_path(pipeline: str) -> Path:
+    path = Path(pipeline)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return path
+    candidate = PIPELINES_DIR / f"{pipeline}.yaml"
+    if candidate.exists():
+        return candidate
+    known = sorted(p.stem for p in PIPELINES_DIR.glob("*.yaml"))
+    raise ConfigError(
+        f"pipeline '{pipeline}' not found: not a YAML file, and not one of {known}"
+        + _hint(pipeline, known)
+    )
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: malformed YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+    return data
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["a.b=1", "c=x"]`` -> ``{"a.b": 1, "c": "x"}`` with YAML-typed values."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override '{item}' is not of the form dotted.key=value")
+        try:
+            out[key] = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override '{item}': value is not valid YAML: {err}") from None
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    data = json.loads(json.dumps(data))  # deep copy of plain data
+    for dotted, value in overrides.items():
+        node = data
+        parts = dotted.split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(
+                    f"override '{dotted}': '{'.'.join(parts[: i + 1])}' is a value, not a section"
+                )
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def validate(data: dict[str, Any]) -> PipelineBase:
+    _import_plugins(data.get("plugins") or [])
+    model = pipeline_model()
+    try:
+        config = model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_explain(err, model)) from None
+    _check_stages(config)
+    return config
+
+
+def load(pipeline: str, overrides: list[str] | None = None) -> PipelineBase:
+    data = read_yaml(resolve_pipeline_path(pipeline))
+    return validate(apply_overrides(data, parse_overrides(overrides or [])))
+
+
+def _import_plugins(modules: Any) -> None:
+    import importlib
+
+    if not isinstance(modules, list):
+        raise ConfigError("plugins: expected a list of module names")
+    for name in modules:
+        try:
+            importlib.import_module(str(name))
+        except ImportError as err:
+            raise ConfigError(f"plugins: cannot import '{name}': {err}") from None
+
+
+def _check_stages(config: PipelineBase) -> None:
+    from curation.stages.registry import all_stages
+
+    known = list(all_stages())
+    seen: set[str] = set()
+    for name in config.stages:
+        if name not in known:
+            raise ConfigError(f"stages: unknown stage '{name}'" + _hint(name, known))
+        if name in seen:
+            raise ConfigError(f"stages: '{name}' is listed twice")
+        seen.add(name)
+        if getattr(config, name) is None:
+            raise ConfigError(f"{name}: the stage is listed in 'stages' but has no '{name}' section")
+    for name in known:
+        if getattr(config, name) is not None and name not in seen:
+            raise ConfigError(f"{name}: section given but '{name}' is not listed in 'stages'")
+
+
+def _explain(err: ValidationError, model: type[BaseModel]) -> str:
+    lines = []
+    for item in err.errors():
+        loc = [str(p) for p in item["loc"]]
+        key = ".".join(loc)
+        if item["type"] == "extra_forbidden":
+            valid = _keys_at(model, loc[:-1])
+            lines.append(f"{key}: unknown key" + _hint(loc[-1], valid, prefix=".".join(loc[:-1])))
+        elif item["type"] == "missing":
+            lines.append(f"{key}: required value is missing")
+        else:
+            lines.append(f"{key}: {item['msg']} (got {item.get('input')!r})")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _keys_at(model: type[BaseModel], loc: list[str]) -> list[str]:
+    for part in loc:
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        model = _model_of(field.annotation)
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _hint(word: str, options: list[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
+    if not close:
+        return f"; valid keys: {', '.join(options)}" if options else ""
+    full = f"{prefix}.{close[0]}" if prefix else close[0]
+    return f"; did you mean '{full}'?"
+
+
+def to_dict(config: BaseModel) -> dict[str, Any]:
+    return config.model_dump(mode="json", exclude_none=False)
+
+
+def content_hash(config: PipelineBase) -> str:
+    """Hash of what determines the outputs: runtime-only sections excluded."""
+    data = {k: v for k, v in to_dict(config).items() if k not in RUNTIME_KEYS}
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain config dicts."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        path = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += diff(a, b, path + ".")
+        elif a != b:
+            out.append(f"{path}: {a!r} -> {b!r}")
+    return out
+

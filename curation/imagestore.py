@@ -1,0 +1,72 @@
+"""Random access to the images of a tar shard by sample key.
+
+The download stage stores a partition's images as ``{key}.jpg`` (+
+``{key}.json``) members of one tar. Later stages read them by key; the index
+of member offsets is built once per shard, then each read is one seek.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+from typing import Iterator
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+
+
+class TarImages:
+    """Image bytes of a tar shard, by key. Only plain files are indexed."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self._images: dict[str, tuple[int, int]] = {}
+        self._meta: dict[str, tuple[int, int]] = {}
+        if self.path.exists():
+            self._index()
+
+    def _index(self) -> None:
+        with tarfile.open(self.path, "r:") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                key, _, ext = member.name.rpartition(".")
+                slot = (member.offset_data, member.size)
+                if ext.lower() in IMAGE_EXTENSIONS:
+                    self._images[key] = slot
+                elif ext == "json":
+                    self._meta[key] = slot
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._images
+
+    def keys(self) -> list[str]:
+        return list(self._images)
+
+    def get(self, key: str) -> bytes:
+        return self._read(self._images[key])
+
+    def meta(self, key: str) -> dict:
+        return json.loads(self._read(self._meta[key])) if key in self._meta else {}
+
+    def items(self) -> Iterator[tuple[str, bytes]]:
+        with open(self.path, "rb") as f:
+            for key, (offset, size) in self._images.items():
+                f.seek(offset)
+                yield key, f.read(size)
+
+    def _read(self, slot: tuple[int, int]) -> bytes:
+        offset, size = slot
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            return f.read(size)
+
+
+def pool_images(run_dir: Path, partition: int) -> TarImages:
+    """The download stage's images of one partition."""
+    from curation.tables import partition_name
+
+    return TarImages(Path(run_dir) / "stages" / "download" / "fetch" / f"{partition_name(partition)}.tar")

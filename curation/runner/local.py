@@ -1,0 +1,61 @@
+"""In-process backend: the same steps and commits as on Ray, without Ray.
+
+Used by tests of single stages and for debugging a stage under a debugger.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from pathlib import Path
+from typing import Any
+
+from curation import config as cfg
+from curation.runner.driver import Failure, RunReport, run
+from curation.runner.partition import run_global_step, run_map_partition
+from curation.runner.progress import Progress
+from curation.stages.base import GlobalStep, MapStep, StageContext
+
+log = logging.getLogger("curation")
+
+
+class LocalBackend:
+    def __init__(self, max_retries: int = 0):
+        self.max_retries = max_retries
+
+    def run_map(self, ctx: StageContext, step: MapStep, pending: list[int], progress: Progress) -> list[Failure]:
+        step.setup()
+        failures = []
+        for partition in pending:
+            error = _attempts(lambda: run_map_partition(step, partition), self.max_retries)
+            if isinstance(error, str):
+                failures.append(Failure(ctx.stage, step.name, partition, error))
+            else:
+                progress.update(error["rows"])
+        return failures
+
+    def run_global(self, ctx: StageContext, step: GlobalStep) -> Failure | None:
+        error = _attempts(lambda: run_global_step(step), self.max_retries)
+        return Failure(ctx.stage, step.name, None, error) if isinstance(error, str) else None
+
+
+def _attempts(fn, retries: int) -> dict[str, Any] | str:
+    """Call ``fn`` up to ``retries + 1`` times; its result, or the last error."""
+    last = ""
+    for attempt in range(retries + 1):
+        try:
+            return fn()
+        except Exception as err:  # a partition-tier failure: retried, then reported
+            last = f"{type(err).__name__}: {err}"
+            log.warning("attempt %d failed: %s\n%s", attempt + 1, last, traceback.format_exc(limit=3))
+    return last
+
+
+def run_stages(run_dir: Path | str, config_data: dict[str, Any], stage_names: list[str] | None = None,
+               force: bool = False) -> RunReport:
+    """Run stages in-process. ``config_data`` is a plain pipeline dict."""
+    data = {**config_data, "run_dir": str(run_dir)}
+    data.setdefault("runner", {})
+    data["runner"] = {**data["runner"], "progress": False}
+    config = cfg.validate(data)
+    return run(config, LocalBackend(config.runner.max_partition_retries), stage_names, force)

@@ -1,0 +1,34 @@
+"""Terminal progress: one bar per step, in samples, with rate and ETA."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+log = logging.getLogger("curation")
+
+
+class Progress:
+    def __init__(self, label: str, total: int, unit: str = "sample", enabled: bool = True):
+        self._bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total or None, desc=label, unit=unit, unit_scale=True,
+                             dynamic_ncols=True, file=sys.stderr, smoothing=0.1)
+
+    def update(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def note(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=False)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")

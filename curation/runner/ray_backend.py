@@ -1,0 +1,180 @@
+"""Ray backend: map steps on actor pools, global steps as Ray tasks.
+
+Each map step gets a pool of actors of class ``<Stage><Step>Worker`` (that
+name is what the Ray dashboard shows) with the step's resources; an actor
+calls ``setup()`` once and then processes one partition at a time. A
+partition that raises, or whose actor dies, is retried on a fresh attempt up
+to ``runner.max_partition_retries`` times, then reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any
+
+from curation.config import RayConfig, RunnerConfig
+from curation.runner.driver import Failure
+from curation.runner.metrics import report_failure, report_partition
+from curation.runner.partition import run_global_step, run_map_partition
+from curation.runner.progress import Progress
+from curation.stages.base import GlobalStep, MapStep, Resources, StageContext
+
+log = logging.getLogger("curation")
+
+
+def init_ray(ray_cfg: RayConfig) -> dict[str, Any]:
+    """Start or join Ray; returns what to tell the user (dashboard, metrics)."""
+    import ray
+
+    if ray.is_initialized():
+        return _endpoints(ray)
+    if ray_cfg.address is None:
+        # A fresh local cluster with a dashboard turns token auth on, which
+        # would lock the user out of their own dashboard and metrics.
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    kwargs: dict[str, Any] = {"address": ray_cfg.address, "namespace": ray_cfg.namespace,
+                              "log_to_driver": True}
+    if ray_cfg.address is None:
+        kwargs.update(num_cpus=ray_cfg.num_cpus, num_gpus=ray_cfg.num_gpus,
+                      include_dashboard=ray_cfg.dashboard, dashboard_host="127.0.0.1",
+                      dashboard_port=ray_cfg.dashboard_port,
+                      object_store_memory=ray_cfg.object_store_memory)
+    ray.init(**kwargs)
+    return _endpoints(ray)
+
+
+def _endpoints(ray) -> dict[str, Any]:
+    ctx = ray.get_runtime_context()
+    info: dict[str, Any] = {"dashboard": getattr(ray, "_dashboard_url", None)}
+    try:
+        info["dashboard"] = ray.worker.get_dashboard_url() or None
+    except Exception:  # older/newer Ray without the helper: not essential
+        pass
+    info["metrics_ports"] = [n.get("MetricsExportPort") for n in ray.nodes() if n.get("Alive")]
+    info["namespace"] = ctx.namespace
+    return info
+
+
+class PartitionWorker:
+    """Holds one step's heavy state and processes partitions with it."""
+
+    def __init__(self, run_dir: str, config_data: dict[str, Any], stage: str, step_name: str):
+        self.step = _make_step(run_dir, config_data, stage, step_name)
+        self.step.setup()
+
+    def run(self, partition: int) -> dict[str, Any]:
+        stats = run_map_partition(self.step, partition)
+        report_partition(stats)
+        return stats
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.replace("-", "_").split("_"))
+
+
+def _actor_class(stage: str, step: str):
+    import ray
+
+    cls = type(f"{_camel(stage)}{_camel(step)}Worker", (PartitionWorker,), {})
+    return ray.remote(cls)
+
+
+def _pool_size(resources: Resources, pending: int, max_workers: int | None) -> int:
+    import ray
+
+    total = ray.cluster_resources()
+    fits = [pending]
+    if resources.num_cpus > 0:
+        fits.append(math.floor(total.get("CPU", 1) / resources.num_cpus))
+    if resources.num_gpus > 0:
+        fits.append(math.floor(total.get("GPU", 0) / resources.num_gpus))
+    if max_workers:
+        fits.append(max_workers)
+    return max(1, min(fits))
+
+
+class RayBackend:
+    def __init__(self, runner_cfg: RunnerConfig):
+        self.max_retries = runner_cfg.max_partition_retries
+        self.max_workers = runner_cfg.max_workers
+
+    def run_map(self, ctx: StageContext, step: MapStep, pending: list[int], progress: Progress) -> list[Failure]:
+        import ray
+
+        resources = step.resources()
+        actor_cls = _actor_class(ctx.stage, step.name).options(**resources.ray_options())
+        make = lambda: actor_cls.remote(str(ctx.run_dir), ctx.config_data, ctx.stage, step.name)  # noqa: E731
+        actors = [make() for _ in range(_pool_size(resources, len(pending), self.max_workers))]
+        queue = [(p, 0) for p in pending]
+        running: dict[Any, tuple[Any, int, int]] = {}
+        failures: list[Failure] = []
+        try:
+            while queue or running:
+                while queue and actors:
+                    actor = actors.pop()
+                    partition, attempt = queue.pop(0)
+                    running[actor.run.remote(partition)] = (actor, partition, attempt)
+                ready, _ = ray.wait(list(running), num_returns=1)
+                actor, partition, attempt = running.pop(ready[0])
+                try:
+                    stats = ray.get(ready[0])
+                except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as err:
+                    actors.append(make())  # the actor died with the partition: replace it
+                    self._retry(ctx, step, partition, attempt, err, queue, failures)
+                except ray.exceptions.RayTaskError as err:
+                    actors.append(actor)
+                    self._retry(ctx, step, partition, attempt, err.cause or err, queue, failures)
+                else:
+                    actors.append(actor)
+                    progress.update(stats["rows"])
+        finally:
+            for actor in actors + [a for a, _, _ in running.values()]:
+                ray.kill(actor)
+        return failures
+
+    def _retry(self, ctx, step, partition, attempt, err, queue, failures) -> None:
+        message = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+        report_failure(ctx.stage, step.name)
+        if attempt < self.max_retries:
+            log.warning("%s/%s partition %d failed (attempt %d), retrying: %s",
+                        ctx.stage, step.name, partition, attempt + 1, message)
+            queue.append((partition, attempt + 1))
+        else:
+            failures.append(Failure(ctx.stage, step.name, partition, message))
+
+    def run_global(self, ctx: StageContext, step: GlobalStep) -> Failure | None:
+        import ray
+
+        task = ray.remote(_run_global).options(
+            name=f"{_camel(ctx.stage)}{_camel(step.name)}Task", max_retries=0, **step.resources().ray_options()
+        )
+        message = ""
+        for attempt in range(self.max_retries + 1):
+            try:
+                ray.get(task.remote(str(ctx.run_dir), ctx.config_data, ctx.stage, step.name))
+                return None
+            except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError) as err:
+                cause = getattr(err, "cause", None) or err
+                message = f"{type(cause).__name__}: {cause}".splitlines()[0][:500]
+                report_failure(ctx.stage, step.name)
+                log.warning("%s/%s failed (attempt %d): %s", ctx.stage, step.name, attempt + 1, message)
+        return Failure(ctx.stage, step.name, None, message)
+
+
+def _run_global(run_dir: str, config_data: dict[str, Any], stage: str, step_name: str) -> dict[str, Any]:
+    return run_global_step(_make_step(run_dir, config_data, stage, step_name))
+
+
+def _make_step(run_dir: str, config_data: dict[str, Any], stage: str, step_name: str):
+    """Rebuild a step in a worker process; validating the config imports plugins."""
+    from pathlib import Path
+
+    from curation.stages.registry import get_stage
+
+    ctx = StageContext(Path(run_dir), config_data, stage)
+    ctx.config  # noqa: B018 -- imports plugin stages before the lookup
+    step_cls = next(s for s in get_stage(stage).steps if s.name == step_name)
+    return step_cls(ctx)

@@ -1,0 +1,63 @@
+"""The run directory: resolved config, config-hash check, single-runner lock."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from curation import config as cfg
+from curation.atomic import write_bytes
+from curation.errors import RunError
+
+CONFIG_FILE = "config.yaml"
+LOCK_FILE = ".lock"
+
+
+def save_config(run_dir: Path, config: cfg.PipelineBase, force: bool) -> None:
+    """Write the resolved config; refuse a run dir made with another config."""
+    path = run_dir / CONFIG_FILE
+    new = cfg.to_dict(config)
+    if path.exists():
+        old = yaml.safe_load(path.read_text()) or {}
+        old_hash = cfg.content_hash(cfg.validate(old)) if old else None
+        if old_hash != cfg.content_hash(config) and not force:
+            content = [d for d in cfg.diff(old, new) if d.split(".")[0].split(":")[0] not in cfg.RUNTIME_KEYS]
+            raise RunError(
+                f"{run_dir} was made with a different config:\n  "
+                + "\n  ".join(content[:20])
+                + "\nuse another run_dir, or pass force=true to continue with the new config"
+            )
+    header = f"# resolved config, hash {cfg.content_hash(config)}\n"
+    write_bytes(path, (header + yaml.safe_dump(new, sort_keys=False)).encode())
+
+
+class RunLock:
+    """An exclusive lock on a run dir, held for the whole run (released on exit)."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_FILE
+        self._fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self.path.read_text().strip() or "another process"
+            os.close(fd)
+            raise RunError(f"{self.path.parent} is in use by a running curate ({holder}); wait for it or stop it")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

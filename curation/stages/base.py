@@ -1,0 +1,276 @@
+"""The stage contract.
+
+A stage is a small declarative unit: a name, a config model, the upstream
+stages it reads, and an ordered list of steps. A step is either
+
+- a :class:`MapStep`: per-partition work. The runner runs it on a pool of
+  Ray actors with the step's resources; each actor calls :meth:`MapStep.setup`
+  once (models, indexes), then for each partition feeds batches of rows to
+  :meth:`MapStep.process_batch`. Every partition is committed atomically with
+  a stats JSON that doubles as its completion marker; or
+- a :class:`GlobalStep`: one piece of work over the whole pool (k-means
+  training, a dedup graph, writing shards), run as one Ray task with its
+  resources, committed as a whole.
+
+Stages know nothing about Ray: the runner (``curation.runner``) maps them
+onto it. Batches are Arrow tables; rows carry the status columns of
+``curation.tables``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+import pyarrow as pa
+
+from curation import tables
+from curation.atomic import atomic_path, read_json, tmp_name
+from curation.config import Section
+
+STEP_DONE = "_SUCCESS.json"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one worker of a step needs. ``memory`` is in bytes (0: unspecified)."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    memory: int = 0
+
+    def ray_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.memory:
+            options["memory"] = self.memory
+        return options
+
+
+@dataclass
+class StageContext:
+    """What a step sees of the run: its directory and the resolved config.
+
+    It holds plain data only, so that it travels to Ray workers; the typed
+    config is rebuilt on first use.
+    """
+
+    run_dir: Path
+    config_data: dict[str, Any]
+    stage: str
+
+    @cached_property
+    def config(self):
+        from curation.config import validate
+
+        return validate(self.config_data)
+
+    @property
+    def stage_config(self) -> Any:
+        return getattr(self.config, self.stage)
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+    def step_dir(self, step: str, stage: str | None = None) -> Path:
+        return self.run_dir / "stages" / (stage or self.stage) / step
+
+    def table_dir(self, stage: str) -> Path:
+        from curation.stages.registry import get_stage
+
+        return self.step_dir(get_stage(stage).table_step, stage)
+
+    def partitions(self, stage: str) -> list[int]:
+        """Committed partitions of a stage's table, in order."""
+        return committed_partitions(self.table_dir(stage))
+
+    def table_path(self, stage: str, partition: int) -> Path:
+        return self.table_dir(stage) / f"{tables.partition_name(partition)}.parquet"
+
+    def read_table(self, stage: str, columns: list[str] | None = None) -> pa.Table:
+        """The whole table of a stage, partitions concatenated in order."""
+        parts = [tables.read_parquet(self.table_path(stage, p), columns) for p in self.partitions(stage)]
+        if not parts:
+            return pa.table({})
+        return pa.concat_tables(parts, promote_options="default")
+
+    def for_stage(self, stage: str) -> "StageContext":
+        return StageContext(self.run_dir, self.config_data, stage)
+
+
+class PartitionOutput:
+    """Side files of one partition (tar shards, arrays), committed with it.
+
+    ``path(suffix)`` returns a temporary path to write; the runner renames it
+    to ``<step_dir>/part-NNNNNN.<suffix>`` when the partition commits.
+    """
+
+    def __init__(self, step_dir: Path, partition: int):
+        self.step_dir = step_dir
+        self.partition = partition
+        self._files: dict[str, tuple[Path, Path]] = {}
+
+    def final(self, suffix: str) -> Path:
+        return self.step_dir / f"{tables.partition_name(self.partition)}.{suffix}"
+
+    def path(self, suffix: str) -> Path:
+        if suffix not in self._files:
+            final = self.final(suffix)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            self._files[suffix] = (tmp_name(final), final)
+        return self._files[suffix][0]
+
+    def commit(self) -> dict[str, int]:
+        """Rename every written file to its final name; return sizes in bytes."""
+        sizes = {}
+        for suffix, (tmp, final) in self._files.items():
+            if tmp.exists():
+                tmp.replace(final)
+                sizes[final.name] = final.stat().st_size
+        return sizes
+
+    def discard(self) -> None:
+        for tmp, _ in self._files.values():
+            tmp.unlink(missing_ok=True)
+
+
+class MapStep:
+    """Per-partition work; subclasses set ``name`` and ``process_batch``.
+
+    Defaults read the partitions of the stage's first input table in batches
+    of :meth:`batch_size`; the output must have one row per input row, in the
+    input's order (the runner checks the keys).
+    """
+
+    name: ClassVar[str] = ""
+    # The runner checks that the output keys equal the input keys, in order.
+    preserves_keys: ClassVar[bool] = True
+
+    def __init__(self, ctx: StageContext):
+        self.ctx = ctx
+
+    @property
+    def cfg(self) -> Any:
+        return self.ctx.stage_config
+
+    def resources(self) -> Resources:
+        return Resources()
+
+    def batch_size(self) -> int:
+        return 256
+
+    def input_stage(self) -> str:
+        from curation.stages.registry import get_stage
+
+        return get_stage(self.ctx.stage).inputs[0]
+
+    def partitions(self) -> list[int]:
+        return self.ctx.partitions(self.input_stage())
+
+    def num_rows(self, partition: int) -> int:
+        """Rows of a partition, for progress; 0 when unknown."""
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(self.ctx.table_path(self.input_stage(), partition)).metadata.num_rows
+
+    def read(self, partition: int) -> Iterator[pa.Table]:
+        path = self.ctx.table_path(self.input_stage(), partition)
+        yield from tables.iter_batches(path, self.batch_size())
+
+    def setup(self) -> None:
+        """Load heavy state (models, indexes) once per worker."""
+
+    def open(self, partition: int, out: PartitionOutput) -> None:
+        """Start a partition; side files go through ``out.path(suffix)``."""
+
+    def process_batch(self, batch: pa.Table) -> pa.Table:
+        raise NotImplementedError
+
+    def close(self) -> dict[str, Any]:
+        """Finish the partition; return extra stats for its stats JSON."""
+        return {}
+
+
+class GlobalStep:
+    """Work over the whole pool, run once as a Ray task with its resources."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, ctx: StageContext):
+        self.ctx = ctx
+
+    @property
+    def cfg(self) -> Any:
+        return self.ctx.stage_config
+
+    def resources(self) -> Resources:
+        return Resources()
+
+    def run(self, out_dir: Path) -> dict[str, Any]:
+        """Write this step's files under ``out_dir`` (atomically); return stats."""
+        raise NotImplementedError
+
+
+class Stage:
+    """A named, configured sequence of steps whose last map output is its table."""
+
+    name: ClassVar[str] = ""
+    config_model: ClassVar[type[Section]] = Section
+    inputs: ClassVar[tuple[str, ...]] = ()
+    steps: ClassVar[tuple[type[MapStep] | type[GlobalStep], ...]] = ()
+    # The step whose per-partition Parquet files are this stage's table.
+    table_step: ClassVar[str] = ""
+
+    @classmethod
+    def check(cls, config: Any) -> None:
+        """Config checks that need more than types (paths exist, ...).
+
+        Called before any work starts; raises ``ConfigError`` naming the key.
+        """
+
+
+def committed_partitions(step_dir: Path) -> list[int]:
+    """Partitions whose stats JSON (the completion marker) exists."""
+    if not step_dir.exists():
+        return []
+    out = []
+    for marker in step_dir.glob("part-*.stats.json"):
+        out.append(int(marker.name[len("part-") :].split(".")[0]))
+    return sorted(out)
+
+
+def step_done(step_dir: Path) -> bool:
+    return (step_dir / STEP_DONE).exists()
+
+
+def write_stats(path: Path, stats: dict[str, Any]) -> None:
+    from curation.atomic import write_json
+
+    write_json(path, stats)
+
+
+def read_stats(path: Path) -> dict[str, Any]:
+    return read_json(path)
+
+
+@dataclass
+class Timer:
+    started: float = field(default_factory=time.time)
+
+    def stamp(self) -> dict[str, float]:
+        now = time.time()
+        return {"started": self.started, "finished": now, "duration_s": round(now - self.started, 3)}
+
+
+__all__ = [
+    "GlobalStep",
+    "MapStep",
+    "PartitionOutput",
+    "Resources",
+    "Stage",
+    "StageContext",
+    "atomic_path",
+]

@@ -1,0 +1,39 @@
+"""Shared fixtures: one local Ray per test session, offline."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# A local dashboard would turn token auth on; tests talk to no dashboard.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A local Ray shared by every test of the session (2 CPUs, no dashboard)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            namespace="curation-tests",
+            object_store_memory=200 * 1024 * 1024,
+            log_to_driver=False,
+        )
+    yield ray
+    # Left running for the rest of the session; shut down at exit.
+
+
+def pytest_sessionfinish(session, exitstatus):
+    try:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+    except ImportError:
+        pass

@@ -1,0 +1,109 @@
+"""Small real stages used to test the runner (registered as a plugin).
+
+``numbers`` makes rows from nothing (like a source stage); ``parity`` drops
+odd rows and totals the rest in a global step. Both can be told to fail or
+slow down, so that retries and crashes can be exercised.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field
+
+from curation import tables
+from curation.atomic import write_json
+from curation.config import Section
+from curation.stages.base import GlobalStep, MapStep, Stage
+from curation.stages.registry import register
+
+
+class NumbersConfig(Section):
+    partitions: int = Field(4, ge=1, description="partitions to make")
+    rows: int = Field(10, ge=0, description="rows per partition")
+    sleep_s: float = Field(0.0, ge=0, description="pause per partition")
+    fail_partitions: list[int] = Field(default_factory=list, description="partitions that always fail")
+    fail_once_dir: str | None = Field(None, description="partitions fail once, leaving a marker here")
+
+
+class MakeNumbers(MapStep):
+    name = "make"
+
+    def partitions(self) -> list[int]:
+        return list(range(self.cfg.partitions))
+
+    def num_rows(self, partition: int) -> int:
+        return self.cfg.rows
+
+    def batch_size(self) -> int:
+        return 4
+
+    def read(self, partition: int):
+        if partition in self.cfg.fail_partitions:
+            raise RuntimeError(f"partition {partition} is configured to fail")
+        if self.cfg.fail_once_dir:
+            marker = Path(self.cfg.fail_once_dir) / f"failed-{partition}"
+            if not marker.exists():
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.touch()
+                raise RuntimeError(f"partition {partition} fails on its first attempt")
+        time.sleep(self.cfg.sleep_s)
+        keys = [tables.sample_key(partition, i) for i in range(self.cfg.rows)]
+        status = tables.status_table(keys, [tables.SUCCESS] * len(keys))
+        values = pa.array(np.arange(self.cfg.rows, dtype=np.int64) + 100 * partition)
+        table = status.append_column("value", values)
+        for start in range(0, table.num_rows, self.batch_size()):
+            yield table.slice(start, self.batch_size())
+
+    def open(self, partition, out):
+        self.side = out.path("txt")
+
+    def process_batch(self, batch: pa.Table) -> pa.Table:
+        with open(self.side, "a") as f:
+            f.write("".join(f"{k}\n" for k in batch.column("key").to_pylist()))
+        return batch
+
+
+@register
+class NumbersStage(Stage):
+    name = "numbers"
+    config_model = NumbersConfig
+    steps = (MakeNumbers,)
+    table_step = "make"
+
+
+class ParityConfig(Section):
+    drop_odd: bool = Field(True, description="drop odd values")
+
+
+class MarkParity(MapStep):
+    name = "mark"
+
+    def process_batch(self, batch: pa.Table) -> pa.Table:
+        values = batch.column("value").to_numpy()
+        odd = values % 2 == 1 if self.cfg.drop_odd else np.zeros(len(values), bool)
+        out = tables.drop(batch, odd, "parity", "odd", [f"value {v} is odd" for v in values])
+        return out.append_column("half", pa.array(values // 2))
+
+
+class Total(GlobalStep):
+    name = "total"
+
+    def run(self, out_dir: Path) -> dict:
+        table = self.ctx.read_table("parity")
+        kept = table.filter(pa.array(tables.alive(table)))
+        total = int(np.sum(kept.column("value").to_numpy())) if kept.num_rows else 0
+        write_json(out_dir / "total.json", {"total": total})
+        return {"total": total}
+
+
+@register
+class ParityStage(Stage):
+    name = "parity"
+    config_model = ParityConfig
+    inputs = ("numbers",)
+    steps = (MarkParity, Total)
+    table_step = "mark"
