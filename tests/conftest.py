@@ -12,15 +12,25 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def ray_session():
-    """A local Ray shared by every test of the session (2 CPUs, no dashboard)."""
+    """A local Ray shared by every test of the session (2 CPUs, dashboard on a free port)."""
     import ray
 
     if not ray.is_initialized():
         ray.init(
             num_cpus=2,
-            include_dashboard=False,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            dashboard_port=free_port(),
             namespace="curation-tests",
             object_store_memory=200 * 1024 * 1024,
             log_to_driver=False,

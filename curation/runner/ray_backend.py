@@ -136,7 +136,7 @@ class RayBackend:
         return failures
 
     def _retry(self, ctx, step, partition, attempt, err, queue, failures) -> None:
-        message = f"{type(err).__name__}: {err}".splitlines()[0][:500]
+        message = _one_line(err)
         report_failure(ctx.stage, step.name)
         if attempt < self.max_retries:
             log.warning("%s/%s partition %d failed (attempt %d), retrying: %s",
@@ -158,10 +158,20 @@ class RayBackend:
                 return None
             except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError) as err:
                 cause = getattr(err, "cause", None) or err
-                message = f"{type(cause).__name__}: {cause}".splitlines()[0][:500]
+                message = _one_line(cause)
                 report_failure(ctx.stage, step.name)
                 log.warning("%s/%s failed (attempt %d): %s", ctx.stage, step.name, attempt + 1, message)
         return Failure(ctx.stage, step.name, None, message)
+
+
+def _one_line(err: BaseException) -> str:
+    """First line of an error, plus its last line when that names the cause."""
+    import re
+
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in f"{type(err).__name__}: {err}".splitlines()]
+    lines = [ln for ln in lines if ln]
+    text = lines[0] if len(lines) < 2 or lines[-1] == lines[0] else f"{lines[0]} ... {lines[-1]}"
+    return text[:600]
 
 
 def _run_global(run_dir: str, config_data: dict[str, Any], stage: str, step_name: str) -> dict[str, Any]:

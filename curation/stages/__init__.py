@@ -1,0 +1,1 @@
+"""Stages: one module per stage, registered in ``registry``."""

@@ -1,0 +1,87 @@
+"""The driver and the partition commit protocol, in-process."""
+
+import json
+
+import pytest
+
+from curation.atomic import TMP_MARK
+from curation.errors import RunError
+from curation.runner.local import run_stages
+from tests.runner.helpers import read_tables, sample_pipeline
+
+
+def test_run_writes_tables_stats_and_markers(tmp_path):
+    report = run_stages(tmp_path, sample_pipeline(tmp_path))
+    assert report.stages["parity"]["counts"] == {"odd": 20, "success": 20}
+    mark = tmp_path / "stages/parity/mark"
+    assert sorted(p.name for p in mark.iterdir()) == [
+        f"part-{i:06d}.{ext}" for i in range(4) for ext in ("parquet", "stats.json")]
+    stats = json.loads((mark / "part-000002.stats.json").read_text())
+    assert stats["rows"] == 10 and stats["counts"] == {"odd": 5, "success": 5}
+    assert json.loads((tmp_path / "stages/parity/total/total.json").read_text()) == {
+        "total": sum(v for p in range(4) for v in range(100 * p, 100 * p + 10) if v % 2 == 0)}
+    rows = read_tables(tmp_path)["stages/parity/mark/part-000001.parquet"]
+    assert [r["key"] for r in rows] == [f"000001{i:06d}" for i in range(10)]
+    assert rows[1]["status"] == "odd" and rows[1]["dropped_by"] == "parity" and rows[1]["error"] == "value 101 is odd"
+    assert rows[0]["dropped_by"] is None and rows[0]["half"] == 50
+    # Side files are committed with their partition and listed in its stats.
+    assert (tmp_path / "stages/numbers/make/part-000003.txt").read_text().count("\n") == 10
+    assert "part-000003.txt" in json.loads((tmp_path / "stages/numbers/make/part-000003.stats.json").read_text())["files"]
+
+
+def test_rerun_of_a_finished_run_does_no_work(tmp_path):
+    run_stages(tmp_path, sample_pipeline(tmp_path))
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("part-*")}
+    run_stages(tmp_path, sample_pipeline(tmp_path))
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("part-*")} == before
+
+
+def test_partial_and_corrupt_partitions_are_redone(tmp_path):
+    run_stages(tmp_path, sample_pipeline(tmp_path), ["numbers"])
+    expected = read_tables(tmp_path)
+    make = tmp_path / "stages/numbers/make"
+    (make / "part-000001.txt").write_text("truncated")  # size no longer matches its stats
+    (make / "part-000002.stats.json").unlink()           # crashed before its marker
+    (make / f"part-000002.parquet{TMP_MARK}dead").write_bytes(b"half a file")
+    (tmp_path / "stages/numbers/_SUCCESS.json").unlink()
+    untouched = (make / "part-000000.parquet").stat().st_mtime_ns
+    run_stages(tmp_path, sample_pipeline(tmp_path), ["numbers"])
+    assert read_tables(tmp_path) == expected
+    assert (make / "part-000000.parquet").stat().st_mtime_ns == untouched
+    assert not list(make.glob(f"*{TMP_MARK}*"))
+    assert (make / "part-000001.txt").read_text().count("\n") == 10
+
+
+def test_failing_partition_is_retried_then_reported_and_run_stays_resumable(tmp_path):
+    data = sample_pipeline(tmp_path, fail_partitions=[2])
+    data["runner"] = {"max_partition_retries": 1}
+    with pytest.raises(RunError, match=r"make partition 2: RuntimeError: partition 2 is configured to fail"):
+        run_stages(tmp_path, data)
+    make = tmp_path / "stages/numbers/make"
+    assert sorted(p.name for p in make.glob("*.stats.json")) == [f"part-00000{i}.stats.json" for i in (0, 1, 3)]
+    assert not (tmp_path / "stages/numbers/_SUCCESS.json").exists()
+    # Fixed config: only the failed partition is done, then the rest of the pipeline.
+    report = run_stages(tmp_path, sample_pipeline(tmp_path), force=True)
+    assert report.stages["numbers"]["rows"] == 40
+
+
+def test_transient_failure_recovers_with_retries(tmp_path):
+    data = sample_pipeline(tmp_path, fail_once_dir=str(tmp_path / "flaky"))
+    data["runner"] = {"max_partition_retries": 1}
+    report = run_stages(tmp_path, data)
+    assert report.stages["numbers"]["counts"] == {"success": 40}
+
+
+def test_stage_needs_its_inputs(tmp_path):
+    with pytest.raises(RunError, match="stage 'parity' reads the table of 'numbers'.*run stage=numbers first"):
+        run_stages(tmp_path, sample_pipeline(tmp_path), ["parity"])
+    run_stages(tmp_path, sample_pipeline(tmp_path), ["numbers"])
+    assert run_stages(tmp_path, sample_pipeline(tmp_path), ["parity"]).stages["parity"]["rows"] == 40
+
+
+def test_run_dir_with_another_config_is_refused_unless_forced(tmp_path):
+    run_stages(tmp_path, sample_pipeline(tmp_path), ["numbers"])
+    with pytest.raises(RunError, match=r"different config:\n  numbers.rows: 10 -> 5"):
+        run_stages(tmp_path, sample_pipeline(tmp_path, rows=5), ["numbers"])
+    run_stages(tmp_path, sample_pipeline(tmp_path, rows=5), ["numbers"], force=True)
+    assert "rows: 5" in (tmp_path / "config.yaml").read_text()
