@@ -89,3 +89,12 @@ def test_every_shipped_pipeline_validates():
 
         data = substitute(data, {"corpus": "/tmp/corpus", "run_dir": "/tmp/run"})
         cfg.validate(data)
+
+
+def test_every_key_of_the_shipped_pipelines_is_commented():
+    import re
+
+    for path in sorted(cfg.PIPELINES_DIR.glob("*.yaml")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if re.match(r"^\s*(- )?[A-Za-z_][\w]*:", line) and "#" not in line:
+                raise AssertionError(f"{path.name}:{number}: key without a comment: {line.strip()}")
