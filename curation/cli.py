@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"curate: unknown command '{command}'{hint}\n\n{USAGE}", file=sys.stderr, end="")
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its CPU-feature probing is noise to users
     try:
         return COMMANDS[command](args)
     except ConfigError as err:

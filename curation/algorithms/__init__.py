@@ -1,0 +1,1 @@
+"""Pure algorithms on numpy/torch arrays: hashing, graphs, k-NN, clustering."""

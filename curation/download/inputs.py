@@ -1,0 +1,314 @@
+"""URL lists: Parquet, CSV/TSV, JSONL or plain text, local or through fsspec.
+
+The input is the concatenation of its files in sorted order, rows in file
+order, split into partitions of ``partition_size`` rows. The plan (files,
+row counts, sizes) is written once into the step directory and reused by
+every later run, so partitions and sample keys never move.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from curation.atomic import read_json, write_json
+from curation.errors import ConfigError, PartitionError
+
+PLAN_VERSION = 1
+COMPRESSIONS = (".gz", ".bz2", ".zst", ".xz")
+EXTENSIONS = {
+    ".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv",
+    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".txt": "txt",
+}
+
+
+def list_files(paths: list[str], key: str = "download.input.paths") -> list[str]:
+    """Files named by paths, directories (searched recursively) and globs: sorted, unique."""
+    import fsspec
+
+    found: set[str] = set()
+    for path in paths:
+        fs, root = fsspec.core.url_to_fs(path)
+        if any(ch in root for ch in "*?["):
+            matches = [m for m in fs.glob(root) if fs.isfile(m)]
+        elif fs.isdir(root):
+            matches = [m for m in fs.find(root) if _extension(m) in EXTENSIONS]
+        elif fs.exists(root):
+            matches = [root]
+        else:
+            raise ConfigError(f"{key}: '{path}' does not exist")
+        if not matches:
+            raise ConfigError(f"{key}: '{path}' matches no URL-list file")
+        found.update(_qualify(fs, m) for m in matches)
+    return sorted(found)
+
+
+def _qualify(fs, path: str) -> str:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return path if protocol in ("file", "local") else fs.unstrip_protocol(path)
+
+
+def _extension(path: str) -> str:
+    name = path.lower()
+    for suffix in COMPRESSIONS:
+        name = name.removesuffix(suffix)
+    return Path(name).suffix
+
+
+def file_format(path: str, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    found = EXTENSIONS.get(_extension(path))
+    if found is None:
+        raise ConfigError(
+            f"download.input.format: cannot tell the format of '{path}' from its extension; set it explicitly"
+        )
+    return found
+
+
+def read_file(path: str, fmt: str, url_column: str) -> pa.Table:
+    """The whole list as an Arrow table. CSV/TSV/text values stay strings (ids keep leading zeros)."""
+    import fsspec
+
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        with fsspec.open(path, "rb") as f:
+            return pq.read_table(f)
+    with fsspec.open(path, "rb", compression="infer") as f:
+        data = f.read()
+    try:
+        return _parse_text(data, fmt, url_column)
+    except (pa.ArrowInvalid, UnicodeDecodeError, csv.Error) as err:
+        raise PartitionError(f"{path}: cannot parse as {fmt}: {err}") from None
+
+
+def _parse_text(data: bytes, fmt: str, url_column: str) -> pa.Table:
+    if fmt == "txt":
+        lines = [line.strip() for line in data.decode("utf-8").splitlines()]
+        return pa.table({url_column: pa.array([line for line in lines if line], pa.string())})
+    if fmt == "jsonl":
+        import pyarrow.json as pj
+
+        return pj.read_json(io.BytesIO(data))
+    import pyarrow.csv as pc
+
+    delimiter = "\t" if fmt == "tsv" else ","
+    header = next(csv.reader(io.StringIO(data.decode("utf-8").split("\n", 1)[0]), delimiter=delimiter), [])
+    return pc.read_csv(
+        io.BytesIO(data),
+        parse_options=pc.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+        convert_options=pc.ConvertOptions(column_types={name: pa.string() for name in header},
+                                          strings_can_be_null=True),
+    )
+
+
+def describe(path: str, fmt: str, url_column: str, with_urls: bool) -> tuple[int, dict[str, str], Any]:
+    """Rows, column types and (when asked) the URL column of a list (Parquet: footer + that column)."""
+    if fmt == "parquet":
+        import fsspec
+        import pyarrow.parquet as pq
+
+        with fsspec.open(path, "rb") as f:
+            meta = pq.ParquetFile(f)
+            types = {field.name: str(field.type) for field in meta.schema_arrow}
+            rows = meta.metadata.num_rows
+            table = meta.read(columns=[url_column]) if with_urls and url_column in types else None
+    else:
+        table = read_file(path, fmt, url_column)
+        rows, types = table.num_rows, {field.name: str(field.type) for field in table.schema}
+    if not with_urls:
+        return rows, types, None
+    if url_column not in types:
+        raise ConfigError(f"download.input.url_column: '{url_column}' is not a column of {path}")
+    return rows, types, table.column(url_column).cast(pa.string())
+
+
+def conflicting_columns(types: list[dict[str, str]]) -> list[str]:
+    """Columns whose type differs between files (all-null columns agree with anything)."""
+    seen: dict[str, set[str]] = {}
+    for file_types in types:
+        for name, kind in file_types.items():
+            if kind != "null":
+                seen.setdefault(name, set()).add(kind)
+    return sorted(name for name, kinds in seen.items() if len(kinds) > 1)
+
+
+def file_size(path: str) -> int:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(path)
+    return int(fs.size(root))
+
+
+def plan_key(cfg) -> dict[str, Any]:
+    """What a plan depends on: a plan made from other inputs is refused."""
+    return {"paths": list(cfg.paths), "format": cfg.format, "partition_size": cfg.partition_size,
+            "url_column": cfg.url_column, "duplicate_urls": cfg.duplicate_urls}
+
+
+def make_plan(cfg, duplicates_path: Path | None = None) -> dict[str, Any]:
+    """The plan of the inputs; with ``duplicate_urls: global``, repeated URLs go to ``duplicates_path``."""
+    files, types, urls = [], [], []
+    scan_urls = cfg.duplicate_urls == "global" and duplicates_path is not None
+    for path in list_files(cfg.paths):
+        fmt = file_format(path, cfg.format)
+        rows, file_types, column = describe(path, fmt, cfg.url_column, scan_urls)
+        files.append({"path": path, "format": fmt, "rows": rows, "size": file_size(path)})
+        types.append(file_types)
+        urls += column.chunks if column is not None else []
+    rows = sum(f["rows"] for f in files)
+    repeated = None
+    if scan_urls:
+        from curation.download import duplicates
+
+        pairs = duplicates.repeated_rows(pa.chunked_array(urls, pa.string()))
+        duplicates.save(duplicates_path, pairs)
+        repeated = len(pairs)
+    # Stored as strings in every partition, so that all partition tables share one schema.
+    return {"version": PLAN_VERSION, "input": plan_key(cfg), "files": files, "rows": rows,
+            "partitions": -(-rows // cfg.partition_size), "string_columns": conflicting_columns(types),
+            "repeated_urls": repeated}
+
+
+def load_or_make_plan(path: Path, cfg) -> dict[str, Any]:
+    """The stored plan, or a new one written atomically. Refuses a plan of other inputs."""
+    if path.exists():
+        plan = read_json(path)
+        if plan.get("version") != PLAN_VERSION or plan.get("input") != plan_key(cfg):
+            raise ConfigError(
+                f"download.input: {path} was planned from other inputs ({plan.get('input')}); "
+                "use a new run_dir, or delete that stage directory to start over"
+            )
+        return plan
+    plan = make_plan(cfg, duplicates_path(path))
+    write_json(path, plan)  # last: a plan file means the planning finished
+    return plan
+
+
+def duplicates_path(plan_path: Path) -> Path:
+    return Path(plan_path).with_name("url_duplicates.npy")
+
+
+def partition_rows(plan: dict[str, Any], partition: int) -> int:
+    size = plan["input"]["partition_size"]
+    return max(0, min(size, plan["rows"] - partition * size))
+
+
+def partition_slices(plan: dict[str, Any], partition: int) -> list[tuple[int, int, int]]:
+    """(file index, first row, end row) of each file piece of a partition, in order."""
+    size = plan["input"]["partition_size"]
+    start, stop = partition * size, partition * size + partition_rows(plan, partition)
+    out, offset = [], 0
+    for i, f in enumerate(plan["files"]):
+        lo, hi = max(start, offset), min(stop, offset + f["rows"])
+        if lo < hi:
+            out.append((i, lo - offset, hi - offset))
+        offset += f["rows"]
+    return out
+
+
+def check_unchanged(plan: dict[str, Any], key: str = "download.input.paths") -> None:
+    """The planned files still exist with their sizes (a changed list would move keys)."""
+    for f in plan["files"]:
+        try:
+            size = file_size(f["path"])
+        except FileNotFoundError:
+            raise ConfigError(f"{key}: planned input file {f['path']} has disappeared") from None
+        if size != f["size"]:
+            raise ConfigError(f"{key}: input file {f['path']} changed since it was planned "
+                              f"({f['size']} -> {size} bytes); use a new run_dir")
+
+
+def columns_of(path: str, fmt: str, url_column: str) -> list[str]:
+    """Column names of a list, read from its header only."""
+    import fsspec
+
+    if fmt == "txt":
+        return [url_column]
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        with fsspec.open(path, "rb") as f:
+            return list(pq.ParquetFile(f).schema_arrow.names)
+    with fsspec.open(path, "rt", compression="infer", encoding="utf-8") as f:
+        first = f.readline()
+    if fmt == "jsonl":
+        import json
+
+        try:
+            return list(json.loads(first)) if first.strip() else []
+        except ValueError:
+            return []
+    return next(csv.reader([first], delimiter="\t" if fmt == "tsv" else ","), [])
+
+
+class PartitionReader:
+    """Rows of partitions, keeping the last file read (neighbouring partitions share files)."""
+
+    def __init__(self, plan: dict[str, Any], url_column: str, columns: list[str] | None,
+                 duplicates_file: Path | None = None):
+        self.plan = plan
+        self.url_column = url_column
+        self.columns = columns
+        self._cached: tuple[int, pa.Table] | None = None
+        self._duplicates_file = duplicates_file
+        self._pairs = None
+
+    def repeated(self, partition: int) -> dict[int, str]:
+        """Rows of the partition whose URL appeared earlier in the input -> key of that first row."""
+        if self.plan.get("repeated_urls") is None or self._duplicates_file is None:
+            return {}
+        from curation import tables
+        from curation.download.duplicates import in_range
+
+        if self._pairs is None:
+            import numpy as np
+
+            self._pairs = np.load(self._duplicates_file, mmap_mode="r", allow_pickle=False)
+        size = self.plan["input"]["partition_size"]
+        start = partition * size
+        pairs = in_range(self._pairs, start, start + size)
+        return {int(row) - start: tables.sample_key(int(first) // size, int(first) % size) for row, first in pairs}
+
+    def _file(self, index: int) -> pa.Table:
+        if self._cached is None or self._cached[0] != index:
+            f = self.plan["files"][index]
+            self._cached = (index, read_file(f["path"], f["format"], self.url_column))
+        return self._cached[1]
+
+    def read(self, partition: int) -> pa.Table:
+        """``url`` (string) then the carried columns, one row per input row of the partition."""
+        pieces = []
+        for index, start, stop in partition_slices(self.plan, partition):
+            table = self._file(index)
+            path = self.plan["files"][index]["path"]
+            if table.num_rows != self.plan["files"][index]["rows"]:
+                raise PartitionError(f"{path}: {table.num_rows} rows, planned {self.plan['files'][index]['rows']}")
+            pieces.append(self._select(table.slice(start, stop - start), path))
+        if not pieces:
+            return pa.table({"url": pa.array([], pa.string())})
+        return pa.concat_tables(pieces, promote_options="permissive")
+
+    def _select(self, table: pa.Table, path: str) -> pa.Table:
+        names = table.column_names
+        if self.url_column not in names:
+            raise PartitionError(f"{path}: no URL column '{self.url_column}' (columns: {names[:20]})")
+        carried = self.columns if self.columns is not None else [n for n in names if n != self.url_column]
+        missing = [c for c in carried if c not in names]
+        if missing:
+            raise PartitionError(f"{path}: carried columns {missing} are missing")
+        from curation.download.rows import carried_name
+
+        strings = {self.url_column, *self.plan.get("string_columns", [])}
+        columns = [_as_string(table.column(c)) if c in strings else table.column(c)
+                   for c in [self.url_column, *carried]]
+        return pa.table(columns, names=["url"] + [carried_name(c) for c in carried])
+
+
+def _as_string(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    return column if column.type == pa.string() else column.cast(pa.string())

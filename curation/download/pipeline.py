@@ -1,0 +1,150 @@
+"""Fetch and process a partition's URLs in the background, results in input order.
+
+An event loop on its own thread runs up to ``concurrency`` requests at once
+and hands each downloaded body to a small thread pool for decoding, so the
+network never waits for the CPU and vice versa. It runs at most ``window``
+samples ahead of the consumer, which bounds memory; a slow URL at the head
+of the window stalls nothing behind it until the window is full, so batch
+boundaries cost no concurrency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+from curation.download.fetch import Fetcher, FetchResult
+from curation.download.process import ImageResult
+from curation.download.urls import UrlPolicy
+from curation.errors import PartitionError
+
+log = logging.getLogger("curation")
+
+
+@dataclass
+class Outcome:
+    fetch: FetchResult
+    image: ImageResult | None
+
+
+class Pipeline:
+    """Background fetch + process of one list of URLs. Use as a context manager."""
+
+    def __init__(self, http, policy: UrlPolicy, process: Callable[[bytes], ImageResult],
+                 urls: list[str | None], window: int, decode_threads: int = 1, seed: int = 0,
+                 pending_bytes: int = 256 * 2**20):
+        self._process = process
+        # Bodies waiting for a decode thread: new fetches wait while they exceed the budget.
+        self._pending, self._budget = 0, pending_bytes
+        self._drained = asyncio.Event()
+        self._futures = [concurrent.futures.Future() if url else None for url in urls]
+        self._pool = concurrent.futures.ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="fetch-loop", daemon=True)
+        self._thread.start()
+        self._window = asyncio.Semaphore(window)
+        self._fetcher: Fetcher | None = None
+        self._producer = asyncio.run_coroutine_threadsafe(
+            self._produce(http, policy, urls, seed), self._loop
+        )
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def result(self, index: int) -> Outcome:
+        """Outcome of URL ``index`` (blocks until it is ready); frees its window slot."""
+        future = self._futures[index]
+        if future is None:
+            raise KeyError(f"URL {index} was not submitted, or its result was taken")
+        concurrent.futures.wait([future, self._producer], return_when=concurrent.futures.FIRST_COMPLETED)
+        if not future.done() and self._producer.exception() is not None:
+            raise PartitionError(f"download pipeline stopped: {self._producer.exception()!r}")
+        outcome = future.result()
+        self._futures[index] = None
+        self._loop.call_soon_threadsafe(self._window.release)
+        return outcome
+
+    async def _produce(self, http, policy: UrlPolicy, urls: list[str | None], seed: int) -> None:
+        self._fetcher = Fetcher(http, policy, seed, gate=self._room)
+        tasks = set()
+        try:
+            for index, url in enumerate(urls):
+                if not url:
+                    continue
+                await self._window.acquire()
+                task = asyncio.create_task(self._one(index, url))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if tasks:
+                await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _room(self) -> None:
+        """Wait while too many downloaded bytes wait for decoding (called before each request)."""
+        while self._pending >= self._budget:
+            self._drained.clear()
+            await self._drained.wait()
+
+    async def _one(self, index: int, url: str) -> None:
+        future = self._futures[index]
+        try:
+            fetched = await _guard(self._fetcher.fetch(url), url,
+                                   lambda err: FetchResult("failed_download:internal_error", error=err))
+            image = None
+            if fetched.ok:
+                data, fetched.data = fetched.data, None
+                self._pending += len(data)
+                try:
+                    image = await _guard(self._loop.run_in_executor(self._pool, self._process, data), url,
+                                         lambda err: ImageResult("failed_decode:internal_error", error=err))
+                finally:
+                    self._pending -= len(data)
+                    if self._pending < self._budget:
+                        self._drained.set()
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        if not future.done():
+            future.set_result(Outcome(fetched, image))
+
+    def close(self) -> None:
+        """Stop fetching, close the HTTP session and the threads."""
+        if self._thread.is_alive():
+            self._producer.cancel()
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for future in self._futures:
+            if future is not None:
+                future.cancel()
+
+    async def _shutdown(self) -> None:
+        current = asyncio.current_task()
+        pending = [t for t in asyncio.all_tasks() if t is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if self._fetcher is not None:
+            await self._fetcher.close()
+
+
+async def _guard(awaitable, url: str, failed: Callable[[str], object]):
+    """Await; an unexpected exception (a bug, a library crash) costs one sample, not the partition."""
+    try:
+        return await awaitable
+    except asyncio.CancelledError:
+        raise
+    except Exception as err:
+        log.warning("download: unexpected error on %s: %r", url[:200], err, exc_info=True)
+        return failed(f"{type(err).__name__}: {err}"[:300])

@@ -1,0 +1,295 @@
+"""SSCD copy-detection descriptor (Pizzi et al. 2022): model, loading, preprocessing.
+
+Architecture (the layout of the official ``*.torchvision.pt`` weight files):
+a torchvision ResNet trunk whose average pooling is replaced by GeM pooling
+(p = 3) and whose ``fc`` is the linear projection to ``dims`` (512), followed
+by L2 normalisation. State-dict keys are ``backbone.<torchvision key>``.
+
+Loading, from local files only:
+
+- ``*.torchscript.pt`` (the official standalone files, e.g.
+  ``sscd_disc_mixup.torchscript.pt``) through ``torch.jit.load``;
+- state dicts (ours, or the official ``.torchvision.pt``) through
+  ``torch.load(weights_only=True)`` and a strict key/shape check that raises
+  ``CheckpointError`` naming every mismatch; nothing else is unpickled.
+
+``backbone: resnet18`` is a small trunk for CPU demos and tests. No official
+SSCD weights exist for it: its descriptors are only as good as the weights
+it is given.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from curation.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+BACKBONES = {"resnet50": 2048, "resnet18": 512}
+RANDOM_INIT = "random-init"
+
+
+class GeM(nn.Module):
+    """Generalised-mean pooling over H, W: ``(B, C, H, W) -> (B, C)``."""
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6):
+        super().__init__()
+        self.p = p
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(min=self.eps).pow(self.p).mean(dim=(2, 3)).pow(1.0 / self.p)
+
+
+class SSCD(nn.Module):
+    """Images ``(B, 3, H, W)`` (ImageNet-normalised) -> descriptors ``(B, dims)``, unit norm."""
+
+    def __init__(self, backbone: str = "resnet50", dims: int = 512, pool_param: float = 3.0):
+        super().__init__()
+        import torchvision
+
+        if backbone not in BACKBONES:
+            raise CheckpointError(f"unknown SSCD backbone '{backbone}' ({', '.join(BACKBONES)})")
+        trunk = getattr(torchvision.models, backbone)(weights=None, num_classes=dims)
+        trunk.avgpool = GeM(pool_param)  # the trunk then flattens and applies fc (the projection)
+        self.backbone = trunk
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.backbone(x), dim=1)
+
+
+def is_torchscript(path: Path) -> bool:
+    """A TorchScript archive holds compiled ``code/``; a ``torch.save`` zip does not."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in name for name in archive.namelist())
+
+
+def load(path: str | Path | None, backbone: str = "resnet50", dims: int = 512, pool_param: float = 3.0,
+         seed: int = 0) -> tuple[nn.Module, str]:
+    """The descriptor model in eval mode and where its weights came from.
+
+    ``path=None`` builds a random-init model (seeded): tests and offline
+    demos only, its descriptors do not detect copies.
+    """
+    from curation.models import checkpoints
+
+    if path is None:
+        torch.manual_seed(seed)
+        log.warning("SSCD descriptor has random weights: for tests and demos only")
+        return SSCD(backbone, dims, pool_param).eval(), RANDOM_INIT
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"SSCD checkpoint {path} does not exist")
+    if is_torchscript(path):
+        model = checkpoints.load_torchscript(path)
+        _check_output(model, dims, path)
+        return model, f"torchscript:{path}"
+    model = SSCD(backbone, dims, pool_param)
+    checkpoints.load_state(model, _unwrap(checkpoints.read_checkpoint(path)))
+    return model.eval(), f"state_dict:{path}"
+
+
+def _unwrap(obj) -> dict[str, torch.Tensor]:
+    """The state dict of a file: plain, or under ``state_dict``/``model``; ``backbone.`` added if absent."""
+    for name in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(name), dict):
+            obj = obj[name]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"not an SSCD state dict (found {type(obj).__name__} with non-tensor entries)")
+    obj = {k.removeprefix("module."): v for k, v in obj.items()}
+    if not any(k.startswith("backbone.") for k in obj):
+        obj = {f"backbone.{k}": v for k, v in obj.items()}
+    return obj
+
+
+def _check_output(model: nn.Module, dims: int, path: Path) -> None:
+    with torch.inference_mode():
+        out = model(torch.zeros(1, 3, 32, 32))
+    if tuple(out.shape) != (1, dims):
+        raise CheckpointError(f"{path}: the TorchScript model gives descriptors of shape "
+                              f"{tuple(out.shape)[1:]}, the config says dims={dims}")
+
+
+def save(model: SSCD, path: str | Path) -> None:
+    """Write the model's state dict (tensors only), atomically."""
+    from curation.atomic import atomic_path
+
+    with atomic_path(Path(path)) as tmp:
+        torch.save(model.state_dict(), tmp)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """SSCD input: ``square`` resizes to ``size`` x ``size`` (skewing, batches
+    well: SSCD's 320 recipe); ``short_edge`` resizes the short edge to ``size``
+    (288) keeping the aspect ratio, and batches images of equal shape."""
+
+    mode: str = "square"
+    size: int = 320
+    thumb_size: int = 32
+    # True: thumbnails exactly as imagehash makes them (Lanczos on the decoded
+    # image; pHash parity); False: area-averaged from the model input (fast).
+    exact_thumb: bool = False
+
+
+@dataclass
+class Decoded:
+    thumb: np.ndarray | None  # (thumb_size, thumb_size) uint8 grayscale when exact_thumb, else None
+    pixels: np.ndarray  # (H, W, 3) uint8, the SSCD input before normalisation
+    width: int  # original size
+    height: int
+
+
+def decode(data: bytes | None, spec: Preprocess, draft: bool = True) -> Decoded:
+    """One decode for both the hash thumbnail and the SSCD input.
+
+    JPEGs decode at the smallest DCT scale that keeps both sides >= ``size``.
+    Raises ``curation.preprocess.DecodeError`` with a short reason.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    from curation.algorithms.pca_hash import gray_resize
+    from curation.preprocess import DecodeError
+
+    if not data:
+        raise DecodeError("missing_image", "no image bytes")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            if draft:
+                img.draft("RGB", (spec.size, spec.size))
+            rgb = img.convert("RGB")
+    except UnidentifiedImageError:
+        # Pillow's message names a memory address: keep the reason reproducible.
+        raise DecodeError("unidentified_image", "not an image format Pillow can read") from None
+    except Image.DecompressionBombError as err:
+        raise DecodeError("decompression_bomb", str(err)) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as err:
+        raise DecodeError("broken_image", f"{type(err).__name__}: {err}") from None
+    thumb = gray_resize(rgb, spec.thumb_size) if spec.exact_thumb else None
+    return Decoded(thumb, _resize(rgb, spec), width, height)
+
+
+def _resize(img, spec: Preprocess) -> np.ndarray:
+    from PIL import Image
+
+    from curation.preprocess import resized_size
+
+    if spec.mode == "square":
+        size = (spec.size, spec.size)
+    else:
+        size = resized_size(img.width, img.height, spec.size)
+    return np.asarray(img.resize(size, Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def describe(blobs, embed: "Embedder", spec: Preprocess, draft: bool = True, pool=None):
+    """Decode and describe a batch of encoded images.
+
+    Returns ``(thumbs (m, s, s) uint8, desc (m, dims) float32, width (m,),
+    height (m,), reasons, errors)``: the arrays cover the ``m`` images that
+    succeeded, in input order; ``reasons[i]`` is None for those and a status
+    (``failed_decode:<why>``, ``failed_descriptor:nan|zero``) otherwise.
+    ``pool``: an executor to decode on (Pillow releases the GIL).
+    """
+    from curation.algorithms.knn import bad_rows
+    from curation.algorithms.pca_hash import thumbnails
+    from curation.preprocess import DecodeError
+
+    reasons: list[str | None] = [None] * len(blobs)
+    errors: list[str | None] = [None] * len(blobs)
+
+    def one(i: int) -> Decoded | None:
+        try:
+            return decode(blobs[i], spec, draft)
+        except DecodeError as err:
+            reasons[i], errors[i] = f"failed_decode:{err.reason}", str(err)[:500]
+            return None
+
+    decoded = list(pool.map(one, range(len(blobs)))) if pool else [one(i) for i in range(len(blobs))]
+    ok = [i for i, d in enumerate(decoded) if d is not None]
+    desc = embed([decoded[i].pixels for i in ok]) if ok else np.zeros((0, embed.dims), np.float32)
+    for j, why in enumerate(bad_rows(desc)):
+        if why:
+            reasons[ok[j]], errors[ok[j]] = f"failed_descriptor:{why}", f"the descriptor is {why}"
+    good = [i for i in ok if reasons[i] is None]
+    if spec.exact_thumb and good:
+        thumbs = np.stack([decoded[i].thumb for i in good])
+    else:
+        thumbs = thumbnails([decoded[i].pixels for i in good], spec.thumb_size)
+    size = np.array([(decoded[i].width, decoded[i].height) for i in good], np.int64).reshape(-1, 2)
+    keep = [j for j, i in enumerate(ok) if reasons[i] is None]
+    return thumbs, desc[keep], size[:, 0], size[:, 1], reasons, errors
+
+
+def describe_all(images, embed: "Embedder", spec: Preprocess, draft: bool = True, batch: int = 256):
+    """Descriptors of a stream of ``(key, bytes)``: ``(keys, desc (m, dims), failures)``.
+
+    Only the images that decode and give a valid descriptor are returned.
+    """
+    import itertools
+
+    keys: list[str] = []
+    parts = [np.zeros((0, embed.dims), np.float32)]
+    failed = 0
+    stream = iter(images)
+    while chunk := list(itertools.islice(stream, batch)):
+        _, desc, _, _, reasons, _ = describe([data for _, data in chunk], embed, spec, draft)
+        keys += [key for (key, _), why in zip(chunk, reasons) if why is None]
+        parts.append(desc)
+        failed += len(chunk) - len(desc)
+    return keys, np.concatenate(parts), failed
+
+
+class Embedder:
+    """Batched descriptors on one device (fp16 autocast on CUDA)."""
+
+    def __init__(self, model: nn.Module, device: str = "auto", batch_size: int = 64, dims: int = 512):
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.batch_size = batch_size
+        self.dims = dims
+
+    def __call__(self, pixels: list[np.ndarray]) -> np.ndarray:
+        """``B`` arrays ``(H, W, 3) uint8`` -> raw descriptors ``(B, dims) float32``.
+
+        Images are grouped by shape (one shape in ``square`` mode) so that
+        every forward pass is one batch tensor.
+        """
+        from curation.preprocess import normalise
+
+        shapes: dict[tuple, list[int]] = {}
+        for i, p in enumerate(pixels):
+            shapes.setdefault(p.shape, []).append(i)
+        out: np.ndarray | None = None
+        for rows in shapes.values():
+            for start in range(0, len(rows), self.batch_size):
+                chunk = rows[start : start + self.batch_size]
+                x = normalise(np.stack([pixels[i] for i in chunk]), device=self.device)
+                desc = self._forward(x)
+                if out is None:
+                    out = np.empty((len(pixels), desc.shape[1]), dtype=np.float32)
+                out[chunk] = desc
+        return out if out is not None else np.zeros((0, self.dims), dtype=np.float32)
+
+    def _forward(self, x: torch.Tensor) -> np.ndarray:
+        cuda = self.device.type == "cuda"
+        if cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
+            return self.model(x).float().cpu().numpy()

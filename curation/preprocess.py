@@ -1,0 +1,210 @@
+"""Image decoding and preprocessing for ViT inference, batched.
+
+The transform is the standard evaluation one (DINOv2's ``make_classification_eval_transform``):
+resize the short side to ``resize_size`` (bicubic), centre-crop ``image_size``,
+scale to [0, 1] and normalise with the ImageNet mean and std. It is split in
+two halves so that the expensive one runs where it is cheapest:
+
+- :func:`decode_batch` (CPU, in a thread pool: Pillow releases the GIL while
+  decoding and resampling) turns encoded images into one uint8 array
+  ``(B, S, S, 3)``, four times smaller to move to the GPU than floats;
+- :func:`normalise` (on the model's device) turns that into the float
+  ``(B, 3, S, S)`` batch the model takes.
+
+A failed decode is a per-image reason, never an exception: the caller turns
+it into a sample status ``failed_decode:<reason>``.
+"""
+
+from __future__ import annotations
+
+import io
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos")
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    """How images become model inputs.
+
+    ``resize_size`` defaults to ``image_size * 256 / 224`` rounded, the
+    usual evaluation ratio. ``draft`` lets JPEG decoding downscale by 2, 4 or
+    8 in the DCT domain when the image is that much larger than needed: much
+    cheaper, and slightly different pixels from a full decode.
+    """
+
+    image_size: int = 224
+    resize_size: int | None = None
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    draft: bool = False
+
+    @property
+    def short_side(self) -> int:
+        if self.resize_size is not None:
+            return self.resize_size
+        return int(round(self.image_size * 256 / 224))
+
+
+@dataclass
+class DecodedBatch:
+    """Result of :func:`decode_batch` for B inputs.
+
+    ``pixels`` is ``(B, S, S, 3)`` uint8 (rows of failed images are zero);
+    ``ok`` ``(B,)`` bool; ``reasons``/``errors`` per input, None where ok.
+    """
+
+    pixels: np.ndarray
+    ok: np.ndarray
+    reasons: list[str | None]
+    errors: list[str | None]
+
+
+class DecodeError(Exception):
+    """An image that cannot be decoded; ``reason`` is a short status suffix."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+
+
+def _resample(name: str) -> int:
+    from PIL import Image
+
+    return {
+        "bicubic": Image.Resampling.BICUBIC,
+        "bilinear": Image.Resampling.BILINEAR,
+        "nearest": Image.Resampling.NEAREST,
+        "lanczos": Image.Resampling.LANCZOS,
+    }[name]
+
+
+def resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(width, height) with the short side set to ``short_side``, the long one truncated.
+
+    Same rule as ``torchvision.transforms.Resize(int)``.
+    """
+    if width <= height:
+        return short_side, int(short_side * height / width)
+    return int(short_side * width / height), short_side
+
+
+def open_rgb(data: bytes | None, draft_size: int | None = None):
+    """Decode encoded image bytes to an RGB ``PIL.Image``; raises :class:`DecodeError`.
+
+    ``draft_size``: let JPEG decoding downscale in the DCT domain while both
+    sides stay at least that large.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise DecodeError("missing_image", "no image bytes")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if draft_size and img.format == "JPEG":
+                img.draft("RGB", (draft_size, draft_size))
+            return img.convert("RGB")
+    except UnidentifiedImageError as err:
+        raise DecodeError("unidentified_image", str(err)) from None
+    except Image.DecompressionBombError as err:
+        raise DecodeError("decompression_bomb", str(err)) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as err:
+        # Truncated files, broken data streams, bad headers: all the same to a caller.
+        raise DecodeError("broken_image", f"{type(err).__name__}: {err}") from None
+
+
+def decode(data: bytes | None, spec: PreprocessSpec) -> np.ndarray:
+    """Decode, resize and centre-crop one image to ``(S, S, 3)`` uint8; raises :class:`DecodeError`."""
+    # open_rgb has fully decoded the pixels (convert loads them): resizing cannot fail on the data.
+    return _resize_crop(open_rgb(data, spec.short_side if spec.draft else None), spec)
+
+
+def _resize_crop(img, spec: PreprocessSpec) -> np.ndarray:
+    size = resized_size(img.width, img.height, spec.short_side)
+    if size != (img.width, img.height):
+        img = img.resize(size, resample=_resample(spec.interpolation))
+    crop = spec.image_size
+    # torchvision.transforms.CenterCrop's offsets, including its rounding.
+    top = int(round((img.height - crop) / 2.0))
+    left = int(round((img.width - crop) / 2.0))
+    return np.asarray(img.crop((left, top, left + crop, top + crop)), dtype=np.uint8)
+
+
+class PendingBatch:
+    """Decoding in flight on an executor; :meth:`result` waits and returns the :class:`DecodedBatch`."""
+
+    def __init__(self, futures: list[Future], batch: DecodedBatch):
+        self._futures = futures
+        self._batch = batch
+
+    def result(self) -> DecodedBatch:
+        for future in self._futures:
+            future.result()  # re-raises what is not a DecodeError (an unreadable tar, ...)
+        return self._batch
+
+
+def _decoder(items: Sequence[Any], spec: PreprocessSpec, fetch: Callable[[Any], bytes | None] | None):
+    """An empty :class:`DecodedBatch` for ``items`` and the function that fills its row ``i``."""
+    n = len(items)
+    batch = DecodedBatch(
+        np.zeros((n, spec.image_size, spec.image_size, 3), dtype=np.uint8),
+        np.zeros(n, dtype=bool),
+        [None] * n,
+        [None] * n,
+    )
+
+    def one(i: int) -> None:
+        try:
+            batch.pixels[i] = decode(fetch(items[i]) if fetch else items[i], spec)
+            batch.ok[i] = True
+        except DecodeError as err:
+            batch.reasons[i], batch.errors[i] = err.reason, str(err)[:500]
+
+    return batch, one
+
+
+def submit_batch(
+    items: Sequence[Any], spec: PreprocessSpec, executor: Executor, fetch: Callable[[Any], bytes | None] | None = None
+) -> PendingBatch:
+    """Start decoding ``items`` on ``executor`` and return at once.
+
+    Items are encoded images, or anything ``fetch`` turns into one (a key
+    read from a tar, say), so that reading happens on the threads too.
+    """
+    batch, one = _decoder(items, spec, fetch)
+    return PendingBatch([executor.submit(one, i) for i in range(len(items))], batch)
+
+
+def decode_batch(
+    blobs: Sequence[bytes | None], spec: PreprocessSpec, executor: Executor | None = None
+) -> DecodedBatch:
+    """Decode ``blobs`` into one ``(B, S, S, 3)`` uint8 array; on ``executor`` threads if given."""
+    if executor is not None:
+        return submit_batch(blobs, spec, executor).result()
+    batch, one = _decoder(blobs, spec, None)
+    for i in range(len(blobs)):
+        one(i)
+    return batch
+
+
+def normalise(pixels, mean=IMAGENET_MEAN, std=IMAGENET_STD, device=None):
+    """uint8 ``(B, S, S, 3)`` (numpy or torch) -> float32 ``(B, 3, S, S)`` normalised, on ``device``.
+
+    Equals ``ToTensor()`` then ``Normalize(mean, std)`` per image.
+    """
+    import torch
+
+    x = torch.as_tensor(pixels)
+    if device is not None:
+        x = x.to(device, non_blocking=True)
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return x.sub_(m).div_(s).contiguous()

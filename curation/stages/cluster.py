@@ -1,0 +1,309 @@
+"""Stage ``cluster``: k-means over the pool embeddings.
+
+Two modes (``cluster.mode``):
+
+- ``flat`` (DINOv2): spherical Faiss k-means trained on a seeded sample of
+  at most ``k * max_points_per_centroid`` embeddings, then every embedding
+  assigned to its nearest centroid, partition by partition. Feeds
+  cluster-based retrieval.
+- ``hierarchical`` (retrieval-free, after Vo et al. 2024): hierarchical
+  k-means with resampling over the whole pool, then balanced sampling of
+  ``target_size`` samples; the others are dropped with status
+  ``not_selected``.
+
+Steps and files (``<run_dir>/stages/cluster/``)::
+
+    train/centroids.npy               (k, d) float32 leaf centroids (unit norm)
+    train/level-T.centroids.npy       hierarchical: (k_T, d) centroids of level T (0 = leaves)
+    train/level-T.parents.npy         hierarchical: (k_T,) int64 level-(T+1) cluster of each level-T cluster
+    train/points.{leaf,similarity,selected}.npy, train/points.json
+                                      hierarchical: per embedded sample, in embeddings order
+    assign/part-NNNNNN.parquet        the stage table (below)
+    sizes/sizes.parquet               level, cluster, size (+ selected in hierarchical mode)
+
+Table columns: the status columns, ``cluster`` (int64 leaf cluster, -1 when
+not embedded), ``similarity`` (float32 cosine similarity to the centroid,
+null when not embedded); hierarchical mode adds ``cluster_path``
+(list<int64>, top level first, leaf last) and ``selected`` (bool).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field, model_validator
+
+from curation import embeddings, tables
+from curation.atomic import read_json, write_json
+from curation.config import Section
+from curation.errors import ConfigError, RunError
+from curation.stages.base import GlobalStep, MapStep, Resources, Stage
+from curation.stages.registry import register
+
+log = logging.getLogger("curation")
+STAGE = "cluster"
+NOT_SELECTED = "not_selected"
+
+
+class LevelConfig(Section):
+    n_clusters: int = Field(..., ge=1, description="clusters at this level")
+    n_resampling_steps: int = Field(0, ge=0, description="resampling rounds after the first k-means")
+    sample_size: int = Field(1, ge=1, description="points per cluster kept in each resampling round")
+    init: Literal["kmeans++", "random"] = Field(
+        "kmeans++", description="seeding: kmeans++ (up to a few thousand clusters) or random (any k)"
+    )
+
+
+class HierarchicalConfig(Section):
+    levels: list[LevelConfig] = Field(..., min_length=1, description="levels, finest (most clusters) first")
+    sampling_strategy: Literal["closest", "random"] = Field(
+        "closest", description="which points a leaf gives: closest to its centroid, or random"
+    )
+    target_size: int = Field(..., ge=1, description="samples to select in total")
+
+    @model_validator(mode="after")
+    def _decreasing(self) -> "HierarchicalConfig":
+        for t in range(1, len(self.levels)):
+            if self.levels[t].n_clusters > self.levels[t - 1].n_clusters:
+                raise ValueError(
+                    f"levels.{t}.n_clusters ({self.levels[t].n_clusters}) exceeds levels.{t - 1}.n_clusters "
+                    f"({self.levels[t - 1].n_clusters}): each level clusters the centroids of the one before"
+                )
+        return self
+
+
+class ClusterConfig(Section):
+    mode: Literal["flat", "hierarchical"] = Field("flat", description="flat k-means, or hierarchical + sampling")
+    k: int = Field(100_000, ge=1, description="flat mode: number of clusters")
+    n_iter: int = Field(20, ge=1, description="k-means iterations (every k-means and resampling round)")
+    init: Literal["random", "kmeans++"] = Field("random", description="flat mode: centroid seeding")
+    n_redo: int = Field(1, ge=1, description="flat mode: k-means runs, the best objective is kept")
+    max_points_per_centroid: int = Field(
+        256, ge=1, description="training sample cap: at most k * this many embeddings train k-means"
+    )
+    clamp_k: bool = Field(
+        True, description="fewer embedded samples than clusters: true lowers k to the pool size, false fails"
+    )
+    device: Literal["auto", "cuda", "cpu"] = Field("auto", description="Faiss on GPU: auto uses one if present")
+    assign_batch_size: int = Field(65536, ge=1, description="rows per assignment batch")
+    hierarchical: HierarchicalConfig | None = Field(None, description="mode: hierarchical settings")
+
+
+def _gpu(device: str) -> float:
+    if device == "cpu":
+        return 0.0
+    if device == "cuda":
+        return 1.0
+    import faiss
+
+    return 1.0 if faiss.get_num_gpus() > 0 else 0.0
+
+
+def clamp_levels(wanted: list[int], n: int, clamp: bool, key: str) -> list[int]:
+    """Cluster counts per level, lowered to fit ``n`` points when ``clamp``; else ConfigError."""
+    if wanted[0] > n and not clamp:
+        raise ConfigError(
+            f"{key}: {wanted[0]} clusters requested but only {n} samples are embedded; "
+            f"lower {key} or set cluster.clamp_k: true"
+        )
+    out: list[int] = []
+    for k in wanted:
+        out.append(min(k, out[-1] if out else n))
+    return out
+
+
+class Train(GlobalStep):
+    name = "train"
+
+    def resources(self) -> Resources:
+        return Resources(num_cpus=1, num_gpus=_gpu(self.cfg.device))
+
+    def run(self, out_dir: Path) -> dict[str, Any]:
+        from curation.algorithms.kmeans import use_gpu
+
+        counts = embeddings.pool_counts(self.ctx)
+        n = sum(counts.values())
+        if n == 0:
+            raise RunError("cluster: the pool has no embedded samples (see the embed stage's statuses)")
+        gpu = use_gpu(self.cfg.device)
+        if self.cfg.mode == "hierarchical":
+            return self._hierarchical(out_dir, counts, gpu)
+        return self._flat(out_dir, n, gpu)
+
+    def _flat(self, out_dir: Path, n: int, gpu: bool) -> dict[str, Any]:
+        from curation.algorithms.kmeans import sample_indices, train_kmeans
+
+        cfg = self.cfg
+        (k,) = clamp_levels([cfg.k], n, cfg.clamp_k, "cluster.k")
+        idx = sample_indices(n, k, cfg.max_points_per_centroid, self.ctx.seed)
+        result = train_kmeans(
+            embeddings.take_pool_rows(self.ctx, idx), k, n_iter=cfg.n_iter, seed=self.ctx.seed,
+            max_points_per_centroid=cfg.max_points_per_centroid, n_redo=cfg.n_redo, init=cfg.init, gpu=gpu,
+        )
+        embeddings.save_array_atomic(out_dir / "centroids.npy", result.centroids)
+        if k < cfg.k:
+            log.warning("cluster: k lowered from %d to the %d embedded samples", cfg.k, k)
+        return {"mode": "flat", "k_requested": cfg.k, "k": k, "clamped": k < cfg.k, "points": n,
+                "train_points": result.n_train, "objective": result.objective, "gpu": gpu}
+
+    def _hierarchical(self, out_dir: Path, counts: dict[int, int], gpu: bool) -> dict[str, Any]:
+        from curation.algorithms.hkmeans import KMeansOptions, LevelSpec, balanced_sample, build_hierarchy
+
+        hcfg = self.cfg.hierarchical
+        n = sum(counts.values())
+        ks = clamp_levels([lv.n_clusters for lv in hcfg.levels], n, self.cfg.clamp_k,
+                          "cluster.hierarchical.levels.0.n_clusters")
+        specs = [LevelSpec(k, lv.n_resampling_steps, lv.sample_size, lv.init) for k, lv in zip(ks, hcfg.levels)]
+        _, x, _, _ = embeddings.load_pool_embeddings(self.ctx)
+        options = KMeansOptions(n_iter=self.cfg.n_iter, strategy=hcfg.sampling_strategy, seed=self.ctx.seed,
+                                max_points_per_centroid=self.cfg.max_points_per_centroid, gpu=gpu)
+        tree = build_hierarchy(x, specs, options)
+        selected = balanced_sample(tree, hcfg.target_size, strategy=hcfg.sampling_strategy, seed=self.ctx.seed)
+        save = embeddings.save_array_atomic
+        save(out_dir / "centroids.npy", tree.centroids[0])
+        for t, centroids in enumerate(tree.centroids):
+            save(out_dir / f"level-{t}.centroids.npy", centroids)
+        for t, parent in enumerate(tree.parents):
+            save(out_dir / f"level-{t}.parents.npy", parent, "int64")
+        save(out_dir / "points.leaf.npy", tree.labels, "int64")
+        save(out_dir / "points.similarity.npy", tree.scores)
+        save(out_dir / "points.selected.npy", selected, "bool")
+        starts = np.cumsum([0] + list(counts.values()))[:-1]
+        write_json(out_dir / "points.json",
+                   {"points": n, "partitions": {str(p): int(s) for p, s in zip(counts, starts)}})
+        return {"mode": "hierarchical", "levels": ks, "levels_requested": [lv.n_clusters for lv in hcfg.levels],
+                "clamped": ks != [lv.n_clusters for lv in hcfg.levels], "points": n,
+                "target_size": hcfg.target_size, "selected": int(selected.sum()), "gpu": gpu}
+
+
+class Assign(MapStep):
+    name = "assign"
+    # Rows that are not alive come too: they get cluster -1 here, not nulls.
+    alive_only = False
+
+    def resources(self) -> Resources:
+        return Resources(num_cpus=1, num_gpus=_gpu(self.cfg.device))
+
+    def batch_size(self) -> int:
+        return self.cfg.assign_batch_size
+
+    def setup(self) -> None:
+        from curation.algorithms.kmeans import flat_index, use_gpu
+
+        train = self.ctx.step_dir("train")
+        self.hierarchical = self.cfg.mode == "hierarchical"
+        if self.hierarchical:
+            load = lambda name: np.load(train / name, mmap_mode="r", allow_pickle=False)  # noqa: E731
+            self.points = {part: load(f"points.{part}.npy") for part in ("leaf", "similarity", "selected")}
+            self.parents = [load(f"level-{t}.parents.npy") for t in range(len(self.cfg.hierarchical.levels) - 1)]
+            self.starts = {int(p): s for p, s in read_json(train / "points.json")["partitions"].items()}
+        else:
+            centroids = np.load(train / "centroids.npy", allow_pickle=False)
+            self.index = flat_index(centroids, gpu=use_gpu(self.cfg.device))
+
+    def open(self, partition: int, out) -> None:
+        self.partition = partition
+        self.assigned = 0
+        if not self.hierarchical:
+            _, self.x, _ = embeddings.partition_embeddings(self.ctx, partition)
+
+    def process_batch(self, batch: pa.Table) -> pa.Table:
+        emb_row = batch.column(embeddings.ROW_COLUMN).to_numpy(zero_copy_only=False)
+        has = emb_row >= 0
+        n = batch.num_rows
+        cluster = np.full(n, -1, dtype=np.int64)
+        similarity = np.full(n, np.nan, dtype=np.float32)
+        self.assigned += int(has.sum())
+        out = batch.select(tables.STATUS_COLUMNS)
+        if not self.hierarchical:
+            from curation.algorithms.kmeans import assign
+
+            if has.any():
+                cluster[has], similarity[has] = assign(self.x[emb_row[has]], index=self.index)
+            return self._with(out, cluster, similarity, has)
+        idx = self.starts[self.partition] + emb_row[has]
+        cluster[has] = self.points["leaf"][idx]
+        similarity[has] = self.points["similarity"][idx]
+        selected = np.zeros(n, dtype=bool)
+        selected[has] = self.points["selected"][idx]
+        out = tables.drop(out, has & ~selected, STAGE, NOT_SELECTED, "balanced sampling: leaf quota filled")
+        out = self._with(out, cluster, similarity, has)
+        return out.append_column("cluster_path", self._paths(cluster, has)).append_column(
+            "selected", pa.array(selected))
+
+    @staticmethod
+    def _with(out: pa.Table, cluster: np.ndarray, similarity: np.ndarray, has: np.ndarray) -> pa.Table:
+        out = out.append_column("cluster", pa.array(cluster, pa.int64()))
+        return out.append_column("similarity", pa.array(similarity, pa.float32(), mask=~has))
+
+    def _paths(self, cluster: np.ndarray, has: np.ndarray) -> pa.Array:
+        cols = [np.where(has, cluster, 0)]
+        for parent in self.parents:
+            cols.append(np.asarray(parent)[cols[-1]])
+        flat = np.stack(cols[::-1], axis=1).ravel()  # top level first, leaf last
+        width = len(cols)
+        offsets = pa.array(np.arange(0, len(cluster) * width + 1, width, dtype=np.int32))
+        return pa.ListArray.from_arrays(offsets, pa.array(flat, pa.int64()), mask=pa.array(~has))
+
+    def close(self) -> dict[str, Any]:
+        return {"assigned": self.assigned}
+
+
+class Sizes(GlobalStep):
+    name = "sizes"
+
+    def run(self, out_dir: Path) -> dict[str, Any]:
+        from curation.algorithms.kmeans import cluster_sizes
+
+        train = self.ctx.step_dir("train")
+        k = np.load(train / "centroids.npy", mmap_mode="r").shape[0]
+        columns = ["cluster"] + (["selected"] if self.cfg.mode == "hierarchical" else [])
+        table = self.ctx.read_table(STAGE, columns)
+        leaf = table.column("cluster").to_numpy()
+        sizes = [cluster_sizes(leaf, k)]
+        levels = [np.zeros(k, dtype=np.int64)]
+        extra: dict[str, Any] = {}
+        if self.cfg.mode == "hierarchical":
+            selected = table.column("selected").to_numpy(zero_copy_only=False)
+            picked = [cluster_sizes(np.where(selected, leaf, -1), k)]
+            for t in range(len(self.cfg.hierarchical.levels) - 1):
+                parent = np.load(train / f"level-{t}.parents.npy", allow_pickle=False)
+                k_up = np.load(train / f"level-{t + 1}.centroids.npy", mmap_mode="r").shape[0]
+                sizes.append(np.bincount(parent, weights=sizes[-1], minlength=k_up).astype(np.int64))
+                picked.append(np.bincount(parent, weights=picked[-1], minlength=k_up).astype(np.int64))
+                levels.append(np.full(k_up, t + 1, dtype=np.int64))
+            extra["selected"] = pa.array(np.concatenate(picked))
+            extra_stats = {"selected": int(picked[0].sum()), "clusters_per_level": [len(s) for s in sizes]}
+        else:
+            extra_stats = {}
+        ids = np.concatenate([np.arange(len(s)) for s in sizes])
+        out = pa.table({"level": np.concatenate(levels), "cluster": ids, "size": np.concatenate(sizes), **extra})
+        tables.write_parquet(out, out_dir / "sizes.parquet")
+        empty = np.flatnonzero(sizes[0] == 0)
+        if len(empty):
+            log.warning("cluster: %d of %d clusters are empty", len(empty), k)
+        nonempty = sizes[0][sizes[0] > 0]
+        return {"k": int(k), "assigned": int(sizes[0].sum()), "empty_clusters": len(empty),
+                "empty_cluster_ids": empty[:100].tolist(), "largest": int(sizes[0].max()),
+                "smallest_nonempty": int(nonempty.min()) if len(nonempty) else 0, **extra_stats}
+
+
+@register
+class ClusterStage(Stage):
+    name = STAGE
+    config_model = ClusterConfig
+    inputs = ("embed",)
+    steps = (Train, Assign, Sizes)
+    table_step = "assign"
+
+    @classmethod
+    def check(cls, config: Any) -> None:
+        cfg = config.cluster
+        if cfg.mode == "hierarchical" and cfg.hierarchical is None:
+            raise ConfigError("cluster.hierarchical: required when cluster.mode is hierarchical")
+        if cfg.mode == "flat" and cfg.hierarchical is not None:
+            raise ConfigError("cluster.hierarchical: given but cluster.mode is flat; set mode: hierarchical")

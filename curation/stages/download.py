@@ -1,0 +1,124 @@
+"""The download stage: URL lists to filtered, decoded, resized images in tar shards.
+
+One map step, ``fetch``. It reads URL lists (not an upstream table), splits
+them into partitions by a plan stored in its step directory, and writes per
+partition ``part-NNNNNN.parquet`` (one row per input URL) and
+``part-NNNNNN.tar`` (``{key}.jpg`` + ``{key}.json`` per success). See
+``docs/download.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import pyarrow as pa
+
+from curation import tables
+from curation.download.config import DownloadConfig
+from curation.stages.base import MapStep, PartitionOutput, Resources, Stage
+from curation.stages.registry import register
+
+PLAN_FILE = "plan.json"
+
+
+class FetchStep(MapStep):
+    name = "fetch"
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self._plan: dict[str, Any] | None = None
+        self._reader = None
+        self._loaded: tuple[int, pa.Table] | None = None
+        self._job = None
+        self._policy = self._processor = self._metrics = None
+
+    def resources(self) -> Resources:
+        return Resources(num_cpus=self.cfg.worker.num_cpus)
+
+    def batch_size(self) -> int:
+        return self.cfg.worker.batch_size
+
+    def plan(self) -> dict[str, Any]:
+        """The partition plan: made and stored on first use, then reused."""
+        if self._plan is None:
+            from curation.download.inputs import load_or_make_plan
+
+            self._plan = load_or_make_plan(self.ctx.step_dir(self.name) / PLAN_FILE, self.cfg.input)
+        return self._plan
+
+    def partitions(self) -> list[int]:
+        from curation.download.inputs import check_unchanged
+
+        plan = self.plan()
+        check_unchanged(plan)
+        return list(range(plan["partitions"]))
+
+    def num_rows(self, partition: int) -> int:
+        from curation.download.inputs import partition_rows
+
+        return partition_rows(self.plan(), partition)
+
+    def _rows(self, partition: int) -> pa.Table:
+        """``url`` + carried columns of a partition (read once, shared by ``open`` and ``read``)."""
+        if self._loaded is None or self._loaded[0] != partition:
+            from curation.download.inputs import PartitionReader
+
+            if self._reader is None:
+                from curation.download.inputs import duplicates_path
+
+                self._reader = PartitionReader(self.plan(), self.cfg.input.url_column, self.cfg.input.columns,
+                                               duplicates_path(self.ctx.step_dir(self.name) / PLAN_FILE))
+            self._loaded = (partition, self._reader.read(partition))
+        return self._loaded[1]
+
+    def read(self, partition: int) -> Iterator[pa.Table]:
+        rows = self._rows(partition)
+        keys = [tables.sample_key(partition, i) for i in range(rows.num_rows)]
+        status = tables.status_table(keys, [tables.SUCCESS] * len(keys))
+        table = pa.Table.from_arrays(status.columns + rows.columns, names=status.column_names + rows.column_names)
+        size = self.batch_size()
+        for start in range(0, table.num_rows, size):
+            yield table.slice(start, size)
+
+    def setup(self) -> None:
+        from curation.download.monitor import make_metrics
+        from curation.download.process import ImageProcessor
+        from curation.download.urls import policy_from_config
+
+        self._policy = policy_from_config(self.cfg.urls)
+        self._processor = ImageProcessor(self.cfg.image, self.cfg.faces, self.cfg.nsfw)
+        self._metrics = make_metrics()
+
+    def open(self, partition: int, out: PartitionOutput) -> None:
+        from curation.download.job import PartitionJob
+
+        if self._policy is None:
+            self.setup()
+        if self._job is not None:  # left by a partition that raised
+            self._job.abort()
+        urls = self._rows(partition).column("url").to_pylist()
+        self._job = PartitionJob(self.cfg, self._policy, self._processor, partition, urls, out.path("tar"),
+                                 self._metrics, seed=self.ctx.seed + partition,
+                                 repeated=self._reader.repeated(partition))
+
+    def process_batch(self, batch: pa.Table) -> pa.Table:
+        return self._job.process(batch)
+
+    def close(self) -> dict[str, Any]:
+        job, self._job, self._loaded = self._job, None, None
+        return job.close()
+
+
+@register
+class DownloadStage(Stage):
+    name = "download"
+    config_model = DownloadConfig
+    inputs = ()
+    steps = (FetchStep,)
+    table_step = "fetch"
+
+    @classmethod
+    def check(cls, config: Any) -> None:
+        from curation.download.checks import check_config
+
+        check_config(config.download)

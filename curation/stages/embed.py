@@ -1,0 +1,301 @@
+"""Stage ``embed``: ViT embeddings of the pool and of the curated datasets.
+
+Steps:
+
+- ``pool`` (map, the stage table): one actor per GPU (or CPU workers), each
+  loading the model once. Inside an actor a thread pool reads and decodes
+  the next batch of images while the model runs on the current one. Alive
+  rows are embedded (L2-normalised) into ``part-NNNNNN.npy``; the table
+  adds ``embedding_row`` (row in that ``.npy``, -1 if not embedded). Images
+  that cannot be decoded are dropped with ``failed_decode:<reason>``.
+- ``curated`` (global): each dataset of ``embed.curated`` is embedded the
+  same way into ``curated/<name>.npy`` + ``curated/<name>.parquet``.
+
+File formats and the reading API are in :mod:`curation.embeddings`. Both
+steps record the model (kind, arch, weights, and whether they are random)
+in their stats.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import Field
+
+from curation import embeddings, tables
+from curation.atomic import atomic_path
+from curation.config import Section
+from curation.errors import ConfigError
+from curation.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, submit_batch
+from curation.sources import ImageSetConfig, check_exists, iter_images
+from curation.stages.base import GlobalStep, MapStep, Resources, Stage
+from curation.stages.registry import register
+
+log = logging.getLogger("curation")
+STAGE = "embed"
+# The kinds of curation.models.checkpoints.load_model (not imported here: it imports torch).
+MODEL_KINDS = Literal["dinov2", "dino", "ibot", "timm", "open_clip", "torchscript", "curation", "random"]
+
+
+class ModelConfig(Section):
+    kind: MODEL_KINDS = Field(..., description="checkpoint format; random = untrained weights (demos, tests)")
+    path: str | None = Field(None, description="local checkpoint file (every kind but random)")
+    arch: str | None = Field(None, description="architecture: vit_huge16, ... (timm/open_clip: their name)")
+    image_size: int = Field(224, ge=16, description="side of the centre crop fed to the model")
+    resize_size: int | None = Field(None, ge=16, description="short side before the crop (null: size*256/224)")
+    interpolation: Literal["bicubic", "bilinear", "nearest", "lanczos"] = Field(
+        "bicubic", description="resampling filter of the resize"
+    )
+    mean: tuple[float, float, float] = Field(IMAGENET_MEAN, description="per-channel mean (RGB, 0-1 scale)")
+    std: tuple[float, float, float] = Field(IMAGENET_STD, description="per-channel std (RGB, 0-1 scale)")
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="extra load_model arguments (ViT overrides, seed of random weights)"
+    )
+
+
+class EmbedConfig(Section):
+    model: ModelConfig = Field(..., description="the embedding model")
+    batch_size: int = Field(64, ge=1, description="images per forward pass")
+    device: Literal["auto", "cuda", "cpu"] = Field("auto", description="auto: one GPU per worker when present")
+    precision: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="autocast dtype on GPU (CPU: fp32)")
+    storage_dtype: Literal["float16", "float32"] = Field("float16", description="dtype of the .npy files")
+    decode_threads: int = Field(4, ge=1, description="threads per worker reading and decoding images")
+    num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per worker")
+    draft: bool = Field(False, description="JPEG draft decoding (faster, pixels differ slightly)")
+    curated: list[ImageSetConfig] = Field(default_factory=list, description="curated datasets to embed too")
+
+
+def _num_gpus(device: str) -> float:
+    if device == "cpu":
+        return 0.0
+    if device == "cuda":
+        return 1.0
+    import torch
+
+    return 1.0 if torch.cuda.is_available() else 0.0
+
+
+class Embedder:
+    """Model, device and decode threads of one worker; embeds decoded batches."""
+
+    def __init__(self, cfg: EmbedConfig):
+        import torch
+
+        from curation.models.checkpoints import load_model
+
+        if cfg.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("embed.device: cuda requested but this worker sees no GPU")
+        self.device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
+        m = cfg.model
+        self.model = load_model(m.kind, m.path, m.arch, **m.options).to(self.device).eval()
+        self.spec = PreprocessSpec(m.image_size, m.resize_size, m.interpolation, tuple(m.mean), tuple(m.std),
+                                   cfg.draft)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[cfg.precision]
+        self.autocast = dtype if self.device.type == "cuda" else None
+        self.threads = ThreadPoolExecutor(cfg.decode_threads, thread_name_prefix="decode")
+        self.dim = int(self.forward(np.zeros((1, m.image_size, m.image_size, 3), np.uint8)).shape[1])
+        self.info = {
+            "kind": m.kind, "arch": m.arch, "path": m.path, "weights": getattr(self.model, "source", m.path),
+            "random_weights": m.kind == "random", "dim": self.dim, "image_size": m.image_size,
+            "device": self.device.type, "precision": cfg.precision if self.autocast else "fp32",
+        }
+
+    def forward(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 ``(B, S, S, 3)`` -> L2-normalised float32 embeddings ``(B, D)``."""
+        import torch
+        import torch.nn.functional as F
+
+        from curation.preprocess import normalise
+
+        x = torch.from_numpy(pixels)
+        if self.device.type == "cuda":
+            x = x.pin_memory()
+        amp = torch.autocast("cuda", dtype=self.autocast) if self.autocast else nullcontext()
+        with torch.inference_mode(), amp:
+            features = self.model(normalise(x, self.spec.mean, self.spec.std, self.device))
+        return F.normalize(features.float(), dim=1).cpu().numpy()
+
+    def submit(self, items, fetch=None):
+        return submit_batch(items, self.spec, self.threads, fetch)
+
+
+def _decoded_columns(table: pa.Table, decoded, first_row: int) -> pa.Table:
+    """Status columns with decode failures dropped, plus ``embedding_row``.
+
+    Rows that were not decoded at all (dropped upstream) have no reason and pass through.
+    """
+    ok = decoded.ok
+    failed = np.array([r is not None for r in decoded.reasons], dtype=bool)
+    out = table.select(tables.STATUS_COLUMNS)
+    if failed.any():
+        statuses = [f"failed_decode:{r}" if r else None for r in decoded.reasons]
+        out = tables.drop(out, failed, STAGE, statuses, decoded.errors)
+    rows = np.full(table.num_rows, -1, dtype=np.int64)
+    rows[ok] = first_row + np.arange(int(ok.sum()))
+    return out.append_column(embeddings.ROW_COLUMN, pa.array(rows))
+
+
+class EmbedPool(MapStep):
+    name = embeddings.POOL_STEP
+    # Dropped rows come too, so that they get embedding_row -1 rather than null.
+    alive_only = False
+
+    def resources(self) -> Resources:
+        return Resources(num_cpus=self.cfg.num_cpus, num_gpus=_num_gpus(self.cfg.device))
+
+    def batch_size(self) -> int:
+        return self.cfg.batch_size
+
+    def setup(self) -> None:
+        self.embedder = Embedder(self.cfg)
+
+    def open(self, partition: int, out) -> None:
+        from curation.imagestore import pool_images
+
+        self.images = pool_images(self.ctx.run_dir, partition)
+        self.writer = embeddings.NpyAppender(out.path("npy"), self.embedder.dim, self.cfg.storage_dtype)
+        self.pending: collections.deque = collections.deque()
+        self.counts = collections.Counter()
+
+    def _fetch(self, key: str | None) -> bytes | None:
+        # Runs on the decode threads: TarImages opens the file per read.
+        return self.images.get(key) if key is not None and key in self.images else None
+
+    def _submit(self, batch: pa.Table) -> None:
+        keys = batch.column("key").to_pylist()
+        items = [k if a else None for k, a in zip(keys, tables.alive(batch))]
+        self.pending.append((keys, self.embedder.submit(items, self._fetch)))
+
+    def read(self, partition: int) -> Iterator[pa.Table]:
+        """Input batches, each yielded once the next one's decoding has started."""
+        previous = None
+        for batch in super().read(partition):
+            self._submit(batch)
+            if previous is not None:
+                yield previous
+            previous = batch
+        if previous is not None:
+            yield previous
+
+    def process_batch(self, batch: pa.Table) -> pa.Table:
+        keys = batch.column("key").to_pylist()
+        if not self.pending or self.pending[0][0] != keys:
+            self.pending.clear()  # not read through self.read(): decode this batch now
+            self._submit(batch)
+        _, job = self.pending.popleft()
+        decoded = job.result()
+        alive = tables.alive(batch)
+        decoded.ok &= alive  # dropped rows were never decoded; keep them out of the counts
+        decoded.reasons = [r if a else None for r, a in zip(decoded.reasons, alive)]
+        out = _decoded_columns(batch, decoded, self.writer.rows)
+        if decoded.ok.any():
+            self.writer.append(self.embedder.forward(decoded.pixels[decoded.ok]))
+        self.counts.update(embedded=int(decoded.ok.sum()), failed_decode=int((alive & ~decoded.ok).sum()))
+        return out
+
+    def close(self) -> dict[str, Any]:
+        self.writer.close()
+        return {**self.counts, "model": self.embedder.info}
+
+
+class EmbedCurated(GlobalStep):
+    name = embeddings.CURATED_STEP
+
+    def resources(self) -> Resources:
+        return Resources(num_cpus=self.cfg.num_cpus, num_gpus=_num_gpus(self.cfg.device) if self.cfg.curated else 0)
+
+    def run(self, out_dir: Path) -> dict[str, Any]:
+        if not self.cfg.curated:
+            return {"datasets": {}}
+        embedder = Embedder(self.cfg)
+        done = {}
+        for image_set in self.cfg.curated:
+            done[image_set.name] = self._dataset(embedder, image_set, out_dir)
+        return {"datasets": done, "model": embedder.info}
+
+    def _dataset(self, embedder: Embedder, image_set: ImageSetConfig, out_dir: Path) -> dict[str, int]:
+        table_path = out_dir / f"{image_set.name}.parquet"
+        if table_path.exists():  # a resumed step keeps the datasets it finished
+            log.info("embed: curated dataset %s already embedded", image_set.name)
+            return embeddings.curated_counts(table_path)
+        parts = []
+        with atomic_path(out_dir / f"{image_set.name}.npy") as tmp:
+            writer = embeddings.NpyAppender(tmp, embedder.dim, self.cfg.storage_dtype)
+            batches = _chunks(iter_images(image_set), self.cfg.batch_size)
+            pending = [(c, embedder.submit([blob for _, blob, _ in c])) for c in _take(batches, 1)]
+            while pending:
+                chunk, job = pending.pop(0)
+                pending += [(c, embedder.submit([blob for _, blob, _ in c])) for c in _take(batches, 1)]
+                decoded = job.result()
+                parts.append(_curated_table(chunk, decoded, writer.rows))
+                if decoded.ok.any():
+                    writer.append(embedder.forward(decoded.pixels[decoded.ok]))
+            writer.close()
+        table = pa.concat_tables(parts) if parts else _curated_table([], None, 0)
+        tables.write_parquet(table, table_path)  # written last: marks the dataset done
+        return embeddings.curated_counts(table_path)
+
+
+def _chunks(items: Iterator, size: int) -> Iterator[list]:
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _take(iterator: Iterator, n: int) -> list:
+    return [item for _, item in zip(range(n), iterator)]
+
+
+def _curated_table(chunk: list, decoded, first_row: int) -> pa.Table:
+    keys = [key for key, _, _ in chunk]
+    metas = [meta for _, _, meta in chunk]
+    base = tables.status_table(keys, [tables.SUCCESS] * len(keys))
+    if decoded is None:
+        base = base.append_column(embeddings.ROW_COLUMN, pa.array([], pa.int64()))
+    else:
+        base = _decoded_columns(base, decoded, first_row)
+    label = [None if m.get("label") is None else str(m["label"]) for m in metas]
+    rest = [json.dumps({k: v for k, v in m.items() if k not in ("path", "label")}, sort_keys=True) for m in metas]
+    return (base.append_column("path", pa.array([m.get("path") for m in metas], pa.string()))
+            .append_column("label", pa.array(label, pa.string()))
+            .append_column("meta", pa.array(rest, pa.string())))
+
+
+@register
+class EmbedStage(Stage):
+    name = STAGE
+    config_model = EmbedConfig
+    inputs = ("dedup",)
+    steps = (EmbedPool, EmbedCurated)
+    table_step = embeddings.POOL_STEP
+
+    @classmethod
+    def check(cls, config: Any) -> None:
+        cfg = config.embed
+        m = cfg.model
+        if m.kind != "random" and not m.path:
+            raise ConfigError(f"embed.model.path: model kind '{m.kind}' needs a local checkpoint file")
+        if m.path and not Path(m.path).exists():
+            raise ConfigError(f"embed.model.path: '{m.path}' does not exist")
+        if m.kind in ("random", "timm", "open_clip") and not m.arch:
+            raise ConfigError(f"embed.model.arch: model kind '{m.kind}' needs an architecture name")
+        if m.resize_size is not None and m.resize_size < m.image_size:
+            raise ConfigError("embed.model.resize_size: must be at least embed.model.image_size")
+        names = [s.name for s in cfg.curated]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"embed.curated: dataset names must be unique, got {names}")
+        for i, image_set in enumerate(cfg.curated):
+            check_exists(image_set, f"embed.curated.{i}")

@@ -1,0 +1,2 @@
+"""From a shard manifest to training batches: streaming reader, multi-crop
+augmentation, block masking and collation."""

@@ -1,0 +1,84 @@
+"""`curate demo` end to end on the shared local Ray, checked against the corpus' ground truth."""
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from curation.cli import main
+from curation.manifest import read_manifest, verify
+
+STAGES = ["download", "dedup", "embed", "cluster", "retrieve", "shard"]
+
+
+def _table(run_dir, stage):
+    tables = sorted((run_dir / "stages" / stage).glob("*/part-*.parquet"))
+    step = {"download": "fetch", "dedup": "table", "embed": "pool", "cluster": "assign",
+            "retrieve": "mark", "shard": "table"}[stage]
+    rows = []
+    for path in tables:
+        if path.parent.name == step:
+            rows += pq.read_table(path).to_pylist()
+    return rows
+
+
+@pytest.fixture(scope="module")
+def demo_run(ray_session, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("demo") / "run"
+    assert main(["demo", f"run_dir={run_dir}", "size=tiny", "runner.progress=false"]) == 0
+    return run_dir
+
+
+@pytest.mark.slow
+def test_every_url_has_one_terminal_status_in_every_stage(demo_run):
+    urls = pq.read_table(demo_run / "corpus/urls.parquet").column("url").to_pylist()
+    download = _table(demo_run, "download")
+    assert [r["url"] for r in download] == urls
+    keys = [r["key"] for r in download]
+    assert len(set(keys)) == len(keys)
+    for stage in STAGES:
+        rows = _table(demo_run, stage)
+        assert [r["key"] for r in rows] == keys, stage
+        assert all(r["status"] for r in rows)
+        assert all((r["status"] == "success") == (r["dropped_by"] is None) for r in rows), stage
+
+
+@pytest.mark.slow
+def test_planted_problems_get_the_expected_statuses(demo_run):
+    truth = json.loads((demo_run / "corpus/truth.json").read_text())
+    download = {r["url"]: r for r in _table(demo_run, "download")}
+    status = {r["key"]: r for r in _table(demo_run, "dedup")}
+    for url in truth["broken"]:
+        assert download[url]["status"] in ("failed_download:http_404", "filtered_url:scheme")
+    name_to_key = {url.rsplit("/", 1)[-1]: row["key"] for url, row in download.items() if url.startswith("http")}
+    for dup in truth["exact_duplicates"]:  # the one listed first is kept
+        pair = [status[name_to_key[dup[k]]]["status"] for k in ("original", "copy")]
+        assert pair.count("duplicate_exact") == 1, pair
+    for leak in truth["leaks"]:
+        assert status[name_to_key[leak["pool"]]]["status"] == "benchmark_leak"
+    # Re-encoded and resized copies are caught: never both the copy and its original survive.
+    for near in truth["near_duplicates"]:
+        if near["transform"] in ("reencoded", "resized"):
+            pair = [status[name_to_key[near[k]]]["status"] for k in ("original", "copy")]
+            assert pair.count("success") <= 1, (near, pair)
+
+
+@pytest.mark.slow
+def test_manifest_and_shards(demo_run, capsys):
+    manifest = read_manifest(demo_run / "shards/manifest.json")
+    assert verify(manifest, check_checksums=True) == []
+    assert sum(manifest.composition.values()) == manifest.num_samples > 0
+    import webdataset as wds
+
+    samples = list(wds.WebDataset(manifest.shard_urls(), shardshuffle=False).decode("pil").to_tuple("jpg", "json"))
+    assert len(samples) == manifest.num_samples
+    # The composition is what the retrieval config asked for: every entry, the query set as it is.
+    assert set(manifest.composition) == {"queries", "queries_knn", "queries_clusters"}
+    queries = sum(1 for p in (demo_run / "corpus/queries").rglob("*.jpg"))
+    assert manifest.composition["queries"] == queries
+    retrieved = sum(r["status"] == "success" for r in _table(demo_run, "shard"))
+    assert manifest.composition["queries_knn"] + manifest.composition["queries_clusters"] == retrieved
+    assert manifest.composition["queries_clusters"] <= 20  # its cap
+    assert main(["status", f"run_dir={demo_run}"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{stage}: complete" in out for stage in STAGES)

@@ -1,0 +1,108 @@
+import ipaddress
+
+import pytest
+
+from curation.download.config import UrlConfig
+from curation.download.urls import (
+    UrlPolicy,
+    address_category,
+    check_address,
+    check_url,
+    domain_listed,
+    parse_domains,
+    policy_from_config,
+)
+from curation.errors import ConfigError
+
+PUBLIC = UrlPolicy()
+
+
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("https://example.com/a.jpg", None),
+        ("HTTP://Example.COM:8080/a.jpg?x=1", None),
+        ("http://8.8.8.8/a.jpg", None),
+        ("http://[2001:4860:4860::8888]/a.jpg", None),
+        ("", "empty"),
+        (None, "empty"),
+        ("ftp://example.com/a.jpg", "scheme"),
+        ("file:///etc/passwd", "scheme"),
+        ("javascript:alert(1)", "scheme"),
+        ("data:image/png;base64,AAAA", "scheme"),
+        ("example.com/a.jpg", "scheme"),
+        ("http://", "malformed"),
+        ("http:///a.jpg", "malformed"),
+        ("http://exa mple.com/a.jpg", "malformed"),
+        ("http://example.com/a b.jpg", "malformed"),
+        ("http://[::1/a.jpg", "malformed"),
+        ("http://example.com:99999/a.jpg", "malformed"),
+        ("http://-bad-.com/a.jpg", "malformed"),
+        ("http://2130706433/a.jpg", "malformed"),
+        ("http://0x7f.1/a.jpg", "malformed"),
+        ("http://127.1/a.jpg", "malformed"),
+        ("http://127.0.0.1/a.jpg", "loopback_address"),
+        ("http://[::1]/a.jpg", "loopback_address"),
+        ("http://10.0.0.1/a.jpg", "private_address"),
+        ("http://192.168.1.1/a.jpg", "private_address"),
+        ("http://169.254.169.254/latest/meta-data", "link_local_address"),
+        ("http://[fe80::1]/a.jpg", "link_local_address"),
+        ("http://224.0.0.1/a.jpg", "multicast_address"),
+        ("http://0.0.0.0/a.jpg", "unspecified_address"),
+        ("http://240.0.0.1/a.jpg", "reserved_address"),
+        ("http://100.64.0.1/a.jpg", "reserved_address"),
+        ("http://[::ffff:10.0.0.1]/a.jpg", "private_address"),
+        ("http://user:pw@10.0.0.1/a.jpg", "private_address"),
+    ],
+)
+def test_check_url(url, reason):
+    assert check_url(url, PUBLIC) == reason
+
+
+def test_max_length():
+    policy = UrlPolicy(max_length=30)
+    assert check_url("http://example.com/" + "a" * 11, policy) is None
+    assert check_url("http://example.com/" + "a" * 12, policy) == "too_long"
+
+
+def test_domain_lists():
+    blocked = frozenset(parse_domains(["# comment", "Bad.example ", "*.tracker.net", ".xxx", ""]))
+    assert blocked == {"bad.example", "tracker.net", "xxx"}
+    assert domain_listed("bad.example", blocked)
+    assert domain_listed("img.cdn.bad.example", blocked)
+    assert domain_listed("site.xxx", blocked)
+    assert not domain_listed("notbad.example", blocked)
+    assert not domain_listed("bad.example.org", blocked)
+    policy = UrlPolicy(blocked=blocked, allowed=frozenset({"good.org", "bad.example"}))
+    assert check_url("https://img.bad.example/a.jpg", policy) == "blocked_domain"
+    assert check_url("https://cdn.good.org/a.jpg", policy) is None
+    assert check_url("https://other.org/a.jpg", policy) == "not_allowed_domain"
+
+
+def test_private_addresses_allowed_explicitly():
+    assert check_address("10.1.2.3", UrlPolicy(allow_private=True)) is None
+    only_local = UrlPolicy(allowed_networks=(ipaddress.ip_network("127.0.0.1/32"),))
+    assert check_address("127.0.0.1", only_local) is None
+    assert check_address("127.0.0.2", only_local) == "loopback_address"
+    assert check_address("::1", only_local) == "loopback_address"
+    assert check_address("169.254.169.254", only_local) == "link_local_address"
+    assert check_address("93.184.216.34", only_local) is None
+
+
+def test_address_category_public():
+    assert address_category(ipaddress.ip_address("1.1.1.1")) is None
+    assert address_category(ipaddress.ip_address("2606:4700:4700::1111")) is None
+    # 6to4 wraps an IPv4 address: judged by the wrapped address.
+    assert address_category(ipaddress.ip_address("2002:0a00:0001::1")) == "private"
+
+
+def test_policy_from_config(tmp_path):
+    blocklist = tmp_path / "block.txt"
+    blocklist.write_text("bad.example\n")
+    policy = policy_from_config(UrlConfig(blocklist=str(blocklist), allowed_addresses=["127.0.0.1", "10.0.0.0/8"]))
+    assert policy.blocked == {"bad.example"}
+    assert [str(n) for n in policy.allowed_networks] == ["127.0.0.1/32", "10.0.0.0/8"]
+    with pytest.raises(ConfigError, match="download.urls.allowed_addresses"):
+        policy_from_config(UrlConfig(allowed_addresses=["not-an-ip"]))
+    with pytest.raises(ConfigError, match="download.urls.blocklist"):
+        policy_from_config(UrlConfig(blocklist=str(tmp_path / "missing.txt")))
