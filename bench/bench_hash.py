@@ -13,7 +13,8 @@ averaging, then one batched hash of the whole batch) on the same input:
    DCT scale straight to grayscale.
 
 Each method runs ``--repeats`` times, interleaved; the best run counts (the
-machine may be shared).
+machine may be shared). It also times the features step's CPU work per image,
+and the Hamming search (multi-index hashing vs brute force, ``--codes``).
 
     python bench/bench_hash.py --images 400 --repeats 3
 """
@@ -102,6 +103,27 @@ def best_time(fn, repeats: int) -> float:
     return best
 
 
+def hamming_search(n: int, radius: int, repeats: int) -> None:
+    """Near pairs among ``n`` random 64-bit codes (10% planted copies): multi-index hashing vs brute force."""
+    from curation.algorithms import hamming
+
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 256, (n, 8), dtype=np.uint8)
+    copies = codes[: n // 10].copy()
+    copies[:, 0] ^= 0b101  # 2 bits apart
+    codes = np.vstack([codes, copies])
+    counts = {}
+
+    def run(method: str) -> None:
+        counts[method] = sum(len(i) for i, _, _ in hamming.near_pairs(codes, radius, method))
+
+    times = {m: best_time(lambda: run(m), repeats) for m in ("multihash", "flat")}
+    assert counts["multihash"] == counts["flat"]
+    print(f"Hamming pairs within {radius} bits among {len(codes)} codes ({counts['flat']} pairs), 1 thread")
+    for method, seconds in times.items():
+        print(f"  {method:10s} {len(codes) / seconds:9.0f} codes/s   x{times['flat'] / seconds:5.1f} vs brute force")
+
+
 def report(title: str, times: dict[str, float], n: int) -> None:
     print(title)
     base = times["imagehash.phash"]
@@ -118,7 +140,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=400)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--codes", type=int, default=200_000, help="codes for the Hamming search timing")
     args = parser.parse_args()
+    hamming_search(args.codes, 4, 1)
     blobs = make_images(args.images)
     full = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in blobs]
     model_input = [np.asarray(Image.fromarray(a).resize((320, 320), Image.Resampling.BILINEAR)) for a in full]

@@ -32,6 +32,10 @@ class ImageSetConfig(Section):
     size: int | None = Field(
         None, ge=0, description="number of images, for planning only (null: count them)"
     )
+    allowed_addresses: list[str] = Field(
+        default_factory=list,
+        description="urls: non-public IPs or networks allowed anyway, e.g. ['127.0.0.1'] (tests, demos)",
+    )
 
 
 def check_exists(cfg: ImageSetConfig, key: str) -> None:
@@ -73,6 +77,8 @@ def _iter_shards(cfg: ImageSetConfig) -> Iterator[tuple[bytes, dict]]:
 
 def _iter_urls(cfg: ImageSetConfig) -> Iterator[tuple[bytes, dict]]:
     from curation.download.client import fetch_images
+    from curation.download.config import UrlConfig
 
-    for url, data in fetch_images(cfg.path, cfg.url_column):
+    policy = UrlConfig(allowed_addresses=cfg.allowed_addresses)
+    for url, data in fetch_images(cfg.path, cfg.url_column, urls=policy):
         yield data, {"path": url, "label": None}

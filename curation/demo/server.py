@@ -13,13 +13,18 @@ class _QuietHandler(SimpleHTTPRequestHandler):
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    # The default backlog of 5 drops connections under a concurrent downloader.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class LoopbackServer:
     """Serve ``root`` on 127.0.0.1 (an ephemeral port by default) in a thread."""
 
     def __init__(self, root: Path, port: int = 0):
         handler = functools.partial(_QuietHandler, directory=str(root))
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _Server(("127.0.0.1", port), handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     @property

@@ -217,9 +217,13 @@ class Fetcher:
     async def _read_body(self, resp: aiohttp.ClientResponse) -> bytes | None:
         """The body, or None as soon as it exceeds ``max_bytes`` (declared or streamed)."""
         limit = self.cfg.max_bytes
-        if resp.content_length is not None:
-            # The parser never reads past a declared length: one read is safe and fastest.
-            return None if resp.content_length > limit else await resp.read()
+        encoded = resp.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity")
+        if resp.content_length is not None and resp.content_length > limit:
+            return None
+        if resp.content_length is not None and not encoded:
+            # The parser never reads past a declared length: one read is safe, and fastest.
+            return await resp.read()
+        # Unknown length, or compressed (the declared length is not what decompression yields).
         chunks, size = [], 0
         while chunk := await resp.content.readany():
             size += len(chunk)

@@ -10,6 +10,7 @@ partitions that did not commit.
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -87,12 +88,28 @@ def run(config: cfg.PipelineBase, backend: Backend, stages: list[str] | None = N
     check_inputs(run_dir, names)
     report = RunReport(run_dir)
     with RunLock(run_dir):
-        save_config(run_dir, config, force)
+        invalidate(run_dir, config.stages, save_config(run_dir, config, force))
         data = cfg.to_dict(config)
         for name in names:
             ctx = StageContext(run_dir, data, name)
             report.stages[name] = run_stage(ctx, backend, config.runner.progress)
     return report
+
+
+def invalidate(run_dir: Path, stages: list[str], changed: list[str]) -> None:
+    """Remove the outputs of every stage from the first whose config changed on.
+
+    A change of a run-wide key (seed, stage list) invalidates every stage.
+    """
+    hit = [i for i, name in enumerate(stages) if name in changed]
+    if any(key not in stages for key in changed):
+        hit.append(0)
+    if not hit:
+        return
+    for name in stages[min(hit):]:
+        if stage_dir(run_dir, name).exists():
+            log.warning("config of %s or an earlier stage changed: redoing stage %s", changed, name)
+            shutil.rmtree(stage_dir(run_dir, name))
 
 
 def run_stage(ctx: StageContext, backend: Backend, show_progress: bool = True) -> dict[str, Any]:

@@ -17,22 +17,27 @@ CONFIG_FILE = "config.yaml"
 LOCK_FILE = ".lock"
 
 
-def save_config(run_dir: Path, config: cfg.PipelineBase, force: bool) -> None:
-    """Write the resolved config; refuse a run dir made with another config."""
+def save_config(run_dir: Path, config: cfg.PipelineBase, force: bool) -> list[str]:
+    """Write the resolved config; refuse a run dir made with another config.
+
+    Returns the top-level sections whose content changed (forced runs only).
+    """
     path = run_dir / CONFIG_FILE
     new = cfg.to_dict(config)
+    changed: list[str] = []
     if path.exists():
         old = yaml.safe_load(path.read_text()) or {}
-        old_hash = cfg.content_hash(cfg.validate(old)) if old else None
-        if old_hash != cfg.content_hash(config) and not force:
-            content = [d for d in cfg.diff(old, new) if d.split(".")[0].split(":")[0] not in cfg.RUNTIME_KEYS]
+        content = [d for d in cfg.diff(old, new) if d.split(".")[0].split(":")[0] not in cfg.RUNTIME_KEYS]
+        if content and not force:
             raise RunError(
                 f"{run_dir} was made with a different config:\n  "
                 + "\n  ".join(content[:20])
-                + "\nuse another run_dir, or pass force=true to continue with the new config"
+                + "\nuse another run_dir, or pass force=true to redo the stages whose config changed"
             )
+        changed = sorted({d.split(".")[0].split(":")[0] for d in content})
     header = f"# resolved config, hash {cfg.content_hash(config)}\n"
     write_bytes(path, (header + yaml.safe_dump(new, sort_keys=False)).encode())
+    return changed
 
 
 class RunLock:

@@ -8,6 +8,7 @@ that refused URLs were never requested.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -95,6 +96,11 @@ class _Handler(BaseHTTPRequestHandler):
         hops, name = int(route[0]), route[1]
         target = f"/redirect/{hops - 1}/{name}" if hops > 1 else f"/file/{name}"
         self._send(301, b"", "text/plain", {"Location": target})
+
+    def _route_gzip(self, route, query) -> None:
+        """``/gzip/<n>``: ``n`` zero bytes, gzip-encoded (a few hundred bytes on the wire)."""
+        body = gzip.compress(b"\x00" * int(route[0]))
+        self._send(200, body, "image/jpeg", {"Content-Encoding": "gzip"})
 
     def _route_loop(self, route, query) -> None:
         other = "b" if route[0] == "a" else "a"

@@ -122,6 +122,12 @@ def test_byte_limit(server):
     assert streamed.status == "failed_download:too_large"
 
 
+def test_compressed_body_is_limited_after_decompression(server):
+    small, bomb = fetch_all([server.url("gzip/1000"), server.url("gzip/5000000")])[0]
+    assert small.status == "success" and small.data == b"\x00" * 1000
+    assert bomb.status == "failed_download:too_large"
+
+
 def test_empty_body(server):
     assert fetch(server.url("file/empty.jpg")).status == "failed_download:empty"
 

@@ -85,3 +85,14 @@ def test_run_dir_with_another_config_is_refused_unless_forced(tmp_path):
         run_stages(tmp_path, sample_pipeline(tmp_path, rows=5), ["numbers"])
     run_stages(tmp_path, sample_pipeline(tmp_path, rows=5), ["numbers"], force=True)
     assert "rows: 5" in (tmp_path / "config.yaml").read_text()
+    assert len(read_tables(tmp_path)["stages/numbers/make/part-000000.parquet"]) == 5
+
+
+def test_forced_config_change_redoes_the_changed_stage_and_those_after_it(tmp_path):
+    run_stages(tmp_path, sample_pipeline(tmp_path))
+    numbers = (tmp_path / "stages/numbers/make/part-000000.parquet").stat().st_mtime_ns
+    changed = sample_pipeline(tmp_path)
+    changed["parity"] = {"drop_odd": False}
+    report = run_stages(tmp_path, changed, force=True)
+    assert report.stages["parity"]["counts"] == {"success": 40}
+    assert (tmp_path / "stages/numbers/make/part-000000.parquet").stat().st_mtime_ns == numbers
