@@ -11,8 +11,8 @@ Each variant runs in its own fresh process (so peak RSS is its own), in
 alternation, ``--repeats`` times; the script prints the median step time and
 the peak memory of each, and the ratios.
 
-    python bench/bench_train.py                      # ViT-S/16-like, 2x112 + 8x48 crops, batch 16
-    python bench/bench_train.py --depth 12 --embed-dim 384 --global-size 224 --local-size 96
+    OMP_WAIT_POLICY=PASSIVE python bench/bench_train.py     # ViT-S/16 width, 6 blocks, 2x224 + 8x96, batch 8
+    python bench/bench_train.py --depth 12 --batch 16 --threads 2
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def config(args):
         "crops": {"global_size": args.global_size, "local_size": args.local_size, "num_local": 8},
         "optim": {"batch_size": args.batch, "iterations": 1000, "warmup_iterations": 0},
         "device": "cpu",
-    })  # fmt: skip
+    })
 
 
 def batch(args, step: int):
@@ -59,7 +59,7 @@ def batch(args, step: int):
         {"global": crops(2, args.global_size), "local": crops(8, args.local_size),
          "state": torch.tensor([0, 0, step * args.batch + i + 1, 0, 0]), "key": str(i)}
         for i in range(args.batch)
-    ]  # fmt: skip
+    ]
     return Collate((grid, grid), seed=step)(samples)
 
 
@@ -105,14 +105,14 @@ def main() -> None:
     parser.add_argument("--embed-dim", type=int, default=384)
     parser.add_argument("--depth", type=int, default=6)
     parser.add_argument("--patch-size", type=int, default=16)
-    parser.add_argument("--global-size", type=int, default=112)
-    parser.add_argument("--local-size", type=int, default=48)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--global-size", type=int, default=224)
+    parser.add_argument("--local-size", type=int, default=96)
+    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--prototypes", type=int, default=4096)
     parser.add_argument("--drop-path", type=float, default=0.4)
-    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     if args.variant:
@@ -133,10 +133,10 @@ def main() -> None:
         }
         s = summary[variant]
         print(f"{variant:>9}: {s['median_step_s']:.3f} s/step  {s['images_per_s']:.2f} img/s  "
-              f"peak RSS {s['peak_rss_mib']:.0f} MiB (+{s['step_peak_mib']:.0f} MiB during steps)")  # fmt: skip
+              f"peak RSS {s['peak_rss_mib']:.0f} MiB (+{s['step_peak_mib']:.0f} MiB during steps)")
     eff, naive = summary["efficient"], summary["naive"]
     print(f"speed-up efficient/naive: {naive['median_step_s'] / eff['median_step_s']:.2f}x; "
-          f"step memory naive/efficient: {naive['step_peak_mib'] / max(eff['step_peak_mib'], 1e-9):.2f}x")  # fmt: skip
+          f"step memory naive/efficient: {naive['step_peak_mib'] / max(eff['step_peak_mib'], 1e-9):.2f}x")
     print(json.dumps({"args": vars(args), **summary}))
 
 

@@ -50,7 +50,7 @@ def recipe_config(model: str, batch: int, ffn: str, smoke: bool, device: str):
 
     vit = {"patch_size": 14, "drop_path_rate": 0.4, "ffn": ffn}
     heads = {"dino_prototypes": 131072, "ibot_prototypes": 131072, "dino_bottleneck": 384,
-             "separate_ibot_head": True}  # fmt: skip
+             "separate_ibot_head": True}
     crops = {"global_size": 224, "local_size": 98, "num_local": 8}
     if smoke:
         vit.update(embed_dim=64, depth=2, num_heads=1)
@@ -60,7 +60,7 @@ def recipe_config(model: str, batch: int, ffn: str, smoke: bool, device: str):
         "manifest": "unused", "model": model, "device": device, "vit": vit, "heads": heads, "crops": crops,
         "optim": {"batch_size": batch, "iterations": 1000, "warmup_iterations": 10, "layerwise_decay": 1.0},
         "fsdp": {"param_dtype": "bf16" if device != "cpu" else "fp32"},
-    })  # fmt: skip
+    })
 
 
 def synthetic_batch(cfg, seed: int, device):
@@ -76,7 +76,7 @@ def synthetic_batch(cfg, seed: int, device):
         return [torch.randint(0, 256, (3, size, size), generator=g, dtype=torch.uint8) for _ in range(n)]
 
     samples = [{"global": crops(2, gs), "local": crops(n_local, ls), "state": torch.tensor([0, 0, i + 1, 0, 0]),
-                "key": str(i)} for i in range(b)]  # fmt: skip
+                "key": str(i)} for i in range(b)]
     batch = Collate((grid, grid), seed=seed)(samples)
     pin = device.type == "cuda"
     return {k: (v.pin_memory() if pin and hasattr(v, "pin_memory") else v) for k, v in batch.items()}
@@ -90,7 +90,8 @@ def flops_per_sample(meta, cfg, masked_fraction: float) -> float:
     student = 2 * flops_per_image(backbone, cfg.crops.global_size) + n_local * flops_per_image(backbone, cfg.local_size)
     teacher = 2 * flops_per_image(backbone, cfg.crops.global_size)
     h = cfg.heads
-    head_row = 2 * (d * h.hidden_dim + h.hidden_dim**2 + h.hidden_dim * h.dino_bottleneck + h.dino_bottleneck * h.dino_prototypes)
+    mlp = d * h.hidden_dim + h.hidden_dim**2 + h.hidden_dim * h.dino_bottleneck
+    head_row = 2 * (mlp + h.dino_bottleneck * h.dino_prototypes)
     patches = (cfg.crops.global_size // cfg.vit.patch_size) ** 2 * 2 * masked_fraction
     heads = head_row * (3 * (2 + n_local + patches) + (2 + patches))
     return 3 * student * (1 - cfg.vit.drop_path_rate) + teacher + heads
@@ -140,7 +141,7 @@ def measure(model: str, variant: str, args, ctx) -> dict:
         "tflop_per_sample": round(flops / 1e12, 3),
         "achieved_tflops": round(flops * images_per_s / 1e12, 1),
         "mfu": round(flops * images_per_s / peak, 3) if peak else None,
-    }  # fmt: skip
+    }
 
 
 def main() -> None:

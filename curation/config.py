@@ -143,7 +143,7 @@ def validate(data: dict[str, Any]) -> PipelineBase:
     try:
         config = model.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_explain(err, model)) from None
+        raise ConfigError(explain(err, model)) from None
     _check_stages(config)
     return config
 
@@ -183,7 +183,7 @@ def _check_stages(config: PipelineBase) -> None:
             raise ConfigError(f"{name}: section given but '{name}' is not listed in 'stages'")
 
 
-def _explain(err: ValidationError, model: type[BaseModel]) -> str:
+def explain(err: ValidationError, model: type[BaseModel]) -> str:
     lines = []
     for item in err.errors():
         loc = [str(p) for p in item["loc"]]
@@ -228,7 +228,12 @@ def _hint(word: str, options: list[str], prefix: str = "") -> str:
 
 
 def to_dict(config: BaseModel) -> dict[str, Any]:
-    return config.model_dump(mode="json", exclude_none=False)
+    """Plain data of a config. Absent stage sections are left out, so the data
+    validates in any process, whatever stages (plugins) it has registered."""
+    data = config.model_dump(mode="json", exclude_none=False)
+    if isinstance(config, PipelineBase):
+        data = {k: v for k, v in data.items() if k in PipelineBase.model_fields or v is not None}
+    return data
 
 
 def content_hash(config: PipelineBase) -> str:

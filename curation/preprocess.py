@@ -102,17 +102,24 @@ def open_rgb(data: bytes | None, draft_size: int | None = None):
     ``draft_size``: let JPEG decoding downscale in the DCT domain while both
     sides stay at least that large.
     """
+    return open_rgb_sized(data, draft_size)[0]
+
+
+def open_rgb_sized(data: bytes | None, draft_size: int | None = None):
+    """:func:`open_rgb`, plus the image's original ``(width, height)`` before any draft scaling."""
     from PIL import Image, UnidentifiedImageError
 
     if not data:
         raise DecodeError("missing_image", "no image bytes")
     try:
         with Image.open(io.BytesIO(data)) as img:
+            size = img.size
             if draft_size and img.format == "JPEG":
                 img.draft("RGB", (draft_size, draft_size))
-            return img.convert("RGB")
-    except UnidentifiedImageError as err:
-        raise DecodeError("unidentified_image", str(err)) from None
+            return img.convert("RGB"), size
+    except UnidentifiedImageError:
+        # Pillow's message holds an object address: keep tables identical across reruns.
+        raise DecodeError("unidentified_image", "not an image format Pillow can read") from None
     except Image.DecompressionBombError as err:
         raise DecodeError("decompression_bomb", str(err)) from None
     except (OSError, ValueError, SyntaxError, EOFError) as err:

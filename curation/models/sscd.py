@@ -158,26 +158,10 @@ def decode(data: bytes | None, spec: Preprocess, draft: bool = True) -> Decoded:
     JPEGs decode at the smallest DCT scale that keeps both sides >= ``size``.
     Raises ``curation.preprocess.DecodeError`` with a short reason.
     """
-    from PIL import Image, UnidentifiedImageError
-
     from curation.algorithms.pca_hash import gray_resize
-    from curation.preprocess import DecodeError
+    from curation.preprocess import open_rgb_sized
 
-    if not data:
-        raise DecodeError("missing_image", "no image bytes")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            width, height = img.size
-            if draft:
-                img.draft("RGB", (spec.size, spec.size))
-            rgb = img.convert("RGB")
-    except UnidentifiedImageError:
-        # Pillow's message names a memory address: keep the reason reproducible.
-        raise DecodeError("unidentified_image", "not an image format Pillow can read") from None
-    except Image.DecompressionBombError as err:
-        raise DecodeError("decompression_bomb", str(err)) from None
-    except (OSError, ValueError, SyntaxError, EOFError) as err:
-        raise DecodeError("broken_image", f"{type(err).__name__}: {err}") from None
+    rgb, (width, height) = open_rgb_sized(data, spec.size if draft else None)
     thumb = gray_resize(rgb, spec.thumb_size) if spec.exact_thumb else None
     return Decoded(thumb, _resize(rgb, spec), width, height)
 

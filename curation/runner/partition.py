@@ -91,7 +91,7 @@ def run_map_partition(step: MapStep, partition: int) -> dict[str, Any]:
 
 def _process(step: MapStep, batch: pa.Table, where: str) -> pa.Table:
     tables.check_status_columns(batch, f"{where} input")
-    if not getattr(step, "alive_only", True):
+    if not step.alive_only:
         return _checked(step.process_batch(batch), batch, where)
     mask = tables.alive(batch)
     if mask.all():

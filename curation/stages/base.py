@@ -137,17 +137,10 @@ class PartitionOutput:
             tmp.unlink(missing_ok=True)
 
 
-class MapStep:
-    """Per-partition work; subclasses set ``name`` and ``process_batch``.
-
-    Defaults read the partitions of the stage's first input table in batches
-    of :meth:`batch_size`; the output must have one row per input row, in the
-    input's order (the runner checks the keys).
-    """
+class _Step:
+    """What every step has: a name, the run context, its config and resources."""
 
     name: ClassVar[str] = ""
-    # The runner checks that the output keys equal the input keys, in order.
-    preserves_keys: ClassVar[bool] = True
 
     def __init__(self, ctx: StageContext):
         self.ctx = ctx
@@ -158,6 +151,18 @@ class MapStep:
 
     def resources(self) -> Resources:
         return Resources()
+
+
+class MapStep(_Step):
+    """Per-partition work; subclasses set ``name`` and ``process_batch``.
+
+    Defaults read the partitions of the stage's first input table in batches
+    of :meth:`batch_size`; the output must have one row per input row, in the
+    input's order (the runner checks the keys).
+    """
+
+    # Only rows still alive reach process_batch; dropped rows pass through.
+    alive_only: ClassVar[bool] = True
 
     def batch_size(self) -> int:
         return 256
@@ -194,20 +199,8 @@ class MapStep:
         return {}
 
 
-class GlobalStep:
+class GlobalStep(_Step):
     """Work over the whole pool, run once as a Ray task with its resources."""
-
-    name: ClassVar[str] = ""
-
-    def __init__(self, ctx: StageContext):
-        self.ctx = ctx
-
-    @property
-    def cfg(self) -> Any:
-        return self.ctx.stage_config
-
-    def resources(self) -> Resources:
-        return Resources()
 
     def run(self, out_dir: Path) -> dict[str, Any]:
         """Write this step's files under ``out_dir`` (atomically); return stats."""

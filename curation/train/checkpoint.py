@@ -67,7 +67,7 @@ def _barrier() -> None:
 def save_checkpoint(
     root: Path, iteration: int, meta: nn.Module, optimizer, train_state: dict[str, Any],
     keep: int, is_main: bool, skip: tuple[str, ...] = (),
-) -> Path:  # fmt: skip
+) -> Path:
     """Collective: every rank calls it. ``skip``: model key prefixes not saved
     (a frozen distillation teacher). Returns the checkpoint directory."""
     final = root / f"step-{iteration:06d}"
@@ -102,8 +102,30 @@ def load_checkpoint(path: Path, meta: nn.Module, optimizer, skip: tuple[str, ...
     set_state_dict(
         meta, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
         options=StateDictOptions(strict=not skip),
-    )  # fmt: skip
+    )
     return read_json(path / STATE_FILE)
+
+
+def load_ema_model(checkpoint_dir: str | Path) -> tuple[nn.ModuleDict, Any]:
+    """The EMA model of a checkpoint (teacher, or the student's EMA after
+    distillation): a frozen backbone + heads ModuleDict, and the run's TrainConfig.
+    Works in one process or inside any process group."""
+    from curation.train.config import validate_train_config
+    from curation.train.meta_arch import build_student
+
+    checkpoint_dir = Path(checkpoint_dir)
+    if not (checkpoint_dir / STATE_FILE).is_file():
+        raise CheckpointError(f"{checkpoint_dir} is not a complete trainer checkpoint (no {STATE_FILE})")
+    cfg = validate_train_config(read_json(checkpoint_dir / STATE_FILE)["config"])
+    parts = build_student(cfg, drop_path_rate=0.0)
+    prefix = "student_ema." if cfg.distill.enabled else "teacher."
+    state = {"model": {prefix + k: v for k, v in parts.state_dict().items()}}
+    try:  # DCP fills the given tensors, which are the module's, in place
+        dcp.load(state, checkpoint_id=str(checkpoint_dir), no_dist=not dist.is_initialized())
+    except (Exception, CheckpointException) as err:  # DCP's error is a BaseException
+        raise CheckpointError(f"cannot read the EMA model of {checkpoint_dir}: {err}") from err
+    parts.requires_grad_(False)
+    return parts.eval(), cfg
 
 
 def remove_partial(root: Path) -> None:

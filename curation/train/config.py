@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
-from curation.config import Section, _explain, apply_overrides, parse_overrides, read_yaml, resolve_pipeline_path
+from curation.config import Section, explain, apply_overrides, parse_overrides, read_yaml, resolve_pipeline_path
 from curation.errors import ConfigError
 
 Range = tuple[float, float]
@@ -150,7 +150,9 @@ class TrainConfig(Section):
     seed: int = Field(0, description="seed of initialisation, data order, crops, masks, drop path")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available")
     log_every: int = Field(10, ge=1, description="iterations between log lines")
-    export: str | None = Field(None, description="backbone file written at the end (null: output_dir/backbone.safetensors)")
+    export: str | None = Field(
+        None, description="backbone file written at the end (null: output_dir/backbone.safetensors)"
+    )
     vit: VitConfig = VitConfig()
     heads: HeadsConfig = HeadsConfig()
     loss: LossConfig = LossConfig()
@@ -213,4 +215,4 @@ def validate_train_config(data: dict[str, Any]) -> TrainConfig:
     try:
         return check(TrainConfig.model_validate(data))
     except ValidationError as err:
-        raise ConfigError(_explain(err, TrainConfig)) from None
+        raise ConfigError(explain(err, TrainConfig)) from None

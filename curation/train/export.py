@@ -15,8 +15,6 @@ import torch
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-from curation.errors import CheckpointError
-
 log = logging.getLogger(__name__)
 
 
@@ -40,22 +38,9 @@ def export_backbone(cfg, backbone: nn.Module, is_main: bool) -> Path:
 
 def export_checkpoint(checkpoint_dir: str | Path, out: str | Path) -> Path:
     """Write the EMA backbone of a trainer checkpoint directory (one process, CPU)."""
-    import torch.distributed.checkpoint as dcp
-
-    from curation.atomic import read_json
     from curation.models.checkpoints import save_backbone
-    from curation.train.checkpoint import STATE_FILE
-    from curation.train.config import validate_train_config
-    from curation.train.meta_arch import build_backbone
+    from curation.train.checkpoint import load_ema_model
 
-    checkpoint_dir = Path(checkpoint_dir)
-    if not (checkpoint_dir / STATE_FILE).is_file():
-        raise CheckpointError(f"{checkpoint_dir} is not a complete trainer checkpoint")
-    cfg = validate_train_config(read_json(checkpoint_dir / STATE_FILE)["config"])
-    backbone = build_backbone(cfg, drop_path_rate=0.0)
-    prefix = "student_ema.backbone." if cfg.distill.enabled else "teacher.backbone."
-    state = {"model": {prefix + k: v for k, v in backbone.state_dict().items()}}
-    dcp.load(state, checkpoint_id=str(checkpoint_dir), no_dist=True)
-    backbone.load_state_dict({k[len(prefix) :]: v for k, v in state["model"].items()})
-    save_backbone(backbone, Path(out))
+    parts, _ = load_ema_model(checkpoint_dir)
+    save_backbone(parts["backbone"], Path(out))
     return Path(out)

@@ -55,7 +55,8 @@ def init_distributed(device_setting: str = "auto") -> Distributed:
     # On GPU, NCCL for CUDA tensors and gloo for the few CPU ones (reader states, counters).
     backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
     owns = not dist.is_initialized()
-    if owns and "WORLD_SIZE" in os.environ:
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1 or "MASTER_ADDR" in os.environ
+    if owns and launched:
         dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
     elif owns:
         dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1)

@@ -28,7 +28,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 def knn_classify(
     train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
     num_classes: int, k: int = 20, temperature: float = 0.07, chunk: int = 1024,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """Class scores [M, C] of test features [M, D] from training features [N, D]
     with integer labels [N]: sum over the k nearest of exp(cosine / T)."""
     train = F.normalize(train_features.float(), dim=1)
@@ -73,7 +73,8 @@ def load_eval_image(path: Path, size: int) -> torch.Tensor:
         image = image.convert("RGB")
         short = round(size * 256 / 224)
         scale = short / min(image.size)
-        image = image.resize((max(short, round(image.width * scale)), max(short, round(image.height * scale))), Image.BICUBIC)
+        width, height = max(short, round(image.width * scale)), max(short, round(image.height * scale))
+        image = image.resize((width, height), Image.BICUBIC)
         left, top = (image.width - size) // 2, (image.height - size) // 2
         image = image.crop((left, top, left + size, top + size))
         return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
@@ -104,7 +105,7 @@ def extract_features(backbone: nn.Module, paths: list[Path], size: int, batch_si
 def evaluate_folder(
     backbone: nn.Module, root: str | Path, image_size: int = 224, k: int = 20, temperature: float = 0.07,
     batch_size: int = 64, device="cpu",
-) -> dict[str, float]:  # fmt: skip
+) -> dict[str, float]:
     """k-NN top-1 / top-5 accuracy (in [0, 1]) of ``root/val`` against ``root/train``."""
     root = Path(root)
     train_paths, train_labels, classes = labelled_images(root / "train")

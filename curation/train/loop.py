@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from curation.config import diff
 from curation.errors import RunError
 from curation.manifest import read_manifest
 from curation.train import checkpoint as ckpt
@@ -150,6 +151,9 @@ def resume(cfg: TrainConfig, meta, optimizer, ctx, scaler=None) -> tuple[int, di
     if scaler is not None and "grad_scaler" in state:
         scaler.load_state_dict(state["grad_scaler"])
     log.info("resumed from %s at iteration %d (saved by %d ranks)", path, state["iteration"], state["world_size"])
+    changed = diff(state.get("config", {}), cfg.model_dump(mode="json"))
+    if changed:
+        log.warning("the config differs from the checkpoint's: %s", "; ".join(changed))
     readers = max(cfg.data.num_workers, 1)
     return state["iteration"], resume_states(state["data"], ctx.world_size, readers), path
 

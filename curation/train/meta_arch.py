@@ -97,7 +97,9 @@ class SSLMetaArch(nn.Module):
         self.teacher.eval()  # the teacher never trains
         return self
 
-    def _heads(self, module: nn.ModuleDict, cls: torch.Tensor, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _heads(
+        self, module: nn.ModuleDict, cls: torch.Tensor, patches: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """DINO logits of cls [n, D] and iBOT logits of patches [m, D]; one call if tied."""
         if "ibot_head" in module:
             return module["dino_head"](cls), module["ibot_head"](patches)

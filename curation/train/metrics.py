@@ -41,7 +41,7 @@ class MetricsLog:
     def step(
         self, iteration: int, losses: dict[str, float], schedule: dict[str, float], grad_norms: dict[str, float],
         counters: dict[str, int], log_now: bool,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Accumulate one iteration; on ``log_now`` (same on every rank) reduce and write."""
         for name, value in losses.items():
             self.sums[name] = self.sums.get(name, 0.0) + value
@@ -73,7 +73,7 @@ class MetricsLog:
                 iteration, record["total"], record["dino"], record["ibot"], record["koleo"], record["lr"],
                 record["weight_decay"], record["momentum"], record["teacher_temp"], record["images_per_s"],
                 record["memory_gib"], record["corrupt"], record["bad_shards"],
-            )  # fmt: skip
+            )
         self.sums, self.count, self.started = {}, 0, time.perf_counter()
 
     @contextmanager

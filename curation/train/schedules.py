@@ -10,7 +10,7 @@ fit"), with the learning rates scaled down.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -61,17 +61,12 @@ class ScheduleSpec:
         def squeeze(n: int) -> int:
             return int(round(n * ratio))
 
-        return ScheduleSpec(
+        return replace(
+            self,
             iterations=iterations,
             lr=self.lr * lr_scale,
             min_lr=self.min_lr * lr_scale,
             warmup=squeeze(self.warmup),
-            weight_decay=self.weight_decay,
-            weight_decay_end=self.weight_decay_end,
-            momentum=self.momentum,
-            momentum_end=self.momentum_end,
-            teacher_temp=self.teacher_temp,
-            teacher_temp_start=self.teacher_temp_start,
             teacher_temp_warmup=squeeze(self.teacher_temp_warmup),
             freeze_last_layer=squeeze(self.freeze_last_layer),
         )
@@ -106,7 +101,7 @@ def build_schedules(spec: ScheduleSpec) -> Schedules:
     temp = cosine_schedule(
         spec.teacher_temp, spec.teacher_temp, spec.teacher_temp_warmup,
         warmup=spec.teacher_temp_warmup, warmup_start=spec.teacher_temp_start,
-    )  # fmt: skip
+    )
     temp = np.concatenate([temp, np.full(max(n - len(temp), 0), spec.teacher_temp)])[:n]
     return Schedules(
         lr=cosine_schedule(spec.lr, spec.min_lr, n, warmup=spec.warmup),

@@ -1,6 +1,7 @@
 """Kill ``curate run`` mid-stage, rerun it: identical tables, nothing lost or duplicated."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -46,7 +47,9 @@ def test_kill_mid_stage_then_rerun_gives_identical_tables(tmp_path, backend):
     rerun = _curate(pipeline, f"backend={backend}")
     out = rerun.communicate(timeout=300)[0].decode()
     assert rerun.returncode == 0, out
-    assert f"{6 - done} of 6 partitions to do" in out
+    # A worker may still commit the partition it was writing as the cluster goes down.
+    todo = int(re.search(r"numbers/make: (\d+) of 6 partitions to do", out).group(1))
+    assert 1 <= todo <= 6 - done
     clean = _pipeline(tmp_path, "clean")
     ref = _curate(clean, "backend=local")
     assert ref.wait(timeout=300) == 0

@@ -55,7 +55,9 @@ def make_batch(step: int, images: int = 8, size: int = 32, local: int = 16, num_
     samples = [
         {
             "global": [torch.randint(0, 256, (3, size, size), generator=g, dtype=torch.uint8) for _ in range(2)],
-            "local": [torch.randint(0, 256, (3, local, local), generator=g, dtype=torch.uint8) for _ in range(num_local)],
+            "local": [
+                torch.randint(0, 256, (3, local, local), generator=g, dtype=torch.uint8) for _ in range(num_local)
+            ],
             "state": torch.tensor([0, 0, step * images + i + 1, 0, 0]),
             "key": f"{step}-{i}",
         }

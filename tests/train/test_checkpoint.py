@@ -32,7 +32,8 @@ def test_round_trip_and_pruning(tmp_path):
         with torch.no_grad():
             meta.dino_center.center.fill_(0.25)
         for it in (1, 2, 3):
-            path = ckpt.save_checkpoint(tmp_path, it, meta, optimizer, {"data": [[0, 1, 2, 3, 4]]}, keep=2, is_main=True)
+            state = {"data": [[0, 1, 2, 3, 4]]}
+            path = ckpt.save_checkpoint(tmp_path, it, meta, optimizer, state, keep=2, is_main=True)
         assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-000002", "step-000003"]
 
         torch.manual_seed(1)  # different initial weights

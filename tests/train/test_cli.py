@@ -18,6 +18,6 @@ def test_train_main_runs_the_demo_config_on_shards(shards_dir, tmp_path):
         "vit.embed_dim=32", "vit.depth=1", "vit.num_heads=2", "crops.global_size=32", "crops.local_size=16",
         "crops.num_local=2", "heads.dino_prototypes=32", "heads.ibot_prototypes=32", "heads.hidden_dim=32",
         "optim.iterations=2", "optim.batch_size=4", "data.num_workers=1", "device=cpu",
-    ])  # fmt: skip
+    ])
     assert code == 0
     assert load_backbone(out / "backbone.safetensors").config["depth"] == 1

@@ -4,7 +4,8 @@ import torch
 from curation.errors import ConfigError
 from curation.models.checkpoints import load_backbone
 from curation.train import checkpoint as ckpt
-from curation.train.distill import DistillMetaArch, build_meta_arch, load_frozen_teacher
+from curation.train.checkpoint import load_ema_model
+from curation.train.distill import DistillMetaArch, build_meta_arch
 from curation.train.loop import train
 from curation.train.meta_arch import SSLMetaArch
 from tests.train.helpers import make_batch, run_config, tiny_config
@@ -16,7 +17,7 @@ def teacher_checkpoint(long_run):
 
 
 def test_frozen_teacher_is_the_checkpoints_ema(teacher_checkpoint, long_run):
-    teacher, teacher_cfg = load_frozen_teacher(teacher_checkpoint)
+    teacher, teacher_cfg = load_ema_model(teacher_checkpoint)
     assert teacher_cfg.model == "vit_small" and set(teacher) == {"backbone", "dino_head", "ibot_head"}
     assert not any(p.requires_grad for p in teacher.parameters())
     exported = load_backbone(long_run[1])  # the EMA teacher backbone at the end of that run

@@ -30,7 +30,7 @@ BLUR_PROBABILITIES = {"intended": (1.0, 0.1, 0.5), "official": (0.0, 0.9, 0.5)}
 def random_resized_crop_box(
     width: int, height: int, scale: tuple[float, float], rng: np.random.Generator,
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
-) -> tuple[int, int, int, int]:  # fmt: skip
+) -> tuple[int, int, int, int]:
     """(top, left, h, w) as torchvision's ``RandomResizedCrop.get_params``:
     10 tries of a random area and log-uniform aspect ratio, else a centre crop."""
     area = width * height
@@ -82,7 +82,7 @@ class MultiCrop:
     def _crop(
         self, image: Image.Image, size: int, scale: tuple[float, float], blur: float, solarize: float,
         rng: np.random.Generator,
-    ) -> torch.Tensor:  # fmt: skip
+    ) -> torch.Tensor:
         import torchvision.transforms.functional as TF
 
         top, left, h, w = random_resized_crop_box(image.width, image.height, scale, rng)
@@ -104,7 +104,7 @@ class MultiCrop:
 def color_jitter(
     image: Image.Image, rng: np.random.Generator,
     brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.2, hue: float = 0.1,
-) -> Image.Image:  # fmt: skip
+) -> Image.Image:
     """torchvision's ColorJitter: the four adjustments in a random order."""
     import torchvision.transforms.functional as TF
 

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 def build_loader(
     cfg, manifest: Manifest, rank: int, world_size: int, global_size: int, local_size: int,
     start: dict[int, ReaderState], mask_probability: float | None = None,
-) -> DataLoader:  # fmt: skip
+) -> DataLoader:
     """Batches of ``cfg.optim.batch_size`` images for one rank (see ``Collate``)."""
     crops = MultiCrop(
         global_size=global_size,
@@ -41,7 +41,7 @@ def build_loader(
         manifest, crops, rank=rank, world_size=world_size, seed=cfg.seed,
         shuffle_buffer=cfg.data.shuffle_buffer, on_bad_shard=cfg.data.on_bad_shard,
         verify_checksums=cfg.data.verify_checksums, start=start,
-    )  # fmt: skip
+    )
     grid = global_size // cfg.vit.patch_size
     collate = Collate(
         (grid, grid),
@@ -108,7 +108,7 @@ def resume_states(saved: list[list[int]], world_size: int, readers_per_rank: int
     log.warning(
         "data layout changed (%d readers saved, %d now): every reader starts epoch %d afresh",
         len(saved), world_size * readers_per_rank, epoch,
-    )  # fmt: skip
+    )
     # Counters are carried by reader 0 so totals stay right.
     return {0: ReaderState(epoch, 0, counters["corrupt"], counters["bad_shards"])} | {
         r: ReaderState(epoch) for r in range(1, world_size * readers_per_rank)
