@@ -20,7 +20,7 @@ from curation.atomic import read_json, write_json
 from curation.errors import ConfigError, RunError
 from curation.runner.partition import partition_complete
 from curation.runner.progress import Progress
-from curation.runner.rundir import RunLock, save_config
+from curation.runner.rundir import RunLock, changed_sections, save_config
 from curation.stages.base import STEP_DONE, GlobalStep, MapStep, StageContext, Timer, step_done
 from curation.stages.registry import get_stage
 
@@ -88,7 +88,18 @@ def run(config: cfg.PipelineBase, backend: Backend, stages: list[str] | None = N
     check_inputs(run_dir, names)
     report = RunReport(run_dir)
     with RunLock(run_dir):
-        invalidate(run_dir, config.stages, save_config(run_dir, config, force))
+        redo = stages_to_redo(config.stages, changed_sections(run_dir, config, force))
+        unselected = [s for s in redo if s not in names and stage_dir(run_dir, s).exists()]
+        if unselected:
+            raise RunError(
+                f"force=true: the changed config redoes stages {redo}, but stage={','.join(names)} leaves out "
+                f"{unselected}; select them too (stage={','.join(s for s in config.stages if s in redo or s in names)})"
+            )
+        for name in redo:
+            if stage_dir(run_dir, name).exists():
+                log.warning("config changed: redoing stage %s", name)
+                shutil.rmtree(stage_dir(run_dir, name))
+        save_config(run_dir, config, force)
         data = cfg.to_dict(config)
         for name in names:
             ctx = StageContext(run_dir, data, name)
@@ -96,20 +107,15 @@ def run(config: cfg.PipelineBase, backend: Backend, stages: list[str] | None = N
     return report
 
 
-def invalidate(run_dir: Path, stages: list[str], changed: list[str]) -> None:
-    """Remove the outputs of every stage from the first whose config changed on.
+def stages_to_redo(stages: list[str], changed: list[str]) -> list[str]:
+    """Every stage from the first whose config changed on.
 
-    A change of a run-wide key (seed, stage list) invalidates every stage.
+    A change of a run-wide key (seed, stage list) redoes every stage.
     """
     hit = [i for i, name in enumerate(stages) if name in changed]
     if any(key not in stages for key in changed):
         hit.append(0)
-    if not hit:
-        return
-    for name in stages[min(hit):]:
-        if stage_dir(run_dir, name).exists():
-            log.warning("config of %s or an earlier stage changed: redoing stage %s", changed, name)
-            shutil.rmtree(stage_dir(run_dir, name))
+    return stages[min(hit):] if hit else []
 
 
 def run_stage(ctx: StageContext, backend: Backend, show_progress: bool = True) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from curation import config as cfg
+from curation.errors import ConfigError
 from curation.runner.driver import Failure, RunReport, run
 from curation.runner.partition import run_global_step, run_map_partition
 from curation.runner.progress import Progress
@@ -48,6 +49,8 @@ def _attempts(fn, retries: int) -> dict[str, Any] | str:
         except Exception as err:  # a partition-tier failure: retried, then reported
             last = f"{type(err).__name__}: {err}"
             log.warning("attempt %d failed: %s\n%s", attempt + 1, last, traceback.format_exc(limit=3))
+            if isinstance(err, ConfigError):  # retrying cannot fix the config
+                break
     return last
 
 

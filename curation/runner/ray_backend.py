@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 from curation.config import RayConfig, RunnerConfig
+from curation.errors import ConfigError
 from curation.runner.driver import Failure
 from curation.runner.metrics import report_failure, report_partition
 from curation.runner.partition import run_global_step, run_map_partition
@@ -25,37 +26,27 @@ log = logging.getLogger("curation")
 
 
 def init_ray(ray_cfg: RayConfig) -> dict[str, Any]:
-    """Start or join Ray; returns what to tell the user (dashboard, metrics)."""
+    """Start or join Ray; returns where to watch it (dashboard, metrics ports)."""
     import ray
 
-    if ray.is_initialized():
-        return _endpoints(ray)
-    if ray_cfg.address is None:
-        # A fresh local cluster with a dashboard turns token auth on, which
-        # would lock the user out of their own dashboard and metrics.
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    kwargs: dict[str, Any] = {"address": ray_cfg.address, "namespace": ray_cfg.namespace,
-                              "log_to_driver": True}
-    if ray_cfg.address is None:
-        kwargs.update(num_cpus=ray_cfg.num_cpus, num_gpus=ray_cfg.num_gpus,
-                      include_dashboard=ray_cfg.dashboard, dashboard_host="127.0.0.1",
-                      dashboard_port=ray_cfg.dashboard_port,
-                      object_store_memory=ray_cfg.object_store_memory)
-    ray.init(**kwargs)
-    return _endpoints(ray)
-
-
-def _endpoints(ray) -> dict[str, Any]:
-    ctx = ray.get_runtime_context()
-    info: dict[str, Any] = {"dashboard": getattr(ray, "_dashboard_url", None)}
-    try:
-        info["dashboard"] = ray.worker.get_dashboard_url() or None
-    except Exception:  # older/newer Ray without the helper: not essential
-        pass
-    info["metrics_ports"] = [n.get("MetricsExportPort") for n in ray.nodes() if n.get("Alive")]
-    info["namespace"] = ctx.namespace
-    return info
+    dashboard = None
+    if not ray.is_initialized():
+        if ray_cfg.address is None:
+            # A fresh local cluster with a dashboard turns token auth on, which
+            # would lock the user out of their own dashboard and metrics.
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        kwargs: dict[str, Any] = {"address": ray_cfg.address, "namespace": ray_cfg.namespace}
+        if ray_cfg.address is None:
+            kwargs.update(num_cpus=ray_cfg.num_cpus, num_gpus=ray_cfg.num_gpus,
+                          include_dashboard=ray_cfg.dashboard, dashboard_host="127.0.0.1",
+                          dashboard_port=ray_cfg.dashboard_port,
+                          object_store_memory=ray_cfg.object_store_memory)
+        dashboard = getattr(ray.init(**kwargs), "dashboard_url", None) or None
+    ports = sorted({n.get("MetricsExportPort") for n in ray.nodes() if n.get("Alive")} - {None})
+    log.info("Ray dashboard: %s; metrics (Prometheus) on ports %s of each node",
+             f"http://{dashboard}" if dashboard else "not started here", ports)
+    return {"dashboard": dashboard, "metrics_ports": ports}
 
 
 class PartitionWorker:
@@ -138,7 +129,7 @@ class RayBackend:
     def _retry(self, ctx, step, partition, attempt, err, queue, failures) -> None:
         message = _one_line(err)
         report_failure(ctx.stage, step.name)
-        if attempt < self.max_retries:
+        if attempt < self.max_retries and not isinstance(err, ConfigError):
             log.warning("%s/%s partition %d failed (attempt %d), retrying: %s",
                         ctx.stage, step.name, partition, attempt + 1, message)
             queue.append((partition, attempt + 1))
@@ -161,6 +152,8 @@ class RayBackend:
                 message = _one_line(cause)
                 report_failure(ctx.stage, step.name)
                 log.warning("%s/%s failed (attempt %d): %s", ctx.stage, step.name, attempt + 1, message)
+                if isinstance(cause, ConfigError):  # retrying cannot fix the config
+                    break
         return Failure(ctx.stage, step.name, None, message)
 
 

@@ -17,27 +17,34 @@ CONFIG_FILE = "config.yaml"
 LOCK_FILE = ".lock"
 
 
-def save_config(run_dir: Path, config: cfg.PipelineBase, force: bool) -> list[str]:
-    """Write the resolved config; refuse a run dir made with another config.
+def changed_sections(run_dir: Path, config: cfg.PipelineBase, force: bool) -> list[str]:
+    """Top-level sections whose content differs from the run dir's config.
 
-    Returns the top-level sections whose content changed (forced runs only).
+    Without ``force`` any difference is refused, naming what differs.
     """
     path = run_dir / CONFIG_FILE
-    new = cfg.to_dict(config)
-    changed: list[str] = []
-    if path.exists():
-        old = yaml.safe_load(path.read_text()) or {}
-        content = [d for d in cfg.diff(old, new) if d.split(".")[0].split(":")[0] not in cfg.RUNTIME_KEYS]
-        if content and not force:
-            raise RunError(
-                f"{run_dir} was made with a different config:\n  "
-                + "\n  ".join(content[:20])
-                + "\nuse another run_dir, or pass force=true to redo the stages whose config changed"
-            )
-        changed = sorted({d.split(".")[0].split(":")[0] for d in content})
+    if not path.exists():
+        return []
+    old = yaml.safe_load(path.read_text()) or {}
+    content = [d for d in cfg.diff(old, cfg.to_dict(config)) if _section(d) not in cfg.RUNTIME_KEYS]
+    if content and not force:
+        raise RunError(
+            f"{run_dir} was made with a different config:\n  "
+            + "\n  ".join(content[:20])
+            + "\nuse another run_dir, or pass force=true to redo the stages whose config changed"
+        )
+    return sorted({_section(d) for d in content})
+
+
+def _section(diff_line: str) -> str:
+    return diff_line.split(".")[0].split(":")[0]
+
+
+def save_config(run_dir: Path, config: cfg.PipelineBase, force: bool) -> None:
+    """Write the resolved config (after :func:`changed_sections` allowed it)."""
+    changed_sections(run_dir, config, force)
     header = f"# resolved config, hash {cfg.content_hash(config)}\n"
-    write_bytes(path, (header + yaml.safe_dump(new, sort_keys=False)).encode())
-    return changed
+    write_bytes(run_dir / CONFIG_FILE, (header + yaml.safe_dump(cfg.to_dict(config), sort_keys=False)).encode())
 
 
 class RunLock:

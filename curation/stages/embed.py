@@ -292,6 +292,11 @@ class EmbedStage(Stage):
             raise ConfigError(f"embed.model.path: '{m.path}' does not exist")
         if m.kind in ("random", "timm", "open_clip") and not m.arch:
             raise ConfigError(f"embed.model.arch: model kind '{m.kind}' needs an architecture name")
+        if m.kind in ("torchscript", "curation") and (m.arch or m.options):
+            raise ConfigError(
+                f"embed.model.arch: model kind '{m.kind}' takes its architecture from the file; "
+                "set embed.model.arch=null and embed.model.options={}"
+            )
         if m.resize_size is not None and m.resize_size < m.image_size:
             raise ConfigError("embed.model.resize_size: must be at least embed.model.image_size")
         names = [s.name for s in cfg.curated]

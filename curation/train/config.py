@@ -153,6 +153,7 @@ class TrainConfig(Section):
     export: str | None = Field(
         None, description="backbone file written at the end (null: output_dir/backbone.safetensors)"
     )
+    compile: bool = Field(False, description="torch.compile every transformer block (after FSDP sharding)")
     vit: VitConfig = VitConfig()
     heads: HeadsConfig = HeadsConfig()
     loss: LossConfig = LossConfig()

@@ -108,6 +108,19 @@ def shard_meta_arch(meta: nn.Module, cfg, device: torch.device) -> None:
     log.debug("sharded %s: compute %s, backbone reduce %s", type(meta).__name__, compute, reduce)
 
 
+def compile_blocks(meta: nn.Module) -> None:
+    """``torch.compile`` each transformer block in place, after sharding.
+
+    Per-block compilation keeps FSDP2's per-block hooks outside the compiled
+    graphs and parameter names unchanged (checkpoints stay compatible).
+    Packed crop groups change the row count, so shapes are compiled dynamic.
+    """
+    for parts in meta.children():
+        if isinstance(parts, nn.ModuleDict):
+            for block in parts["backbone"].blocks:
+                block.compile(dynamic=True)
+
+
 def reshard(module: nn.Module) -> None:
     """Free the gathered parameters of every FSDP unit in ``module`` (a root
     stays unsharded after forward, expecting a backward that a teacher never runs)."""

@@ -96,3 +96,11 @@ def test_forced_config_change_redoes_the_changed_stage_and_those_after_it(tmp_pa
     report = run_stages(tmp_path, changed, force=True)
     assert report.stages["parity"]["counts"] == {"success": 40}
     assert (tmp_path / "stages/numbers/make/part-000000.parquet").stat().st_mtime_ns == numbers
+
+
+def test_forced_change_of_an_unselected_upstream_stage_is_refused_and_nothing_is_deleted(tmp_path):
+    run_stages(tmp_path, sample_pipeline(tmp_path))
+    before = read_tables(tmp_path)
+    with pytest.raises(RunError, match=r"redoes stages \['numbers', 'parity'\], but stage=parity leaves out \['numbers'\].*stage=numbers,parity"):
+        run_stages(tmp_path, sample_pipeline(tmp_path, rows=5), ["parity"], force=True)
+    assert read_tables(tmp_path) == before

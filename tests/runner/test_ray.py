@@ -39,8 +39,7 @@ def test_actors_are_named_after_the_stage_and_counters_reach_the_metrics_endpoin
 
     run_pipeline(_config(tmp_path))
     # The dashboard answers without a token: local auth is off.
-    url = ray_session.get_runtime_context().dashboard_url if hasattr(
-        ray_session.get_runtime_context(), "dashboard_url") else ray_session.worker.get_dashboard_url()
+    url = ray_session._private.worker.global_worker.node.address_info["webui_url"]
     with urllib.request.urlopen(f"http://{url}/api/v0/actors?limit=1000", timeout=30) as response:
         actors = json.loads(response.read())["data"]["result"]["result"]
     names = {a["class_name"] for a in actors}

@@ -150,3 +150,8 @@ def test_config_checks(pool):
         run_stages(pool, config(pool, curated=[{"name": "x", "path": str(pool / "nowhere")}]), ["embed"])
     with pytest.raises(ConfigError, match="embed.model.kind"):
         run_stages(pool, config(pool, model={**MODEL, "kind": "clip"}), ["embed"])
+    weights = pool / "backbone.safetensors"
+    weights.write_bytes(b"")
+    with pytest.raises(ConfigError, match="embed.model.arch: model kind 'curation' takes its architecture"):
+        run_stages(pool, config(pool, model={**MODEL, "kind": "curation", "path": str(weights)}), ["embed"])
+    assert not (pool / "stages/embed").exists()  # refused before any work

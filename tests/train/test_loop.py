@@ -102,3 +102,15 @@ def test_mixed_precision_runs(shards_dir, tmp_path, dtype):
     if dtype == "fp16":  # the loss scale travels with the checkpoint
         state = json.loads((ckpt.latest_checkpoint(tmp_path / "checkpoints") / ckpt.STATE_FILE).read_text())
         assert state["grad_scaler"]["scale"] > 0
+
+
+@pytest.mark.slow
+def test_compiled_blocks_follow_the_eager_trajectory(shards_dir, tmp_path):
+    losses = {}
+    for name, compiled in (("eager", False), ("compiled", True)):
+        out = tmp_path / name
+        train(_config(shards_dir, out, optim={"iterations": 2}, log_every=1, compile=compiled))
+        losses[name] = _losses(out)
+    assert sorted(losses["compiled"]) == [0, 1]
+    for it in (0, 1):
+        assert losses["compiled"][it] == pytest.approx(losses["eager"][it], rel=1e-4)
