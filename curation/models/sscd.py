@@ -20,7 +20,6 @@ it is given.
 
 from __future__ import annotations
 
-import io
 import logging
 import zipfile
 from dataclasses import dataclass

@@ -17,20 +17,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field
 
 from curation import tables
 from curation.atomic import write_json
-from curation.algorithms.index import IndexConfig
 from curation.algorithms.knn import unit_rows
-from curation.config import Section
 from curation.errors import ConfigError, PartitionError
-from curation.sources import ImageSetConfig
+from curation.stages.dedup_config import DedupConfig
 from curation.stages.base import GlobalStep, MapStep, PartitionOutput, Resources, Stage
 from curation.stages.registry import register
 
@@ -42,67 +39,6 @@ _FEATURE_COLUMNS = pa.schema([("key", pa.string()), ("width", pa.int64()), ("hei
                               ("feature_row", pa.int64())])
 # Status of each decision code of ``components.decide``, in funnel order.
 STATUSES = (tables.SUCCESS, "duplicate_pca", "duplicate_copy", "benchmark_leak")
-
-
-class HashingConfig(Section):
-    method: Literal["pca", "phash"] = Field("pca", description="pca: PCA hash learned on the pool; phash: DCT pHash")
-    thumb_size: int = Field(32, ge=8, le=64, description="side of the grayscale thumbnail hashed (phash: 32)")
-    bits: int = Field(64, ge=8, le=256, multiple_of=8, description="code length in bits (phash: 64)")
-    max_distance: int = Field(4, ge=0, le=64, description="codes at this Hamming distance or less are duplicates")
-    fit_samples: int = Field(100_000, ge=1, description="pca: thumbnails sampled from the pool to fit the PCA")
-    search: Literal["auto", "flat", "multihash"] = Field(
-        "auto", description="Hamming search: flat (brute force) or multihash (multi-index hashing)")
-    flat_max: int = Field(100_000, ge=0, description="auto: brute-force search up to this many codes")
-
-
-class DescriptorConfig(Section):
-    weights: str | None = Field(
-        None, description="SSCD TorchScript file or state dict (null: RANDOM weights, for tests and demos only)")
-    backbone: Literal["resnet50", "resnet18"] = Field(
-        "resnet50", description="trunk of a state dict; resnet18 is a small demo/CPU trunk without official weights")
-    dims: int = Field(512, ge=8, description="descriptor dimension")
-    gem_p: float = Field(3.0, gt=0, description="GeM pooling exponent")
-    resize: Literal["square", "short_edge"] = Field(
-        "square", description="square: skew to image_size x image_size; short_edge: keep the aspect ratio")
-    image_size: int = Field(320, ge=32, description="square side (SSCD: 320) or short edge (SSCD: 288)")
-    draft: bool = Field(True, description="decode JPEGs at a reduced DCT scale when much larger than needed")
-    batch_size: int = Field(64, ge=1, description="images per forward pass")
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="auto: one GPU per worker when the cluster has GPUs, else CPU")
-    num_cpus: int = Field(1, ge=1, description="CPUs per worker; as many decode threads")
-    storage_dtype: Literal["float16", "float32"] = Field("float16", description="dtype of the descriptor .npy files")
-    center: bool = Field(False, description="subtract the pool mean before L2 normalisation (SSCD's post-processing)")
-
-
-class CopyConfig(Section):
-    k: int = Field(64, ge=1, description="neighbours per image in the k-NN graph (capped at the pool size)")
-    threshold: float = Field(0.6, ge=-1, le=1, description="edges need cosine similarity above this")
-    index: IndexConfig = Field(IndexConfig(exact_max=200_000), description="Faiss index of the k-NN graph")
-    rerank_margin: float | None = Field(
-        0.15, ge=0, description="ivf_pq: re-rank only candidates whose approximate similarity is above the lowest "
-        "threshold minus this (null: re-rank all)")
-
-
-class RelativeConfig(Section):
-    benchmarks: list[ImageSetConfig] = Field([], description="benchmark image sets no pool image may duplicate")
-    threshold: float = Field(0.45, ge=-1, le=1, description="edge similarity of the leak graph")
-    k: int = Field(64, ge=1, description="neighbours per image, both directions, pool <-> benchmarks")
-
-
-class GraphResources(Section):
-    num_cpus: int = Field(1, ge=1, description="CPUs of the graph step (Faiss threads)")
-    num_gpus: int = Field(0, ge=0, description="GPUs of the graph step (Faiss, benchmark descriptors)")
-    memory_gb: float = Field(0, ge=0, description="memory reserved for the graph step (0: unspecified)")
-
-
-class DedupConfig(Section):
-    hashing: HashingConfig = Field(HashingConfig(), description="near-duplicate hashing")
-    descriptor: DescriptorConfig = Field(DescriptorConfig(), description="SSCD copy-detection descriptor")
-    copy_dedup: CopyConfig = Field(CopyConfig(), description="self-deduplication by the descriptor graph")
-    relative: RelativeConfig = Field(RelativeConfig(), description="deduplication against benchmark sets")
-    keep: Literal["largest", "first"] = Field(
-        "largest", description="image kept per group: largest area then first in pool order, or first in pool order")
-    graph: GraphResources = Field(GraphResources(), description="resources of the global graph step")
 
 
 def _gpu_workers(device: str) -> bool:
