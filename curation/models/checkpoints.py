@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import argparse
 import pickle
 from collections.abc import Iterable
 from pathlib import Path
@@ -46,10 +47,13 @@ def read_checkpoint(path: str | Path) -> Any:
 
         return load_file(str(path))
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        # DINO's released checkpoints carry their argparse Namespace: a plain
+        # attribute bag, safe to rebuild; every other class stays refused.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
-            f"{path} holds pickled objects other than tensors (an argparse Namespace, say), which "
+            f"{path} holds pickled objects other than tensors and plain containers, which "
             f"are never unpickled here; save its state dict alone. ({str(err).splitlines()[0]})"
         ) from err
 

@@ -251,9 +251,17 @@ def test_dino_and_ibot_checkpoints(kind, tmp_path):
         torch.testing.assert_close(model.mask_token, teacher.mask_token + 1.0)
 
 
-def test_pickled_objects_are_refused(tmp_path):
+class Payload:
+    """A class a checkpoint must never make us instantiate."""
+
+
+def test_pickled_objects_are_refused_but_dino_args_are_read(tmp_path):
     path = tmp_path / "args.pth"
-    torch.save({"args": argparse.Namespace(arch="vit_small"), "teacher": tiny_vit().state_dict()}, path)
+    teacher = tiny_vit()
+    torch.save({"args": argparse.Namespace(arch="vit_small", lr=0.1), "teacher": teacher.state_dict()}, path)
+    x = images()
+    torch.testing.assert_close(load_model("dino", str(path), num_heads=4)(x), teacher(x), **TOL)
+    torch.save({"args": Payload(), "teacher": teacher.state_dict()}, path)
     with pytest.raises(CheckpointError, match="pickled objects"):
         load_model("dino", str(path))
 
