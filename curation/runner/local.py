@@ -26,13 +26,19 @@ class LocalBackend:
 
     def run_map(self, ctx: StageContext, step: MapStep, pending: list[int], progress: Progress) -> list[Failure]:
         step.setup()
-        failures = []
+        failures, done = [], 0
+
+        def attempt(partition: int) -> dict[str, Any]:
+            progress.advance_to(done)  # drop what an abandoned attempt counted
+            return run_map_partition(step, partition, progress.update)
+
         for partition in pending:
-            error = _attempts(lambda: run_map_partition(step, partition), self.max_retries)
-            if isinstance(error, str):
-                failures.append(Failure(ctx.stage, step.name, partition, error))
+            result = _attempts(lambda: attempt(partition), self.max_retries)
+            if isinstance(result, str):
+                failures.append(Failure(ctx.stage, step.name, partition, result))
             else:
-                progress.update(error["rows"])
+                done += result["rows"]
+            progress.advance_to(done)
         return failures
 
     def run_global(self, ctx: StageContext, step: GlobalStep) -> Failure | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import collections
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -57,8 +57,12 @@ def clear_partition(step_dir: Path, partition: int) -> None:
             path.unlink(missing_ok=True)
 
 
-def run_map_partition(step: MapStep, partition: int) -> dict[str, Any]:
-    """Process and commit one partition; return its stats."""
+def run_map_partition(step: MapStep, partition: int,
+                      on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Process and commit one partition; return its stats.
+
+    ``on_batch(rows)`` is called after each batch, for progress.
+    """
     step_dir = step.ctx.step_dir(step.name)
     step_dir.mkdir(parents=True, exist_ok=True)
     clear_partition(step_dir, partition)
@@ -67,7 +71,11 @@ def run_map_partition(step: MapStep, partition: int) -> dict[str, Any]:
     where = f"{step.ctx.stage}/{step.name}/{tables.partition_name(partition)}"
     try:
         step.open(partition, out)
-        parts = [_process(step, batch, where) for batch in step.read(partition)]
+        parts = []
+        for batch in step.read(partition):
+            parts.append(_process(step, batch, where))
+            if on_batch is not None:
+                on_batch(batch.num_rows)
         extra = step.close()
         table = _concat(parts)
         tables.write_parquet(table, Path(out.path("parquet")))

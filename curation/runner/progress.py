@@ -21,6 +21,11 @@ class Progress:
         if self._bar is not None:
             self._bar.update(n)
 
+    def advance_to(self, n: int) -> None:
+        """Move the bar to ``n`` (it may go back when an attempt is abandoned)."""
+        if self._bar is not None and n != self._bar.n:
+            self._bar.update(n - self._bar.n)
+
     def note(self, text: str) -> None:
         if self._bar is not None:
             self._bar.set_postfix_str(text, refresh=False)

@@ -49,15 +49,42 @@ def init_ray(ray_cfg: RayConfig) -> dict[str, Any]:
     return {"dashboard": dashboard, "metrics_ports": ports}
 
 
+class RowCounter:
+    """Rows processed by the attempts in flight, reported batch by batch.
+
+    An attempt is keyed ``(partition, attempt)``; once closed, late reports
+    for it are ignored, so a failed attempt's rows leave the count.
+    """
+
+    def __init__(self):
+        self.rows: dict[tuple[int, int], int] = {}
+        self.closed: set[tuple[int, int]] = set()
+
+    def add(self, key: tuple[int, int], n: int) -> None:
+        if key not in self.closed:
+            self.rows[key] = self.rows.get(key, 0) + n
+
+    def close(self, key: tuple[int, int]) -> None:
+        self.closed.add(key)
+        self.rows.pop(key, None)
+
+    def in_flight(self) -> int:
+        return sum(self.rows.values())
+
+
 class PartitionWorker:
     """Holds one step's heavy state and processes partitions with it."""
 
-    def __init__(self, run_dir: str, config_data: dict[str, Any], stage: str, step_name: str):
+    def __init__(self, run_dir: str, config_data: dict[str, Any], stage: str, step_name: str, counter=None):
         self.step = _make_step(run_dir, config_data, stage, step_name)
+        self.counter = counter
         self.step.setup()
 
-    def run(self, partition: int) -> dict[str, Any]:
-        stats = run_map_partition(self.step, partition)
+    def run(self, partition: int, attempt: int = 0) -> dict[str, Any]:
+        report = None
+        if self.counter is not None:
+            report = lambda n: self.counter.add.remote((partition, attempt), n)  # noqa: E731
+        stats = run_map_partition(self.step, partition, report)
         report_partition(stats)
         return stats
 
@@ -96,20 +123,26 @@ class RayBackend:
         import ray
 
         resources = step.resources()
+        counter = ray.remote(RowCounter).options(num_cpus=0).remote()
         actor_cls = _actor_class(ctx.stage, step.name).options(**resources.ray_options())
-        make = lambda: actor_cls.remote(str(ctx.run_dir), ctx.config_data, ctx.stage, step.name)  # noqa: E731
+        make = lambda: actor_cls.remote(str(ctx.run_dir), ctx.config_data, ctx.stage, step.name, counter)  # noqa: E731
         actors = [make() for _ in range(_pool_size(resources, len(pending), self.max_workers))]
         queue = [(p, 0) for p in pending]
         running: dict[Any, tuple[Any, int, int]] = {}
         failures: list[Failure] = []
+        done = 0
         try:
             while queue or running:
                 while queue and actors:
                     actor = actors.pop()
                     partition, attempt = queue.pop(0)
-                    running[actor.run.remote(partition)] = (actor, partition, attempt)
-                ready, _ = ray.wait(list(running), num_returns=1)
+                    running[actor.run.remote(partition, attempt)] = (actor, partition, attempt)
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+                if not ready:
+                    progress.advance_to(done + ray.get(counter.in_flight.remote()))
+                    continue
                 actor, partition, attempt = running.pop(ready[0])
+                counter.close.remote((partition, attempt))
                 try:
                     stats = ray.get(ready[0])
                 except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as err:
@@ -120,9 +153,10 @@ class RayBackend:
                     self._retry(ctx, step, partition, attempt, err.cause or err, queue, failures)
                 else:
                     actors.append(actor)
-                    progress.update(stats["rows"])
+                    done += stats["rows"]
+                progress.advance_to(done + ray.get(counter.in_flight.remote()))
         finally:
-            for actor in actors + [a for a, _, _ in running.values()]:
+            for actor in actors + [a for a, _, _ in running.values()] + [counter]:
                 ray.kill(actor)
         return failures
 

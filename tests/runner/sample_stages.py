@@ -44,12 +44,6 @@ class MakeNumbers(MapStep):
     def read(self, partition: int):
         if partition in self.cfg.fail_partitions:
             raise RuntimeError(f"partition {partition} is configured to fail")
-        if self.cfg.fail_once_dir:
-            marker = Path(self.cfg.fail_once_dir) / f"failed-{partition}"
-            if not marker.exists():
-                marker.parent.mkdir(parents=True, exist_ok=True)
-                marker.touch()
-                raise RuntimeError(f"partition {partition} fails on its first attempt")
         time.sleep(self.cfg.sleep_s)
         keys = [tables.sample_key(partition, i) for i in range(self.cfg.rows)]
         status = tables.status_table(keys, [tables.SUCCESS] * len(keys))
@@ -57,6 +51,17 @@ class MakeNumbers(MapStep):
         table = status.append_column("value", values)
         for start in range(0, table.num_rows, self.batch_size()):
             yield table.slice(start, self.batch_size())
+            self._fail_once(partition)
+
+    def _fail_once(self, partition: int) -> None:
+        """With ``fail_once_dir``: fail after the first batch of a partition's first attempt."""
+        if not self.cfg.fail_once_dir:
+            return
+        marker = Path(self.cfg.fail_once_dir) / f"failed-{partition}"
+        if not marker.exists():
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+            raise RuntimeError(f"partition {partition} fails on its first attempt")
 
     def open(self, partition, out):
         self.side = out.path("txt")

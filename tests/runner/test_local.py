@@ -104,3 +104,31 @@ def test_forced_change_of_an_unselected_upstream_stage_is_refused_and_nothing_is
     with pytest.raises(RunError, match=r"redoes stages \['numbers', 'parity'\], but stage=parity leaves out \['numbers'\].*stage=numbers,parity"):
         run_stages(tmp_path, sample_pipeline(tmp_path, rows=5), ["parity"], force=True)
     assert read_tables(tmp_path) == before
+
+
+def test_progress_counts_batches_and_forgets_failed_attempts(tmp_path, monkeypatch):
+    from curation.runner import local
+
+    seen = []
+
+    class Recorder:
+        def __init__(self, label, total, enabled=True):
+            self.n = 0
+
+        def update(self, n):
+            self.n += n
+            seen.append(self.n)
+
+        def advance_to(self, n):
+            if n != self.n:
+                self.update(n - self.n)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr("curation.runner.driver.Progress", Recorder)
+    data = sample_pipeline(tmp_path, fail_once_dir=str(tmp_path / "flaky"), partitions=2)
+    data["runner"] = {"max_partition_retries": 1}
+    local.run_stages(tmp_path, data, ["numbers"])
+    # Batches of 4 rows move the bar within a partition; a failed attempt's rows are taken back.
+    assert seen == [4, 0, 4, 8, 10, 14, 10, 14, 18, 20]
