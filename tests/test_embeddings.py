@@ -11,6 +11,7 @@ import pytest
 from curation import embeddings, tables
 from curation.atomic import write_json
 from curation.stages.base import StageContext
+from curation.algorithms.knn import unit_rows as unit
 
 
 def write_pool(run_dir: Path, parts: dict[int, tuple[list[str], np.ndarray, np.ndarray]], dtype="float32") -> None:
@@ -30,10 +31,6 @@ def write_pool(run_dir: Path, parts: dict[int, tuple[list[str], np.ndarray, np.n
         embeddings.save_array(root / f"{name}.npy", x, dtype)
         write_json(root / f"{name}.stats.json", {"rows": len(keys), "counts": {}})
     write_json(root.parent / "_SUCCESS.json", {"stage": "embed"})
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 @pytest.fixture

@@ -18,10 +18,7 @@ from curation.algorithms.hkmeans import (
     resampled_kmeans,
 )
 from curation.algorithms.kmeans import assign
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+from curation.algorithms.knn import unit_rows as unit
 
 
 def hand_tree(leaf_sizes: list[int], parents: list[list[int]]) -> Hierarchy:

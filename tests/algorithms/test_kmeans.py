@@ -15,10 +15,7 @@ from curation.algorithms.kmeans import (
     train_kmeans,
     use_gpu,
 )
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+from curation.algorithms.knn import unit_rows as unit
 
 
 def planted(n_clusters: int = 8, per_cluster: int = 150, d: int = 32, noise: float = 0.05, seed: int = 0):

@@ -18,14 +18,11 @@ import pyarrow as pa
 from PIL import Image
 
 from curation import embeddings, tables
+from curation.algorithms.knn import unit_rows as unit
 from curation.atomic import write_json
 from curation.download.shardwriter import ShardWriter
 
 PARTITIONS, ROWS, DIM, CLUSTERS = 3, 20, 16, 4
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
 
 
 def centroids() -> np.ndarray:
