@@ -96,11 +96,11 @@ def validate_json(data: Any, where: str = "manifest") -> None:
         raise ManifestError(f"{where}: composition does not add up to {expected['samples']} samples")
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+def sha256_stream(f, chunk: int = 1 << 20) -> str:
+    """sha256 of a binary file object, read in chunks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
+    while block := f.read(chunk):
+        digest.update(block)
     return digest.hexdigest()
 
 
@@ -110,8 +110,13 @@ def shard_entry(path: Path, root: Path, samples: int) -> ShardEntry:
         path=Path(path).relative_to(root).as_posix(),
         samples=samples,
         bytes=Path(path).stat().st_size,
-        sha256=sha256_file(path),
+        sha256=_sha256_path(path),
     )
+
+
+def _sha256_path(path: Path) -> str:
+    with open(path, "rb") as f:
+        return sha256_stream(f)
 
 
 def write_manifest(
@@ -180,10 +185,8 @@ def verify(manifest: Manifest, check_checksums: bool = False) -> list[str]:
         if size != entry.bytes:
             problems.append(f"{entry.path}: {size} bytes, manifest says {entry.bytes}")
         elif check_checksums:
-            digest = hashlib.sha256()
             with fs.open(fpath, "rb") as f:
-                while block := f.read(1 << 20):
-                    digest.update(block)
-            if digest.hexdigest() != entry.sha256:
+                actual = sha256_stream(f)
+            if actual != entry.sha256:
                 problems.append(f"{entry.path}: sha256 mismatch")
     return problems

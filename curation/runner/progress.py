@@ -26,14 +26,6 @@ class Progress:
         if self._bar is not None and n != self._bar.n:
             self._bar.update(n - self._bar.n)
 
-    def note(self, text: str) -> None:
-        if self._bar is not None:
-            self._bar.set_postfix_str(text, refresh=False)
-
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
-
-
-def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Iterator
 import pyarrow as pa
 
 from curation import tables
-from curation.atomic import atomic_path, read_json, tmp_name
+from curation.atomic import tmp_name
 from curation.config import Section
 
 STEP_DONE = "_SUCCESS.json"
@@ -239,16 +239,6 @@ def step_done(step_dir: Path) -> bool:
     return (step_dir / STEP_DONE).exists()
 
 
-def write_stats(path: Path, stats: dict[str, Any]) -> None:
-    from curation.atomic import write_json
-
-    write_json(path, stats)
-
-
-def read_stats(path: Path) -> dict[str, Any]:
-    return read_json(path)
-
-
 @dataclass
 class Timer:
     started: float = field(default_factory=time.time)
@@ -257,13 +247,3 @@ class Timer:
         now = time.time()
         return {"started": self.started, "finished": now, "duration_s": round(now - self.started, 3)}
 
-
-__all__ = [
-    "GlobalStep",
-    "MapStep",
-    "PartitionOutput",
-    "Resources",
-    "Stage",
-    "StageContext",
-    "atomic_path",
-]
