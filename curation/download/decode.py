@@ -83,6 +83,37 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
+# Leading bytes (lower-cased) of common non-image answers -> their name in ``not_image`` errors.
+_OTHER_MAGIC = (
+    (b"%pdf", "pdf"), (b"\x1f\x8b", "gzip"), (b"pk\x03\x04", "zip"), (b"\x00\x00\x01\x00", "ico"),
+    (b"<?xml", "xml"), (b"<svg", "svg"), (b"<!doctype html", "html"), (b"<html", "html"), (b"{", "json"),
+    (b"[", "json"),
+)
+
+
+def content_kind(data: bytes) -> str:
+    """What non-image bytes look like (html, json, text, binary, ...): a label, never the bytes."""
+    if not data:
+        return "empty"
+    head = data[:64].lstrip().lower()
+    if data[4:8] == b"ftyp":
+        return "isobmff"  # AVIF, HEIC, MP4
+    for magic, kind in _OTHER_MAGIC:
+        if head.startswith(magic):
+            return kind
+    try:
+        data[:1024].decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.start < 1020:  # not a character cut at the boundary
+            return "binary"
+    return "text"
+
+
+def _corrupt(fmt: str, data: bytes, err: BaseException) -> str:
+    # The exception's message is left out: Pillow quotes bytes of the file (a PNG chunk name, a TIFF tag).
+    return f"{fmt}, {len(data)} bytes: {type(err).__name__}"
+
+
 # (stored width, stored height) -> smallest (width, height) the decoder may return.
 MinSize = Callable[[int, int], tuple[int, int]]
 
@@ -94,15 +125,15 @@ def decode(data: bytes, formats, max_pixels: int, min_size: MinSize | None = Non
     """
     fmt = sniff(data)
     if fmt is None:
-        raise DecodeError("not_image", repr(data[:32]))
+        raise DecodeError("not_image", f"{content_kind(data)}, {len(data)} bytes")
     if fmt not in formats:
         raise DecodeError("unsupported_format", fmt)
     try:
         image = Image.open(io.BytesIO(data), formats=[_PIL_NAME[fmt]])
-    except Image.DecompressionBombError as err:
-        raise DecodeError("too_many_pixels", str(err)) from None
+    except Image.DecompressionBombError:
+        raise DecodeError("too_many_pixels", f"{fmt}, {len(data)} bytes: over Pillow's limit") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as err:
-        raise DecodeError("corrupt", f"{type(err).__name__}: {err}") from None
+        raise DecodeError("corrupt", _corrupt(fmt, data, err)) from None
     width, height = image.size
     if width < 1 or height < 1:
         raise DecodeError("corrupt", f"size {width}x{height}")
@@ -117,7 +148,7 @@ def decode(data: bytes, formats, max_pixels: int, min_size: MinSize | None = Non
         raise
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, MemoryError) as err:
         # Pillow and libjpeg report damaged data with any of these.
-        raise DecodeError("corrupt", f"{type(err).__name__}: {err}") from None
+        raise DecodeError("corrupt", _corrupt(fmt, data, err)) from None
     # Read after decoding: for some formats Pillow loads the image to find EXIF,
     # and a failure there must not be mistaken for a missing tag.
     orientation = _orientation(image)

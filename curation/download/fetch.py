@@ -1,26 +1,33 @@
 """HTTP fetching with aiohttp: timeouts, byte limit, checked redirects, retries.
 
-No request ever reaches an address the URL policy refuses: literal IP hosts
-are checked by ``check_url`` before each hop, and host names are resolved by
-:class:`CheckedResolver`, which hands the connector only the addresses that
-pass ``check_address`` (so the connection goes to a checked IP, and a DNS
-answer cannot smuggle in a private address). Redirects are followed by hand,
-one hop at a time, each hop re-checked.
+No request ever reaches an address the URL policy refuses: each hop's URL is
+parsed and checked by ``checked_url``, and the parsed URL it returns is the
+one requested, so the host that was checked is the host connected to (an IP
+literal directly, a name through :class:`CheckedResolver`, which hands the
+connector only the addresses that pass ``check_address``: the connection goes
+to a checked IP, and a DNS answer cannot smuggle in a private address).
+Redirects are followed by hand, one hop at a time, each hop re-checked.
+
+Nothing the remote sent is copied into a result: error texts name exception
+types, sizes and hop numbers, never bodies, headers, reason phrases, redirect
+targets or exception messages (which quote them).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 from urllib.parse import urljoin
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
+from yarl import URL
 
 from curation.download.headers import optout_directive, retry_delay, retryable_status
-from curation.download.urls import UrlPolicy, check_address, check_url, split_host
+from curation.download.urls import UrlPolicy, check_address, checked_url
 
 REDIRECTS = (301, 302, 303, 307, 308)
 
@@ -45,7 +52,7 @@ class RefusedAddress(OSError):
     """Every address of a host is refused by the policy."""
 
     def __init__(self, host: str, reason: str):
-        super().__init__(f"{host} resolves only to refused addresses ({reason})")
+        super().__init__(f"resolves only to refused addresses ({reason})")
         self.reason = reason
 
 
@@ -128,22 +135,25 @@ class Fetcher:
         """Fetch one URL, following up to ``max_redirects`` re-checked redirects."""
         current, seen, retries = url, {url}, 0
         for hop in range(self.cfg.max_redirects + 2):
-            refused = check_url(current, self.policy)
+            target, refused = checked_url(current, self.policy)
             if refused:
-                where = f"redirect hop {hop} to {current[:200]}" if hop else None
-                return FetchResult(f"filtered_url:{refused}", error=where, retries=retries)
-            outcome, retries = await self._with_retries(current, retries)
+                return FetchResult(f"filtered_url:{refused}", error=f"redirect hop {hop}" if hop else None,
+                                   retries=retries)
+            outcome, retries = await self._with_retries(target, retries)
             if isinstance(outcome, FetchResult):
+                if hop and outcome.error is None and not outcome.ok:
+                    outcome.error = f"redirect hop {hop}"
                 return outcome
             if hop >= self.cfg.max_redirects:
                 break
             if outcome in seen:
-                return FetchResult("failed_download:redirect_loop", error=outcome[:200], retries=retries)
+                return FetchResult("failed_download:redirect_loop", error=f"redirect hop {hop + 1}",
+                                   retries=retries)
             seen.add(outcome)
             current = outcome
         return FetchResult("failed_download:too_many_redirects", retries=retries)
 
-    async def _with_retries(self, url: str, retries: int) -> tuple[FetchResult | str, int]:
+    async def _with_retries(self, url: URL, retries: int) -> tuple[FetchResult | str, int]:
         """One hop with retries: the final result, or the redirect target."""
         while True:
             try:
@@ -161,9 +171,9 @@ class Fetcher:
                 retries += 1
                 await asyncio.sleep(delay)
 
-    async def _attempt(self, url: str) -> FetchResult | str:
+    async def _attempt(self, url: URL) -> FetchResult | str:
         """One request: its result or redirect target; raises _Retry when worth retrying."""
-        host = split_host(url)[1]
+        host = url.raw_host
         await self._hosts.acquire(host)
         try:
             async with self._global:
@@ -173,7 +183,7 @@ class Fetcher:
         except aiohttp.ClientConnectorDNSError as err:
             if isinstance(err.__cause__, RefusedAddress):
                 return FetchResult(f"filtered_url:{err.__cause__.reason}", error=str(err.__cause__))
-            return FetchResult("failed_download:dns_error", error=_short(err))
+            return FetchResult("failed_download:dns_error", error=describe_error(err))
         except aiohttp.ConnectionTimeoutError as err:
             raise _Retry("connect_timeout") from err
         except aiohttp.SocketTimeoutError:
@@ -181,23 +191,23 @@ class Fetcher:
         except asyncio.TimeoutError:
             return FetchResult("failed_download:timeout")
         except aiohttp.ClientSSLError as err:
-            return FetchResult("failed_download:ssl_error", error=_short(err))
+            return FetchResult("failed_download:ssl_error", error=describe_error(err))
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as err:
             raise _Retry("connection_error") from err
         except (aiohttp.ClientError, ValueError, UnicodeError) as err:
             # Malformed responses (bad headers, bad chunking) and URLs aiohttp refuses.
-            return FetchResult("failed_download:bad_response", error=_short(err))
+            return FetchResult("failed_download:bad_response", error=describe_error(err))
         finally:
             self._hosts.release(host)
 
-    async def _request(self, url: str) -> FetchResult | str:
+    async def _request(self, url: URL) -> FetchResult | str:
         async with self.session.get(url, allow_redirects=False, timeout=self._timeout) as resp:
             status = resp.status
             if status in REDIRECTS:
                 location = resp.headers.get("Location")
                 if not location:
                     return FetchResult("failed_download:redirect_without_location", http_status=status)
-                return urljoin(url, location)
+                return urljoin(str(url), location)
             if retryable_status(status):
                 raise _Retry(f"http_{status}", status, resp.headers.get("Retry-After"))
             if not 200 <= status < 300:
@@ -233,5 +243,19 @@ class Fetcher:
         return b"".join(chunks)
 
 
-def _short(err: BaseException) -> str:
-    return f"{type(err).__name__}: {err}"[:300]
+def describe_error(err: BaseException) -> str:
+    """The exception's type, its cause's type and a local error code: never a message.
+
+    aiohttp's messages quote what the server sent (a malformed status line or
+    header, a redirect target's host in ``Cannot connect to host ...``).
+    """
+    names = [type(err).__name__]
+    cause = getattr(err, "os_error", None) or err.__cause__
+    if cause is None or cause is err:
+        return names[0]
+    names.append(type(cause).__name__)
+    if isinstance(cause, ssl.SSLError) and cause.reason:
+        names.append(str(cause.reason))  # OpenSSL's code, e.g. CERTIFICATE_VERIFY_FAILED
+    elif isinstance(cause, OSError) and cause.errno is not None:
+        names.append(f"errno {cause.errno}")
+    return ": ".join(names)

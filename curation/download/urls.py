@@ -1,9 +1,13 @@
 """URL filtering before any request, and address checks after DNS.
 
-``check_url`` is applied to every input URL and again to every redirect
-target; ``check_address`` is applied to every address a host name resolves
-to (the fetcher connects only to addresses that passed). A refusal is a
-short reason string, the suffix of the status ``filtered_url:<reason>``.
+``checked_url`` is applied to every input URL and again to every redirect
+target. It parses the URL once, with the HTTP client's own URL library
+(yarl), and judges the host that parse yields, which is the host the client
+connects to: Unicode spellings (``１２７．０．０．１``, ``127。0。0。1``, full-width
+letters) are mapped to ASCII first, and the fetcher requests the very URL
+object that was checked. ``check_address`` is applied to every address a
+host name resolves to (the fetcher connects only to addresses that passed).
+A refusal is a short reason string, the suffix of ``filtered_url:<reason>``.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+
+from yarl import URL
 
 from curation.errors import ConfigError
 
@@ -29,7 +34,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 @dataclass(frozen=True)
 class UrlPolicy:
-    """What may be fetched. Domain sets hold lower-case names without a leading dot."""
+    """What may be fetched. Domain sets hold names as :func:`normal_host` spells them."""
 
     max_length: int = 2048
     blocked: frozenset[str] = frozenset()
@@ -62,17 +67,38 @@ def read_domains(path: str, key: str) -> frozenset[str]:
             text = f.read()
     except (OSError, ValueError) as err:
         raise ConfigError(f"{key}: cannot read '{path}': {err}") from None
-    return frozenset(parse_domains(text.splitlines()))
+    try:
+        return frozenset(parse_domains(text.splitlines()))
+    except ValueError as err:
+        raise ConfigError(f"{key}: '{path}': {err}") from None
 
 
 def parse_domains(lines) -> list[str]:
+    """Normalised domains of list lines (as :func:`normal_host` spells hosts); ValueError names a bad line."""
     out = []
-    for line in lines:
-        name = line.split("#", 1)[0].strip().lower()
-        name = name.removeprefix("*.").lstrip(".").rstrip(".")
-        if name:
-            out.append(name)
+    for number, line in enumerate(lines, 1):
+        name = line.split("#", 1)[0].strip()
+        name = name.removeprefix("*.").lstrip(".")
+        if not name:
+            continue
+        host = normal_host(name)
+        if host is None:
+            raise ValueError(f"line {number} is not a domain: {name[:100]!r}")
+        out.append(host)
     return out
+
+
+def normal_host(name: str) -> str | None:
+    """A domain as the HTTP client spells it (IDNA/UTS-46, lower case), no trailing dot; None if invalid."""
+    try:
+        host = URL.build(scheme="http", host=name).raw_host
+    except (ValueError, UnicodeError, TypeError):
+        return None
+    host = (host or "").rstrip(".")
+    if _is_ip_literal(host):
+        address = parse_address(host)
+        return None if address is None else str(address)
+    return None if not host or check_hostname(host) else host
 
 
 def domain_listed(host: str, domains: frozenset[str]) -> bool:
@@ -81,58 +107,84 @@ def domain_listed(host: str, domains: frozenset[str]) -> bool:
     return any(".".join(labels[i:]) in domains for i in range(len(labels)))
 
 
-def split_host(url: str) -> tuple[str, str] | None:
-    """``(scheme, host)`` of a well-formed URL, or None. Host is lower-case, IPv6 unbracketed."""
+def parse_url(url: str) -> URL | None:
+    """The URL as the HTTP client will request it, or None when the URL library refuses it."""
     try:
-        parts = urlsplit(url)
-        parts.port  # raises ValueError on a bad port
-    except ValueError:
+        parsed = URL(url)
+        parsed.port  # noqa: B018 (a bad port raises here)
+    except (ValueError, UnicodeError, TypeError):
         return None
-    host = parts.hostname
-    if not host:
-        return None
-    return parts.scheme.lower(), host
+    return parsed
 
 
 def check_url(url: str | None, policy: UrlPolicy) -> str | None:
     """Reason the URL is refused before any request, or None when it may be fetched."""
+    return checked_url(url, policy)[1]
+
+
+def checked_url(url: str | None, policy: UrlPolicy) -> tuple[URL | None, str | None]:
+    """``(the URL to request, None)``, or ``(None, reason)`` when it is refused.
+
+    The policy is applied to the host of the parsed URL: after the URL
+    library's normalisation (IDNA/UTS-46 mapping, which turns full-width
+    digits and ideographic full stops into ASCII), that is the host the
+    client connects to, so the returned URL is what must be requested.
+    """
     if not url:
-        return "empty"
+        return None, "empty"
     if len(url) > policy.max_length:
-        return "too_long"
+        return None, "too_long"
     if _BAD_CHARS.search(url):
-        return "malformed"
-    scheme, _, _ = url.partition(":")
-    if scheme.lower() not in SCHEMES:
-        return "scheme"
-    parsed = split_host(url)
+        return None, "malformed"
+    if url.partition(":")[0].lower() not in SCHEMES:
+        return None, "scheme"
+    parsed = parse_url(url)
     if parsed is None:
+        return None, "malformed"
+    if parsed.scheme not in SCHEMES:
+        return None, "scheme"
+    reason = check_host(parsed.raw_host, policy)
+    return (None, reason) if reason else (parsed, None)
+
+
+def check_host(raw_host: str | None, policy: UrlPolicy) -> str | None:
+    """Reason a normalised host (``URL.raw_host``) is refused, or None.
+
+    An IP literal is connected to without DNS, so its address is checked
+    here; a name is checked again after DNS, by ``check_address`` on every
+    address it resolves to.
+    """
+    if not raw_host:
         return "malformed"
-    host = parsed[1]
-    address = parse_address(host)
-    if address is None:
-        reason = check_hostname(host)
-        if reason:
-            return reason
-    else:
+    if _is_ip_literal(raw_host):
+        address = parse_address(raw_host)
+        if address is None:  # 2130706433, 127.1, 0177.0.0.1, 127.0.0.1.: the client refuses them too
+            return "malformed"
         reason = check_address(address, policy)
         if reason:
             return reason
-    if domain_listed(host, policy.blocked):
+    else:
+        reason = check_hostname(raw_host)
+        if reason:
+            return reason
+    name = raw_host.rstrip(".")
+    if domain_listed(name, policy.blocked):
         return "blocked_domain"
-    if policy.allowed is not None and not domain_listed(host, policy.allowed):
+    if policy.allowed is not None and not domain_listed(name, policy.allowed):
         return "not_allowed_domain"
     return None
 
 
+def _is_ip_literal(host: str) -> bool:
+    # The client's own rule (aiohttp ``is_ip_address``): such a host is never resolved.
+    return ":" in host or host.replace(".", "").isdigit()
+
+
 def check_hostname(host: str) -> str | None:
+    """``malformed`` unless ``host`` is an ASCII (IDNA-encoded) name that no resolver reads as a number."""
     if _NUMERIC_HOST.match(host):
         return "malformed"
-    try:
-        ascii_host = host.encode("idna").decode("ascii")
-    except UnicodeError:
-        return "malformed"
-    labels = ascii_host.rstrip(".").split(".")
+    labels = host.rstrip(".").split(".")
     if not all(_LABEL.match(label) for label in labels):
         return "malformed"
     return None

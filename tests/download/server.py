@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -90,9 +91,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._route_file([name], {})
 
     def _route_redirect(self, route, query) -> None:
-        """``/redirect/<hops>/<name>``: ``hops`` redirects, then the file. ``?to=URL``: one hop to URL."""
+        """``/redirect/<hops>/<name>``: ``hops`` redirects, then the file. ``?to=URL``: one hop to URL.
+
+        The target is sent as UTF-8 bytes, as servers do with non-ASCII locations.
+        """
         if "to" in query:
-            return self._send(302, b"", "text/plain", {"Location": query["to"]})
+            location = query["to"].encode("utf-8").decode("latin-1")  # send_header writes latin-1
+            return self._send(302, b"", "text/plain", {"Location": location})
         hops, name = int(route[0]), route[1]
         target = f"/redirect/{hops - 1}/{name}" if hops > 1 else f"/file/{name}"
         self._send(301, b"", "text/plain", {"Location": target})
@@ -105,6 +110,36 @@ class _Handler(BaseHTTPRequestHandler):
     def _route_loop(self, route, query) -> None:
         other = "b" if route[0] == "a" else "a"
         self._send(302, b"", "text/plain", {"Location": f"/loop/{other}"})
+
+
+class Listener:
+    """A listening TCP socket on ``host`` that never answers; counts the connections made to it.
+
+    Bind it to a loopback address the policy refuses (127.0.0.2, ::1) to prove
+    that no spelling of that address is ever connected to. The kernel completes
+    every handshake into the backlog, so ``connections()`` counts them all.
+    """
+
+    def __init__(self, host: str):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.socket(family, socket.SOCK_STREAM)
+        self._sock.bind((host, 0))
+        self._sock.listen(128)
+        self._sock.setblocking(False)
+        self.port = self._sock.getsockname()[1]
+        self._accepted = 0
+
+    def connections(self) -> int:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except BlockingIOError:
+                return self._accepted
+            self._accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._sock.close()
 
 
 class LoopbackServer(ThreadingHTTPServer):

@@ -14,9 +14,9 @@ HTTP = HttpConfig(connect_timeout=1.0, read_timeout=1.0, total_timeout=1.5, max_
                   retries=2, backoff=0.02, backoff_max=0.1, retry_after_max=0.2)
 
 
-def fetch_all(urls, http=HTTP, policy=LOCAL):
+def fetch_all(urls, http=HTTP, policy=LOCAL, trace=None):
     """Results of fetching ``urls`` concurrently, and every request URL and DNS lookup made."""
-    requests, lookups = [], []
+    requests, lookups, extra = [], [], trace
     trace = aiohttp.TraceConfig()
 
     async def on_request(session, ctx, params):
@@ -29,7 +29,7 @@ def fetch_all(urls, http=HTTP, policy=LOCAL):
     trace.on_dns_resolvehost_start.append(on_dns)
 
     async def run():
-        fetcher = Fetcher(http, policy, trace_configs=[trace])
+        fetcher = Fetcher(http, policy, trace_configs=[trace] + ([extra] if extra else []))
         try:
             return await asyncio.gather(*(fetcher.fetch(u) for u in urls))
         finally:

@@ -1,6 +1,7 @@
 import ipaddress
 
 import pytest
+from yarl import URL
 
 from curation.download.config import UrlConfig
 from curation.download.urls import (
@@ -8,6 +9,7 @@ from curation.download.urls import (
     address_category,
     check_address,
     check_url,
+    checked_url,
     domain_listed,
     parse_domains,
     policy_from_config,
@@ -53,10 +55,40 @@ PUBLIC = UrlPolicy()
         ("http://100.64.0.1/a.jpg", "reserved_address"),
         ("http://[::ffff:10.0.0.1]/a.jpg", "private_address"),
         ("http://user:pw@10.0.0.1/a.jpg", "private_address"),
+        # Judged as the client's URL library normalises them, the way the client will connect.
+        ("http://１２７．０．０．１/a.jpg", "loopback_address"),
+        ("http://127。0。0。1/a.jpg", "loopback_address"),
+        ("http://①②⑦.⓪.⓪.①/a.jpg", "loopback_address"),
+        ("http://１６９．２５４．１６９．２５４/latest/", "link_local_address"),
+        ("http://１０．０．０．１/a.jpg", "private_address"),
+        ("http://0177.0.0.1/a.jpg", "malformed"),
+        ("http://127.0.0.1./a.jpg", "malformed"),
+        ("http://%31%32%37.0.0.1/a.jpg", "malformed"),
+        ("http://1.2.3.4.5/a.jpg", "malformed"),
+        ("http://evil@127.0.0.1/a.jpg", "loopback_address"),
+        ("http://8.8.8.8@127.0.0.1/a.jpg", "loopback_address"),
+        ("http://[::ffff:7f00:1]/a.jpg", "loopback_address"),
+        ("http://[fe80::1%25eth0]/a.jpg", "link_local_address"),
+        ("http://ｅｘａｍｐｌｅ．ｃｏｍ/a.jpg", None),
+        ("http://bücher.example/a.jpg", None),
+        ("http://xn--/a.jpg", "malformed"),
     ],
 )
 def test_check_url(url, reason):
     assert check_url(url, PUBLIC) == reason
+
+
+@pytest.mark.parametrize("url, host", [
+    ("http://８．８．８．８:8080/a.jpg", "8.8.8.8"),
+    ("http://ｅｘａｍｐｌｅ．ＣＯＭ/a.jpg", "example.com"),
+    ("http://bücher.example/a.jpg", "xn--bcher-kva.example"),
+    ("http://user@Example.com./a.jpg", "example.com."),
+    ("http://[::FFFF:8.8.8.8]/a.jpg", "::ffff:808:808"),
+])
+def test_the_checked_url_is_what_the_client_requests(url, host):
+    parsed, reason = checked_url(url, PUBLIC)
+    assert reason is None and parsed.raw_host == host
+    assert parsed == URL(url)  # the client's own parse of the same string
 
 
 def test_max_length():
@@ -77,6 +109,22 @@ def test_domain_lists():
     assert check_url("https://img.bad.example/a.jpg", policy) == "blocked_domain"
     assert check_url("https://cdn.good.org/a.jpg", policy) is None
     assert check_url("https://other.org/a.jpg", policy) == "not_allowed_domain"
+
+
+def test_domain_lists_compare_normalised_hosts():
+    blocked = frozenset(parse_domains(["ＢＡＤ．example", "bücher.example", "xn--caf-dma.example", "10.0.0.9"]))
+    assert blocked == {"bad.example", "xn--bcher-kva.example", "xn--caf-dma.example", "10.0.0.9"}
+    policy = UrlPolicy(blocked=blocked, allow_private=True)
+    for url in ["http://bad.example/", "http://ＢＡＤ.example/", "http://img.ｂａｄ．example./", "http://bad。example/",
+                "http://xn--bcher-kva.example/", "http://BÜCHER.example/", "http://café.example/",
+                "http://u@bad.example:81/", "http://１０．０．０．９/"]:
+        assert check_url(url, policy) == "blocked_domain", url
+    assert check_url("http://notbad.example/", policy) is None
+    allowed = UrlPolicy(allowed=frozenset(parse_domains(["bücher.example"])))
+    assert check_url("http://img.BÜCHER.example/", allowed) is None
+    assert check_url("http://bucher.example/", allowed) == "not_allowed_domain"
+    with pytest.raises(ValueError, match="line 2"):
+        parse_domains(["good.example", "not a domain"])
 
 
 def test_private_addresses_allowed_explicitly():
@@ -106,3 +154,6 @@ def test_policy_from_config(tmp_path):
         policy_from_config(UrlConfig(allowed_addresses=["not-an-ip"]))
     with pytest.raises(ConfigError, match="download.urls.blocklist"):
         policy_from_config(UrlConfig(blocklist=str(tmp_path / "missing.txt")))
+    blocklist.write_text("bad.example\nhttp://not a domain/\n")
+    with pytest.raises(ConfigError, match="download.urls.blocklist: .* line 2"):
+        policy_from_config(UrlConfig(blocklist=str(blocklist)))
