@@ -15,6 +15,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+# Text a hostile server puts in bodies, headers, reason phrases and redirect targets.
+MARKER = b"zqxjmarker"
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -34,8 +37,8 @@ class _Handler(BaseHTTPRequestHandler):
         handler(route[1:], query)
 
     def _send(self, code: int, body: bytes, ctype: str = "application/octet-stream",
-              headers: dict | None = None, length: bool = True) -> None:
-        self.send_response(code)
+              headers: dict | None = None, length: bool = True, reason: str | None = None) -> None:
+        self.send_response(code, reason)
         self.send_header("Content-Type", ctype)
         for name, value in (headers or {}).items():
             for item in value if isinstance(value, list) else [value]:
@@ -106,6 +109,34 @@ class _Handler(BaseHTTPRequestHandler):
         """``/gzip/<n>``: ``n`` zero bytes, gzip-encoded (a few hundred bytes on the wire)."""
         body = gzip.compress(b"\x00" * int(route[0]))
         self._send(200, body, "image/jpeg", {"Content-Encoding": "gzip"})
+
+    def _route_hostile(self, route, query) -> None:
+        """``/hostile/<kind>``: a response that carries ``MARKER`` wherever a server can put text."""
+        kind, image = route[0], self.server.files.get("hostile.jpg", (b"", ""))[0]
+        plain = {
+            "body": (200, b"<html><title>" + MARKER * 10, "text/html", {}),
+            "json": (200, b'{"error": "' + MARKER + b'"}', "application/json", {}),
+            "png": (200, b"\x89PNG\r\n\x1a\n" + MARKER * 4, "image/png", {}),
+            "headers": (200, image, MARKER.decode(), {"X-Robots-Tag": MARKER.decode(), "X-Note": MARKER.decode(),
+                                                      "Server": MARKER.decode()}),
+            "retry": (503, MARKER, "text/plain", {"Retry-After": MARKER.decode()}),
+            "private": (302, MARKER, "text/plain", {"Location": f"http://10.0.0.1/{MARKER.decode()}"}),
+            "dns": (302, b"", "text/plain", {"Location": f"http://{MARKER.decode()}.invalid/x.jpg"}),
+            "malformed": (302, b"", "text/plain", {"Location": f"http://{MARKER.decode()} x/"}),
+            "scheme": (302, b"", "text/plain", {"Location": f"{MARKER.decode()}://x/"}),
+            "loop": (302, b"", "text/plain", {"Location": f"/hostile/loop?{MARKER.decode()}"}),
+        }
+        if kind in plain:
+            code, body, ctype, headers = plain[kind]
+            return self._send(code, body, ctype, headers, reason=MARKER.decode())
+        raw = {  # responses no well-behaved server library would write
+            "status_line": b"HTTP/1.1 2" + MARKER + b"\r\nContent-Length: 0\r\n\r\n",
+            "header_line": b"HTTP/1.1 200 OK\r\n" + MARKER + b"\x01: x\r\nContent-Length: 0\r\n\r\n",
+            "chunks": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + MARKER + b"\r\n",
+            "encoding": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 10\r\n\r\n" + MARKER,
+        }
+        self.wfile.write(raw[kind])
+        self.close_connection = True
 
     def _route_loop(self, route, query) -> None:
         other = "b" if route[0] == "a" else "a"
