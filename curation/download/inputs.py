@@ -9,14 +9,17 @@ every later run, so partitions and sample keys never move.
 from __future__ import annotations
 
 import csv
-import io
+import logging
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from curation.atomic import read_json, write_json
+from curation.download.textlists import ParsedList, UnreadableList, parse_text
 from curation.errors import ConfigError, PartitionError
+
+log = logging.getLogger("curation")
 
 PLAN_VERSION = 1
 COMPRESSIONS = (".gz", ".bz2", ".zst", ".xz")
@@ -70,62 +73,83 @@ def file_format(path: str, fmt: str) -> str:
     return found
 
 
-def read_file(path: str, fmt: str, url_column: str) -> pa.Table:
-    """The whole list as an Arrow table. CSV/TSV/text values stay strings (ids keep leading zeros)."""
+def read_file(path: str, fmt: str, url_column: str) -> ParsedList:
+    """The whole list as an Arrow table, one row per input row, unparseable ones included (all null).
+
+    CSV/TSV/text values stay strings (ids keep leading zeros). PartitionError
+    when the file cannot be read or parsed at all.
+    """
     import fsspec
 
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        with fsspec.open(path, "rb") as f:
-            return pq.read_table(f)
-    with fsspec.open(path, "rb", compression="infer") as f:
-        data = f.read()
     try:
-        return _parse_text(data, fmt, url_column)
-    except (pa.ArrowInvalid, UnicodeDecodeError, csv.Error) as err:
-        raise PartitionError(f"{path}: cannot parse as {fmt}: {err}") from None
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            with fsspec.open(path, "rb") as f:
+                return _parquet_urls(pq.read_table(f), url_column)
+        with fsspec.open(path, "rb", compression="infer") as f:
+            data = f.read()
+        return parse_text(data, fmt, url_column)
+    except (OSError, EOFError, pa.ArrowInvalid, UnreadableList) as err:
+        raise PartitionError(f"{path}: cannot read as {fmt}: {type(err).__name__}: {err}") from None
 
 
-def _parse_text(data: bytes, fmt: str, url_column: str) -> pa.Table:
-    if fmt == "txt":
-        lines = [line.strip() for line in data.decode("utf-8").splitlines()]
-        return pa.table({url_column: pa.array([line for line in lines if line], pa.string())})
-    if fmt == "jsonl":
-        import pyarrow.json as pj
-
-        return pj.read_json(io.BytesIO(data))
-    import pyarrow.csv as pc
-
-    delimiter = "\t" if fmt == "tsv" else ","
-    header = next(csv.reader(io.StringIO(data.decode("utf-8").split("\n", 1)[0]), delimiter=delimiter), [])
-    return pc.read_csv(
-        io.BytesIO(data),
-        parse_options=pc.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-        convert_options=pc.ConvertOptions(column_types={name: pa.string() for name in header},
-                                          strings_can_be_null=True),
-    )
+def _parquet_urls(table: pa.Table, url_column: str) -> ParsedList:
+    """A Parquet list; a binary URL column is decoded, each value that is not UTF-8 costing one row."""
+    if url_column not in table.column_names or not pa.types.is_binary(table.schema.field(url_column).type):
+        return ParsedList(table)
+    urls, bad = [], {}
+    for row, value in enumerate(table.column(url_column).to_pylist()):
+        try:
+            urls.append(None if value is None else value.decode("utf-8"))
+        except UnicodeDecodeError:
+            bad[row] = f"row {row + 1}: URL is not UTF-8"
+            urls.append(None)
+    index = table.column_names.index(url_column)
+    return ParsedList(table.set_column(index, url_column, pa.array(urls, pa.string())), bad)
 
 
-def describe(path: str, fmt: str, url_column: str, with_urls: bool) -> tuple[int, dict[str, str], Any]:
-    """Rows, column types and (when asked) the URL column of a list (Parquet: footer + that column)."""
+def describe(path: str, fmt: str, url_column: str, with_urls: bool) -> tuple[int, dict[str, str], Any, int]:
+    """Rows, column types, (when asked) the URL column, and the unparseable rows of a list.
+
+    Parquet: its footer (and that column) only. A file that cannot be read is a
+    ConfigError naming it.
+    """
+    try:
+        return _describe(path, fmt, url_column, with_urls)
+    except PartitionError as err:
+        raise ConfigError(f"download.input.paths: {err}") from None
+    except (OSError, EOFError, pa.ArrowInvalid) as err:
+        raise ConfigError(f"download.input.paths: {path}: cannot read as {fmt}: {type(err).__name__}: {err}") from None
+
+
+def _describe(path: str, fmt: str, url_column: str, with_urls: bool) -> tuple[int, dict[str, str], Any, int]:
     if fmt == "parquet":
         import fsspec
         import pyarrow.parquet as pq
 
         with fsspec.open(path, "rb") as f:
             meta = pq.ParquetFile(f)
-            types = {field.name: str(field.type) for field in meta.schema_arrow}
-            rows = meta.metadata.num_rows
-            table = meta.read(columns=[url_column]) if with_urls and url_column in types else None
+            schema, rows = meta.schema_arrow, meta.metadata.num_rows
+            table = meta.read(columns=[url_column]) if with_urls and url_column in schema.names else None
+        if url_column in schema.names and not _castable_to_string(schema.field(url_column).type):
+            raise ConfigError(f"download.input.url_column: '{url_column}' of {path} is a "
+                              f"{schema.field(url_column).type} column, not text")
+        types = {f.name: str(f.type) for f in schema}
+        parsed = _parquet_urls(table, url_column) if table is not None else None
     else:
-        table = read_file(path, fmt, url_column)
-        rows, types = table.num_rows, {field.name: str(field.type) for field in table.schema}
+        parsed = read_file(path, fmt, url_column)
+        rows, types = parsed.table.num_rows, {f.name: str(f.type) for f in parsed.table.schema}
+    bad = len(parsed.bad) if parsed is not None else 0
     if not with_urls:
-        return rows, types, None
+        return rows, types, None, bad
     if url_column not in types:
         raise ConfigError(f"download.input.url_column: '{url_column}' is not a column of {path}")
-    return rows, types, table.column(url_column).cast(pa.string())
+    return rows, types, parsed.table.column(url_column).cast(pa.string()), bad
+
+
+def _castable_to_string(kind: pa.DataType) -> bool:
+    return not (pa.types.is_nested(kind) or pa.types.is_dictionary(kind))
 
 
 def conflicting_columns(types: list[dict[str, str]]) -> list[str]:
@@ -157,8 +181,10 @@ def make_plan(cfg, duplicates_path: Path | None = None) -> dict[str, Any]:
     scan_urls = cfg.duplicate_urls == "global" and duplicates_path is not None
     for path in list_files(cfg.paths):
         fmt = file_format(path, cfg.format)
-        rows, file_types, column = describe(path, fmt, cfg.url_column, scan_urls)
-        files.append({"path": path, "format": fmt, "rows": rows, "size": file_size(path)})
+        rows, file_types, column, bad = describe(path, fmt, cfg.url_column, scan_urls)
+        if bad:
+            log.warning("download input %s: %d unparseable lines, kept as filtered_url:unparseable rows", path, bad)
+        files.append({"path": path, "format": fmt, "rows": rows, "size": file_size(path), "unparseable": bad})
         types.append(file_types)
         urls += column.chunks if column is not None else []
     rows = sum(f["rows"] for f in files)
@@ -225,7 +251,14 @@ def check_unchanged(plan: dict[str, Any], key: str = "download.input.paths") -> 
 
 
 def columns_of(path: str, fmt: str, url_column: str) -> list[str]:
-    """Column names of a list, read from its header only."""
+    """Column names of a list, read from its header only; ConfigError when the file cannot be read."""
+    try:
+        return _columns_of(path, fmt, url_column)
+    except (OSError, EOFError, pa.ArrowInvalid) as err:
+        raise ConfigError(f"download.input.paths: {path}: cannot read as {fmt}: {type(err).__name__}: {err}") from None
+
+
+def _columns_of(path: str, fmt: str, url_column: str) -> list[str]:
     import fsspec
 
     if fmt == "txt":
@@ -235,16 +268,21 @@ def columns_of(path: str, fmt: str, url_column: str) -> list[str]:
 
         with fsspec.open(path, "rb") as f:
             return list(pq.ParquetFile(f).schema_arrow.names)
-    with fsspec.open(path, "rt", compression="infer", encoding="utf-8") as f:
+    with fsspec.open(path, "rb", compression="infer") as f:
         first = f.readline()
     if fmt == "jsonl":
         import json
 
-        try:
-            return list(json.loads(first)) if first.strip() else []
-        except ValueError:
+        try:  # a broken first line is one bad row, found when the list is read
+            names = json.loads(first.decode("utf-8")) if first.strip() else []
+        except (ValueError, RecursionError):
             return []
-    return next(csv.reader([first], delimiter="\t" if fmt == "tsv" else ","), [])
+        return list(names) if isinstance(names, dict) else []
+    try:
+        header = first.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"download.input.paths: {path}: its header is not UTF-8") from None
+    return next(csv.reader([header], delimiter="\t" if fmt == "tsv" else ","), [])
 
 
 class PartitionReader:
@@ -255,9 +293,16 @@ class PartitionReader:
         self.plan = plan
         self.url_column = url_column
         self.columns = columns
-        self._cached: tuple[int, pa.Table] | None = None
+        self._cached: tuple[int, ParsedList] | None = None
+        self._bad: tuple[int, dict[int, str]] | None = None
         self._duplicates_file = duplicates_file
         self._pairs = None
+
+    def unparseable(self, partition: int) -> dict[int, str]:
+        """Rows of the partition that could not be parsed -> ``line N: reason`` (N counts from 1 in its file)."""
+        if self._bad is None or self._bad[0] != partition:
+            self.read(partition)
+        return self._bad[1]
 
     def repeated(self, partition: int) -> dict[int, str]:
         """Rows of the partition whose URL appeared earlier in the input -> key of that first row."""
@@ -275,7 +320,7 @@ class PartitionReader:
         pairs = in_range(self._pairs, start, start + size)
         return {int(row) - start: tables.sample_key(int(first) // size, int(first) % size) for row, first in pairs}
 
-    def _file(self, index: int) -> pa.Table:
+    def _file(self, index: int) -> ParsedList:
         if self._cached is None or self._cached[0] != index:
             f = self.plan["files"][index]
             self._cached = (index, read_file(f["path"], f["format"], self.url_column))
@@ -283,13 +328,17 @@ class PartitionReader:
 
     def read(self, partition: int) -> pa.Table:
         """``url`` (string) then the carried columns, one row per input row of the partition."""
-        pieces = []
+        pieces, bad, offset = [], {}, 0
         for index, start, stop in partition_slices(self.plan, partition):
-            table = self._file(index)
-            path = self.plan["files"][index]["path"]
+            parsed = self._file(index)
+            table, path = parsed.table, self.plan["files"][index]["path"]
             if table.num_rows != self.plan["files"][index]["rows"]:
                 raise PartitionError(f"{path}: {table.num_rows} rows, planned {self.plan['files'][index]['rows']}")
             pieces.append(self._select(table.slice(start, stop - start), path))
+            bad.update((offset + row - start, f"{path.rsplit('/', 1)[-1]} {reason}")
+                       for row, reason in parsed.bad.items() if start <= row < stop)
+            offset += stop - start
+        self._bad = (partition, bad)
         if not pieces:
             return pa.table({"url": pa.array([], pa.string())})
         return pa.concat_tables(pieces, promote_options="permissive")

@@ -27,13 +27,16 @@ class PartitionJob:
     """Fetches a partition's URLs (``urls[i]`` has key ``sample_key(partition, i)``)."""
 
     def __init__(self, cfg, policy, processor, partition: int, urls: list[str | None], tar_path: Path,
-                 metrics=None, seed: int = 0, repeated: dict[int, str] | None = None):
-        """``repeated``: rows whose URL appeared earlier in the input -> key of its first row."""
+                 metrics=None, seed: int = 0, repeated: dict[int, str] | None = None,
+                 unparseable: dict[int, str] | None = None):
+        """``repeated``: rows whose URL appeared earlier in the input -> key of its first row;
+        ``unparseable``: rows whose input line could not be parsed -> where and why."""
         self.cfg = cfg
         self.partition = partition
         self.urls = urls
         keys = [tables.sample_key(partition, i) for i in range(len(urls))]
-        self.pre_status, self.url_duplicate_of = precheck(keys, urls, policy, repeated or {})
+        self.unparseable = unparseable or {}
+        self.pre_status, self.url_duplicate_of = precheck(keys, urls, policy, repeated or {}, self.unparseable)
         window = cfg.worker.window or 4 * cfg.http.concurrency
         fetch = [url if status is None else None for url, status in zip(urls, self.pre_status)]
         self.pipeline = Pipeline(cfg.http, policy, processor, fetch, window, cfg.worker.decode_threads, seed,
@@ -70,7 +73,8 @@ class PartitionJob:
         url = self.urls[index]
         pre = self.pre_status[index]
         if pre is not None:
-            return rows.add(key, pre, url=url, duplicate_of=self.url_duplicate_of[index])
+            return rows.add(key, pre, url=url, duplicate_of=self.url_duplicate_of[index],
+                            error=self.unparseable.get(index))
         outcome = self.pipeline.result(index)
         status, error, values = self._decide(key, outcome)
         row = rows.add(key, status, error=error, url=url, **values)

@@ -28,6 +28,7 @@ FIELDS = [
 SCHEMA = pa.schema(tables.STATUS_FIELDS + FIELDS)
 COLUMNS = [f.name for f in SCHEMA]
 CARRIED_PREFIX = "input_"
+UNPARSEABLE = "unparseable"  # ``filtered_url:unparseable``: an input line that could not be parsed
 
 
 def carried_name(name: str) -> str:
@@ -60,8 +61,11 @@ class Rows:
 
 
 def precheck(keys: list[str], urls: list[str | None], policy: UrlPolicy,
-             repeated: dict[int, str]) -> tuple[list, list]:
+             repeated: dict[int, str], unparseable: dict[int, str] | None = None) -> tuple[list, list]:
     """Per row, the status decided before any request (or None) and the key it duplicates.
+
+    Rows in ``unparseable`` (input lines that could not be parsed) are
+    ``filtered_url:unparseable``.
 
     The first occurrence of a URL is fetched; later ones are ``duplicate_url``
     with ``duplicate_of`` naming the first: from ``repeated`` (row index ->
@@ -71,7 +75,7 @@ def precheck(keys: list[str], urls: list[str | None], policy: UrlPolicy,
     duplicate_of: list[str | None] = []
     first: dict[str, str] = {}
     for index, (key, url) in enumerate(zip(keys, urls)):
-        reason = check_url(url, policy)
+        reason = UNPARSEABLE if unparseable and index in unparseable else check_url(url, policy)
         if reason:
             statuses.append(f"filtered_url:{reason}")
             duplicate_of.append(None)

@@ -99,7 +99,8 @@ class FetchStep(MapStep):
         urls = self._rows(partition).column("url").to_pylist()
         self._job = PartitionJob(self.cfg, self._policy, self._processor, partition, urls, out.path("tar"),
                                  self._metrics, seed=self.ctx.seed + partition,
-                                 repeated=self._reader.repeated(partition))
+                                 repeated=self._reader.repeated(partition),
+                                 unparseable=self._reader.unparseable(partition))
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
         return self._job.process(batch)
