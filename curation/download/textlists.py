@@ -67,14 +67,15 @@ def _csv(data: bytes, delimiter: str, url_column: str) -> ParsedList:
         return ParsedList(_arrow_csv(data, delimiter))
     except (pa.ArrowInvalid, UnicodeDecodeError):
         pass
-    reader = csv.reader(io.StringIO(data.decode("utf-8", "surrogateescape"), newline=""), delimiter=delimiter)
+    # Lines decoded one at a time (surrogateescape keeps undecodable bytes, found per record below).
+    reader = csv.reader((line.decode("utf-8", "surrogateescape") for line in io.BytesIO(data)),
+                        delimiter=delimiter)
     header = next(reader, [])
     if any(_not_utf8(name) for name in header):
         raise UnreadableList("its header is not UTF-8")
-    good = io.StringIO()
-    writer = csv.writer(good, delimiter=delimiter, lineterminator="\n")
-    writer.writerow(header)
-    rows, bad, kept, line = [], {}, 0, reader.line_num + 1
+    good, places = _Chunks(delimiter), _Places()
+    good.write(header)
+    line = reader.line_num + 1
     while True:
         try:
             record = next(reader)
@@ -85,18 +86,64 @@ def _csv(data: bytes, delimiter: str, url_column: str) -> ParsedList:
             record, reason = None, f"CSV error ({err})"
         if record != []:  # a blank line is skipped, as Arrow does
             if reason:
-                bad[len(rows)] = f"line {line}: {reason}"
-                rows.append(None)
+                places.drop(f"line {line}: {reason}")
             else:
-                rows.append(kept)
-                kept += 1
-                writer.writerow(record)
+                places.keep()
+                good.write(record)
         line = reader.line_num + 1
     try:
-        table = _arrow_csv(good.getvalue().encode("utf-8"), delimiter)
+        table = _arrow_csv(good.value(), delimiter)
     except pa.ArrowInvalid as err:
         raise UnreadableList(f"its valid rows do not parse either ({err})") from None
-    return ParsedList(_place(table, rows, url_column), bad)
+    return ParsedList(_place(table, places, url_column), places.bad)
+
+
+class _Chunks:
+    """CSV records re-encoded as UTF-8 bytes, in chunks (a text buffer holds 4 bytes a character)."""
+
+    def __init__(self, delimiter: str, records: int = 65536):
+        self._buffer = io.StringIO()
+        self._writer = csv.writer(self._buffer, delimiter=delimiter, lineterminator="\n")
+        self._chunks: list[bytes] = []
+        self._records, self._limit = 0, records
+
+    def write(self, record: list[str]) -> None:
+        self._writer.writerow(record)
+        self._records += 1
+        if self._records % self._limit == 0:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._chunks.append(self._buffer.getvalue().encode("utf-8"))
+        self._buffer.seek(0)
+        self._buffer.truncate()
+
+    def value(self) -> bytes:
+        self._flush()
+        return b"".join(self._chunks)
+
+
+class _Places:
+    """Where each record goes: kept ones to their row of the parsed good records, bad ones to null."""
+
+    def __init__(self):
+        self.count = 0
+        self.bad: dict[int, str] = {}
+
+    def keep(self) -> None:
+        self.count += 1
+
+    def drop(self, reason: str) -> None:
+        self.bad[self.count] = reason
+        self.count += 1
+
+    def indices(self) -> pa.Array:
+        """(count,) int64: row of the good table, null for a bad record."""
+        import numpy as np
+
+        mask = np.zeros(self.count, dtype=bool)
+        mask[list(self.bad)] = True
+        return pa.array(np.cumsum(~mask) - 1, pa.int64(), mask=mask)
 
 
 def _csv_problem(record: list[str], fields: int) -> str | None:
@@ -127,37 +174,48 @@ def _jsonl(data: bytes, url_column: str) -> ParsedList:
         return ParsedList(pj.read_json(io.BytesIO(data)))
     except (pa.ArrowInvalid, UnicodeDecodeError):
         pass
-    good, objects, rows, bad = [], [], [], {}
-    for number, raw in enumerate(data.split(b"\n"), 1):
+    places, cuts, offset = _Places(), [], 0
+    for number, raw in enumerate(io.BytesIO(data), 1):
+        start, offset = offset, offset + len(raw)
         if not raw.strip():
             continue
-        reason, value = _json_problem(raw)
+        reason = _json_problem(raw)
         if reason:
-            bad[len(rows)] = f"line {number}: {reason}"
-            rows.append(None)
+            places.drop(f"line {number}: {reason}")
+            cuts.append((start, offset))
         else:
-            rows.append(len(good))
-            good.append(raw)
-            objects.append(value)
-    try:
-        table = pj.read_json(io.BytesIO(b"\n".join(good))) if good else pa.table({})
-    except pa.ArrowInvalid:  # a column whose type changes between lines: built from the Python values
-        table = _objects_table(objects)
-    return ParsedList(_place(table, rows, url_column), bad)
+            places.keep()
+    good = _without(data, cuts)
+    if len(places.bad) == places.count:
+        table = pa.table({})
+    else:
+        try:
+            table = pj.read_json(io.BytesIO(good))
+        except pa.ArrowInvalid:  # a column whose type changes between lines: built from the Python values
+            table = _objects_table([json.loads(raw) for raw in io.BytesIO(good) if raw.strip()])
+    return ParsedList(_place(table, places, url_column), places.bad)
 
 
-def _json_problem(raw: bytes) -> tuple[str | None, object]:
+def _without(data: bytes, cuts: list[tuple[int, int]]) -> bytes:
+    """``data`` less the byte ranges ``cuts`` (sorted, disjoint)."""
+    pieces, last = [], 0
+    for start, stop in cuts:
+        pieces.append(data[last:start])
+        last = stop
+    pieces.append(data[last:])
+    return b"".join(pieces)
+
+
+def _json_problem(raw: bytes) -> str | None:
     try:
-        value = json.loads(raw.decode("utf-8"))
+        value = json.loads(raw.rstrip(b"\r\n").decode("utf-8"))
     except UnicodeDecodeError:
-        return "not UTF-8", None
+        return "not UTF-8"
     except json.JSONDecodeError as err:
-        return f"invalid JSON ({err.msg} at column {err.colno})", None
+        return f"invalid JSON ({err.msg} at column {err.colno})"
     except RecursionError:
-        return "invalid JSON (nested too deeply)", None
-    if not isinstance(value, dict):
-        return "not a JSON object", None
-    return None, value
+        return "invalid JSON (nested too deeply)"
+    return None if isinstance(value, dict) else "not a JSON object"
 
 
 def _objects_table(objects: list[dict]) -> pa.Table:
@@ -174,8 +232,8 @@ def _objects_table(objects: list[dict]) -> pa.Table:
     return pa.table(columns)
 
 
-def _place(table: pa.Table, rows: list[int | None], url_column: str) -> pa.Table:
-    """``table``'s rows at their input positions; None positions become all-null rows."""
+def _place(table: pa.Table, places: _Places, url_column: str) -> pa.Table:
+    """``table``'s rows at their input positions, an all-null row for each bad record."""
     if url_column not in table.column_names:
         table = table.append_column(url_column, pa.nulls(table.num_rows, pa.string()))
-    return table.take(pa.array(rows, pa.int64()))
+    return table.take(places.indices())
