@@ -144,3 +144,10 @@ def test_per_host_limit(server):
     results, _, _ = fetch_all([server.url("sleep/0.3")] * 6, http=HTTP.model_copy(update={"per_host": 2}))
     assert [r.status for r in results] == ["success"] * 6
     assert server.max_in_flight["0.3"] == 2
+
+
+def test_tls_errors_are_described_by_their_code(server):
+    result = fetch(server.base.replace("http://", "https://") + "/file/astronaut.jpg")
+    assert result.status == "failed_download:ssl_error"
+    kind, code = result.error.rsplit(": ", 1)  # OpenSSL's code (WRONG_VERSION_NUMBER), not its message
+    assert kind == "ClientConnectorSSLError: SSLError" and code.replace("_", "").isalpha() and code.isupper()
