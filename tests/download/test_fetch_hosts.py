@@ -10,6 +10,7 @@ own trace: no DNS lookup, no connection, no request beyond the redirecting one.
 from urllib.parse import quote
 
 import aiohttp
+import pyarrow.parquet as pq
 import pytest
 
 from curation.download.urls import UrlPolicy
@@ -56,8 +57,7 @@ def listeners():
         listener.close()
 
 
-def _assert_refused(results):
-    statuses = [r.status for r in results]
+def _assert_refused(statuses):
     assert all(s.startswith("filtered_url:") for s in statuses), statuses
 
 
@@ -65,7 +65,7 @@ def test_spellings_of_refused_loopback_addresses_never_connect(listeners):
     v4, v6 = listeners
     urls = _spellings_of_127_0_0_2(v4.port) + _spellings_of_ipv6_loopback(v6.port)
     results, requests, lookups = fetch_all(urls)
-    _assert_refused(results)
+    _assert_refused([r.status for r in results])
     assert (requests, lookups) == ([], [])
     assert (v4.connections(), v6.connections()) == (0, 0)
 
@@ -74,7 +74,7 @@ def test_spellings_behind_a_redirect_never_connect(server, listeners):
     v4, v6 = listeners
     targets = _spellings_of_127_0_0_2(v4.port) + _spellings_of_ipv6_loopback(v6.port)
     results, requests, _ = fetch_all([server.url(f"redirect/1/x?to={quote(t)}") for t in targets])
-    _assert_refused(results)
+    _assert_refused([r.status for r in results])
     assert all(r.error == "redirect hop 1" for r in results)
     assert len(requests) == len(targets) and all(r.startswith(server.base) for r in requests)
     assert (v4.connections(), v6.connections()) == (0, 0)
@@ -150,3 +150,21 @@ def test_an_allowed_address_spelled_in_unicode_is_the_address_connected_to(serve
     assert result.status == "success" and result.data == server.files["astronaut.jpg"][0]
     assert requests == [f"http://127.0.0.1:{port}/file/astronaut.jpg"] and lookups == []
 
+
+
+def test_the_stage_never_connects_to_a_spelling_either(tmp_path, server, listeners):
+    from curation.runner.local import run_stages
+
+    v4, v6 = listeners
+    direct = _spellings_of_127_0_0_2(v4.port) + _spellings_of_ipv6_loopback(v6.port)
+    urls = direct + [server.url(f"redirect/1/x?to={quote(t)}") for t in direct]
+    (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n", encoding="utf-8")
+    config = {"name": "spellings", "stages": ["download"],
+              "download": {"input": {"paths": [str(tmp_path / "urls.txt")]},
+                           "urls": {"allowed_addresses": ["127.0.0.1"]},
+                           "http": {"connect_timeout": 1, "read_timeout": 1, "total_timeout": 1.5, "retries": 0}}}
+    run_stages(tmp_path / "run", config, ["download"])
+    rows = pq.read_table(tmp_path / "run/stages/download/fetch/part-000000.parquet").to_pylist()
+    assert [r["url"] for r in rows] == urls
+    _assert_refused([r["status"] for r in rows])
+    assert (v4.connections(), v6.connections()) == (0, 0)
