@@ -40,14 +40,17 @@ def parse_text(data: bytes, fmt: str, url_column: str) -> ParsedList:
 
 
 def _txt(data: bytes, url_column: str) -> ParsedList:
-    # surrogateescape keeps every byte and the line boundaries of a strict decode.
-    text = data.decode("utf-8", "surrogateescape")
+    try:
+        text, checked = data.decode("utf-8"), True
+    except UnicodeDecodeError:
+        # surrogateescape keeps every byte and the line boundaries of a strict decode.
+        text, checked = data.decode("utf-8", "surrogateescape"), False
     urls, bad = [], {}
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line:
             continue
-        if _not_utf8(line):
+        if not checked and _not_utf8(line):
             bad[len(urls)] = f"line {number}: not UTF-8"
             line = None
         urls.append(line)
