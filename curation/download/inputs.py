@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import lzma
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from curation.download.textlists import ParsedList, UnreadableList, parse_text
 from curation.errors import ConfigError, PartitionError
 
 log = logging.getLogger("curation")
+# What reading a broken or vanished file raises (bad gzip/bz2 streams are OSErrors; xz has its own).
+_READ_ERRORS = (OSError, EOFError, lzma.LZMAError, pa.ArrowInvalid)
 
 PLAN_VERSION = 1
 COMPRESSIONS = (".gz", ".bz2", ".zst", ".xz")
@@ -90,7 +93,7 @@ def read_file(path: str, fmt: str, url_column: str) -> ParsedList:
         with fsspec.open(path, "rb", compression="infer") as f:
             data = f.read()
         return parse_text(data, fmt, url_column)
-    except (OSError, EOFError, pa.ArrowInvalid, UnreadableList) as err:
+    except (*_READ_ERRORS, UnreadableList) as err:
         raise PartitionError(f"{path}: cannot read as {fmt}: {type(err).__name__}: {err}") from None
 
 
@@ -119,7 +122,7 @@ def describe(path: str, fmt: str, url_column: str, with_urls: bool) -> tuple[int
         return _describe(path, fmt, url_column, with_urls)
     except PartitionError as err:
         raise ConfigError(f"download.input.paths: {err}") from None
-    except (OSError, EOFError, pa.ArrowInvalid) as err:
+    except _READ_ERRORS as err:
         raise ConfigError(f"download.input.paths: {path}: cannot read as {fmt}: {type(err).__name__}: {err}") from None
 
 
@@ -254,7 +257,7 @@ def columns_of(path: str, fmt: str, url_column: str) -> list[str]:
     """Column names of a list, read from its header only; ConfigError when the file cannot be read."""
     try:
         return _columns_of(path, fmt, url_column)
-    except (OSError, EOFError, pa.ArrowInvalid) as err:
+    except _READ_ERRORS as err:
         raise ConfigError(f"download.input.paths: {path}: cannot read as {fmt}: {type(err).__name__}: {err}") from None
 
 

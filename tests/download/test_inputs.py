@@ -170,11 +170,19 @@ def test_unreadable_files_are_config_errors_naming_them(tmp_path):
     with pytest.raises(ConfigError, match="download.input.paths: .*a.csv.gz: cannot read"):
         load_or_make_plan(tmp_path / "plan.json", _config(tmp_path))
     (tmp_path / "a.csv.gz").unlink()
+    (tmp_path / "a.jsonl.xz").write_bytes(b"not xz either")
+    with pytest.raises(ConfigError, match="download.input.paths: .*a.jsonl.xz: cannot read"):
+        load_or_make_plan(tmp_path / "plan.json", _config(tmp_path))
+    (tmp_path / "a.jsonl.xz").unlink()
     (tmp_path / "b.csv").write_bytes(b"u\xffrl,caption\nhttp://x/0,a\nhttp://x/1,b,c\n")
     with pytest.raises(ConfigError, match="download.input.paths: .*b.csv: .*header is not UTF-8"):
         load_or_make_plan(tmp_path / "plan.json", _config(tmp_path))
     with pytest.raises(ConfigError, match="b.csv: its header is not UTF-8"):
         columns_of(str(tmp_path / "b.csv"), "csv", "url")
+    (tmp_path / "b.csv").unlink()
+    pq.write_table(pa.table({"url": [["http://x/0"]]}), tmp_path / "c.parquet")
+    with pytest.raises(ConfigError, match="download.input.url_column: 'url' of .*c.parquet is a list<"):
+        load_or_make_plan(tmp_path / "plan.json", _config(tmp_path))
 
 
 def test_a_run_over_a_list_with_broken_lines_goes_on(tmp_path, server):
