@@ -1,6 +1,7 @@
 """A hostile server puts a marker in bodies, headers, reason phrases and redirect targets: no output holds it."""
 
 import json
+import re
 import tarfile
 
 import pyarrow.parquet as pq
@@ -20,15 +21,14 @@ EXPECTED = {  # kind -> (status, error): errors describe, they never quote
     "malformed": ("filtered_url:malformed", "redirect hop 1"),
     "scheme": ("filtered_url:scheme", "redirect hop 1"),
     "loop": ("failed_download:redirect_loop", "redirect hop 2"),
-    "status_line": ("failed_download:bad_response", "ClientResponseError: HttpProcessingError"),
-    "header_line": ("failed_download:bad_response", "ClientResponseError: HttpProcessingError"),
-    "chunks": ("failed_download:bad_response", "ClientResponseError: HttpProcessingError"),
-    "encoding": ("failed_download:connection_error", None),
 }
+# Broken framing: aiohttp's versions and parsers classify it differently; the error names types only.
+RAW = ("status_line", "header_line", "chunks", "encoding")
+RAW_STATUSES = ("failed_download:bad_response", "failed_download:connection_error")
 
 
 def _run(tmp_path, srv):
-    (tmp_path / "urls.txt").write_text("".join(srv.url(f"hostile/{kind}") + "\n" for kind in EXPECTED))
+    (tmp_path / "urls.txt").write_text("".join(srv.url(f"hostile/{kind}") + "\n" for kind in [*EXPECTED, *RAW]))
     config = {
         "name": "hostile",
         "run_dir": str(tmp_path / "run"),
@@ -71,4 +71,6 @@ def test_nothing_the_server_sent_reaches_any_output(tmp_path):
             for r in pq.read_table(p).to_pylist()]
     got = {r["url"].rsplit("/", 1)[1]: (r["status"], r["error"]) for r in rows}
     assert got.pop("dns")[1].startswith(EXPECTED["dns"][1])
+    for status, error in (got.pop(kind) for kind in RAW):
+        assert status in RAW_STATUSES and (error is None or re.fullmatch(r"\w+(: \w+)*", error)), (status, error)
     assert got == {kind: value for kind, value in EXPECTED.items() if kind != "dns"}
