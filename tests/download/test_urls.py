@@ -157,3 +157,17 @@ def test_policy_from_config(tmp_path):
     blocklist.write_text("bad.example\nhttp://not a domain/\n")
     with pytest.raises(ConfigError, match="download.urls.blocklist: .* line 2"):
         policy_from_config(UrlConfig(blocklist=str(blocklist)))
+
+
+@pytest.mark.parametrize("url", [
+    "http://１２７．０．０．１/", "http://2130706433/", "http://127.0.0.1./", "http://0x7f.1/", "http://[::1]/",
+    "http://[fe80::1%25eth0]/", "http://example.com/", "http://１.example/", "http://1.2.3.4.5/",
+])
+def test_what_is_an_ip_literal_agrees_with_the_client(url):
+    # An IP literal is connected to without DNS: the check must see such hosts exactly as aiohttp does.
+    from aiohttp.helpers import is_ip_address
+
+    from curation.download.urls import _is_ip_literal
+
+    host = URL(url).raw_host
+    assert _is_ip_literal(host) == is_ip_address(host)
