@@ -70,60 +70,73 @@ def _csv(data: bytes, delimiter: str, url_column: str) -> ParsedList:
         return ParsedList(_arrow_csv(data, delimiter))
     except (pa.ArrowInvalid, UnicodeDecodeError):
         pass
-    # Lines decoded one at a time (surrogateescape keeps undecodable bytes, found per record below).
-    reader = csv.reader((line.decode("utf-8", "surrogateescape") for line in io.BytesIO(data)),
-                        delimiter=delimiter)
+    undecodable: list[int] = []
+    reader = csv.reader(_decoded_lines(data, undecodable), delimiter=delimiter)
     header = next(reader, [])
-    if any(_not_utf8(name) for name in header):
+    if undecodable:
         raise UnreadableList("its header is not UTF-8")
-    good, places = _Chunks(delimiter), _Places()
-    good.write(header)
-    line = reader.line_num + 1
+    places, spans = _Places(), []  # spans: (first, last) line of each bad record
     while True:
+        first = reader.line_num + 1
         try:
             record = next(reader)
-            reason = _csv_problem(record, len(header))
+            reason = f"{len(record)} fields, expected {len(header)}" if len(record) not in (0, len(header)) else None
         except StopIteration:
             break
         except csv.Error as err:
             record, reason = None, f"CSV error ({err})"
-        if record != []:  # a blank line is skipped, as Arrow does
-            if reason:
-                places.drop(f"line {line}: {reason}")
-            else:
-                places.keep()
-                good.write(record)
-        line = reader.line_num + 1
-    try:
-        table = _arrow_csv(good.value(), delimiter)
-    except pa.ArrowInvalid as err:
-        raise UnreadableList(f"its valid rows do not parse either ({err})") from None
+        if record == []:  # a blank line is skipped, as Arrow does
+            continue
+        if reason is None and undecodable and undecodable[-1] >= first:
+            reason = "not UTF-8"
+        if reason:
+            places.drop(f"line {first}: {reason}")
+            spans.append((first, reader.line_num))
+        else:
+            places.keep()
+    starts, stops = _line_bounds(data) if spans else (None, None)
+    good = _without(data, [(starts[first - 1], stops[last - 1]) for first, last in spans])
+    table = _good_rows(lambda rows: _arrow_csv(rows, delimiter), good, places)
     return ParsedList(_place(table, places, url_column), places.bad)
 
 
-class _Chunks:
-    """CSV records re-encoded as UTF-8 bytes, in chunks (a text buffer holds 4 bytes a character)."""
+def _decoded_lines(data: bytes, undecodable: list[int]):
+    """Lines of ``data`` (split at ``\\n``) as text; the numbers of those that are not UTF-8 go to ``undecodable``.
 
-    def __init__(self, delimiter: str, records: int = 65536):
-        self._buffer = io.StringIO()
-        self._writer = csv.writer(self._buffer, delimiter=delimiter, lineterminator="\n")
-        self._chunks: list[bytes] = []
-        self._records, self._limit = 0, records
+    Such a line is decoded with surrogateescape, so that the CSV reader still
+    sees its fields and line ends.
+    """
+    for number, raw in enumerate(io.BytesIO(data), 1):
+        if raw.isascii():
+            yield raw.decode("ascii")
+            continue
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError:
+            undecodable.append(number)
+            yield raw.decode("utf-8", "surrogateescape")
 
-    def write(self, record: list[str]) -> None:
-        self._writer.writerow(record)
-        self._records += 1
-        if self._records % self._limit == 0:
-            self._flush()
 
-    def _flush(self) -> None:
-        self._chunks.append(self._buffer.getvalue().encode("utf-8"))
-        self._buffer.seek(0)
-        self._buffer.truncate()
+def _line_bounds(data: bytes):
+    """(L,) int64 byte offsets where each line (split at ``\\n``, ends included) starts and stops."""
+    import numpy as np
 
-    def value(self) -> bytes:
-        self._flush()
-        return b"".join(self._chunks)
+    ends = np.flatnonzero(np.frombuffer(data, np.uint8) == 10) + 1
+    if not len(ends) or ends[-1] != len(data):
+        ends = np.append(ends, len(data))
+    return np.concatenate([[0], ends[:-1]]), ends
+
+
+def _good_rows(parse, good: bytes, places: "_Places") -> pa.Table:
+    """The kept records, parsed by Arrow; UnreadableList when Arrow does not find them all."""
+    try:
+        table = parse(good)
+    except (pa.ArrowInvalid, UnicodeDecodeError) as err:
+        raise UnreadableList(f"its valid lines do not parse either ({err})") from None
+    kept = places.count - len(places.bad)
+    if table.num_rows != kept:  # records split differently by Python's csv and Arrow (bare CR line ends)
+        raise UnreadableList(f"its valid lines parse into {table.num_rows} rows, not {kept}")
+    return table
 
 
 class _Places:
@@ -149,19 +162,12 @@ class _Places:
         return pa.array(np.cumsum(~mask) - 1, pa.int64(), mask=mask)
 
 
-def _csv_problem(record: list[str], fields: int) -> str | None:
-    if record and len(record) != fields:
-        return f"{len(record)} fields, expected {fields}"
-    if any(_not_utf8(value) for value in record):
-        return "not UTF-8"
-    return None
-
-
 def _arrow_csv(data: bytes, delimiter: str) -> pa.Table:
     """CSV with every column a string (ids keep leading zeros)."""
     import pyarrow.csv as pc
 
-    header = next(csv.reader(io.StringIO(data.decode("utf-8").split("\n", 1)[0]), delimiter=delimiter), [])
+    end = data.find(b"\n")
+    header = next(csv.reader([data[:end if end >= 0 else len(data)].decode("utf-8")], delimiter=delimiter), [])
     return pc.read_csv(
         io.BytesIO(data),
         parse_options=pc.ParseOptions(delimiter=delimiter, newlines_in_values=True),
@@ -171,32 +177,62 @@ def _arrow_csv(data: bytes, delimiter: str) -> pa.Table:
 
 
 def _jsonl(data: bytes, url_column: str) -> ParsedList:
+    import numpy as np
     import pyarrow.json as pj
 
     try:
         return ParsedList(pj.read_json(io.BytesIO(data)))
     except (pa.ArrowInvalid, UnicodeDecodeError):
         pass
-    places, cuts, offset = _Places(), [], 0
-    for number, raw in enumerate(io.BytesIO(data), 1):
-        start, offset = offset, offset + len(raw)
-        if not raw.strip():
-            continue
-        reason = _json_problem(raw)
-        if reason:
-            places.drop(f"line {number}: {reason}")
-            cuts.append((start, offset))
-        else:
-            places.keep()
-    good = _without(data, cuts)
-    if len(places.bad) == places.count:
+    starts, stops = _line_bounds(data)
+    # Records are the lines with a byte other than JSON whitespace, as for Arrow.
+    not_space = np.ones(256, dtype=bool)
+    not_space[list(b" \t\r\n")] = False
+    text = not_space[np.frombuffer(data, np.uint8)]
+    records = np.flatnonzero(np.logical_or.reduceat(text, starts)) if len(data) else np.zeros(0, np.int64)
+    starts, stops = starts[records], stops[records]
+    bad = _bad_json_lines(data, starts, stops)
+    places = _Places()
+    places.count = len(starts)
+    places.bad = {i: f"line {records[i] + 1}: {bad[i]}" for i in sorted(bad)}
+    good = _without(data, [(starts[i], stops[i]) for i in sorted(bad)])
+    if len(bad) == len(starts):
         table = pa.table({})
     else:
         try:
-            table = pj.read_json(io.BytesIO(good))
-        except pa.ArrowInvalid:  # a column whose type changes between lines: built from the Python values
+            table = _good_rows(lambda rows: pj.read_json(io.BytesIO(rows)), good, places)
+        except UnreadableList:  # a column whose type changes between lines: built from the Python values
             table = _objects_table([json.loads(raw) for raw in io.BytesIO(good) if raw.strip()])
     return ParsedList(_place(table, places, url_column), places.bad)
+
+
+def _bad_json_lines(data: bytes, starts, stops, leaf: int = 256) -> dict[int, str]:
+    """Lines that are not JSON objects -> why, found by bisecting with Arrow.
+
+    A block Arrow parses holds no bad line; a failing block is halved until it
+    is at most ``leaf`` lines, which are checked one by one in Python. A block
+    failing on a column that changes type is checked line by line at once
+    (halving would not end that failure). Few bad lines cost about two Arrow
+    passes over the file.
+    """
+    import pyarrow.json as pj
+
+    bad, blocks = {}, [(0, len(starts))]
+    while blocks:
+        lo, hi = blocks.pop()
+        if hi - lo > leaf:
+            try:
+                pj.read_json(io.BytesIO(data[starts[lo]:stops[hi - 1]]))
+                continue
+            except (pa.ArrowInvalid, UnicodeDecodeError) as err:
+                if "changed from" not in str(err):
+                    blocks += [(lo + (hi - lo) // 2, hi), (lo, lo + (hi - lo) // 2)]
+                    continue
+        for i in range(lo, hi):
+            reason = _json_problem(data[starts[i]:stops[i]])
+            if reason:
+                bad[i] = reason
+    return bad
 
 
 def _without(data: bytes, cuts: list[tuple[int, int]]) -> bytes:
