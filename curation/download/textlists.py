@@ -1,12 +1,14 @@
 """Text URL lists (CSV/TSV, JSON Lines, plain text) to Arrow, a bad line costing one row.
 
-A clean file is parsed by Arrow in one call. When that fails, the file is
-split into records in Python: each record that cannot be parsed (not UTF-8,
-wrong number of CSV fields, invalid JSON, not a JSON object) keeps its place
-as an all-null row, reported in ``ParsedList.bad`` with its line number, and
-the good records are parsed by Arrow as before, so their values get the same
-types as in a clean file. Either way one input line (or CSV record) is one
-row, which keeps sample keys stable.
+A clean file is parsed by Arrow in one call. When that fails, the records
+that cannot be parsed (not UTF-8, a wrong number of CSV fields, invalid JSON,
+not a JSON object) are found (CSV: by Python's reader; JSON Lines: by
+bisecting with Arrow), cut out of the bytes, and the rest is parsed by Arrow
+in one call as before, so the good values get the same types as in a clean
+file. Each bad record keeps its place as an all-null row, reported in
+``ParsedList.bad`` with its line number. Either way one input line (one CSV
+record) is one row, which keeps sample keys stable; blank lines are skipped,
+as Arrow skips them.
 """
 
 from __future__ import annotations
@@ -177,19 +179,12 @@ def _arrow_csv(data: bytes, delimiter: str) -> pa.Table:
 
 
 def _jsonl(data: bytes, url_column: str) -> ParsedList:
-    import numpy as np
-    import pyarrow.json as pj
-
     try:
-        return ParsedList(pj.read_json(io.BytesIO(data)))
+        return ParsedList(_read_json(data))
     except (pa.ArrowInvalid, UnicodeDecodeError):
         pass
     starts, stops = _line_bounds(data)
-    # Records are the lines with a byte other than JSON whitespace, as for Arrow.
-    not_space = np.ones(256, dtype=bool)
-    not_space[list(b" \t\r\n")] = False
-    text = not_space[np.frombuffer(data, np.uint8)]
-    records = np.flatnonzero(np.logical_or.reduceat(text, starts)) if len(data) else np.zeros(0, np.int64)
+    records = _not_blank(data, starts)
     starts, stops = starts[records], stops[records]
     bad = _bad_json_lines(data, starts, stops)
     places = _Places()
@@ -200,10 +195,30 @@ def _jsonl(data: bytes, url_column: str) -> ParsedList:
         table = pa.table({})
     else:
         try:
-            table = _good_rows(lambda rows: pj.read_json(io.BytesIO(rows)), good, places)
+            table = _good_rows(_read_json, good, places)
         except UnreadableList:  # a column whose type changes between lines: built from the Python values
             table = _objects_table([json.loads(raw) for raw in io.BytesIO(good) if raw.strip()])
     return ParsedList(_place(table, places, url_column), places.bad)
+
+
+def _read_json(data: bytes) -> pa.Table:
+    """JSON Lines by Arrow, whose reader leaves bytes that are not UTF-8 in its strings: checked here."""
+    import pyarrow.json as pj
+
+    table = pj.read_json(io.BytesIO(data))
+    table.validate(full=True)  # ArrowInvalid on a string that is not UTF-8
+    return table
+
+
+def _not_blank(data: bytes, starts):
+    """Indices of the lines (starting at ``starts``) with a byte other than JSON whitespace: Arrow's records."""
+    import numpy as np
+
+    if not data:
+        return np.zeros(0, np.int64)
+    not_space = np.ones(256, dtype=bool)
+    not_space[list(b" \t\r\n")] = False
+    return np.flatnonzero(np.logical_or.reduceat(not_space[np.frombuffer(data, np.uint8)], starts))
 
 
 def _bad_json_lines(data: bytes, starts, stops, block: int = 4096, leaf: int = 256) -> dict[int, str]:
@@ -216,15 +231,13 @@ def _bad_json_lines(data: bytes, starts, stops, block: int = 4096, leaf: int = 2
     that failure). Bad lines in a tenth of the blocks cost about 1.5 Arrow
     passes over the file.
     """
-    import pyarrow.json as pj
-
     bad = {}
     blocks = [(lo, min(lo + block, len(starts))) for lo in range(0, len(starts), block)][::-1]
     while blocks:
         lo, hi = blocks.pop()
         if hi - lo > leaf:
             try:
-                pj.read_json(io.BytesIO(data[starts[lo]:stops[hi - 1]]))
+                _read_json(data[starts[lo]:stops[hi - 1]])
                 continue
             except (pa.ArrowInvalid, UnicodeDecodeError) as err:
                 if "changed from" not in str(err):
