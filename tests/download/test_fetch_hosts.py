@@ -49,12 +49,31 @@ def _spellings_of_ipv6_loopback(port):
     ]
 
 
+class Listeners:
+    """Never-answering listeners on 127.0.0.2 and, where the host has IPv6, ::1; the spellings of both."""
+
+    def __init__(self):
+        self._all = [Listener("127.0.0.2")]
+        self.urls = _spellings_of_127_0_0_2(self._all[0].port)
+        try:
+            self._all.append(Listener("::1"))
+            self.urls += _spellings_of_ipv6_loopback(self._all[1].port)
+        except OSError:  # no IPv6 loopback here
+            pass
+
+    def connections(self) -> int:
+        return sum(listener.connections() for listener in self._all)
+
+    def close(self) -> None:
+        for listener in self._all:
+            listener.close()
+
+
 @pytest.fixture
 def listeners():
-    made = [Listener("127.0.0.2"), Listener("::1")]
+    made = Listeners()
     yield made
-    for listener in made:
-        listener.close()
+    made.close()
 
 
 def _assert_refused(statuses):
@@ -62,22 +81,28 @@ def _assert_refused(statuses):
 
 
 def test_spellings_of_refused_loopback_addresses_never_connect(listeners):
-    v4, v6 = listeners
-    urls = _spellings_of_127_0_0_2(v4.port) + _spellings_of_ipv6_loopback(v6.port)
+    urls = listeners.urls
     results, requests, lookups = fetch_all(urls)
     _assert_refused([r.status for r in results])
     assert (requests, lookups) == ([], [])
-    assert (v4.connections(), v6.connections()) == (0, 0)
+    assert listeners.connections() == 0
+
+
+def test_the_listener_sees_a_spelling_the_policy_allows(listeners):
+    # The control for the tests around it: allowed, a spelling does reach 127.0.0.2 (and waits for an answer).
+    everything = UrlPolicy(allow_private=True)
+    (result,), _, _ = fetch_all([listeners.urls[0]], policy=everything)
+    assert result.status == "failed_download:read_timeout"
+    assert listeners.connections() == 1
 
 
 def test_spellings_behind_a_redirect_never_connect(server, listeners):
-    v4, v6 = listeners
-    targets = _spellings_of_127_0_0_2(v4.port) + _spellings_of_ipv6_loopback(v6.port)
+    targets = listeners.urls
     results, requests, _ = fetch_all([server.url(f"redirect/1/x?to={quote(t)}") for t in targets])
     _assert_refused([r.status for r in results])
     assert all(r.error == "redirect hop 1" for r in results)
     assert len(requests) == len(targets) and all(r.startswith(server.base) for r in requests)
-    assert (v4.connections(), v6.connections()) == (0, 0)
+    assert listeners.connections() == 0
 
 
 @pytest.mark.parametrize("url, reason", [
@@ -155,8 +180,7 @@ def test_an_allowed_address_spelled_in_unicode_is_the_address_connected_to(serve
 def test_the_stage_never_connects_to_a_spelling_either(tmp_path, server, listeners):
     from curation.runner.local import run_stages
 
-    v4, v6 = listeners
-    direct = _spellings_of_127_0_0_2(v4.port) + _spellings_of_ipv6_loopback(v6.port)
+    direct = listeners.urls
     urls = direct + [server.url(f"redirect/1/x?to={quote(t)}") for t in direct]
     (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n", encoding="utf-8")
     config = {"name": "spellings", "stages": ["download"],
@@ -167,4 +191,4 @@ def test_the_stage_never_connects_to_a_spelling_either(tmp_path, server, listene
     rows = pq.read_table(tmp_path / "run/stages/download/fetch/part-000000.parquet").to_pylist()
     assert [r["url"] for r in rows] == urls
     _assert_refused([r["status"] for r in rows])
-    assert (v4.connections(), v6.connections()) == (0, 0)
+    assert listeners.connections() == 0
