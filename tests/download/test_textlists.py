@@ -13,6 +13,8 @@ JSONL = (b'{"url": "http://x/0", "n": 1, "when": "2024-01-02"}\n{"url": "http://
     ("csv", CSV, b"http://x/9,too,many,fields\n", 3, 2),
     ("csv", CSV, b"http://x/9,\xff,1\n", 7, 4),  # after the last record
     ("csv", CSV, b"http://x/9,\xff,1\n", 6, 3),  # after a blank line
+    ("csv", CSV.replace(b"\n", b"\r\n"), b"http://x/9,a,b,c\r\n", 3, 2),  # CRLF, a value spanning lines after it
+    ("jsonl", JSONL.replace(b"\n", b"\r\n"), b"{bad\r\n", 1, 1),
     ("tsv", CSV.replace(b",", b"\t").replace(b'"a\t b"', b"a, b"), b"http://x/9\t\xff\t1\n", 2, 1),
     ("jsonl", JSONL, b'{"url": "http://x/9",\n', 2, 2),
     ("jsonl", JSONL, b'"just a string"\n', 0, 0),
