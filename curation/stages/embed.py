@@ -19,10 +19,9 @@ in their stats.
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
@@ -34,7 +33,7 @@ from curation import embeddings, tables
 from curation.atomic import atomic_path
 from curation.config import Section
 from curation.errors import ConfigError
-from curation.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, submit_batch
+from curation.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, decode
 from curation.sources import ImageSetConfig, check_exists, iter_images
 from curation.stages.base import GlobalStep, MapStep, Resources, Stage
 from curation.stages.registry import register
@@ -84,47 +83,48 @@ def _num_gpus(device: str) -> float:
 
 
 class Embedder:
-    """Model, device and decode threads of one worker; embeds decoded batches."""
+    """Model, device and decode threads of one worker (:class:`~curation.models.inference.Inference`)."""
 
     def __init__(self, cfg: EmbedConfig):
-        import torch
-
         from curation.models.checkpoints import load_model
+        from curation.models.inference import Inference, decode_thread_count
 
-        if cfg.device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("embed.device: cuda requested but this worker sees no GPU")
-        self.device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
+        if cfg.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ConfigError("embed.device: cuda requested but this worker sees no GPU")
         m = cfg.model
-        self.model = load_model(m.kind, m.path, m.arch, **m.options).to(self.device).eval()
         self.spec = PreprocessSpec(m.image_size, m.resize_size, m.interpolation, tuple(m.mean), tuple(m.std),
                                    cfg.draft)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[cfg.precision]
-        self.autocast = dtype if self.device.type == "cuda" else None
-        self.threads = ThreadPoolExecutor(cfg.decode_threads, thread_name_prefix="decode")
-        self.dim = int(self.forward(np.zeros((1, m.image_size, m.image_size, 3), np.uint8)).shape[1])
+        self.inference = Inference(load_model(m.kind, m.path, m.arch, **m.options), cfg.device, cfg.precision,
+                                   cfg.batch_size, decode_thread_count(cfg.decode_threads, cfg.num_cpus),
+                                   self.spec.mean, self.spec.std)
+        self.model = self.inference.model
+        self.dim = self.inference.probe(m.image_size)
         self.info = {
             "kind": m.kind, "arch": m.arch, "path": m.path, "weights": getattr(self.model, "source", m.path),
             "random_weights": m.kind == "random", "dim": self.dim, "image_size": m.image_size,
-            "device": self.device.type, "precision": cfg.precision if self.autocast else "fp32",
+            **self.inference.info(),
         }
 
-    def forward(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 ``(B, S, S, 3)`` -> L2-normalised float32 embeddings ``(B, D)``."""
+    def forward(self, pixels) -> np.ndarray:
+        """``B`` uint8 ``(S, S, 3)`` images -> L2-normalised float32 embeddings ``(B, D)``."""
         import torch
         import torch.nn.functional as F
 
-        from curation.preprocess import normalise
-
-        x = torch.from_numpy(pixels)
-        if self.device.type == "cuda":
-            x = x.pin_memory()
-        amp = torch.autocast("cuda", dtype=self.autocast) if self.autocast else nullcontext()
-        with torch.inference_mode(), amp:
-            features = self.model(normalise(x, self.spec.mean, self.spec.std, self.device))
-        return F.normalize(features.float(), dim=1).cpu().numpy()
+        return F.normalize(torch.from_numpy(self.inference.forward(pixels)), dim=1).numpy()
 
     def submit(self, items, fetch=None):
-        return submit_batch(items, self.spec, self.threads, fetch)
+        """Start decoding ``items`` (or ``fetch(item)``) on the decode threads; ``.result()`` is a
+        :class:`~curation.models.inference.Decoded` of ``(S, S, 3)`` crops."""
+        return self.inference.submit(items, functools.partial(decode, spec=self.spec), fetch)
+
+    def embed(self, decoded, writer) -> None:
+        """Append the embeddings of the decoded images of a batch to ``writer``."""
+        ok = np.flatnonzero(decoded.ok)
+        if len(ok):
+            writer.append(self.forward([decoded.values[i] for i in ok]))
 
 
 def _decoded_columns(table: pa.Table, decoded, first_row: int) -> pa.Table:
@@ -155,50 +155,40 @@ class EmbedPool(MapStep):
         return self.cfg.batch_size
 
     def setup(self) -> None:
+        from curation.models.inference import Prefetch
+
         self.embedder = Embedder(self.cfg)
+        self.prefetch = Prefetch(self._submit, self.alive_only)
 
     def open(self, partition: int, out) -> None:
         from curation.imagestore import pool_images
 
         self.images = pool_images(self.ctx.run_dir, partition)
         self.writer = embeddings.NpyAppender(out.path("npy"), self.embedder.dim, self.cfg.storage_dtype)
-        self.pending: collections.deque = collections.deque()
+        self.prefetch.clear()
         self.counts = collections.Counter()
 
     def _fetch(self, key: str | None) -> bytes | None:
         # Runs on the decode threads: TarImages opens the file per read.
         return self.images.get(key) if key is not None and key in self.images else None
 
-    def _submit(self, batch: pa.Table) -> None:
+    def _submit(self, batch: pa.Table):
         keys = batch.column("key").to_pylist()
-        items = [k if a else None for k, a in zip(keys, tables.alive(batch))]
-        self.pending.append((keys, self.embedder.submit(items, self._fetch)))
+        return self.embedder.submit([k if a else None for k, a in zip(keys, tables.alive(batch))], self._fetch)
 
     def read(self, partition: int) -> Iterator[pa.Table]:
         """Input batches, each yielded once the next one's decoding has started."""
-        previous = None
-        for batch in super().read(partition):
-            self._submit(batch)
-            if previous is not None:
-                yield previous
-            previous = batch
-        if previous is not None:
-            yield previous
+        return self.prefetch.ahead(super().read(partition))
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
-        keys = batch.column("key").to_pylist()
-        if not self.pending or self.pending[0][0] != keys:
-            self.pending.clear()  # not read through self.read(): decode this batch now
-            self._submit(batch)
-        _, job = self.pending.popleft()
-        decoded = job.result()
+        decoded = self.prefetch.take(batch)
         alive = tables.alive(batch)
-        decoded.ok &= alive  # dropped rows were never decoded; keep them out of the counts
-        decoded.reasons = [r if a else None for r, a in zip(decoded.reasons, alive)]
+        for i in np.flatnonzero(~alive):  # dropped rows were never decoded; keep them out of the counts
+            decoded.values[i] = decoded.reasons[i] = decoded.errors[i] = None
         out = _decoded_columns(batch, decoded, self.writer.rows)
-        if decoded.ok.any():
-            self.writer.append(self.embedder.forward(decoded.pixels[decoded.ok]))
-        self.counts.update(embedded=int(decoded.ok.sum()), failed_decode=int((alive & ~decoded.ok).sum()))
+        self.embedder.embed(decoded, self.writer)
+        ok = decoded.ok
+        self.counts.update(embedded=int(ok.sum()), failed_decode=int((alive & ~ok).sum()))
         return out
 
     def close(self) -> dict[str, Any]:
@@ -236,8 +226,7 @@ class EmbedCurated(GlobalStep):
                 pending += [(c, embedder.submit([blob for _, blob, _ in c])) for c in _take(batches, 1)]
                 decoded = job.result()
                 parts.append(_curated_table(chunk, decoded, writer.rows))
-                if decoded.ok.any():
-                    writer.append(embedder.forward(decoded.pixels[decoded.ok]))
+                embedder.embed(decoded, writer)
             writer.close()
         table = pa.concat_tables(parts) if parts else _curated_table([], None, 0)
         tables.write_parquet(table, table_path)  # written last: marks the dataset done
