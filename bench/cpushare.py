@@ -3,16 +3,17 @@
 The machine share comes from ``/proc/stat`` (busy ticks / all ticks). It
 counts everything the machine runs, other users' jobs included, so on a
 shared host it says little about the tool. The tool share is the CPU time
-of the processes started under this one (Ray's actors, img2dataset's
-workers), sampled from ``/proc/<pid>/stat`` every ``interval`` seconds
-(a process that exits loses at most its last interval), divided by
-wall time x CPUs. Linux only.
+of this process and every process under it (Ray's actors, img2dataset's
+workers) divided by wall time x CPUs. It is read from ``/proc/<pid>/stat``
+at the start and the end only (nothing samples in between, so the meter
+costs nothing): a process's own time plus the time of the children it has
+reaped, so that a worker which exits in between is counted through its
+parent. Linux only.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -27,7 +28,7 @@ def _machine() -> tuple[int, int]:
 
 
 def _processes() -> dict[int, tuple[int, int]]:
-    """pid -> (parent pid, utime + stime ticks) of every readable process."""
+    """pid -> (parent pid, own + reaped children's user and system ticks) of every readable process."""
     out = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -38,60 +39,43 @@ def _processes() -> dict[int, tuple[int, int]]:
         except OSError:
             continue
         fields = text[text.rindex(")") + 2:].split()  # after the command name, which may hold spaces
-        out[int(name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+        out[int(name)] = (int(fields[1]), sum(int(v) for v in fields[11:15]))
     return out
+
+
+def tree_ticks(root: int, exclude: set[int]) -> dict[int, int]:
+    """CPU ticks of ``root`` and its descendants, but not of ``exclude`` and theirs."""
+    procs = _processes()
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in procs.items():
+        children.setdefault(parent, []).append(pid)
+    found, todo = {}, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in exclude or pid not in procs:
+            continue
+        found[pid] = procs[pid][1]
+        todo += children.get(pid, [])
+    return found
 
 
 class CpuMeter:
     """``with CpuMeter(exclude={server_pid}) as meter: work()``; then ``meter.machine``, ``meter.tool``."""
 
-    def __init__(self, exclude: set[int] = frozenset(), interval: float = 0.25):
+    def __init__(self, exclude: set[int] = frozenset()):
         self.root = os.getpid()
         self.exclude = set(exclude)
-        self.interval = interval
-        self._start: dict[int, int] = {}
-        self._last: dict[int, int] = {}
-        self._stop = threading.Event()
         self.machine = self.tool = self.seconds = 0.0
 
-    def _descendants(self) -> dict[int, int]:
-        procs = _processes()
-        children: dict[int, list[int]] = {}
-        for pid, (parent, _) in procs.items():
-            children.setdefault(parent, []).append(pid)
-        found, todo = {}, [self.root]
-        while todo:
-            pid = todo.pop()
-            if pid in self.exclude or pid not in procs:
-                continue
-            found[pid] = procs[pid][1]
-            todo += children.get(pid, [])
-        return found
-
-    def _sample(self) -> None:
-        for pid, ticks in self._descendants().items():
-            self._start.setdefault(pid, 0 if self._started else ticks)
-            self._last[pid] = ticks
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._sample()
-
     def __enter__(self) -> "CpuMeter":
-        self._started = False
-        self._sample()  # processes alive now count from here; later ones from their start
-        self._started = True
-        self._machine0, self._t0 = _machine(), time.perf_counter()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
+        self._ticks = tree_ticks(self.root, self.exclude)
+        self._machine, self._t0 = _machine(), time.perf_counter()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
         self.seconds = time.perf_counter() - self._t0
-        busy, total = (b - a for a, b in zip(self._machine0, _machine()))
+        busy, total = (b - a for a, b in zip(self._machine, _machine()))
         self.machine = busy / max(total, 1)
-        ticks = sum(self._last[pid] - self._start[pid] for pid in self._last)
+        # A process gone since the start was reaped by one still in the tree, which now counts its time.
+        ticks = sum(tree_ticks(self.root, self.exclude).values()) - sum(self._ticks.values())
         self.tool = ticks / TICK / max(self.seconds * os.cpu_count(), 1e-9)
