@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import math
 import threading
 import weakref
 from dataclasses import dataclass
@@ -37,16 +36,6 @@ log = logging.getLogger("curation")
 class Outcome:
     fetch: FetchResult
     image: ImageResult | None
-
-
-def decode_thread_count(configured: int, num_cpus: float) -> int:
-    """Decode threads of a worker: ``configured``, or 0 for two per CPU it holds.
-
-    Each thread holds the GIL for part of every image (header parsing, glue)
-    and the event loop and the writer take it too; a second thread per CPU
-    runs native decoding while the first waits for the GIL.
-    """
-    return configured or max(1, 2 * math.ceil(num_cpus))
 
 
 class Threads:

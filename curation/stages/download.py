@@ -82,9 +82,10 @@ class FetchStep(MapStep):
 
     def setup(self) -> None:
         from curation.download.monitor import make_metrics
-        from curation.download.pipeline import Threads, decode_thread_count
+        from curation.download.pipeline import Threads
         from curation.download.process import ImageProcessor
         from curation.download.urls import policy_from_config
+        from curation.models.inference import decode_thread_count
 
         self._policy = policy_from_config(self.cfg.urls)
         self._processor = ImageProcessor(self.cfg.image, self.cfg.faces, self.cfg.nsfw)
