@@ -66,7 +66,8 @@ class EmbedConfig(Section):
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="auto: one GPU per worker when present")
     precision: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="autocast dtype on GPU (CPU: fp32)")
     storage_dtype: Literal["float16", "float32"] = Field("float16", description="dtype of the .npy files")
-    decode_threads: int = Field(4, ge=1, description="threads per worker reading and decoding images")
+    decode_threads: int = Field(
+        0, ge=0, description="threads per worker reading and decoding images (0: two per CPU of num_cpus)")
     num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per worker")
     draft: bool = Field(False, description="JPEG draft decoding (faster, pixels differ slightly)")
     curated: list[ImageSetConfig] = Field(default_factory=list, description="curated datasets to embed too")
