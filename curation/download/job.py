@@ -18,10 +18,10 @@ import pyarrow as pa
 from curation import tables
 from curation.download.monitor import PartitionStats
 from curation.download.pipeline import Outcome, Pipeline
-from curation.models.inference import decode_thread_count
 from curation.download.rows import Rows, precheck
 from curation.download.shardwriter import ShardWriter
 from curation.errors import PartitionError
+from curation.models.inference import decode_thread_count
 
 
 class PartitionJob:
