@@ -11,11 +11,11 @@ embedding then yields tokens without a copy); timm gets the layout it expects.
 
 ``--steps`` measures instead the two steps that run a model on images, the
 dedup descriptor (SSCD) and the embed pool, through their one inference path
-(``curation.models.inference``), on the download bench's web corpus (JPEGs of
-300-3000 px, in memory): images/s of decoding alone (the step's decode
-threads), of the model alone (on pre-decoded pixels), and of the step's loop
-(decoding one batch ahead of the model), with what running them one after
-the other would give.
+(``curation.models.inference``), on the download bench's web corpus as the
+download stage stores it (shorter side at most 512 px, JPEG q90, in memory):
+images/s of decoding alone (the step's decode threads), of the model alone
+(on pre-decoded pixels), and of the step's loop (decoding one batch ahead of
+the model), with what running them one after the other would give.
 
     python bench/bench_embed.py --steps --arch vit_small16 --images 128 --batch 32
 """
@@ -119,10 +119,15 @@ def bench_steps(args) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_download import make_corpus
 
+    from curation.download.config import ImageConfig
+    from curation.download.process import ImageProcessor
+
     corpus = make_corpus(args.corpus, 0)
-    blobs = [p.read_bytes() for p in sorted(corpus.glob("*.jpg"))[: args.images]]
+    # What the steps read: the images as the download stage stores them (shorter side <= 512, q90).
+    store = ImageProcessor(ImageConfig(size=args.stored_size))
+    blobs = [store(p.read_bytes()).data for p in sorted(corpus.glob("*.jpg"))[: args.images]]
     threads = args.decode_threads or decode_thread_count(0, args.threads)
-    print(f"{len(blobs)} JPEGs of the web corpus, batch {args.batch}, {threads} decode threads, "
+    print(f"{len(blobs)} JPEGs of the web corpus as stored (shorter side <= {args.stored_size}), batch {args.batch}, {threads} decode threads, "
           f"{args.threads} torch threads, CPU, load average {os.getloadavg()[0]:.1f}")
     torch.manual_seed(0)
     spec = sscd.Preprocess("square", 320, 32, False)
@@ -152,6 +157,7 @@ def main() -> None:
     parser.add_argument("--decode-threads", type=int, default=0, help="--steps: 0 = two per torch thread")
     parser.add_argument("--sscd-backbone", default="resnet50", help="--steps: SSCD trunk (resnet50, resnet18)")
     parser.add_argument("--repeats", type=int, default=3, help="--steps: alternating runs of each measurement")
+    parser.add_argument("--stored-size", type=int, default=512, help="--steps: download.image.size of the pool")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
