@@ -98,19 +98,20 @@ class Inference:
     ``device``: auto (a GPU when this worker sees one), cuda or cpu.
     ``precision``: autocast dtype on a GPU (a CPU always runs fp32).
     ``batch_size``: images per forward pass. ``threads``: decode threads.
-    ``dim``: output width, for an empty batch (None: probed on first use).
+    ``dim``: output width, for an empty batch (None: known from the first batch).
+    ``config_key``: the setting named when ``device`` is cuda and there is no GPU.
     """
 
     def __init__(self, model, device: str = "auto", precision: str = "fp32", batch_size: int = 64,
                  threads: int = 1, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 dim: int | None = None):
+                 dim: int | None = None, config_key: str = "device"):
         import torch
 
         from curation.errors import ConfigError
         from curation.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
         if device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("device: cuda requested but this worker sees no GPU")
+            raise ConfigError(f"{config_key}: cuda requested but this worker sees no GPU")
         self.device = torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
         self.cuda = self.device.type == "cuda"
         self.model = model.to(self.device).eval()

@@ -256,4 +256,4 @@ def embedder(model: nn.Module, device: str = "auto", batch_size: int = 64, dims:
     """Batched descriptors on one device (fp16 autocast on CUDA), decoded on ``threads`` threads."""
     from curation.models.inference import Inference
 
-    return Inference(model, device, "fp16", batch_size, threads, dim=dims)
+    return Inference(model, device, "fp16", batch_size, threads, dim=dims, config_key="dedup.descriptor.device")

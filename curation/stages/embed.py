@@ -90,17 +90,12 @@ class Embedder:
         from curation.models.checkpoints import load_model
         from curation.models.inference import Inference, decode_thread_count
 
-        if cfg.device == "cuda":
-            import torch
-
-            if not torch.cuda.is_available():
-                raise ConfigError("embed.device: cuda requested but this worker sees no GPU")
         m = cfg.model
         self.spec = PreprocessSpec(m.image_size, m.resize_size, m.interpolation, tuple(m.mean), tuple(m.std),
                                    cfg.draft)
         self.inference = Inference(load_model(m.kind, m.path, m.arch, **m.options), cfg.device, cfg.precision,
                                    cfg.batch_size, decode_thread_count(cfg.decode_threads, cfg.num_cpus),
-                                   self.spec.mean, self.spec.std)
+                                   self.spec.mean, self.spec.std, config_key="embed.device")
         self.model = self.inference.model
         self.dim = self.inference.probe(m.image_size)
         self.info = {
