@@ -367,9 +367,15 @@ def bench_corpus(style: str, corpus: Path, python: Path | None, args) -> list[di
     return rows
 
 
+def _cpu_ms(result: dict) -> float:
+    """CPU time of the tool's processes per stored image, in ms: what the load of others moves least."""
+    return 1000 * result["tool"] * result["seconds"] * os.cpu_count() / max(result["success"], 1)
+
+
 def _line(result: dict) -> str:
     return (f"{result['success']} images in {result['seconds']:.1f} s = {result['success'] / result['seconds']:.1f} "
-            f"img/s, CPU busy: machine {result['machine']:.0%}, tool {result['tool']:.0%}; "
+            f"img/s, CPU busy: machine {result['machine']:.0%}, tool {result['tool']:.0%} "
+            f"({_cpu_ms(result):.1f} ms of CPU per image); "
             f"{result['megapixels']:.1f} stored Mpx, {result['bytes'] / 2**20:.1f} MiB of tars, {result['counts']}")
 
 
@@ -380,7 +386,8 @@ def _row(style: str, size: int, count: int, runs: dict[str, list[dict]], load: t
         if results:
             row[tool] = {"img_s": statistics.median(r["success"] / r["seconds"] for r in results),
                          "machine": statistics.median(r["machine"] for r in results),
-                         "tool": statistics.median(r["tool"] for r in results), "runs": len(results)}
+                         "tool": statistics.median(r["tool"] for r in results),
+                         "cpu_ms": statistics.median(_cpu_ms(r) for r in results), "runs": len(results)}
     if "curation" in row and "img2dataset" in row:
         row["ratio"] = row["curation"]["img_s"] / row["img2dataset"]["img_s"]
     return row
@@ -389,16 +396,18 @@ def _row(style: str, size: int, count: int, runs: dict[str, list[dict]], load: t
 def _summary(rows: list[dict], args) -> None:
     where = "Ray (local cluster)" if args.backend == "ray" else "in-process runner"
     print(f"\n{args.workers} workers x {args.concurrency} requests, q{args.quality}, curation on {where}, "
-          f"{os.cpu_count()} CPUs; medians; CPU busy = machine (/proc/stat) / tool's own processes")
-    print(f"{'corpus':8s} {'size':>5s} {'curation img/s':>15s} {'busy':>9s} {'img2dataset img/s':>18s} "
-          f"{'busy':>9s} {'ratio':>6s} {'load avg':>10s}")
+          f"{os.cpu_count()} CPUs; medians; busy = machine (/proc/stat) / the tool's own processes; "
+          "ms/img = the tool's CPU time per image")
+    print(f"{'corpus':8s} {'size':>5s} | {'curation img/s':>14s} {'busy':>9s} {'ms/img':>6s} | "
+          f"{'img2dataset img/s':>17s} {'busy':>9s} {'ms/img':>6s} | {'ratio':>6s} {'load avg':>10s}")
     for row in rows:
         cells = []
-        for tool in ("curation", "img2dataset"):
+        for tool, width in (("curation", 14), ("img2dataset", 17)):
             r = row.get(tool)
-            cells.append(f"{r['img_s']:15.1f} {r['machine']:4.0%}/{r['tool']:3.0%}" if r else f"{'-':>15s} {'':9s}")
+            cells.append(f"{r['img_s']:{width}.1f} {r['machine']:4.0%}/{r['tool']:4.0%} {r['cpu_ms']:6.1f} |" if r
+                         else f"{'-':>{width}s} {'':16s} |")
         ratio = f"{row['ratio']:5.2f}x" if "ratio" in row else "     -"
-        print(f"{row['style']:8s} {row['size']:5d} {cells[0]} {cells[1]} {ratio} "
+        print(f"{row['style']:8s} {row['size']:5d} | {cells[0]} {cells[1]} {ratio} "
               f"{row['load_before']:4.1f}-{row['load_after']:4.1f}")
     print(json.dumps(rows))
 
