@@ -192,6 +192,7 @@ def run_curation(url_list: Path, out: Path, args) -> dict:
     if args.backend == "ray":
         from curation.runner.ray_backend import RayBackend, init_ray
 
+        os.environ.setdefault("RAY_ADDRESS", "local")  # a cluster of its own, not one found running
         init_ray(config.ray)  # a running cluster: its start-up is not timed
         backend = RayBackend(config.runner)
     else:
