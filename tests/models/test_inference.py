@@ -104,12 +104,12 @@ def test_the_model_runs_while_the_next_batch_decodes():
             second_decoding.set()
         return decode_value(data)
 
-    class Waits(MeanColour):
-        seen: list[bool] = []
+    seen = []
 
+    class Waits(MeanColour):
         def forward(self, x):
             # The first forward pass waits for the second batch's decoding to begin.
-            self.seen.append(second_decoding.wait(timeout=10))
+            seen.append(second_decoding.wait(timeout=10))
             return super().forward(x)
 
     model = Inference(Waits(), "cpu", threads=2)
@@ -117,4 +117,4 @@ def test_the_model_runs_while_the_next_batch_decodes():
     for batch in prefetch.ahead(iter([batch_of(["1"], [tables.SUCCESS]), batch_of(["2"], [tables.SUCCESS])])):
         decoded = prefetch.take(batch)
         model.forward([decoded.values[0]])
-    assert Waits.seen == [True, True]
+    assert seen == [True, True]
