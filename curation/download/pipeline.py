@@ -94,7 +94,8 @@ class Pipeline:
         future = self._futures[index]
         if future is None:
             raise KeyError(f"URL {index} was not submitted, or its result was taken")
-        concurrent.futures.wait([future, self._producer], return_when=concurrent.futures.FIRST_COMPLETED)
+        if not future.done():
+            concurrent.futures.wait([future, self._producer], return_when=concurrent.futures.FIRST_COMPLETED)
         if not future.done() and self._producer.exception() is not None:
             raise PartitionError(f"download pipeline stopped: {self._producer.exception()!r}")
         outcome = future.result()
