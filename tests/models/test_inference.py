@@ -118,3 +118,12 @@ def test_the_model_runs_while_the_next_batch_decodes():
         decoded = prefetch.take(batch)
         model.forward([decoded.values[0]])
     assert seen == [True, True]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_names_the_setting():
+    from curation.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="embed.device: cuda requested"):
+        Inference(MeanColour(), "cuda", config_key="embed.device")
+    assert Inference(MeanColour(), "auto").info() == {"device": "cpu", "precision": "fp32", "decode_threads": 1}
