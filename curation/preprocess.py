@@ -18,10 +18,11 @@ it into a sample status ``failed_decode:<reason>``.
 
 from __future__ import annotations
 
+import functools
 import io
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -145,13 +146,32 @@ def _resize_crop(img, spec: PreprocessSpec) -> np.ndarray:
     return np.asarray(img.crop((left, top, left + crop, top + crop)), dtype=np.uint8)
 
 
+class PendingBatch:
+    """Decoding in flight on an executor; :meth:`result` waits and returns the :class:`DecodedBatch`."""
+
+    def __init__(self, pending, image_size: int):
+        self._pending = pending
+        self._image_size = image_size
+
+    def result(self) -> DecodedBatch:
+        return stack(self._pending.result(), self._image_size)
+
+
+def submit_batch(
+    items: Sequence, spec: PreprocessSpec, executor: Executor | None, fetch: Callable | None = None
+) -> PendingBatch:
+    """Start decoding ``items`` on ``executor`` and return at once (see
+    :func:`curation.models.inference.submit`: items may be keys that ``fetch`` reads)."""
+    from curation.models.inference import submit
+
+    return PendingBatch(submit(items, functools.partial(decode, spec=spec), executor, fetch), spec.image_size)
+
+
 def decode_batch(
     blobs: Sequence[bytes | None], spec: PreprocessSpec, executor: Executor | None = None
 ) -> DecodedBatch:
     """Decode ``blobs`` into one ``(B, S, S, 3)`` uint8 array; on ``executor`` threads if given."""
-    from curation.models.inference import submit
-
-    return stack(submit(blobs, lambda data: decode(data, spec), executor).result(), spec.image_size)
+    return submit_batch(blobs, spec, executor).result()
 
 
 def stack(decoded, image_size: int) -> DecodedBatch:

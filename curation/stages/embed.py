@@ -19,7 +19,6 @@ in their stats.
 from __future__ import annotations
 
 import collections
-import functools
 import json
 import logging
 from pathlib import Path
@@ -33,7 +32,7 @@ from curation import embeddings, tables
 from curation.atomic import atomic_path
 from curation.config import Section
 from curation.errors import ConfigError
-from curation.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, decode
+from curation.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, submit_batch
 from curation.sources import ImageSetConfig, check_exists, iter_images
 from curation.stages.base import GlobalStep, MapStep, Resources, Stage
 from curation.stages.registry import register
@@ -104,23 +103,15 @@ class Embedder:
             **self.inference.info(),
         }
 
-    def forward(self, pixels) -> np.ndarray:
-        """``B`` uint8 ``(S, S, 3)`` images -> L2-normalised float32 embeddings ``(B, D)``."""
+    def forward(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 ``(B, S, S, 3)`` -> L2-normalised float32 embeddings ``(B, D)``."""
         import torch
         import torch.nn.functional as F
 
         return F.normalize(torch.from_numpy(self.inference.forward(pixels)), dim=1).numpy()
 
     def submit(self, items, fetch=None):
-        """Start decoding ``items`` (or ``fetch(item)``) on the decode threads; ``.result()`` is a
-        :class:`~curation.models.inference.Decoded` of ``(S, S, 3)`` crops."""
-        return self.inference.submit(items, functools.partial(decode, spec=self.spec), fetch)
-
-    def embed(self, decoded, writer) -> None:
-        """Append the embeddings of the decoded images of a batch to ``writer``."""
-        ok = np.flatnonzero(decoded.ok)
-        if len(ok):
-            writer.append(self.forward([decoded.values[i] for i in ok]))
+        return submit_batch(items, self.spec, self.inference.pool, fetch)
 
 
 def _decoded_columns(table: pa.Table, decoded, first_row: int) -> pa.Table:
@@ -179,12 +170,12 @@ class EmbedPool(MapStep):
     def process_batch(self, batch: pa.Table) -> pa.Table:
         decoded = self.prefetch.take(batch)
         alive = tables.alive(batch)
-        for i in np.flatnonzero(~alive):  # dropped rows were never decoded; keep them out of the counts
-            decoded.values[i] = decoded.reasons[i] = decoded.errors[i] = None
+        decoded.ok &= alive  # dropped rows were never decoded; keep them out of the counts
+        decoded.reasons = [r if a else None for r, a in zip(decoded.reasons, alive)]
         out = _decoded_columns(batch, decoded, self.writer.rows)
-        self.embedder.embed(decoded, self.writer)
-        ok = decoded.ok
-        self.counts.update(embedded=int(ok.sum()), failed_decode=int((alive & ~ok).sum()))
+        if decoded.ok.any():
+            self.writer.append(self.embedder.forward(decoded.pixels[decoded.ok]))
+        self.counts.update(embedded=int(decoded.ok.sum()), failed_decode=int((alive & ~decoded.ok).sum()))
         return out
 
     def close(self) -> dict[str, Any]:
@@ -222,7 +213,8 @@ class EmbedCurated(GlobalStep):
                 pending += [(c, embedder.submit([blob for _, blob, _ in c])) for c in _take(batches, 1)]
                 decoded = job.result()
                 parts.append(_curated_table(chunk, decoded, writer.rows))
-                embedder.embed(decoded, writer)
+                if decoded.ok.any():
+                    writer.append(embedder.forward(decoded.pixels[decoded.ok]))
             writer.close()
         table = pa.concat_tables(parts) if parts else _curated_table([], None, 0)
         tables.write_parquet(table, table_path)  # written last: marks the dataset done
