@@ -33,10 +33,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from curation.errors import CheckpointError
+from curation.models.inference import Inference
 
 if TYPE_CHECKING:
     from curation.models.inference import Decoded as DecodedBatch
-    from curation.models.inference import Inference
 
 log = logging.getLogger(__name__)
 
@@ -183,9 +183,14 @@ def _resize(img, spec: Preprocess) -> np.ndarray:
     return np.asarray(img.resize(size, Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
-def describe(blobs, embed: Inference, spec: Preprocess, draft: bool = True):
-    """Decode (on ``embed``'s threads) and describe a batch of encoded images; see :func:`describe_decoded`."""
-    return describe_decoded(embed.submit(blobs, decoder(spec, draft)).result(), embed, spec)
+def describe(blobs, embed: Embedder, spec: Preprocess, draft: bool = True, pool=None):
+    """Decode and describe a batch of encoded images; see :func:`describe_decoded`.
+
+    ``pool``: an executor to decode on (None: ``embed``'s decode threads).
+    """
+    from curation.models.inference import submit
+
+    return describe_decoded(submit(blobs, decoder(spec, draft), pool or embed.pool).result(), embed, spec)
 
 
 def decoder(spec: Preprocess, draft: bool = True):
@@ -193,7 +198,7 @@ def decoder(spec: Preprocess, draft: bool = True):
     return functools.partial(decode, spec=spec, draft=draft)
 
 
-def describe_decoded(decoded: DecodedBatch, embed: Inference, spec: Preprocess):
+def describe_decoded(decoded: DecodedBatch, embed: Embedder, spec: Preprocess):
     """Descriptors of a decoded batch (values from :func:`decode`).
 
     Returns ``(thumbs (m, s, s) uint8, desc (m, dims) float32, width (m,),
@@ -208,7 +213,7 @@ def describe_decoded(decoded: DecodedBatch, embed: Inference, spec: Preprocess):
     reasons = [f"failed_decode:{r}" if r else None for r in decoded.reasons]
     errors = list(decoded.errors)
     ok = np.flatnonzero(decoded.ok).tolist()
-    desc = embed.forward([values[i].pixels for i in ok])
+    desc = embed([values[i].pixels for i in ok])
     for j, why in enumerate(bad_rows(desc)):
         if why:
             reasons[ok[j]], errors[ok[j]] = f"failed_descriptor:{why}", f"the descriptor is {why}"
@@ -222,7 +227,7 @@ def describe_decoded(decoded: DecodedBatch, embed: Inference, spec: Preprocess):
     return thumbs, desc[keep], size[:, 0], size[:, 1], reasons, errors
 
 
-def describe_all(images, embed: Inference, spec: Preprocess, draft: bool = True, batch: int = 256):
+def describe_all(images, embed: Embedder, spec: Preprocess, draft: bool = True, batch: int = 256):
     """Descriptors of a stream of ``(key, bytes)``: ``(keys, desc (m, dims), failures)``.
 
     Only the images that decode and give a valid descriptor are returned. The
@@ -231,7 +236,7 @@ def describe_all(images, embed: Inference, spec: Preprocess, draft: bool = True,
     import itertools
 
     keys: list[str] = []
-    parts = [np.zeros((0, embed.dim), np.float32)]
+    parts = [np.zeros((0, embed.dims), np.float32)]
     failed = 0
     stream = iter(images)
     decode_one = decoder(spec, draft)
@@ -251,9 +256,18 @@ def describe_all(images, embed: Inference, spec: Preprocess, draft: bool = True,
     return keys, np.concatenate(parts), failed
 
 
-def embedder(model: nn.Module, device: str = "auto", batch_size: int = 64, dims: int = 512,
-             threads: int = 1) -> Inference:
-    """Batched descriptors on one device (fp16 autocast on CUDA), decoded on ``threads`` threads."""
-    from curation.models.inference import Inference
+class Embedder(Inference):
+    """Batched SSCD descriptors on one device (fp16 autocast on CUDA), decoded on ``threads`` threads."""
 
-    return Inference(model, device, "fp16", batch_size, threads, dim=dims, config_key="dedup.descriptor.device")
+    def __init__(self, model: nn.Module, device: str = "auto", batch_size: int = 64, dims: int = 512,
+                 threads: int = 1):
+        super().__init__(model, device, "fp16", batch_size, threads, dim=dims,
+                         config_key="dedup.descriptor.device")
+
+    @property
+    def dims(self) -> int:
+        return self.dim
+
+    def __call__(self, pixels: list[np.ndarray]) -> np.ndarray:
+        """``B`` arrays ``(H, W, 3) uint8`` -> raw descriptors ``(B, dims) float32`` (:meth:`forward`)."""
+        return self.forward(pixels)

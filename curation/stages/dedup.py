@@ -66,7 +66,7 @@ def load_descriptor_model(cfg: DedupConfig, seed: int):
     model, source = sscd.load(d.weights, d.backbone, d.dims, d.gem_p, seed=seed)
     spec = sscd.Preprocess(d.resize, d.image_size, cfg.hashing.thumb_size, cfg.hashing.method == "phash")
     threads = decode_thread_count(0, d.num_cpus)
-    return sscd.embedder(model, d.device, d.batch_size, d.dims, threads), spec, source
+    return sscd.Embedder(model, d.device, d.batch_size, d.dims, threads), spec, source
 
 
 class Features(MapStep):

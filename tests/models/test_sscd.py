@@ -141,7 +141,7 @@ def test_describe_batches_and_reports_failures(model):
     spec = sscd.Preprocess("short_edge", 48, 16)
     blobs = [_jpeg(skimage.data.chelsea()), b"not an image", None, _jpeg(skimage.data.astronaut()),
              _jpeg(skimage.data.chelsea())[:200]]
-    embed = sscd.embedder(model, "cpu", batch_size=2, dims=32, threads=2)
+    embed = sscd.Embedder(model, "cpu", batch_size=2, dims=32, threads=2)
     thumbs, desc, width, height, reasons, errors = sscd.describe(blobs, embed, spec)
     assert reasons == [None, "failed_decode:unidentified_image", "failed_decode:missing_image", None,
                        "failed_decode:broken_image"]
@@ -149,8 +149,8 @@ def test_describe_batches_and_reports_failures(model):
     assert thumbs.shape == (2, 16, 16) and desc.shape == (2, 32)
     assert width.tolist() == [451, 512] and height.tolist() == [300, 512]
     # Batching by shape gives the same descriptors as one image at a time.
-    single = sscd.embedder(model, "cpu", batch_size=1, dims=32)
-    assert np.allclose(single.forward([sscd.decode(blobs[3], spec).pixels])[0], desc[1], atol=1e-5)
+    single = sscd.Embedder(model, "cpu", batch_size=1, dims=32)
+    assert np.allclose(single([sscd.decode(blobs[3], spec).pixels])[0], desc[1], atol=1e-5)
 
 
 class _Broken(torch.nn.Module):
@@ -164,7 +164,7 @@ class _Broken(torch.nn.Module):
 def test_nan_and_zero_descriptors_are_rejected_with_a_reason():
     spec = sscd.Preprocess("square", 32, 16)
     blobs = [_jpeg(np.zeros((40, 40, 3), np.uint8)), _jpeg(np.full((40, 40, 3), 255, np.uint8))]
-    thumbs, desc, _, _, reasons, errors = sscd.describe(blobs, sscd.embedder(_Broken(), "cpu", dims=4), spec)
+    thumbs, desc, _, _, reasons, errors = sscd.describe(blobs, sscd.Embedder(_Broken(), "cpu", dims=4), spec)
     assert reasons == ["failed_descriptor:zero", "failed_descriptor:nan"]
     assert errors == ["the descriptor is zero", "the descriptor is nan"]
     assert thumbs.shape == (0, 16, 16) and desc.shape == (0, 4)
