@@ -1,19 +1,26 @@
-"""Download stage vs img2dataset on the same loopback corpus, same machine, same run.
+"""Download stage vs img2dataset on the same loopback corpora, same machine, same run.
 
-A fixed corpus of generated JPEGs (photographic crops of scikit-image and
-scikit-learn sample photos, 300-3000 px long side, grain added, quality
-75-95; deterministic from the seed) is served from memory by an aiohttp
-server in its own process on 127.0.0.1. Both tools fetch the same URL list
-with the same settings: resize so that the shorter side is at most 256 px
-(never upscaled), JPEG quality 90, webdataset tars, the same shard size,
-and the same budget of processes x concurrent requests. img2dataset runs
-from its own virtual environment (``bench/.venv-img2dataset``, created on
-first use). The download stage runs through the real runner on a local Ray
-(``--backend local`` runs it in-process instead). Runs alternate between the
-tools; the rate is successful images per second of wall time of the
-download itself (Ray start-up and the corpus excluded for both).
+Two generated corpora (photographic crops of scikit-image and scikit-learn
+sample photos with sensor-like grain, JPEG quality 75-95, deterministic from
+the seed): ``web``, 300-3000 px on the long side, and ``camera``, phone and
+camera photos of 3000-4500 px (4:3, 3:2 or 16:9, either orientation). Each is
+served from memory by an aiohttp server in its own process on 127.0.0.1.
+Both tools fetch the same URL list with the same settings: resize so that
+the shorter side is at most ``--sizes`` px (never upscaled), JPEG quality 90,
+webdataset tars, the same shard size, and the same budget of processes x
+concurrent requests. img2dataset runs from its own virtual environment
+(``bench/.venv-img2dataset``, created on first use, or ``--img2dataset-python``).
+The download stage runs through the real runner on a local Ray with its
+default worker settings (decode threads from the worker's CPUs); ``--backend
+local`` runs it in-process instead.
 
-    python bench/bench_download.py --n 2000 --workers 2 --concurrency 32 --repeats 2
+Per corpus and size, runs alternate between the tools (who goes first swaps
+each repeat). For each run: successful images per second of wall time of the
+download itself (Ray start-up and the corpus excluded for both), the share of
+the machine's CPU that was busy (``/proc/stat``, everything the machine ran)
+and the share used by the tool's own processes (CPU time / wall time / CPUs).
+
+    python bench/bench_download.py --styles web,camera --sizes 512,256 --repeats 2
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venv-img2dataset"
 CACHE = HERE / ".cache" / "download"
+# Long-side range in pixels, and the aspect ratios (long / short) drawn from; None: any in [1, 2].
+STYLES = {"web": ((300, 3000), None), "camera": ((3000, 4500), (4 / 3, 3 / 2, 16 / 9))}
 
 
 # --- corpus -------------------------------------------------------------------------------------
@@ -48,20 +57,24 @@ def _photos() -> list[np.ndarray]:
     return photos + list(load_sample_images().images)
 
 
-def _make_image(args: tuple[int, int, str]) -> int:
+def _make_image(args: tuple[int, int, str, str]) -> int:
     """One corpus JPEG: a random crop of a sample photo at a random size, with sensor-like grain."""
-    index, seed, path = args
+    index, seed, path, style = args
     from PIL import Image
 
+    (low, high), aspects = STYLES[style]
     rng = np.random.default_rng([seed, index])
     photos, grain = _sources()
     photo = photos[rng.integers(len(photos))]
     h, w = photo.shape[:2]
-    aspect = float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))  # width / height
+    if aspects is None:
+        aspect = float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))  # width / height
+    else:
+        aspect = float(aspects[rng.integers(len(aspects))]) ** (1 if rng.random() < 0.7 else -1)
     ch = int(min(h, w / aspect) * rng.uniform(0.6, 1.0))
     cw = max(16, min(w, int(ch * aspect)))
     y, x = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-    long_side = int(rng.uniform(300, 3000))
+    long_side = int(rng.uniform(low, high))
     scale = long_side / max(cw, ch)
     size = (max(16, round(cw * scale)), max(16, round(ch * scale)))
     image = np.asarray(Image.fromarray(photo[y:y + ch, x:x + cw]).resize(size, Image.BILINEAR), np.int16)
@@ -87,18 +100,19 @@ def _sources() -> tuple[list[np.ndarray], np.ndarray]:
     return _SOURCES
 
 
-def make_corpus(n: int, seed: int) -> Path:
-    root = CACHE / f"corpus-{n}-{seed}"
+def make_corpus(n: int, seed: int, style: str = "web") -> Path:
+    root = CACHE / (f"corpus-{n}-{seed}" if style == "web" else f"corpus-{style}-{n}-{seed}")
     if (root / "done.json").exists():
         return root
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    jobs = [(i, seed, str(root / f"{i:06d}.jpg")) for i in range(n)]
+    jobs = [(i, seed, str(root / f"{i:06d}.jpg"), style) for i in range(n)]
     started = time.time()
     with multiprocessing.Pool(2) as pool:
-        sizes = pool.map(_make_image, jobs, chunksize=16)
-    (root / "done.json").write_text(json.dumps({"n": n, "seed": seed, "bytes": sum(sizes)}))
-    print(f"corpus: {n} JPEGs, {sum(sizes) / 2**20:.0f} MiB, made in {time.time() - started:.0f} s", flush=True)
+        sizes = pool.map(_make_image, jobs, chunksize=4)
+    (root / "done.json").write_text(json.dumps({"n": n, "seed": seed, "style": style, "bytes": sum(sizes)}))
+    print(f"corpus {style}: {n} JPEGs, {sum(sizes) / 2**20:.0f} MiB, made in {time.time() - started:.0f} s",
+          flush=True)
     return root
 
 
@@ -169,29 +183,34 @@ def run_curation(url_list: Path, out: Path, args) -> dict:
                      "total_timeout": 30},
             "image": {"resize": "shorter_side", "size": args.size, "jpeg_quality": args.quality},
             "exact_dedup": False,
-            "worker": {"num_cpus": 1, "decode_threads": args.decode_threads},
+            "worker": {"num_cpus": 1},
         },
     }
+    if args.decode_threads:  # else the stage's default: from the worker's CPUs
+        data["download"]["worker"]["decode_threads"] = args.decode_threads
     config = cfg.validate(data)
     if args.backend == "ray":
         from curation.runner.ray_backend import RayBackend, init_ray
 
+        os.environ.setdefault("RAY_ADDRESS", "local")  # a cluster of its own, not one found running
         init_ray(config.ray)  # a running cluster: its start-up is not timed
         backend = RayBackend(config.runner)
     else:
         from curation.runner.local import LocalBackend
 
         backend = LocalBackend(0)
-    started = time.perf_counter()
-    report = run(config, backend, ["download"])
-    seconds = time.perf_counter() - started
+    from cpushare import CpuMeter
+
+    with CpuMeter(exclude={args.server_pid}) as meter:
+        report = run(config, backend, ["download"])
     if args.backend == "ray":
         import ray
 
         ray.shutdown()  # so that the other tool runs on a machine without an idle cluster
     counts = report.stages["download"]["counts"]
     step = out / "stages/download/fetch"
-    return {"seconds": seconds, "success": counts.get("success", 0), "counts": counts,
+    return {"seconds": meter.seconds, "machine": meter.machine, "tool": meter.tool,
+            "success": counts.get("success", 0), "counts": counts,
             "bytes": sum(p.stat().st_size for p in step.glob("*.tar")), "megapixels": _megapixels(step)}
 
 
@@ -206,23 +225,28 @@ def _megapixels(folder: Path) -> float:
     return total / 1e6
 
 
+# Measured inside img2dataset's own process, around the same call as the stage's.
 I2D_SCRIPT = """
-import json, sys, time
+import json, sys
+sys.path.insert(0, sys.argv[2])
+from cpushare import CpuMeter
 from img2dataset import download
 args = json.loads(sys.argv[1])
-started = time.perf_counter()
-download(**args)
-print("RESULT", json.dumps({"seconds": time.perf_counter() - started}))
+with CpuMeter() as meter:
+    download(**args)
+print("RESULT", json.dumps({"seconds": meter.seconds, "machine": meter.machine, "tool": meter.tool}))
 """
 
 
-def ensure_img2dataset() -> Path:
+def ensure_img2dataset(python: Path | None) -> Path:
+    if python is not None:
+        return python
     python = VENV / "bin" / "python"
     probe = [str(python), "-c", "import img2dataset"]
     if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
         return python
     subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "img2dataset"], check=True)
+    subprocess.run([str(VENV / "bin" / "pip"), "install", "-q", "img2dataset==1.47.0"], check=True)
     return python
 
 
@@ -236,13 +260,13 @@ def run_img2dataset(python: Path, url_list: Path, out: Path, args) -> dict:
         "timeout": 30, "enable_wandb": False, "compute_hash": "sha256",
     }
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([str(python), "-c", I2D_SCRIPT, json.dumps(options)], capture_output=True, text=True,
-                          env=env, cwd=str(out.parent))
+    proc = subprocess.run([str(python), "-c", I2D_SCRIPT, json.dumps(options), str(HERE)], capture_output=True,
+                          text=True, env=env, cwd=str(out.parent))
     line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"img2dataset failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     stats = [json.loads(p.read_text()) for p in out.glob("*_stats.json")]
-    return {"seconds": json.loads(line[7:])["seconds"], "success": sum(s["successes"] for s in stats),
+    return {**json.loads(line[7:]), "success": sum(s["successes"] for s in stats),
             "counts": {"success": sum(s["successes"] for s in stats),
                        "failed_to_download": sum(s["failed_to_download"] for s in stats),
                        "failed_to_resize": sum(s["failed_to_resize"] for s in stats)},
@@ -282,25 +306,38 @@ def compare_clients(urls: list[str], concurrency: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=2000, help="corpus size (JPEGs)")
+    parser.add_argument("--styles", default="web,camera", help="corpora: web (300-3000 px), camera (3000-4500 px)")
+    parser.add_argument("--n-web", type=int, default=1000, help="web corpus size (JPEGs)")
+    parser.add_argument("--n-camera", type=int, default=150, help="camera corpus size (JPEGs)")
+    parser.add_argument("--sizes", default="512,256", help="shorter-side bounds in pixels")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="processes (img2dataset) = actors (curation)")
     parser.add_argument("--concurrency", type=int, default=32, help="threads (img2dataset) = requests per actor")
-    parser.add_argument("--decode-threads", type=int, default=1, help="decode threads per curation actor")
-    parser.add_argument("--size", type=int, default=256, help="shorter side bound in pixels")
+    parser.add_argument("--decode-threads", type=int, default=0, help="decode threads per actor (0: default)")
     parser.add_argument("--quality", type=int, default=90)
     parser.add_argument("--shard-size", type=int, default=250, help="samples per shard = partition size")
-    parser.add_argument("--repeats", type=int, default=1, help="alternating runs of each tool")
+    parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each tool per setting")
     parser.add_argument("--backend", choices=["ray", "local"], default="ray")
     parser.add_argument("--skip-img2dataset", action="store_true")
+    parser.add_argument("--img2dataset-python", type=Path, help="python of a venv with img2dataset 1.47")
     parser.add_argument("--compare-clients", action="store_true",
                         help="also time fetching alone with aiohttp vs a thread pool (one process)")
     args = parser.parse_args()
 
-    corpus = make_corpus(args.n, args.seed)
-    python = None if args.skip_img2dataset else ensure_img2dataset()
+    python = None if args.skip_img2dataset else ensure_img2dataset(args.img2dataset_python)
+    rows = []
+    for style in args.styles.split(","):
+        corpus = make_corpus(args.n_web if style == "web" else args.n_camera, args.seed, style)
+        rows += bench_corpus(style, corpus, python, args)
+    _summary(rows, args)
+
+
+def bench_corpus(style: str, corpus: Path, python: Path | None, args) -> list[dict]:
+    """Every size on one corpus, tools alternating; one summary row per size."""
     server, base = start_server(corpus)
+    args.server_pid = server.pid
     work = Path(tempfile.mkdtemp(prefix="bench-download-"))
+    rows = []
     try:
         url_list = work / "urls.parquet"
         count = write_list(corpus, base, url_list)
@@ -310,38 +347,70 @@ def main() -> None:
             urls = pq.read_table(url_list).column("url").to_pylist()
             for name, rate in compare_clients(urls, args.concurrency).items():
                 print(f"fetch only, {name}: {rate:.0f} responses/s", flush=True)
-        results: dict[str, list[dict]] = {"curation": [], "img2dataset": []}
-        for repeat in range(args.repeats):
-            out = work / f"curation-{repeat}"
-            results["curation"].append(run_curation(url_list, out, args))
-            print(f"curation    run {repeat}: {_line(results['curation'][-1])}", flush=True)
-            if python is not None:
-                out = work / f"img2dataset-{repeat}"
-                out.mkdir()
-                results["img2dataset"].append(run_img2dataset(python, url_list, out, args))
-                print(f"img2dataset run {repeat}: {_line(results['img2dataset'][-1])}", flush=True)
-        _summary(results, count, args)
+        for size in (int(s) for s in args.sizes.split(",")):
+            args.size = size
+            load = os.getloadavg()[0]
+            runs: dict[str, list[dict]] = {"curation": [], "img2dataset": []}
+            for repeat in range(args.repeats):
+                tools = ["curation"] + (["img2dataset"] if python is not None else [])
+                for tool in tools if repeat % 2 == 0 else tools[::-1]:
+                    out = work / f"{tool}-{size}-{repeat}"
+                    out.mkdir()
+                    result = (run_curation(url_list, out, args) if tool == "curation"
+                              else run_img2dataset(python, url_list, out, args))
+                    shutil.rmtree(out, ignore_errors=True)
+                    runs[tool].append(result)
+                    print(f"{style} {size}px {tool:11s} run {repeat}: {_line(result)}", flush=True)
+            rows.append(_row(style, size, count, runs, (load, os.getloadavg()[0])))
     finally:
         server.terminate()
         shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
+def _cpu_ms(result: dict) -> float:
+    """CPU time of the tool's processes per stored image, in ms: what the load of others moves least."""
+    return 1000 * result["tool"] * result["seconds"] * os.cpu_count() / max(result["success"], 1)
 
 
 def _line(result: dict) -> str:
     return (f"{result['success']} images in {result['seconds']:.1f} s = {result['success'] / result['seconds']:.1f} "
-            f"img/s, {result['megapixels']:.1f} stored Mpx, {result['bytes'] / 2**20:.1f} MiB of tars, "
-            f"{result['counts']}")
+            f"img/s, CPU busy: machine {result['machine']:.0%}, tool {result['tool']:.0%} "
+            f"({_cpu_ms(result):.1f} ms of CPU per image); "
+            f"{result['megapixels']:.1f} stored Mpx, {result['bytes'] / 2**20:.1f} MiB of tars, {result['counts']}")
 
 
-def _summary(results: dict[str, list[dict]], count: int, args) -> None:
-    rates = {tool: statistics.median(r["success"] / r["seconds"] for r in runs)
-             for tool, runs in results.items() if runs}
+def _row(style: str, size: int, count: int, runs: dict[str, list[dict]], load: tuple[float, float]) -> dict:
+    row = {"style": style, "size": size, "urls": count, "load_before": round(load[0], 1),
+           "load_after": round(load[1], 1)}
+    for tool, results in runs.items():
+        if results:
+            row[tool] = {"img_s": statistics.median(r["success"] / r["seconds"] for r in results),
+                         "machine": statistics.median(r["machine"] for r in results),
+                         "tool": statistics.median(r["tool"] for r in results),
+                         "cpu_ms": statistics.median(_cpu_ms(r) for r in results), "runs": len(results)}
+    if "curation" in row and "img2dataset" in row:
+        row["ratio"] = row["curation"]["img_s"] / row["img2dataset"]["img_s"]
+    return row
+
+
+def _summary(rows: list[dict], args) -> None:
     where = "Ray (local cluster)" if args.backend == "ray" else "in-process runner"
-    print(f"\n{count} URLs, {args.workers} workers x {args.concurrency} requests, shorter side <= {args.size}, "
-          f"q{args.quality}, curation on {where}, {os.cpu_count()} CPUs")
-    for tool, rate in rates.items():
-        print(f"  {tool:12s} {rate:8.1f} img/s (median of {len(results[tool])})")
-    if len(rates) == 2:
-        print(f"  ratio curation / img2dataset: {rates['curation'] / rates['img2dataset']:.2f}x")
+    print(f"\n{args.workers} workers x {args.concurrency} requests, q{args.quality}, curation on {where}, "
+          f"{os.cpu_count()} CPUs; medians; busy = machine (/proc/stat) / the tool's own processes; "
+          "ms/img = the tool's CPU time per image")
+    print(f"{'corpus':8s} {'size':>5s} | {'curation img/s':>14s} {'busy':>9s} {'ms/img':>6s} | "
+          f"{'img2dataset img/s':>17s} {'busy':>9s} {'ms/img':>6s} | {'ratio':>6s} {'load avg':>10s}")
+    for row in rows:
+        cells = []
+        for tool, width in (("curation", 14), ("img2dataset", 17)):
+            r = row.get(tool)
+            cells.append(f"{r['img_s']:{width}.1f} {r['machine']:4.0%}/{r['tool']:4.0%} {r['cpu_ms']:6.1f} |" if r
+                         else f"{'-':>{width}s} {'':16s} |")
+        ratio = f"{row['ratio']:5.2f}x" if "ratio" in row else "     -"
+        print(f"{row['style']:8s} {row['size']:5d} | {cells[0]} {cells[1]} {ratio} "
+              f"{row['load_before']:4.1f}-{row['load_after']:4.1f}")
+    print(json.dumps(rows))
 
 
 if __name__ == "__main__":

@@ -5,11 +5,12 @@ resize the short side to ``resize_size`` (bicubic), centre-crop ``image_size``,
 scale to [0, 1] and normalise with the ImageNet mean and std. It is split in
 two halves so that the expensive one runs where it is cheapest:
 
-- :func:`decode_batch` (CPU, in a thread pool: Pillow releases the GIL while
-  decoding and resampling) turns encoded images into one uint8 array
-  ``(B, S, S, 3)``, four times smaller to move to the GPU than floats;
-- :func:`normalise` (on the model's device) turns that into the float
-  ``(B, 3, S, S)`` batch the model takes.
+- :func:`decode` (CPU, on the decode threads of
+  :class:`curation.models.inference.Inference`: Pillow releases the GIL while
+  decoding and resampling) turns an encoded image into a uint8 ``(S, S, 3)``
+  crop, four times smaller to move to the GPU than floats;
+- :func:`normalise` (on the model's device) turns a batch of them into the
+  float ``(B, 3, S, S)`` batch the model takes.
 
 A failed decode is a per-image reason, never an exception: the caller turns
 it into a sample status ``failed_decode:<reason>``.
@@ -17,10 +18,11 @@ it into a sample status ``failed_decode:<reason>``.
 
 from __future__ import annotations
 
+import functools
 import io
-from concurrent.futures import Executor, Future
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -147,58 +149,38 @@ def _resize_crop(img, spec: PreprocessSpec) -> np.ndarray:
 class PendingBatch:
     """Decoding in flight on an executor; :meth:`result` waits and returns the :class:`DecodedBatch`."""
 
-    def __init__(self, futures: list[Future], batch: DecodedBatch):
-        self._futures = futures
-        self._batch = batch
+    def __init__(self, pending, image_size: int):
+        self._pending = pending
+        self._image_size = image_size
 
     def result(self) -> DecodedBatch:
-        for future in self._futures:
-            future.result()  # re-raises what is not a DecodeError (an unreadable tar, ...)
-        return self._batch
-
-
-def _decoder(items: Sequence[Any], spec: PreprocessSpec, fetch: Callable[[Any], bytes | None] | None):
-    """An empty :class:`DecodedBatch` for ``items`` and the function that fills its row ``i``."""
-    n = len(items)
-    batch = DecodedBatch(
-        np.zeros((n, spec.image_size, spec.image_size, 3), dtype=np.uint8),
-        np.zeros(n, dtype=bool),
-        [None] * n,
-        [None] * n,
-    )
-
-    def one(i: int) -> None:
-        try:
-            batch.pixels[i] = decode(fetch(items[i]) if fetch else items[i], spec)
-            batch.ok[i] = True
-        except DecodeError as err:
-            batch.reasons[i], batch.errors[i] = err.reason, str(err)[:500]
-
-    return batch, one
+        return stack(self._pending.result(), self._image_size)
 
 
 def submit_batch(
-    items: Sequence[Any], spec: PreprocessSpec, executor: Executor, fetch: Callable[[Any], bytes | None] | None = None
+    items: Sequence, spec: PreprocessSpec, executor: Executor | None, fetch: Callable | None = None
 ) -> PendingBatch:
-    """Start decoding ``items`` on ``executor`` and return at once.
+    """Start decoding ``items`` on ``executor`` and return at once (see
+    :func:`curation.models.inference.submit`: items may be keys that ``fetch`` reads)."""
+    from curation.models.inference import submit
 
-    Items are encoded images, or anything ``fetch`` turns into one (a key
-    read from a tar, say), so that reading happens on the threads too.
-    """
-    batch, one = _decoder(items, spec, fetch)
-    return PendingBatch([executor.submit(one, i) for i in range(len(items))], batch)
+    return PendingBatch(submit(items, functools.partial(decode, spec=spec), executor, fetch), spec.image_size)
 
 
 def decode_batch(
     blobs: Sequence[bytes | None], spec: PreprocessSpec, executor: Executor | None = None
 ) -> DecodedBatch:
     """Decode ``blobs`` into one ``(B, S, S, 3)`` uint8 array; on ``executor`` threads if given."""
-    if executor is not None:
-        return submit_batch(blobs, spec, executor).result()
-    batch, one = _decoder(blobs, spec, None)
-    for i in range(len(blobs)):
-        one(i)
-    return batch
+    return submit_batch(blobs, spec, executor).result()
+
+
+def stack(decoded, image_size: int) -> DecodedBatch:
+    """A :class:`curation.models.inference.Decoded` of eval crops as one :class:`DecodedBatch`."""
+    ok = decoded.ok
+    pixels = np.zeros((len(ok), image_size, image_size, 3), dtype=np.uint8)
+    for i in np.flatnonzero(ok):
+        pixels[i] = decoded.values[i]
+    return DecodedBatch(pixels, ok, list(decoded.reasons), list(decoded.errors))
 
 
 def normalise(pixels, mean=IMAGENET_MEAN, std=IMAGENET_STD, device=None):

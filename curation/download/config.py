@@ -107,7 +107,9 @@ class FacesConfig(Section):
 
 class WorkerConfig(Section):
     num_cpus: float = Field(1.0, gt=0, description="CPUs reserved by each download actor")
-    decode_threads: int = Field(1, ge=1, description="decode threads per actor")
+    decode_threads: int = Field(
+        0, ge=0, description="threads decoding, resizing and encoding per actor (0: two per CPU of 'num_cpus')"
+    )
     batch_size: int = Field(256, ge=1, description="rows per batch handed to an actor")
     window: int = Field(
         0, ge=0, description="samples fetched ahead of the writer per actor (0: 4 x http.concurrency)"

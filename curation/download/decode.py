@@ -3,8 +3,9 @@
 The format comes from the magic bytes, never from Content-Type. The size is
 read from the header and checked against ``max_pixels`` before a pixel is
 decoded, which stops decompression bombs. JPEGs are decoded at a reduced DCT
-scale when the target is much smaller (1/2, 1/4 or 1/8 of the side), where
-most of the decode time is saved. EXIF orientation is applied; transparency
+scale when the target is much smaller (a multiple of 1/8 of the side with
+simplejpeg; 1/2, 1/4 or 1/8 with Pillow), where most of the decode time is
+saved. EXIF orientation is applied; transparency
 is composited onto white; 16-bit data is reduced to 8 bits.
 """
 

@@ -21,6 +21,7 @@ from curation.download.pipeline import Outcome, Pipeline
 from curation.download.rows import Rows, precheck
 from curation.download.shardwriter import ShardWriter
 from curation.errors import PartitionError
+from curation.models.inference import decode_thread_count
 
 
 class PartitionJob:
@@ -28,9 +29,10 @@ class PartitionJob:
 
     def __init__(self, cfg, policy, processor, partition: int, urls: list[str | None], tar_path: Path,
                  metrics=None, seed: int = 0, repeated: dict[int, str] | None = None,
-                 unparseable: dict[int, str] | None = None):
+                 unparseable: dict[int, str] | None = None, threads=None):
         """``repeated``: rows whose URL appeared earlier in the input -> key of its first row;
-        ``unparseable``: rows whose input line could not be parsed -> where and why."""
+        ``unparseable``: rows whose input line could not be parsed -> where and why;
+        ``threads``: the worker's :class:`~curation.download.pipeline.Threads` (None: the job's own)."""
         self.cfg = cfg
         self.partition = partition
         self.urls = urls
@@ -39,8 +41,9 @@ class PartitionJob:
         self.pre_status, self.url_duplicate_of = precheck(keys, urls, policy, repeated or {}, self.unparseable)
         window = cfg.worker.window or 4 * cfg.http.concurrency
         fetch = [url if status is None else None for url, status in zip(urls, self.pre_status)]
-        self.pipeline = Pipeline(cfg.http, policy, processor, fetch, window, cfg.worker.decode_threads, seed,
-                                 cfg.worker.pending_bytes)
+        count = decode_thread_count(cfg.worker.decode_threads, cfg.worker.num_cpus)
+        self.pipeline = Pipeline(cfg.http, policy, processor, fetch, window, count, seed,
+                                 cfg.worker.pending_bytes, threads)
         self.tar = ShardWriter(tar_path)
         self.stats = PartitionStats(metrics)
         self.kept_by_sha: dict[str, str] = {}

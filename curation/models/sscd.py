@@ -20,10 +20,12 @@ it is given.
 
 from __future__ import annotations
 
+import functools
 import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,6 +33,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from curation.errors import CheckpointError
+from curation.models.inference import Inference
+
+if TYPE_CHECKING:
+    from curation.models.inference import Decoded as DecodedBatch
 
 log = logging.getLogger(__name__)
 
@@ -177,49 +183,55 @@ def _resize(img, spec: Preprocess) -> np.ndarray:
     return np.asarray(img.resize(size, Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
-def describe(blobs, embed: "Embedder", spec: Preprocess, draft: bool = True, pool=None):
-    """Decode and describe a batch of encoded images.
+def describe(blobs, embed: Embedder, spec: Preprocess, draft: bool = True, pool=None):
+    """Decode and describe a batch of encoded images; see :func:`describe_decoded`.
+
+    ``pool``: an executor to decode on (None: ``embed``'s decode threads).
+    """
+    from curation.models.inference import submit
+
+    return describe_decoded(submit(blobs, decoder(spec, draft), pool or embed.pool).result(), embed, spec)
+
+
+def decoder(spec: Preprocess, draft: bool = True):
+    """The decode function of :class:`~curation.models.inference.Inference` for SSCD inputs."""
+    return functools.partial(decode, spec=spec, draft=draft)
+
+
+def describe_decoded(decoded: DecodedBatch, embed: Embedder, spec: Preprocess):
+    """Descriptors of a decoded batch (values from :func:`decode`).
 
     Returns ``(thumbs (m, s, s) uint8, desc (m, dims) float32, width (m,),
     height (m,), reasons, errors)``: the arrays cover the ``m`` images that
     succeeded, in input order; ``reasons[i]`` is None for those and a status
     (``failed_decode:<why>``, ``failed_descriptor:nan|zero``) otherwise.
-    ``pool``: an executor to decode on (Pillow releases the GIL).
     """
     from curation.algorithms.knn import bad_rows
     from curation.algorithms.pca_hash import thumbnails
-    from curation.preprocess import DecodeError
 
-    reasons: list[str | None] = [None] * len(blobs)
-    errors: list[str | None] = [None] * len(blobs)
-
-    def one(i: int) -> Decoded | None:
-        try:
-            return decode(blobs[i], spec, draft)
-        except DecodeError as err:
-            reasons[i], errors[i] = f"failed_decode:{err.reason}", str(err)[:500]
-            return None
-
-    decoded = list(pool.map(one, range(len(blobs)))) if pool else [one(i) for i in range(len(blobs))]
-    ok = [i for i, d in enumerate(decoded) if d is not None]
-    desc = embed([decoded[i].pixels for i in ok]) if ok else np.zeros((0, embed.dims), np.float32)
+    values = decoded.values
+    reasons = [f"failed_decode:{r}" if r else None for r in decoded.reasons]
+    errors = list(decoded.errors)
+    ok = np.flatnonzero(decoded.ok).tolist()
+    desc = embed([values[i].pixels for i in ok])
     for j, why in enumerate(bad_rows(desc)):
         if why:
             reasons[ok[j]], errors[ok[j]] = f"failed_descriptor:{why}", f"the descriptor is {why}"
     good = [i for i in ok if reasons[i] is None]
     if spec.exact_thumb and good:
-        thumbs = np.stack([decoded[i].thumb for i in good])
+        thumbs = np.stack([values[i].thumb for i in good])
     else:
-        thumbs = thumbnails([decoded[i].pixels for i in good], spec.thumb_size)
-    size = np.array([(decoded[i].width, decoded[i].height) for i in good], np.int64).reshape(-1, 2)
+        thumbs = thumbnails([values[i].pixels for i in good], spec.thumb_size)
+    size = np.array([(values[i].width, values[i].height) for i in good], np.int64).reshape(-1, 2)
     keep = [j for j, i in enumerate(ok) if reasons[i] is None]
     return thumbs, desc[keep], size[:, 0], size[:, 1], reasons, errors
 
 
-def describe_all(images, embed: "Embedder", spec: Preprocess, draft: bool = True, batch: int = 256):
+def describe_all(images, embed: Embedder, spec: Preprocess, draft: bool = True, batch: int = 256):
     """Descriptors of a stream of ``(key, bytes)``: ``(keys, desc (m, dims), failures)``.
 
-    Only the images that decode and give a valid descriptor are returned.
+    Only the images that decode and give a valid descriptor are returned. The
+    next chunk decodes while the model describes the current one.
     """
     import itertools
 
@@ -227,52 +239,35 @@ def describe_all(images, embed: "Embedder", spec: Preprocess, draft: bool = True
     parts = [np.zeros((0, embed.dims), np.float32)]
     failed = 0
     stream = iter(images)
-    while chunk := list(itertools.islice(stream, batch)):
-        _, desc, _, _, reasons, _ = describe([data for _, data in chunk], embed, spec, draft)
+    decode_one = decoder(spec, draft)
+
+    def start():
+        chunk = list(itertools.islice(stream, batch))
+        return chunk, embed.submit([data for _, data in chunk], decode_one) if chunk else None
+
+    chunk, job = start()
+    while chunk:
+        following = start()
+        _, desc, _, _, reasons, _ = describe_decoded(job.result(), embed, spec)
         keys += [key for (key, _), why in zip(chunk, reasons) if why is None]
         parts.append(desc)
         failed += len(chunk) - len(desc)
+        chunk, job = following
     return keys, np.concatenate(parts), failed
 
 
-class Embedder:
-    """Batched descriptors on one device (fp16 autocast on CUDA)."""
+class Embedder(Inference):
+    """Batched SSCD descriptors on one device (fp16 autocast on CUDA), decoded on ``threads`` threads."""
 
-    def __init__(self, model: nn.Module, device: str = "auto", batch_size: int = 64, dims: int = 512):
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        if self.device.type == "cuda":
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.batch_size = batch_size
-        self.dims = dims
+    def __init__(self, model: nn.Module, device: str = "auto", batch_size: int = 64, dims: int = 512,
+                 threads: int = 1):
+        super().__init__(model, device, "fp16", batch_size, threads, dim=dims,
+                         config_key="dedup.descriptor.device")
+
+    @property
+    def dims(self) -> int:
+        return self.dim
 
     def __call__(self, pixels: list[np.ndarray]) -> np.ndarray:
-        """``B`` arrays ``(H, W, 3) uint8`` -> raw descriptors ``(B, dims) float32``.
-
-        Images are grouped by shape (one shape in ``square`` mode) so that
-        every forward pass is one batch tensor.
-        """
-        from curation.preprocess import normalise
-
-        shapes: dict[tuple, list[int]] = {}
-        for i, p in enumerate(pixels):
-            shapes.setdefault(p.shape, []).append(i)
-        out: np.ndarray | None = None
-        for rows in shapes.values():
-            for start in range(0, len(rows), self.batch_size):
-                chunk = rows[start : start + self.batch_size]
-                x = normalise(np.stack([pixels[i] for i in chunk]), device=self.device)
-                desc = self._forward(x)
-                if out is None:
-                    out = np.empty((len(pixels), desc.shape[1]), dtype=np.float32)
-                out[chunk] = desc
-        return out if out is not None else np.zeros((0, self.dims), dtype=np.float32)
-
-    def _forward(self, x: torch.Tensor) -> np.ndarray:
-        cuda = self.device.type == "cuda"
-        if cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
-            return self.model(x).float().cpu().numpy()
+        """``B`` arrays ``(H, W, 3) uint8`` -> raw descriptors ``(B, dims) float32`` (:meth:`forward`)."""
+        return self.forward(pixels)

@@ -55,13 +55,18 @@ def _gpu_workers(device: str) -> bool:
 
 
 def load_descriptor_model(cfg: DedupConfig, seed: int):
-    """``(embedder, preprocess spec, weights source)`` of the configured descriptor."""
+    """``(embedder, preprocess spec, weights source)`` of the configured descriptor.
+
+    The embedder decodes on two threads per CPU of ``descriptor.num_cpus``.
+    """
     from curation.models import sscd
+    from curation.models.inference import decode_thread_count
 
     d = cfg.descriptor
     model, source = sscd.load(d.weights, d.backbone, d.dims, d.gem_p, seed=seed)
     spec = sscd.Preprocess(d.resize, d.image_size, cfg.hashing.thumb_size, cfg.hashing.method == "phash")
-    return sscd.Embedder(model, d.device, d.batch_size, d.dims), spec, source
+    threads = decode_thread_count(0, d.num_cpus)
+    return sscd.Embedder(model, d.device, d.batch_size, d.dims, threads), spec, source
 
 
 class Features(MapStep):
@@ -77,11 +82,17 @@ class Features(MapStep):
         return max(256, self.cfg.descriptor.batch_size)
 
     def setup(self) -> None:
-        from concurrent.futures import ThreadPoolExecutor
+        from curation.models.inference import Prefetch
+        from curation.models.sscd import decoder
 
         self.embed, self.spec, self.source = load_descriptor_model(self.cfg, self.ctx.seed)
-        threads = self.cfg.descriptor.num_cpus
-        self.pool = ThreadPoolExecutor(threads) if threads > 1 else None
+        decode = decoder(self.spec, self.cfg.descriptor.draft)
+        self.prefetch = Prefetch(
+            lambda batch: self.embed.submit(batch.column("key").to_pylist(), decode, self._fetch), self.alive_only)
+
+    def _fetch(self, key: str) -> bytes | None:
+        # On the decode threads: TarImages opens the file per read. None: missing_image.
+        return self.images.get(key) if key in self.images else None
 
     def open(self, partition: int, out: PartitionOutput) -> None:
         from curation.imagestore import pool_images
@@ -90,14 +101,18 @@ class Features(MapStep):
         self.thumbs: list[np.ndarray] = []
         self.descs: list[np.ndarray] = []
         self.rows = 0
+        self.prefetch.clear()
+
+    def read(self, partition: int) -> Iterator[pa.Table]:
+        """Input batches, each yielded once the next one's decoding has started."""
+        return self.prefetch.ahead(super().read(partition))
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
-        from curation.models.sscd import describe
+        from curation.models.sscd import describe_decoded
 
         keys = batch.column("key").to_pylist()
-        blobs = [self.images.get(k) if k in self.images else None for k in keys]  # None: missing_image
-        thumbs, desc, width, height, reasons, errors = describe(
-            blobs, self.embed, self.spec, self.cfg.descriptor.draft, self.pool)
+        thumbs, desc, width, height, reasons, errors = describe_decoded(
+            self.prefetch.take(batch), self.embed, self.spec)
         failed = np.array([r is not None for r in reasons], dtype=bool)
         out = tables.drop(batch.select(tables.STATUS_COLUMNS), failed, STAGE, reasons, errors)
         row = np.full(len(keys), -1, np.int64)

@@ -30,7 +30,7 @@ class FetchStep(MapStep):
         self._reader = None
         self._loaded: tuple[int, pa.Table] | None = None
         self._job = None
-        self._policy = self._processor = self._metrics = None
+        self._policy = self._processor = self._metrics = self._threads = None
 
     def resources(self) -> Resources:
         return Resources(num_cpus=self.cfg.worker.num_cpus)
@@ -82,12 +82,16 @@ class FetchStep(MapStep):
 
     def setup(self) -> None:
         from curation.download.monitor import make_metrics
+        from curation.download.pipeline import Threads
         from curation.download.process import ImageProcessor
         from curation.download.urls import policy_from_config
+        from curation.models.inference import decode_thread_count
 
         self._policy = policy_from_config(self.cfg.urls)
         self._processor = ImageProcessor(self.cfg.image, self.cfg.faces, self.cfg.nsfw)
         self._metrics = make_metrics()
+        worker = self.cfg.worker
+        self._threads = Threads(decode_thread_count(worker.decode_threads, worker.num_cpus))
 
     def open(self, partition: int, out: PartitionOutput) -> None:
         from curation.download.job import PartitionJob
@@ -100,7 +104,7 @@ class FetchStep(MapStep):
         self._job = PartitionJob(self.cfg, self._policy, self._processor, partition, urls, out.path("tar"),
                                  self._metrics, seed=self.ctx.seed + partition,
                                  repeated=self._reader.repeated(partition),
-                                 unparseable=self._reader.unparseable(partition))
+                                 unparseable=self._reader.unparseable(partition), threads=self._threads)
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
         return self._job.process(batch)

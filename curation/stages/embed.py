@@ -21,8 +21,6 @@ from __future__ import annotations
 import collections
 import json
 import logging
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
@@ -67,7 +65,8 @@ class EmbedConfig(Section):
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="auto: one GPU per worker when present")
     precision: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="autocast dtype on GPU (CPU: fp32)")
     storage_dtype: Literal["float16", "float32"] = Field("float16", description="dtype of the .npy files")
-    decode_threads: int = Field(4, ge=1, description="threads per worker reading and decoding images")
+    decode_threads: int = Field(
+        0, ge=0, description="threads per worker reading and decoding images (0: two per CPU of num_cpus)")
     num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per worker")
     draft: bool = Field(False, description="JPEG draft decoding (faster, pixels differ slightly)")
     curated: list[ImageSetConfig] = Field(default_factory=list, description="curated datasets to embed too")
@@ -84,28 +83,24 @@ def _num_gpus(device: str) -> float:
 
 
 class Embedder:
-    """Model, device and decode threads of one worker; embeds decoded batches."""
+    """Model, device and decode threads of one worker (:class:`~curation.models.inference.Inference`)."""
 
     def __init__(self, cfg: EmbedConfig):
-        import torch
-
         from curation.models.checkpoints import load_model
+        from curation.models.inference import Inference, decode_thread_count
 
-        if cfg.device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("embed.device: cuda requested but this worker sees no GPU")
-        self.device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
         m = cfg.model
-        self.model = load_model(m.kind, m.path, m.arch, **m.options).to(self.device).eval()
         self.spec = PreprocessSpec(m.image_size, m.resize_size, m.interpolation, tuple(m.mean), tuple(m.std),
                                    cfg.draft)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[cfg.precision]
-        self.autocast = dtype if self.device.type == "cuda" else None
-        self.threads = ThreadPoolExecutor(cfg.decode_threads, thread_name_prefix="decode")
-        self.dim = int(self.forward(np.zeros((1, m.image_size, m.image_size, 3), np.uint8)).shape[1])
+        self.inference = Inference(load_model(m.kind, m.path, m.arch, **m.options), cfg.device, cfg.precision,
+                                   cfg.batch_size, decode_thread_count(cfg.decode_threads, cfg.num_cpus),
+                                   self.spec.mean, self.spec.std, config_key="embed.device")
+        self.model = self.inference.model
+        self.dim = self.inference.probe(m.image_size)
         self.info = {
             "kind": m.kind, "arch": m.arch, "path": m.path, "weights": getattr(self.model, "source", m.path),
             "random_weights": m.kind == "random", "dim": self.dim, "image_size": m.image_size,
-            "device": self.device.type, "precision": cfg.precision if self.autocast else "fp32",
+            **self.inference.info(),
         }
 
     def forward(self, pixels: np.ndarray) -> np.ndarray:
@@ -113,18 +108,10 @@ class Embedder:
         import torch
         import torch.nn.functional as F
 
-        from curation.preprocess import normalise
-
-        x = torch.from_numpy(pixels)
-        if self.device.type == "cuda":
-            x = x.pin_memory()
-        amp = torch.autocast("cuda", dtype=self.autocast) if self.autocast else nullcontext()
-        with torch.inference_mode(), amp:
-            features = self.model(normalise(x, self.spec.mean, self.spec.std, self.device))
-        return F.normalize(features.float(), dim=1).cpu().numpy()
+        return F.normalize(torch.from_numpy(self.inference.forward(pixels)), dim=1).numpy()
 
     def submit(self, items, fetch=None):
-        return submit_batch(items, self.spec, self.threads, fetch)
+        return submit_batch(items, self.spec, self.inference.pool, fetch)
 
 
 def _decoded_columns(table: pa.Table, decoded, first_row: int) -> pa.Table:
@@ -155,43 +142,33 @@ class EmbedPool(MapStep):
         return self.cfg.batch_size
 
     def setup(self) -> None:
+        from curation.models.inference import Prefetch
+
         self.embedder = Embedder(self.cfg)
+        self.prefetch = Prefetch(self._submit, self.alive_only)
 
     def open(self, partition: int, out) -> None:
         from curation.imagestore import pool_images
 
         self.images = pool_images(self.ctx.run_dir, partition)
         self.writer = embeddings.NpyAppender(out.path("npy"), self.embedder.dim, self.cfg.storage_dtype)
-        self.pending: collections.deque = collections.deque()
+        self.prefetch.clear()
         self.counts = collections.Counter()
 
     def _fetch(self, key: str | None) -> bytes | None:
         # Runs on the decode threads: TarImages opens the file per read.
         return self.images.get(key) if key is not None and key in self.images else None
 
-    def _submit(self, batch: pa.Table) -> None:
+    def _submit(self, batch: pa.Table):
         keys = batch.column("key").to_pylist()
-        items = [k if a else None for k, a in zip(keys, tables.alive(batch))]
-        self.pending.append((keys, self.embedder.submit(items, self._fetch)))
+        return self.embedder.submit([k if a else None for k, a in zip(keys, tables.alive(batch))], self._fetch)
 
     def read(self, partition: int) -> Iterator[pa.Table]:
         """Input batches, each yielded once the next one's decoding has started."""
-        previous = None
-        for batch in super().read(partition):
-            self._submit(batch)
-            if previous is not None:
-                yield previous
-            previous = batch
-        if previous is not None:
-            yield previous
+        return self.prefetch.ahead(super().read(partition))
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
-        keys = batch.column("key").to_pylist()
-        if not self.pending or self.pending[0][0] != keys:
-            self.pending.clear()  # not read through self.read(): decode this batch now
-            self._submit(batch)
-        _, job = self.pending.popleft()
-        decoded = job.result()
+        decoded = self.prefetch.take(batch)
         alive = tables.alive(batch)
         decoded.ok &= alive  # dropped rows were never decoded; keep them out of the counts
         decoded.reasons = [r if a else None for r, a in zip(decoded.reasons, alive)]

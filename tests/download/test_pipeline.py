@@ -3,8 +3,9 @@ import threading
 import time
 
 from curation.download.config import HttpConfig
-from curation.download.pipeline import Pipeline
+from curation.download.pipeline import Pipeline, Threads
 from curation.download.urls import UrlPolicy
+from curation.models.inference import decode_thread_count
 
 LOCAL = UrlPolicy(allowed_networks=(ipaddress.ip_network("127.0.0.1/32"),))
 HTTP = HttpConfig(concurrency=4, total_timeout=5, retries=0)
@@ -67,3 +68,34 @@ def test_close_before_the_end_does_not_hang(server):
     pipeline.result(0)
     pipeline.close()
     assert time.monotonic() - started < 5
+
+
+def test_partitions_share_the_worker_threads_and_decode_in_parallel(server):
+    threads = Threads(2)
+    both_inside = threading.Barrier(2)
+    names = set()
+
+    def together(data):
+        # Returns only once two decoders are inside at the same time.
+        names.add(threading.current_thread().name)
+        both_inside.wait(timeout=5)
+        return len(data)
+
+    body = len(server.files["astronaut.jpg"][0])
+    try:
+        for part in range(2):  # two partitions in a row on the same threads
+            urls = [server.url(f"file/astronaut.jpg?tag=shared-{part}-{i}") for i in range(6)]
+            with Pipeline(HTTP, LOCAL, together, urls, window=6, threads=threads) as pipeline:
+                assert [pipeline.result(i).image for i in range(6)] == [body] * 6
+            assert threads.loop.is_running()  # a partition's close leaves the worker's loop running
+        assert len(names) == 2 and all(n.startswith("decode") for n in names)
+    finally:
+        threads.close()
+    assert not threads.loop.is_running()
+
+
+def test_decode_threads_default_from_the_worker_cpus():
+    assert decode_thread_count(0, 1) == 2
+    assert decode_thread_count(0, 0.5) == 2
+    assert decode_thread_count(0, 4) == 8
+    assert decode_thread_count(3, 4) == 3

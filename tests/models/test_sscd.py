@@ -141,7 +141,7 @@ def test_describe_batches_and_reports_failures(model):
     spec = sscd.Preprocess("short_edge", 48, 16)
     blobs = [_jpeg(skimage.data.chelsea()), b"not an image", None, _jpeg(skimage.data.astronaut()),
              _jpeg(skimage.data.chelsea())[:200]]
-    embed = sscd.Embedder(model, "cpu", batch_size=2, dims=32)
+    embed = sscd.Embedder(model, "cpu", batch_size=2, dims=32, threads=2)
     thumbs, desc, width, height, reasons, errors = sscd.describe(blobs, embed, spec)
     assert reasons == [None, "failed_decode:unidentified_image", "failed_decode:missing_image", None,
                        "failed_decode:broken_image"]

@@ -1,0 +1,229 @@
+"""Batched model inference fed by decode threads: the one path from image bytes to model outputs.
+
+Every step that runs a model on images (the dedup descriptors, the embeddings)
+holds one :class:`Inference` per worker: the model on its device and
+precision, and a pool of decode threads sized from the worker's CPUs. Per
+input batch, :meth:`Inference.submit` starts reading and decoding on the
+threads and returns at once; :meth:`Inference.forward` runs the model on the
+decoded pixels. :class:`Prefetch` wires the two into a map step, so that the
+next batch decodes while the model runs on the current one: the device waits
+for decoding only when all the threads together cannot keep up (the decoders
+release the GIL, so they use as many CPUs as there are threads).
+
+What "decode" means is the step's: any function of encoded bytes that returns
+a value with ``pixels`` ((H, W, 3) uint8) or the pixels themselves, and raises
+``curation.preprocess.DecodeError`` for a bad image (a reason, never an
+exception for the step).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+PRECISIONS = ("bf16", "fp16", "fp32")
+
+
+def decode_thread_count(configured: int, num_cpus: float) -> int:
+    """Decode threads of a worker: ``configured``, or 0 for two per CPU it holds.
+
+    A decode thread holds the GIL for part of every image (header parsing,
+    glue) and the worker's other threads take it too; a second thread per CPU
+    runs native decoding while the first waits for the GIL or for a read.
+    """
+    return configured or max(1, 2 * math.ceil(num_cpus))
+
+
+@dataclass
+class Decoded:
+    """Decoding of B inputs: ``values[i]`` what decode returned (None where it failed);
+    ``reasons``/``errors`` per input, None where it succeeded."""
+
+    values: list[Any]
+    reasons: list[str | None]
+    errors: list[str | None]
+
+    @property
+    def ok(self) -> np.ndarray:
+        """``(B,)`` bool: decoded."""
+        return np.array([r is None and v is not None for v, r in zip(self.values, self.reasons)], dtype=bool)
+
+
+class Pending:
+    """Decoding in flight on the threads; :meth:`result` waits for it."""
+
+    def __init__(self, futures: list[Future], decoded: Decoded):
+        self._futures = futures
+        self._decoded = decoded
+
+    def result(self) -> Decoded:
+        for future in self._futures:
+            future.result()  # re-raises what is not a DecodeError (an unreadable tar, ...)
+        return self._decoded
+
+
+def submit(items: Sequence[Any], decode: Callable[[bytes | None], Any], executor: ThreadPoolExecutor | None,
+           fetch: Callable[[Any], bytes | None] | None = None) -> Pending:
+    """Start decoding ``items`` on ``executor`` (None: here, now) and return.
+
+    Items are encoded images, or anything ``fetch`` turns into one (a key read
+    from a tar, say), so that reading happens on the threads too.
+    """
+    from curation.preprocess import DecodeError
+
+    n = len(items)
+    decoded = Decoded([None] * n, [None] * n, [None] * n)
+
+    def one(i: int) -> None:
+        try:
+            decoded.values[i] = decode(fetch(items[i]) if fetch else items[i])
+        except DecodeError as err:
+            decoded.reasons[i], decoded.errors[i] = err.reason, str(err)[:500]
+
+    if executor is None:
+        for i in range(n):
+            one(i)
+        return Pending([], decoded)
+    return Pending([executor.submit(one, i) for i in range(n)], decoded)
+
+
+class Inference:
+    """A model on one device, fed by decode threads.
+
+    ``device``: auto (a GPU when this worker sees one), cuda or cpu.
+    ``precision``: autocast dtype on a GPU (a CPU always runs fp32).
+    ``batch_size``: images per forward pass. ``threads``: decode threads.
+    ``dim``: output width, for an empty batch (None: known from the first batch).
+    ``config_key``: the setting named when ``device`` is cuda and there is no GPU.
+    """
+
+    def __init__(self, model, device: str = "auto", precision: str = "fp32", batch_size: int = 64,
+                 threads: int = 1, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 dim: int | None = None, config_key: str = "device"):
+        import torch
+
+        from curation.errors import ConfigError
+        from curation.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+        if device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"{config_key}: cuda requested but this worker sees no GPU")
+        self.device = torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
+        self.cuda = self.device.type == "cuda"
+        self.model = model.to(self.device).eval()
+        if self.cuda:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+        self.autocast = dtype if self.cuda else None
+        self.precision = precision if self.autocast else "fp32"
+        self.batch_size = batch_size
+        self.mean = tuple(mean or IMAGENET_MEAN)
+        self.std = tuple(std or IMAGENET_STD)
+        self.threads = threads
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="decode")
+        self.dim = dim
+
+    def submit(self, items: Sequence[Any], decode: Callable[[bytes | None], Any],
+               fetch: Callable[[Any], bytes | None] | None = None) -> Pending:
+        """Start decoding ``items`` on this worker's threads (see :func:`submit`)."""
+        return submit(items, decode, self.pool, fetch)
+
+    def forward(self, pixels: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """``B`` images ``(H, W, 3) uint8`` -> model outputs ``(B, dim) float32``, in input order.
+
+        Images are grouped by shape, then cut into batches of ``batch_size``,
+        so that every forward pass is one tensor.
+        """
+        shapes: dict[tuple, list[int]] = collections.defaultdict(list)
+        for i, p in enumerate(pixels):
+            shapes[p.shape].append(i)
+        out: np.ndarray | None = None
+        for rows in shapes.values():
+            for start in range(0, len(rows), self.batch_size):
+                chunk = rows[start:start + self.batch_size]
+                result = self._forward(np.stack([pixels[i] for i in chunk]))
+                if out is None:
+                    self.dim = result.shape[1]
+                    out = np.empty((len(pixels), self.dim), dtype=np.float32)
+                out[chunk] = result
+        if out is None:
+            return np.zeros((0, self.dim or 0), dtype=np.float32)
+        return out
+
+    def probe(self, size: int) -> int:
+        """The output width, from one black ``size`` x ``size`` image."""
+        return int(self.forward(np.zeros((1, size, size, 3), np.uint8)).shape[1])
+
+    def _forward(self, pixels: np.ndarray) -> np.ndarray:
+        from contextlib import nullcontext
+
+        import torch
+
+        from curation.preprocess import normalise
+
+        x = torch.from_numpy(pixels)
+        if self.cuda:
+            x = x.pin_memory()  # the copy to the device then overlaps
+        x = normalise(x, self.mean, self.std, self.device)
+        if self.cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        amp = torch.autocast("cuda", dtype=self.autocast) if self.autocast else nullcontext()
+        with torch.inference_mode(), amp:
+            return self.model(x).float().cpu().numpy()
+
+    def info(self) -> dict[str, Any]:
+        return {"device": self.device.type, "precision": self.precision, "decode_threads": self.threads}
+
+
+class Prefetch:
+    """A map step's input batches, decoded one batch ahead of the model.
+
+    ``submit(batch)`` starts decoding the rows ``process_batch`` will get for
+    ``batch`` (the runner hands an alive-only step only the alive rows).
+    Wrap the step's ``read`` in :meth:`ahead`; in ``process_batch``, call
+    :meth:`take`. A batch that did not come through :meth:`ahead` (a test
+    calling ``process_batch`` directly) is decoded on the spot.
+    """
+
+    def __init__(self, submit: Callable[[Any], Pending], alive_only: bool):
+        self._submit = submit
+        self._alive_only = alive_only
+        self._pending: collections.deque = collections.deque()
+
+    def _rows(self, batch):
+        from curation import tables
+
+        if self._alive_only:
+            alive = tables.alive(batch)
+            if not alive.all():
+                return batch.filter(alive)
+        return batch
+
+    def ahead(self, batches: Iterator[Any]) -> Iterator[Any]:
+        """Each batch, yielded once the next one's decoding has started."""
+        previous = None
+        for batch in batches:
+            rows = self._rows(batch)
+            self._pending.append((rows.column("key").to_pylist(), self._submit(rows)))
+            if previous is not None:
+                yield previous
+            previous = batch
+        if previous is not None:
+            yield previous
+
+    def take(self, batch) -> Decoded:
+        """The decoding of ``batch`` (as ``process_batch`` received it)."""
+        keys = batch.column("key").to_pylist()
+        while self._pending:  # batches without alive rows never reach process_batch: skip theirs
+            head_keys, job = self._pending.popleft()
+            if head_keys == keys:
+                return job.result()
+        return self._submit(batch).result()
+
+    def clear(self) -> None:
+        self._pending.clear()
