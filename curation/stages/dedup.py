@@ -1,21 +1,26 @@
-"""The dedup stage: PCA-hash and copy-detection (SSCD) deduplication, as in LVD-142M.
+"""The dedup stage: hash and copy-detection (SSCD) deduplication, as in LVD-142M.
 
 Steps (see ``docs/dedup.md``):
 
 - ``features`` (map): each image is decoded once into a grayscale thumbnail
-  (hash input) and an SSCD descriptor; side files ``part-NNNNNN.thumbs.npy``
-  ``(m, s, s) uint8`` and ``part-NNNNNN.desc.npy`` ``(m, d)``; row ``j`` belongs
-  to the table row whose ``feature_row`` is ``j``.
-- ``graph`` (global, the whole pool at once, never per worker): PCA hash
-  fitted on a sample, Hamming groups, a k-NN graph over the hash survivors,
-  connected components, components that reach a benchmark image. Writes
-  ``decisions-part-NNNNNN.parquet`` (keyed by sample key) and ``funnel.json``.
+  (hash input), the source of its geometric variants and, when copy or
+  relative dedup is on, an SSCD descriptor; side files
+  ``part-NNNNNN.thumbs.npy`` ``(m, s, s) uint8``, ``part-NNNNNN.sources.npy``
+  ``(m, S, S) uint8`` and ``part-NNNNNN.desc.npy`` ``(m, d)`` (``d = 0``
+  without a descriptor); row ``j`` belongs to the table row whose
+  ``feature_row`` is ``j``.
+- ``graph`` (global, the whole pool at once, never per worker): hash codes
+  (PCA fitted on a sample, or pHash), Hamming groups with variant queries, a
+  k-NN graph over the hash survivors, connected components, then the
+  components of the self-deduplicated pool that reach a benchmark image.
+  Writes ``decisions-part-NNNNNN.parquet`` (keyed by sample key) and ``funnel.json``.
 - ``table`` (map): joins the decisions onto each partition: the stage table.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -33,12 +38,12 @@ from curation.stages.registry import register
 
 log = logging.getLogger("curation")
 STAGE = "dedup"
-THUMBS, DESCRIPTORS = "thumbs.npy", "desc.npy"
+THUMBS, SOURCES, DESCRIPTORS = "thumbs.npy", "sources.npy", "desc.npy"
 FUNNEL_FILE = "funnel.json"
 _FEATURE_COLUMNS = pa.schema([("key", pa.string()), ("width", pa.int64()), ("height", pa.int64()),
                               ("feature_row", pa.int64())])
 # Status of each decision code of ``components.decide``, in funnel order.
-STATUSES = (tables.SUCCESS, "duplicate_pca", "duplicate_copy", "benchmark_leak")
+STATUSES = (tables.SUCCESS, "duplicate_hash", "duplicate_copy", "benchmark_leak")
 
 
 def _gpu_workers(device: str) -> bool:
@@ -55,12 +60,20 @@ def _gpu_workers(device: str) -> bool:
 
 
 def load_descriptor_model(cfg: DedupConfig, seed: int):
-    """``(embedder, preprocess spec, weights source)`` of the configured descriptor."""
+    """``(embedder, preprocess spec, weights source)`` of the configured descriptor.
+
+    Without copy or relative dedup there is no model (``None``, ``"none"``)
+    and images decode straight to the hash's sizes.
+    """
     from curation.models import sscd
 
-    d = cfg.descriptor
-    model, source = sscd.load(d.weights, d.backbone, d.dims, d.gem_p, seed=seed)
-    spec = sscd.Preprocess(d.resize, d.image_size, cfg.hashing.thumb_size, cfg.hashing.method == "phash")
+    d, h = cfg.descriptor, cfg.hashing
+    source_size = h.variants.source_size if h.variants.enabled else 0
+    if not cfg.describes:
+        size = max(2 * h.thumb_size, source_size)
+        return None, sscd.Preprocess("square", size, h.thumb_size, h.method == "phash", source_size), "none"
+    model, source = sscd.load(d.weights, d.backbone, d.dims, d.gem_p, seed=seed, image_size=d.image_size)
+    spec = sscd.Preprocess(d.resize, d.image_size, h.thumb_size, h.method == "phash", source_size)
     return sscd.Embedder(model, d.device, d.batch_size, d.dims), spec, source
 
 
@@ -71,7 +84,7 @@ class Features(MapStep):
 
     def resources(self) -> Resources:
         d = self.cfg.descriptor
-        return Resources(num_cpus=d.num_cpus, num_gpus=1 if _gpu_workers(d.device) else 0)
+        return Resources(num_cpus=d.num_cpus, num_gpus=1 if self.cfg.describes and _gpu_workers(d.device) else 0)
 
     def batch_size(self) -> int:
         return max(256, self.cfg.descriptor.batch_size)
@@ -88,15 +101,16 @@ class Features(MapStep):
 
         self.images, self.out = pool_images(self.ctx.run_dir, partition), out
         self.thumbs: list[np.ndarray] = []
+        self.sources: list[np.ndarray] = []
         self.descs: list[np.ndarray] = []
         self.rows = 0
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
-        from curation.models.sscd import describe
+        from curation.models.sscd import describe_with_sources
 
         keys = batch.column("key").to_pylist()
         blobs = [self.images.get(k) if k in self.images else None for k in keys]  # None: missing_image
-        thumbs, desc, width, height, reasons, errors = describe(
+        sources, thumbs, desc, width, height, reasons, errors = describe_with_sources(
             blobs, self.embed, self.spec, self.cfg.descriptor.draft, self.pool)
         failed = np.array([r is not None for r in reasons], dtype=bool)
         out = tables.drop(batch.select(tables.STATUS_COLUMNS), failed, STAGE, reasons, errors)
@@ -104,6 +118,7 @@ class Features(MapStep):
         row[~failed] = self.rows + np.arange(len(desc))
         self.rows += len(desc)
         self.thumbs.append(thumbs)
+        self.sources.append(sources)
         self.descs.append(desc.astype(self.cfg.descriptor.storage_dtype))
         wide = np.zeros((2, len(keys)), np.int64)
         wide[:, ~failed] = width, height
@@ -111,10 +126,12 @@ class Features(MapStep):
             "height", pa.array(wide[1], mask=failed)).append_column("feature_row", pa.array(row, mask=failed))
 
     def close(self) -> dict[str, Any]:
-        s, d = self.cfg.hashing.thumb_size, self.cfg.descriptor
+        s, d, v = self.cfg.hashing.thumb_size, self.cfg.descriptor, self.spec.source_size
         thumbs = np.concatenate(self.thumbs) if self.thumbs else np.zeros((0, s, s), np.uint8)
-        descs = np.concatenate(self.descs) if self.descs else np.zeros((0, d.dims), d.storage_dtype)
-        for suffix, array in ((THUMBS, thumbs), (DESCRIPTORS, descs)):
+        sources = np.concatenate(self.sources) if self.sources else np.zeros((0, v, v), np.uint8)
+        dims = d.dims if self.embed is not None else 0
+        descs = np.concatenate(self.descs) if self.descs else np.zeros((0, dims), d.storage_dtype)
+        for suffix, array in ((THUMBS, thumbs), (SOURCES, sources), (DESCRIPTORS, descs)):
             with open(self.out.path(suffix), "wb") as fh:
                 np.save(fh, array, allow_pickle=False)
         return {"described": int(len(descs)), "descriptor_weights": self.source}
@@ -141,57 +158,30 @@ class Graph(GlobalStep):
 
     def _run(self, out_dir: Path) -> dict[str, Any]:
         from curation.algorithms import components as cc
-        from curation.algorithms import hamming, knn
+        from curation.stages import dedup_hash
 
-        timer, h = _Timer(), self.cfg.hashing
+        timer, cfg = _Timer(), self.cfg
         pool = _Pool(self.ctx.step_dir(Features.name))
-        codes, hash_info = self._codes(pool, out_dir)
-        timer.lap("hash")
-        pairs = hamming.near_pairs(codes, h.max_distance, h.search, h.flat_max)
-        pca_labels = cc.connected_components(len(pool), ((i, j) for i, j, _ in pairs))
-        rank = -pool.area if self.cfg.keep == "largest" else np.zeros(len(pool), np.int64)
-        pca_rep = cc.representatives(pca_labels, rank)
-        survivors = np.flatnonzero(pca_rep == np.arange(len(pool)))
+        hashed = dedup_hash.hash_groups(pool, cfg.hashing, self.ctx.seed, out_dir)
         timer.lap("hash_groups")
-        x, mean = _descriptors(pool, survivors, self.cfg.descriptor.center, out_dir / "pool-descriptors.npy")
-        names, y, bench_info = self._benchmarks(mean, x.shape[1])
-        timer.lap("descriptors")
-        c, r = self.cfg.copy_dedup, self.cfg.relative
-        floor = None if c.rerank_margin is None else min(c.threshold, r.threshold) - c.rerank_margin
-        graph = knn.copy_graph(x, y, c.index, c.k, c.threshold, r.k, r.threshold, self.ctx.seed, floor)
-        timer.lap("copy_graph")
-        dec = cc.decide(pca_rep, survivors, graph.labels, graph.leak_labels, rank[survivors])
-        nearest = np.full(len(pool), -1, np.int64)
-        similarity = np.full(len(pool), np.nan, np.float32)
-        found = graph.nearest >= 0
-        nearest[survivors[found]] = survivors[graph.nearest[found]]
-        similarity[survivors] = graph.nearest_sim
-        _write_decisions(out_dir, pool, dec, codes, nearest, similarity, pa.array(names, pa.string()))
+        rank = -pool.area if cfg.keep == "largest" else np.zeros(len(pool), np.int64)
+        hash_rep = cc.representatives(hashed.labels, rank)
+        survivors = np.flatnonzero(hash_rep == np.arange(len(pool)))
+        copy = _copy_pass(self, pool, survivors, rank[survivors], out_dir, timer)
+        dec = cc.decide(hash_rep, survivors, copy.labels, copy.leak_labels, rank[survivors])
+        dup = np.flatnonzero(dec.status == cc.HASH_DUPLICATE)
+        distance = np.full(len(pool), -1, np.int64)
+        distance[dup] = dedup_hash.distances(pool, cfg.hashing, hashed, dup, dec.ref[dup])
+        _write_decisions(out_dir, pool, dec, hashed.codes, copy, distance, cfg.hashing.method)
         (out_dir / "pool-descriptors.npy").unlink(missing_ok=True)
-        funnel = _funnel(pool, dec.status, len(names))
+        (out_dir / "kept-descriptors.npy").unlink(missing_ok=True)
+        funnel = _funnel(pool, dec.status, len(copy.bench_names))
         write_json(out_dir / FUNNEL_FILE, funnel)
         log.info("dedup funnel: %s", funnel)
         timer.lap("write")
-        return {"funnel": funnel, "hash": hash_info, "benchmarks": bench_info,
-                "index": graph.kind, "seconds": timer.laps}
-
-    def _codes(self, pool: "_Pool", out_dir: Path) -> tuple[np.ndarray, dict[str, Any]]:
-        """Hash codes ``(n, bits // 8) uint8`` of every pool image, in pool order."""
-        from curation.algorithms import pca_hash, phash
-
-        h = self.cfg.hashing
-        info: dict[str, Any] = {"method": h.method}
-        if h.method == "phash":
-            codes = [phash.phash_codes(t) for t in pool.arrays(THUMBS)]
-        else:
-            rng = np.random.default_rng(self.ctx.seed)
-            sample = np.sort(rng.choice(len(pool), size=min(len(pool), h.fit_samples), replace=False))
-            thumbs = pool.gather(THUMBS, sample) if len(sample) else np.zeros((0, h.thumb_size, h.thumb_size))
-            basis = pca_hash.fit(pca_hash.features(thumbs), h.bits, h.thumb_size)
-            basis.save(out_dir)
-            codes = [pca_hash.hash_codes(pca_hash.features(t), basis) for t in pool.arrays(THUMBS)]
-            info.update(fit_samples=int(len(sample)), learned_components=basis.learned)
-        return (np.concatenate(codes) if codes else np.zeros((0, h.bits // 8), np.uint8)), info
+        return {"funnel": funnel, "hash": hashed.info, "benchmarks": copy.bench_info,
+                "copy_dedup": cfg.copy_on, "relative_dedup": cfg.relative_on, "index": copy.kind,
+                "seconds": timer.laps}
 
     def _benchmarks(self, mean: np.ndarray | None, dims: int) -> tuple[list[str], np.ndarray, dict]:
         """Names (``dataset:key``) and unit descriptors ``(m, d)`` of the benchmark images."""
@@ -209,6 +199,63 @@ class Graph(GlobalStep):
             parts.append(desc)
             info[bench.name] = {"images": len(keys), "failed": failed}
         return names, unit_rows(np.concatenate(parts), mean), info
+
+
+@dataclass
+class _CopyResult:
+    """Copy and leak components in survivor index space (see ``components.decide``)."""
+
+    labels: np.ndarray  # (n1,)
+    leak_labels: np.ndarray  # (n1 + m,), empty without benchmarks
+    nearest: np.ndarray  # (n1,) survivor index of the most similar other survivor, -1 if none
+    nearest_sim: np.ndarray  # (n1,) float32, NaN if none
+    similarity: np.ndarray  # (n1,) float32 cosine to the kept image of the copy component, NaN if kept
+    bench_names: list[str]
+    bench_info: dict
+    kind: str
+
+
+def _copy_pass(step: Graph, pool: "_Pool", survivors: np.ndarray, rank: np.ndarray, out_dir: Path,
+               timer: "_Timer") -> _CopyResult:
+    """Self-dedup over the hash survivors, then relative dedup over what self-dedup keeps (as in the paper)."""
+    from curation.algorithms import components as cc
+    from curation.algorithms import knn
+
+    cfg, n1 = step.cfg, len(survivors)
+    none = _CopyResult(np.arange(n1), np.zeros(0, np.int64), np.full(n1, -1, np.int64),
+                       np.full(n1, np.nan, np.float32), np.full(n1, np.nan, np.float32), [], {}, "none")
+    if not cfg.describes:
+        return none
+    c, r = cfg.copy_dedup, cfg.relative
+    x, mean = _descriptors(pool, survivors, cfg.descriptor.center, out_dir / "pool-descriptors.npy")
+    timer.lap("descriptors")
+    out = none
+    if cfg.copy_on:
+        floor = None if c.rerank_margin is None else c.threshold - c.rerank_margin
+        graph = knn.copy_graph(x, x[:0], c.index, c.k, c.threshold, 0, 1.0, step.ctx.seed, floor)
+        rep = cc.representatives(graph.labels, rank)
+        sim = np.full(n1, np.nan, np.float32)
+        dup = np.flatnonzero(rep != np.arange(n1))
+        for lo in range(0, len(dup), 65536):  # direct cosine to the kept image, chunk by chunk
+            i, j = dup[lo : lo + 65536], rep[dup[lo : lo + 65536]]
+            sim[i] = np.einsum("nd,nd->n", np.asarray(x[i], np.float32), np.asarray(x[j], np.float32))
+        out = _CopyResult(graph.labels, none.leak_labels, graph.nearest, graph.nearest_sim, sim, [], {}, graph.kind)
+        timer.lap("copy_graph")
+    if not cfg.relative_on:
+        return out
+    kept = np.flatnonzero(cc.representatives(out.labels, rank) == np.arange(n1))
+    names, y, info = step._benchmarks(mean, x.shape[1])
+    xk, _ = _descriptors(pool, survivors[kept], cfg.descriptor.center, out_dir / "kept-descriptors.npy", mean)
+    floor = None if c.rerank_margin is None else r.threshold - c.rerank_margin
+    leak = knn.copy_graph(xk, y, c.index, r.k, r.threshold, r.k, r.threshold, step.ctx.seed, floor)
+    # Back to survivor space: survivors that self-dedup drops stay singletons.
+    labels = np.arange(n1 + len(y), dtype=np.int64)
+    nodes = np.concatenate([kept, n1 + np.arange(len(y))])
+    if len(leak.leak_labels):
+        labels[nodes] = nodes[leak.leak_labels]
+    out.leak_labels, out.bench_names, out.bench_info = labels, names, info
+    timer.lap("relative_graph")
+    return out
 
 
 class Table(MapStep):
@@ -311,12 +358,12 @@ class _Pool:
         return np.concatenate(list(self.arrays(suffix, nodes)))
 
 
-def _descriptors(pool: _Pool, nodes: np.ndarray, center: bool, path: Path):
-    """Unit descriptors of ``nodes`` in a memory-mapped ``.npy`` ``(len(nodes), d)`` float16, and the mean."""
+def _descriptors(pool: _Pool, nodes: np.ndarray, center: bool, path: Path, mean: np.ndarray | None = None):
+    """Unit descriptors of ``nodes`` in a memory-mapped ``.npy`` ``(len(nodes), d)`` float16, and the
+    mean (computed over ``nodes`` unless given)."""
     first = np.load(pool._file(pool.parts[0], DESCRIPTORS), mmap_mode="r") if pool.parts else None
     dims = first.shape[1] if first is not None else 0
-    mean = None
-    if center and len(nodes):
+    if center and len(nodes) and mean is None:
         total = sum(chunk.astype(np.float64).sum(axis=0) for chunk in pool.arrays(DESCRIPTORS, nodes))
         mean = (total / len(nodes)).astype(np.float32)
     x = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(len(nodes), dims))
@@ -328,10 +375,17 @@ def _descriptors(pool: _Pool, nodes: np.ndarray, center: bool, path: Path):
     return x, mean
 
 
-def _write_decisions(out_dir: Path, pool: _Pool, dec, codes: np.ndarray, nearest: np.ndarray,
-                     similarity: np.ndarray, bench: pa.Array) -> None:
+def _write_decisions(out_dir: Path, pool: _Pool, dec, codes: np.ndarray, copy: _CopyResult,
+                     distance: np.ndarray, method: str) -> None:
     """``decisions-part-NNNNNN.parquet`` per partition: one row per alive image, keyed by ``key``."""
-    statuses = pa.array(STATUSES, pa.string())
+    n, survivors = len(pool), np.flatnonzero(dec.component >= 0)
+    nearest, nearest_sim, similarity = np.full(n, -1, np.int64), np.full(n, np.nan, np.float32), np.full(
+        n, np.nan, np.float32)
+    found = copy.nearest >= 0
+    nearest[survivors[found]] = survivors[copy.nearest[found]]
+    nearest_sim[survivors], similarity[survivors] = copy.nearest_sim, copy.similarity
+    count = _duplicate_counts(dec)
+    statuses, bench = pa.array(STATUSES, pa.string()), pa.array(copy.bench_names, pa.string())
     for p, a, b in pool.ranges():
         nodes = slice(a, b)
         status = statuses.take(pa.array(dec.status[nodes].astype(np.int64)))
@@ -339,23 +393,44 @@ def _write_decisions(out_dir: Path, pool: _Pool, dec, codes: np.ndarray, nearest
         hit = _take(bench, dec.hit[nodes])
         size = pc.cast(pa.array(dec.component_size[nodes]), pa.string())
         code = pa.array(dec.status[nodes])
-        reason = pc.if_else(pc.equal(code, 1), _join("hash duplicate of ", ref, " (kept)"), pc.if_else(
-            pc.equal(code, 2), _join("copy of ", ref, " (kept; component of ", size, ")"),
-            _join("copy of benchmark image ", hit, " (whole component of ", size, " removed)")))
+        reason = pc.if_else(pc.equal(code, 1), _join("hash duplicate of ", ref, " (kept; ", method, " distance ",
+                                                     pc.cast(pa.array(distance[nodes]), pa.string()), ")"),
+                            pc.if_else(pc.equal(code, 2), _join("copy of ", ref, " (kept; component of ", size, ")"),
+                                       _join("copy of benchmark image ", hit, " (whole component of ", size,
+                                             " removed)")))
+        hashdup, copydup = dec.status[nodes] == 1, dec.status[nodes] == 2
         table = pa.table({
             "key": pool.keys[a:b].cast(pa.string()),
             "status": status,
             "reason": reason,
-            "pca_hash": pa.FixedSizeBinaryArray.from_buffers(
+            "hash_method": pa.array([method] * (b - a), pa.string()),
+            "hash_code": pa.FixedSizeBinaryArray.from_buffers(
                 pa.binary(codes.shape[1]), b - a, [None, pa.py_buffer(np.ascontiguousarray(codes[nodes]).tobytes())]),
-            "pca_duplicate_of": _take(pool.keys, np.where(dec.status[nodes] == 1, dec.ref[nodes], -1)),
+            "duplicate_of": _take(pool.keys, np.where(hashdup | copydup, dec.ref[nodes], -1)),
+            "duplicate_distance": pa.array(distance[nodes], pa.int32(), mask=~hashdup),
+            "duplicate_similarity": pa.array(similarity[nodes], mask=~copydup | np.isnan(similarity[nodes])),
+            "duplicate_count": pa.array(count[nodes], pa.int64()),
             "copy_component": pa.array(dec.component[nodes], mask=dec.component[nodes] < 0),
             "copy_component_size": pa.array(dec.component_size[nodes], mask=dec.component[nodes] < 0),
             "nearest_duplicate_key": _take(pool.keys, nearest[nodes]),
-            "nearest_duplicate_similarity": pa.array(similarity[nodes], mask=np.isnan(similarity[nodes])),
+            "nearest_duplicate_similarity": pa.array(nearest_sim[nodes], mask=np.isnan(nearest_sim[nodes])),
             "benchmark_hit": hit,
         })
         tables.write_parquet(table, out_dir / f"decisions-{tables.partition_name(p)}.parquet")
+
+
+def _duplicate_counts(dec) -> np.ndarray:
+    """Per image ``(n,)``: images dropped in favour of it, through hash groups and copy components."""
+    from curation.algorithms import components as cc
+
+    n = len(dec.status)
+    final = np.arange(n)
+    copy = dec.status == cc.COPY_DUPLICATE
+    final[copy] = dec.ref[copy]
+    hashed = dec.status == cc.HASH_DUPLICATE
+    final[hashed] = final[dec.ref[hashed]]  # a hash group's kept image may itself be a copy
+    count = np.bincount(final, minlength=n) - 1
+    return np.where(final == np.arange(n), count, 0)
 
 
 def _take(values: pa.Array, index: np.ndarray) -> pa.Array:
@@ -373,7 +448,7 @@ def _funnel(pool: _Pool, status: np.ndarray, benchmark_images: int) -> dict[str,
     """Images left after each step, like the paper's 1.3B -> 1.1B -> 744M."""
     counts = np.bincount(status.astype(np.int64), minlength=len(STATUSES))
     kept = len(pool) - np.cumsum(counts[1:])
-    return {"input": pool.inputs, "described": len(pool), "after_pca_hash": int(kept[0]),
+    return {"input": pool.inputs, "described": len(pool), "after_hash": int(kept[0]),
             "after_self_dedup": int(kept[1]), "after_relative_dedup": int(kept[2]),
             "benchmark_images": benchmark_images}
 
@@ -397,10 +472,38 @@ class DedupStage(Stage):
                               f"(set thumb_size: 32 and bits: 64; got {h.thumb_size} and {h.bits})")
         if h.bits >= h.thumb_size**2:
             raise ConfigError(f"dedup.hashing.bits: {h.bits} bits need thumbnails of more than {h.bits} pixels")
-        if cfg.descriptor.weights is not None and not Path(cfg.descriptor.weights).is_file():
-            raise ConfigError(f"dedup.descriptor.weights: '{cfg.descriptor.weights}' is not a file")
+        _check_descriptor(cfg)
         names = [b.name for b in cfg.relative.benchmarks]
         for i, bench in enumerate(cfg.relative.benchmarks):
             if names.count(bench.name) > 1:
                 raise ConfigError(f"dedup.relative.benchmarks.{i}.name: '{bench.name}' is used twice")
             check_exists(bench, f"dedup.relative.benchmarks.{i}")
+
+
+def _check_descriptor(cfg: DedupConfig) -> None:
+    """Copy detection needs real weights (random ones merge distinct photographs); their dimension is
+    probed here, before any work."""
+    d = cfg.descriptor
+    if d.weights is None:
+        for name, on in (("copy_dedup", cfg.copy_dedup.enabled), ("relative", cfg.relative.enabled)):
+            if on and not d.allow_random_weights:
+                raise ConfigError(f"dedup.{name}.enabled: copy detection needs dedup.descriptor.weights "
+                                  "(sscd_disc_mixup.torchscript.pt); random weights merge distinct images "
+                                  "(descriptor.allow_random_weights: true is for tests only)")
+        if not cfg.describes:
+            off = "copy and relative dedup are" if cfg.relative.benchmarks else "copy dedup is"
+            log.info("dedup: no descriptor weights, %s off (hash pass only)", off)
+        return
+    if not Path(d.weights).is_file():
+        raise ConfigError(f"dedup.descriptor.weights: '{d.weights}' is not a file")
+    if cfg.describes:
+        from curation.errors import CheckpointError
+        from curation.models.sscd import probe_descriptor_dim
+
+        try:
+            dims = probe_descriptor_dim(d.weights, d.image_size)
+        except CheckpointError as err:
+            raise ConfigError(f"dedup.descriptor.weights: {err}") from None
+        if dims != d.dims:
+            raise ConfigError(f"dedup.descriptor.dims: {d.weights} gives {dims}-d descriptors, "
+                              f"the config says {d.dims} (set dedup.descriptor.dims: {dims})")
