@@ -67,7 +67,7 @@ def near_pairs(codes: np.ndarray, max_distance: int, method: str = "auto", flat_
         return
     index = build_index(codes, max_distance, method, flat_max) if index is None else index
     for start in range(0, n, chunk):
-        i, j, dist = _range(index, codes[start : start + chunk], np.arange(start, min(n, start + chunk)),
+        i, j, dist = range_pairs(index, codes[start : start + chunk], np.arange(start, min(n, start + chunk)),
                             max_distance)
         keep = i < j
         if keep.any():
@@ -83,12 +83,14 @@ def variant_pairs(index, queries: np.ndarray, owners: np.ndarray,
     repeat (several variants of one image match): harmless to union-find.
     ``index`` must be built for a radius ``>= max_distance`` (exactness).
     """
-    i, j, dist = _range(index, queries, np.asarray(owners, np.int64), max_distance)
+    i, j, dist = range_pairs(index, queries, np.asarray(owners, np.int64), max_distance)
     keep = i != j
     return i[keep], j[keep], dist[keep]
 
 
-def _range(index, queries: np.ndarray, owners: np.ndarray, max_distance: int):
+def range_pairs(index, queries: np.ndarray, owners: np.ndarray,
+                max_distance: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(owners[q], j, distance)`` for every query ``q`` and indexed code ``j`` within ``max_distance``."""
     if not len(queries):
         empty = np.zeros(0, np.int64)
         return empty, empty, empty

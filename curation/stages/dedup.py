@@ -168,6 +168,10 @@ class Graph(GlobalStep):
         hash_rep = cc.representatives(hashed.labels, rank)
         survivors = np.flatnonzero(hash_rep == np.arange(len(pool)))
         copy = _copy_pass(self, pool, survivors, rank[survivors], out_dir, timer)
+        if cfg.relative.benchmarks and not cfg.relative_on and cfg.relative.enabled is None:  # matched by hash
+            copy.bench_names, thumbs, copy.bench_info = self._benchmark_thumbs()
+            copy.leak_labels = dedup_hash.leak_labels(pool, cfg.hashing, hashed, survivors, hash_rep, thumbs)
+            timer.lap("relative_hash")
         dec = cc.decide(hash_rep, survivors, copy.labels, copy.leak_labels, rank[survivors])
         dup = np.flatnonzero(dec.status == cc.HASH_DUPLICATE)
         distance = np.full(len(pool), -1, np.int64)
@@ -182,6 +186,9 @@ class Graph(GlobalStep):
         return {"funnel": funnel, "hash": hashed.info, "benchmarks": copy.bench_info,
                 "copy_dedup": cfg.copy_on, "relative_dedup": cfg.relative_on, "index": copy.kind,
                 "seconds": timer.laps}
+
+    def _benchmark_thumbs(self) -> tuple[list[str], np.ndarray, dict]:
+        return _benchmark_thumbs_of(self)
 
     def _benchmarks(self, mean: np.ndarray | None, dims: int) -> tuple[list[str], np.ndarray, dict]:
         """Names (``dataset:key``) and unit descriptors ``(m, d)`` of the benchmark images."""
@@ -256,6 +263,28 @@ def _copy_pass(step: Graph, pool: "_Pool", survivors: np.ndarray, rank: np.ndarr
     out.leak_labels, out.bench_names, out.bench_info = labels, names, info
     timer.lap("relative_graph")
     return out
+
+
+def _benchmark_thumbs_of(step: Graph) -> tuple[list[str], np.ndarray, dict]:
+    """Names and hash thumbnails ``(m, s, s)`` of the benchmark images (relative dedup by hash)."""
+    import itertools
+
+    from curation.models.sscd import describe
+    from curation.sources import iter_images
+
+    _, spec, _ = load_descriptor_model(step.cfg, step.ctx.seed)
+    s = step.cfg.hashing.thumb_size
+    names, parts, info = [], [np.zeros((0, s, s), np.uint8)], {}
+    for bench in step.cfg.relative.benchmarks:
+        stream, before = iter_images(bench), len(names)
+        failed = 0
+        while chunk := list(itertools.islice(stream, 256)):
+            thumbs, _, _, _, reasons, _ = describe([d for _, d, _ in chunk], None, spec, step.cfg.descriptor.draft)
+            names += [f"{bench.name}:{k}" for (k, _, _), why in zip(chunk, reasons) if why is None]
+            parts.append(thumbs)
+            failed += len(chunk) - len(thumbs)
+        info[bench.name] = {"images": len(names) - before, "failed": failed}
+    return names, np.concatenate(parts), info
 
 
 class Table(MapStep):

@@ -79,7 +79,8 @@ class CopyConfig(Section):
 
 class RelativeConfig(Section):
     enabled: bool | None = Field(
-        None, description="dedup against benchmarks (null: on when benchmarks are listed and weights are set)")
+        None, description="dedup against benchmarks: true by descriptor (needs weights); null: by descriptor "
+        "with weights, else by hash; false: off")
     benchmarks: list[ImageSetConfig] = Field([], description="benchmark image sets no pool image may duplicate")
     threshold: float = Field(0.45, ge=-1, le=1, description="edge similarity of the leak graph")
     k: int = Field(64, ge=1, description="neighbours per image, both directions, pool <-> benchmarks")
