@@ -70,7 +70,7 @@ def load_descriptor_model(cfg: DedupConfig, seed: int):
     d, h = cfg.descriptor, cfg.hashing
     source_size = h.variants.source_size if h.variants.enabled else 0
     if not cfg.describes:
-        size = max(2 * h.thumb_size, source_size)
+        size = 2 * max(h.thumb_size, source_size)  # area-averaged down from twice the size: antialiased
         return None, sscd.Preprocess("square", size, h.thumb_size, h.method == "phash", source_size), "none"
     model, source = sscd.load(d.weights, d.backbone, d.dims, d.gem_p, seed=seed, image_size=d.image_size)
     spec = sscd.Preprocess(d.resize, d.image_size, h.thumb_size, h.method == "phash", source_size)
