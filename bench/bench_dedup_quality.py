@@ -142,7 +142,7 @@ def main() -> None:
         kept, seconds = imagehash_mode(corpus.data, radius)
         results[f"imagehash pHash <= {radius}"] = (planted.score(group, kept, corpus.transform), seconds)
     transforms = list(planted.TRANSFORMS)
-    print(f"\n| mode | precision | recall | wrong drops | distinct lost | seconds | "
+    print("\n| mode | precision | recall | wrong drops | distinct lost | seconds | "
           + " | ".join(transforms) + " |")
     print("|---|---:|---:|---:|---:|---:|" + "---:|" * len(transforms))
     for name, (s, seconds) in results.items():

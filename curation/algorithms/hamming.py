@@ -22,7 +22,7 @@ for every query, and the search stays exact.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

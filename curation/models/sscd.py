@@ -216,7 +216,7 @@ def _resize(img, spec: Preprocess) -> np.ndarray:
     return np.asarray(img.resize(size, Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
-def describe(blobs, embed: "Embedder | None", spec: Preprocess, draft: bool = True, pool=None):
+def describe(blobs, embed: Embedder | None, spec: Preprocess, draft: bool = True, pool=None):
     """Decode and describe a batch of encoded images.
 
     Returns ``(thumbs (m, s, s) uint8, desc (m, dims) float32, width (m,),
@@ -229,7 +229,7 @@ def describe(blobs, embed: "Embedder | None", spec: Preprocess, draft: bool = Tr
     return describe_with_sources(blobs, embed, spec, draft, pool)[1:]
 
 
-def describe_with_sources(blobs, embed: "Embedder | None", spec: Preprocess, draft: bool = True, pool=None):
+def describe_with_sources(blobs, embed: Embedder | None, spec: Preprocess, draft: bool = True, pool=None):
     """:func:`describe`, preceded by the variant sources ``(m, S, S) uint8``
     (``S = spec.source_size``; ``(m, 0, 0)`` when it is 0)."""
     from curation.algorithms.knn import bad_rows
@@ -267,7 +267,7 @@ def describe_with_sources(blobs, embed: "Embedder | None", spec: Preprocess, dra
     return sources, thumbs, desc[keep], size[:, 0], size[:, 1], reasons, errors
 
 
-def describe_all(images, embed: "Embedder", spec: Preprocess, draft: bool = True, batch: int = 256):
+def describe_all(images, embed: Embedder, spec: Preprocess, draft: bool = True, batch: int = 256):
     """Descriptors of a stream of ``(key, bytes)``: ``(keys, desc (m, dims), failures)``.
 
     Only the images that decode and give a valid descriptor are returned.

@@ -20,20 +20,21 @@ Steps (see ``docs/dedup.md``):
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation import tables
-from curation.atomic import write_json
 from curation.algorithms.knn import unit_rows
+from curation.atomic import write_json
 from curation.errors import ConfigError, PartitionError
-from curation.stages.dedup_config import DedupConfig
 from curation.stages.base import GlobalStep, MapStep, PartitionOutput, Resources, Stage
+from curation.stages.dedup_config import DedupConfig
+from curation.stages.dedup_decisions import STATUSES  # noqa: F401  (the stage's statuses, in funnel order)
 from curation.stages.registry import register
 
 log = logging.getLogger("curation")
@@ -42,8 +43,6 @@ THUMBS, SOURCES, DESCRIPTORS = "thumbs.npy", "sources.npy", "desc.npy"
 FUNNEL_FILE = "funnel.json"
 _FEATURE_COLUMNS = pa.schema([("key", pa.string()), ("width", pa.int64()), ("height", pa.int64()),
                               ("feature_row", pa.int64())])
-# Status of each decision code of ``components.decide``, in funnel order.
-STATUSES = (tables.SUCCESS, "duplicate_hash", "duplicate_copy", "benchmark_leak")
 
 
 def _gpu_workers(device: str) -> bool:
@@ -134,7 +133,7 @@ class Features(MapStep):
         for suffix, array in ((THUMBS, thumbs), (SOURCES, sources), (DESCRIPTORS, descs)):
             with open(self.out.path(suffix), "wb") as fh:
                 np.save(fh, array, allow_pickle=False)
-        return {"described": int(len(descs)), "descriptor_weights": self.source}
+        return {"described": len(descs), "descriptor_weights": self.source}
 
 
 class Graph(GlobalStep):
@@ -158,7 +157,7 @@ class Graph(GlobalStep):
 
     def _run(self, out_dir: Path) -> dict[str, Any]:
         from curation.algorithms import components as cc
-        from curation.stages import dedup_hash
+        from curation.stages import dedup_copy, dedup_decisions, dedup_hash
 
         timer, cfg = _Timer(), self.cfg
         pool = _Pool(self.ctx.step_dir(Features.name))
@@ -167,28 +166,25 @@ class Graph(GlobalStep):
         rank = -pool.area if cfg.keep == "largest" else np.zeros(len(pool), np.int64)
         hash_rep = cc.representatives(hashed.labels, rank)
         survivors = np.flatnonzero(hash_rep == np.arange(len(pool)))
-        copy = _copy_pass(self, pool, survivors, rank[survivors], out_dir, timer)
+        copy = dedup_copy.copy_pass(self, pool, survivors, rank[survivors], out_dir, timer)
         if cfg.relative.benchmarks and not cfg.relative_on and cfg.relative.enabled is None:  # matched by hash
-            copy.bench_names, thumbs, copy.bench_info = self._benchmark_thumbs()
+            copy.bench_names, thumbs, copy.bench_info = dedup_copy.benchmark_thumbs(self)
             copy.leak_labels = dedup_hash.leak_labels(pool, cfg.hashing, hashed, survivors, hash_rep, thumbs)
             timer.lap("relative_hash")
         dec = cc.decide(hash_rep, survivors, copy.labels, copy.leak_labels, rank[survivors])
         dup = np.flatnonzero(dec.status == cc.HASH_DUPLICATE)
         distance = np.full(len(pool), -1, np.int64)
         distance[dup] = dedup_hash.distances(pool, cfg.hashing, hashed, dup, dec.ref[dup])
-        _write_decisions(out_dir, pool, dec, hashed.codes, copy, distance, cfg.hashing.method)
+        dedup_decisions.write_decisions(out_dir, pool, dec, hashed.codes, copy, distance, cfg.hashing.method)
         (out_dir / "pool-descriptors.npy").unlink(missing_ok=True)
         (out_dir / "kept-descriptors.npy").unlink(missing_ok=True)
-        funnel = _funnel(pool, dec.status, len(copy.bench_names))
+        funnel = dedup_decisions.funnel(pool, dec.status, len(copy.bench_names))
         write_json(out_dir / FUNNEL_FILE, funnel)
         log.info("dedup funnel: %s", funnel)
         timer.lap("write")
         return {"funnel": funnel, "hash": hashed.info, "benchmarks": copy.bench_info,
                 "copy_dedup": cfg.copy_on, "relative_dedup": cfg.relative_on, "index": copy.kind,
                 "seconds": timer.laps}
-
-    def _benchmark_thumbs(self) -> tuple[list[str], np.ndarray, dict]:
-        return _benchmark_thumbs_of(self)
 
     def _benchmarks(self, mean: np.ndarray | None, dims: int) -> tuple[list[str], np.ndarray, dict]:
         """Names (``dataset:key``) and unit descriptors ``(m, d)`` of the benchmark images."""
@@ -206,85 +202,6 @@ class Graph(GlobalStep):
             parts.append(desc)
             info[bench.name] = {"images": len(keys), "failed": failed}
         return names, unit_rows(np.concatenate(parts), mean), info
-
-
-@dataclass
-class _CopyResult:
-    """Copy and leak components in survivor index space (see ``components.decide``)."""
-
-    labels: np.ndarray  # (n1,)
-    leak_labels: np.ndarray  # (n1 + m,), empty without benchmarks
-    nearest: np.ndarray  # (n1,) survivor index of the most similar other survivor, -1 if none
-    nearest_sim: np.ndarray  # (n1,) float32, NaN if none
-    similarity: np.ndarray  # (n1,) float32 cosine to the kept image of the copy component, NaN if kept
-    bench_names: list[str]
-    bench_info: dict
-    kind: str
-
-
-def _copy_pass(step: Graph, pool: "_Pool", survivors: np.ndarray, rank: np.ndarray, out_dir: Path,
-               timer: "_Timer") -> _CopyResult:
-    """Self-dedup over the hash survivors, then relative dedup over what self-dedup keeps (as in the paper)."""
-    from curation.algorithms import components as cc
-    from curation.algorithms import knn
-
-    cfg, n1 = step.cfg, len(survivors)
-    none = _CopyResult(np.arange(n1), np.zeros(0, np.int64), np.full(n1, -1, np.int64),
-                       np.full(n1, np.nan, np.float32), np.full(n1, np.nan, np.float32), [], {}, "none")
-    if not cfg.describes:
-        return none
-    c, r = cfg.copy_dedup, cfg.relative
-    x, mean = _descriptors(pool, survivors, cfg.descriptor.center, out_dir / "pool-descriptors.npy")
-    timer.lap("descriptors")
-    out = none
-    if cfg.copy_on:
-        floor = None if c.rerank_margin is None else c.threshold - c.rerank_margin
-        graph = knn.copy_graph(x, x[:0], c.index, c.k, c.threshold, 0, 1.0, step.ctx.seed, floor)
-        rep = cc.representatives(graph.labels, rank)
-        sim = np.full(n1, np.nan, np.float32)
-        dup = np.flatnonzero(rep != np.arange(n1))
-        for lo in range(0, len(dup), 65536):  # direct cosine to the kept image, chunk by chunk
-            i, j = dup[lo : lo + 65536], rep[dup[lo : lo + 65536]]
-            sim[i] = np.einsum("nd,nd->n", np.asarray(x[i], np.float32), np.asarray(x[j], np.float32))
-        out = _CopyResult(graph.labels, none.leak_labels, graph.nearest, graph.nearest_sim, sim, [], {}, graph.kind)
-        timer.lap("copy_graph")
-    if not cfg.relative_on:
-        return out
-    kept = np.flatnonzero(cc.representatives(out.labels, rank) == np.arange(n1))
-    names, y, info = step._benchmarks(mean, x.shape[1])
-    xk, _ = _descriptors(pool, survivors[kept], cfg.descriptor.center, out_dir / "kept-descriptors.npy", mean)
-    floor = None if c.rerank_margin is None else r.threshold - c.rerank_margin
-    leak = knn.copy_graph(xk, y, c.index, r.k, r.threshold, r.k, r.threshold, step.ctx.seed, floor)
-    # Back to survivor space: survivors that self-dedup drops stay singletons.
-    labels = np.arange(n1 + len(y), dtype=np.int64)
-    nodes = np.concatenate([kept, n1 + np.arange(len(y))])
-    if len(leak.leak_labels):
-        labels[nodes] = nodes[leak.leak_labels]
-    out.leak_labels, out.bench_names, out.bench_info = labels, names, info
-    timer.lap("relative_graph")
-    return out
-
-
-def _benchmark_thumbs_of(step: Graph) -> tuple[list[str], np.ndarray, dict]:
-    """Names and hash thumbnails ``(m, s, s)`` of the benchmark images (relative dedup by hash)."""
-    import itertools
-
-    from curation.models.sscd import describe
-    from curation.sources import iter_images
-
-    _, spec, _ = load_descriptor_model(step.cfg, step.ctx.seed)
-    s = step.cfg.hashing.thumb_size
-    names, parts, info = [], [np.zeros((0, s, s), np.uint8)], {}
-    for bench in step.cfg.relative.benchmarks:
-        stream, before = iter_images(bench), len(names)
-        failed = 0
-        while chunk := list(itertools.islice(stream, 256)):
-            thumbs, _, _, _, reasons, _ = describe([d for _, d, _ in chunk], None, spec, step.cfg.descriptor.draft)
-            names += [f"{bench.name}:{k}" for (k, _, _), why in zip(chunk, reasons) if why is None]
-            parts.append(thumbs)
-            failed += len(chunk) - len(thumbs)
-        info[bench.name] = {"images": len(names) - before, "failed": failed}
-    return names, np.concatenate(parts), info
 
 
 class Table(MapStep):
@@ -402,84 +319,6 @@ def _descriptors(pool: _Pool, nodes: np.ndarray, center: bool, path: Path, mean:
         start += len(chunk)
     x.flush()
     return x, mean
-
-
-def _write_decisions(out_dir: Path, pool: _Pool, dec, codes: np.ndarray, copy: _CopyResult,
-                     distance: np.ndarray, method: str) -> None:
-    """``decisions-part-NNNNNN.parquet`` per partition: one row per alive image, keyed by ``key``."""
-    n, survivors = len(pool), np.flatnonzero(dec.component >= 0)
-    nearest, nearest_sim, similarity = np.full(n, -1, np.int64), np.full(n, np.nan, np.float32), np.full(
-        n, np.nan, np.float32)
-    found = copy.nearest >= 0
-    nearest[survivors[found]] = survivors[copy.nearest[found]]
-    nearest_sim[survivors], similarity[survivors] = copy.nearest_sim, copy.similarity
-    count = _duplicate_counts(dec)
-    statuses, bench = pa.array(STATUSES, pa.string()), pa.array(copy.bench_names, pa.string())
-    for p, a, b in pool.ranges():
-        nodes = slice(a, b)
-        status = statuses.take(pa.array(dec.status[nodes].astype(np.int64)))
-        ref = _take(pool.keys, dec.ref[nodes])
-        hit = _take(bench, dec.hit[nodes])
-        size = pc.cast(pa.array(dec.component_size[nodes]), pa.string())
-        code = pa.array(dec.status[nodes])
-        reason = pc.if_else(pc.equal(code, 1), _join("hash duplicate of ", ref, " (kept; ", method, " distance ",
-                                                     pc.cast(pa.array(distance[nodes]), pa.string()), ")"),
-                            pc.if_else(pc.equal(code, 2), _join("copy of ", ref, " (kept; component of ", size, ")"),
-                                       _join("copy of benchmark image ", hit, " (whole component of ", size,
-                                             " removed)")))
-        hashdup, copydup = dec.status[nodes] == 1, dec.status[nodes] == 2
-        table = pa.table({
-            "key": pool.keys[a:b].cast(pa.string()),
-            "status": status,
-            "reason": reason,
-            "hash_method": pa.array([method] * (b - a), pa.string()),
-            "hash_code": pa.FixedSizeBinaryArray.from_buffers(
-                pa.binary(codes.shape[1]), b - a, [None, pa.py_buffer(np.ascontiguousarray(codes[nodes]).tobytes())]),
-            "duplicate_of": _take(pool.keys, np.where(hashdup | copydup, dec.ref[nodes], -1)),
-            "duplicate_distance": pa.array(distance[nodes], pa.int32(), mask=~hashdup),
-            "duplicate_similarity": pa.array(similarity[nodes], mask=~copydup | np.isnan(similarity[nodes])),
-            "duplicate_count": pa.array(count[nodes], pa.int64()),
-            "copy_component": pa.array(dec.component[nodes], mask=dec.component[nodes] < 0),
-            "copy_component_size": pa.array(dec.component_size[nodes], mask=dec.component[nodes] < 0),
-            "nearest_duplicate_key": _take(pool.keys, nearest[nodes]),
-            "nearest_duplicate_similarity": pa.array(nearest_sim[nodes], mask=np.isnan(nearest_sim[nodes])),
-            "benchmark_hit": hit,
-        })
-        tables.write_parquet(table, out_dir / f"decisions-{tables.partition_name(p)}.parquet")
-
-
-def _duplicate_counts(dec) -> np.ndarray:
-    """Per image ``(n,)``: images dropped in favour of it, through hash groups and copy components."""
-    from curation.algorithms import components as cc
-
-    n = len(dec.status)
-    final = np.arange(n)
-    copy = dec.status == cc.COPY_DUPLICATE
-    final[copy] = dec.ref[copy]
-    hashed = dec.status == cc.HASH_DUPLICATE
-    final[hashed] = final[dec.ref[hashed]]  # a hash group's kept image may itself be a copy
-    count = np.bincount(final, minlength=n) - 1
-    return np.where(final == np.arange(n), count, 0)
-
-
-def _take(values: pa.Array, index: np.ndarray) -> pa.Array:
-    """``values[index]`` as strings, null where ``index`` is -1."""
-    if not len(values):
-        return pa.nulls(len(index), pa.string())
-    return values.take(pa.array(index, mask=index < 0)).cast(pa.string())
-
-
-def _join(*parts) -> pa.Array:
-    return pc.binary_join_element_wise(*parts, "")
-
-
-def _funnel(pool: _Pool, status: np.ndarray, benchmark_images: int) -> dict[str, int]:
-    """Images left after each step, like the paper's 1.3B -> 1.1B -> 744M."""
-    counts = np.bincount(status.astype(np.int64), minlength=len(STATUSES))
-    kept = len(pool) - np.cumsum(counts[1:])
-    return {"input": pool.inputs, "described": len(pool), "after_hash": int(kept[0]),
-            "after_self_dedup": int(kept[1]), "after_relative_dedup": int(kept[2]),
-            "benchmark_images": benchmark_images}
 
 
 @register

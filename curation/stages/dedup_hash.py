@@ -10,9 +10,10 @@ partition's variant codes at a time, ``V * bits / 8`` bytes per image).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,7 @@ def coder(pool, cfg: HashingConfig, seed: int, out_dir: Path) -> tuple[Callable,
     thumbs = pool.gather(THUMBS, sample) if len(sample) else np.zeros((0, cfg.thumb_size, cfg.thumb_size))
     basis = pca_hash.fit(pca_hash.features(thumbs), cfg.bits, cfg.thumb_size)
     basis.save(out_dir)
-    info.update(fit_samples=int(len(sample)), learned_components=basis.learned)
+    info.update(fit_samples=len(sample), learned_components=basis.learned)
     return (lambda t: pca_hash.hash_codes(pca_hash.features(t), basis)), info
 
 

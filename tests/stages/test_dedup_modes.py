@@ -38,7 +38,6 @@ def _run(root, pool, **dedup):
 
 def test_without_weights_the_hash_pass_catches_geometric_copies(tmp_path):
     coffee, rocket, chelsea = _photo("coffee"), _photo("rocket"), _photo("chelsea")
-    w, h = coffee.size
     pool = [[_jpeg(coffee), _jpeg(rocket), _jpeg(chelsea), _jpeg(_photo("camera")),
              _jpeg(ImageOps.mirror(coffee)),  # mirrored
              _jpeg(rocket.crop((0, 0, int(rocket.width * 0.8), int(rocket.height * 0.8)))),  # 20% crop
