@@ -338,6 +338,9 @@ class DedupStage(Stage):
         if h.method == "phash" and (h.thumb_size != 32 or h.bits != 64):
             raise ConfigError("dedup.hashing.method: phash uses 32x32 thumbnails and 64 bits "
                               f"(set thumb_size: 32 and bits: 64; got {h.thumb_size} and {h.bits})")
+        if h.variants.enabled and h.variants.source_size < h.thumb_size:
+            raise ConfigError(f"dedup.hashing.variants.source_size: {h.variants.source_size} is smaller than the "
+                              f"thumbnails it is cut into (thumb_size {h.thumb_size}); use at least 2 x thumb_size")
         if h.bits >= h.thumb_size**2:
             raise ConfigError(f"dedup.hashing.bits: {h.bits} bits need thumbnails of more than {h.bits} pixels")
         _check_descriptor(cfg)

@@ -194,6 +194,7 @@ def test_config_errors_name_the_key(tmp_path):
         ({"relative": {"benchmarks": [{"name": "b", "kind": "folder", "path": str(tmp_path / "nope")}]}},
          "dedup.relative.benchmarks.0.path"),
         ({"hashing": {"bits": 256, "thumb_size": 16}}, "dedup.hashing.bits"),
+        ({"hashing": {"variants": {"enabled": True, "source_size": 16}}}, "dedup.hashing.variants.source_size"),
     ]
     for dedup, key in cases:
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
