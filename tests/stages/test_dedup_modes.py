@@ -73,19 +73,21 @@ def test_copy_detection_with_random_weights_is_refused(tmp_path):
             run_stages(tmp_path, _pipeline(tmp_path, **{section: {"enabled": True}}), ["dedup"])
 
 
-def _sscd_file(path, dims: int = 512, size: int = 64):
+@pytest.fixture(scope="module")
+def sscd_file(tmp_path_factory):
     """A TorchScript file with the official sscd_disc_mixup layout (ResNet-50, GeM, 512-d), random weights."""
     from curation.models.sscd import SSCD
 
     torch.manual_seed(0)
-    model = SSCD("resnet50", dims).eval()
+    model = SSCD("resnet50", 512).eval()
     assert "backbone.fc.weight" in model.state_dict() and "backbone.layer4.2.conv3.weight" in model.state_dict()
-    torch.jit.trace(model, torch.zeros(1, 3, size, size)).save(str(path))
+    path = tmp_path_factory.mktemp("weights") / "sscd_disc_mixup.torchscript.pt"
+    torch.jit.trace(model, torch.zeros(1, 3, 64, 64)).save(str(path))
     return path
 
 
-def test_wrong_descriptor_dims_fail_before_any_work(tmp_path):
-    weights = _sscd_file(tmp_path / "sscd_disc_mixup.torchscript.pt")
+def test_wrong_descriptor_dims_fail_before_any_work(tmp_path, sscd_file):
+    weights = sscd_file
     write_download(tmp_path, [[_jpeg(_photo("coffee"))]])
     with pytest.raises(ConfigError, match=r"dedup\.descriptor\.dims: .* gives 512-d descriptors, the config says 128"):
         run_stages(tmp_path, _pipeline(tmp_path, descriptor={"weights": str(weights), "dims": 128,
@@ -93,8 +95,8 @@ def test_wrong_descriptor_dims_fail_before_any_work(tmp_path):
     assert not (tmp_path / "stages/dedup").exists()
 
 
-def test_sscd_torchscript_end_to_end(tmp_path):
-    weights = _sscd_file(tmp_path / "sscd_disc_mixup.torchscript.pt")
+def test_sscd_torchscript_end_to_end(tmp_path, sscd_file):
+    weights = sscd_file
     flower, coffee = _photo("flower"), _photo("coffee")
     pool = [[_jpeg(coffee), _jpeg(_photo("astronaut")), _jpeg(_photo("camera"))],
             [_jpeg(coffee.rotate(4, expand=False)), _jpeg(flower, 70), _jpeg(_photo("moon"))]]
