@@ -118,3 +118,41 @@ def test_sscd_torchscript_end_to_end(tmp_path, sscd_file):
     assert desc.shape == (3, 512)
     graph = json.loads((tmp_path / "run/stages/dedup/graph/_SUCCESS.json").read_text())
     assert graph["copy_dedup"] and graph["relative_dedup"] and graph["index"] == "flat"
+
+
+class _CornerColour(torch.nn.Module):
+    """A descriptor that sees only the mean colour of the top-left 8x8 input pixels (8-d: 3 + zeros)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x[:, :, :8, :8].mean(dim=(2, 3))
+        return torch.cat([mean, torch.zeros(len(x), 5)], dim=1)
+
+
+def _painted(name: str, direction: tuple[float, float, float], size: int = 256):
+    """A photo whose top-left quarter has the colour whose normalised value is the unit ``direction``."""
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    v = np.array(direction) / np.linalg.norm(direction)
+    colour = tuple(int(c) for c in np.rint((v * std + mean) * 255))
+    img = _photo(name).resize((size, size))
+    img.paste(colour, (0, 0, size // 4, size // 4))
+    return img
+
+
+def test_relative_dedup_runs_on_the_self_deduplicated_pool(tmp_path):
+    """A -- A' at cosine 0.71 (> 0.6: A' is dropped for A); A' -- benchmark at 0.57 (> 0.45), A -- benchmark
+    at 0: the benchmark reaches A only through the copy self-dedup drops, so A stays. C -- benchmark at 0.6
+    (and 0 to A, A'): C leaks."""
+    weights = tmp_path / "corner.torchscript.pt"
+    torch.jit.script(_CornerColour()).save(str(weights))
+    pool = [[_jpeg(_painted("astronaut", (1, 0, 0), 320), 95), _jpeg(_painted("coffee", (1, 1, 0)), 95),
+             _jpeg(_painted("chelsea", (0, 0, 1)), 95)]]
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "b.jpg").write_bytes(_jpeg(_painted("camera", (0, 0.8, 0.6)), 95))
+    rows = _run(tmp_path / "run", pool, hashing={"variants": {"enabled": False}},
+                descriptor={"weights": str(weights), "dims": 8, "image_size": 64, "device": "cpu"},
+                relative={"benchmarks": [{"name": "b", "kind": "folder", "path": str(bench)}]})
+    assert [rows[KEY(0, i)]["status"] for i in range(3)] == ["success", "duplicate_copy", "benchmark_leak"]
+    assert rows[KEY(0, 1)]["duplicate_of"] == KEY(0, 0)
+    assert rows[KEY(0, 1)]["duplicate_similarity"] == pytest.approx(np.cos(np.radians(45)), abs=0.03)
+    assert rows[KEY(0, 0)]["benchmark_hit"] is None and rows[KEY(0, 2)]["benchmark_hit"] == "b:b-00000000"
