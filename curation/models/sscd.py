@@ -178,8 +178,10 @@ class Preprocess:
     # True: thumbnails exactly as imagehash makes them (Lanczos on the decoded
     # image; pHash parity); False: area-averaged from the model input (fast).
     exact_thumb: bool = False
-    # > 0: also a (source_size, source_size) grayscale image, cut into the hash's geometric variants.
+    # > 0: also a (source_size, source_size) grayscale image, cut into the hash's geometric variants;
+    # trim: of the image without its uniform borders (curation.algorithms.variants.trimmed).
     source_size: int = 0
+    trim: bool = False
 
 
 @dataclass
@@ -261,7 +263,13 @@ def describe_with_sources(blobs, embed: Embedder | None, spec: Preprocess, draft
     else:
         thumbs = thumbnails([decoded[i].pixels for i in good], spec.thumb_size)
     s = spec.source_size
-    sources = thumbnails([decoded[i].pixels for i in good], s) if s else np.zeros((len(good), 0, 0), np.uint8)
+    if s:
+        from curation.algorithms.variants import trimmed
+
+        frames = [trimmed(decoded[i].pixels) if spec.trim else decoded[i].pixels for i in good]
+        sources = thumbnails(frames, s)
+    else:
+        sources = np.zeros((len(good), 0, 0), np.uint8)
     size = np.array([(decoded[i].width, decoded[i].height) for i in good], np.int64).reshape(-1, 2)
     keep = [j for j, i in enumerate(ok) if reasons[i] is None]
     return sources, thumbs, desc[keep], size[:, 0], size[:, 1], reasons, errors

@@ -67,12 +67,16 @@ def load_descriptor_model(cfg: DedupConfig, seed: int):
     from curation.models import sscd
 
     d, h = cfg.descriptor, cfg.hashing
-    source_size = h.variants.source_size if h.variants.enabled else 0
+    v = h.variants
+    source_size = v.source_size if v.enabled else 0
     if not cfg.describes:
-        size = 2 * max(h.thumb_size, source_size)  # area-averaged down from twice the size: antialiased
-        return None, sscd.Preprocess("square", size, h.thumb_size, h.method == "phash", source_size), "none"
+        # Borders are found, and everything area-averaged down, from 4x the variant source (256 px).
+        size = 4 * max(h.thumb_size, source_size)
+        return None, sscd.Preprocess("square", size, h.thumb_size, h.method == "phash", source_size,
+                                     v.enabled and v.trim), "none"
     model, source = sscd.load(d.weights, d.backbone, d.dims, d.gem_p, seed=seed, image_size=d.image_size)
-    spec = sscd.Preprocess(d.resize, d.image_size, h.thumb_size, h.method == "phash", source_size)
+    spec = sscd.Preprocess(d.resize, d.image_size, h.thumb_size, h.method == "phash", source_size,
+                           v.enabled and v.trim)
     return sscd.Embedder(model, d.device, d.batch_size, d.dims), spec, source
 
 

@@ -14,7 +14,7 @@ from curation.sources import ImageSetConfig
 class VariantsConfig(Section):
     enabled: bool = Field(True, description="each image also queries with its mirrored, cropped and trimmed forms")
     mirror: bool = Field(True, description="query with the horizontally flipped image")
-    crops: list[float] = Field([0.8, 0.9], description="kept side fractions of the crop variants")
+    crops: list[float] = Field([0.8, 0.85, 0.9], description="kept side fractions of the crop variants")
     grid: int = Field(7, ge=1, le=9, description="crop positions per axis (1: centred only): grid^2 crops per scale")
     trim: bool = Field(True, description="query with the image without its uniform borders (undoes paddings)")
     source_size: int = Field(64, ge=16, le=256, description="side of the grayscale image the variants are cut from")
