@@ -34,7 +34,8 @@ MODES = {
     "pca hash, no variants": {"hashing": {"method": "pca", "variants": {"enabled": False}}},
     "pca hash + variants (default)": {"hashing": {"method": "pca"}},
     "phash, no variants": {"hashing": {"method": "phash", "variants": {"enabled": False}}},
-    "phash + variants": {"hashing": {"method": "phash"}},
+    "phash + variants (the demo)": {"hashing": {"method": "phash"}},
+    "pca hash + variants, radius 5": {"hashing": {"method": "pca", "variants": {"max_distance": 5}}},
 }
 
 

@@ -18,7 +18,7 @@ class VariantsConfig(Section):
     grid: int = Field(7, ge=1, le=9, description="crop positions per axis (1: centred only): grid^2 crops per scale")
     trim: bool = Field(True, description="query with the image without its uniform borders (undoes paddings)")
     source_size: int = Field(64, ge=16, le=256, description="side of the grayscale image the variants are cut from")
-    max_distance: int = Field(5, ge=0, le=64, description="variant codes this close to an image's code are duplicates")
+    max_distance: int = Field(4, ge=0, le=64, description="variant codes this close to an image's code are duplicates")
 
     @field_validator("crops")
     @classmethod
