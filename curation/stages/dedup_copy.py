@@ -37,6 +37,7 @@ def copy_pass(step: Any, pool: Any, survivors: np.ndarray, rank: np.ndarray, out
     """Self-dedup over the hash survivors, then relative dedup over what self-dedup keeps (as in the paper)."""
     from curation.algorithms import components as cc
     from curation.algorithms import knn
+    from curation.stages.dedup import _descriptors
 
     cfg, n1 = step.cfg, len(survivors)
     none = _CopyResult(np.arange(n1), np.zeros(0, np.int64), np.full(n1, -1, np.int64),
@@ -44,14 +45,12 @@ def copy_pass(step: Any, pool: Any, survivors: np.ndarray, rank: np.ndarray, out
     if not cfg.describes:
         return none
     c, r = cfg.copy_dedup, cfg.relative
-    from curation.stages.dedup import _descriptors
-
     x, mean = _descriptors(pool, survivors, cfg.descriptor.center, out_dir / "pool-descriptors.npy")
     timer.lap("descriptors")
     out = none
     if cfg.copy_on:
         floor = None if c.rerank_margin is None else c.threshold - c.rerank_margin
-        graph = knn.copy_graph(x, x[:0], c.index, c.k, c.threshold, 0, 1.0, step.ctx.seed, floor)
+        graph = knn.copy_graph(x, x[:0], c.index, c.k, c.threshold, 0, 1.0, step.ctx.seed, floor)  # no benchmarks
         rep = cc.representatives(graph.labels, rank)
         sim = np.full(n1, np.nan, np.float32)
         dup = np.flatnonzero(rep != np.arange(n1))
