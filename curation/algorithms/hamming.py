@@ -13,11 +13,16 @@ indexes, queried in chunks so that memory does not grow with the pool:
   (exact, not approximate); candidates are verified on the full code. The
   cost per query is about ``nhash * sum_{i<=nflip} C(b, i)`` hash probes
   plus the bucket contents (``n / 2^b`` per bucket: tiny up to billions).
+
+Geometric variants (:mod:`curation.algorithms.variants`) are extra *queries*
+against the same index of one code per image (:func:`variant_pairs`): the
+index is built for the largest radius used, so the pigeonhole bound holds
+for every query, and the search stays exact.
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -50,23 +55,48 @@ def build_index(codes: np.ndarray, max_distance: int, method: str = "auto", flat
 
 
 def near_pairs(codes: np.ndarray, max_distance: int, method: str = "auto", flat_max: int = 100_000,
-               chunk: int = 1 << 18) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+               chunk: int = 1 << 18, index=None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Every pair ``i < j`` with ``hamming(codes[i], codes[j]) <= max_distance``.
 
     ``codes``: ``(n, nbytes) uint8``. Yields chunks ``(i, j, distance)`` of
-    int64 arrays; each pair appears exactly once.
+    int64 arrays; each pair appears exactly once. ``index``: one built by
+    :func:`build_index` over ``codes`` for a radius ``>= max_distance``.
     """
     n = len(codes)
     if n < 2 or max_distance < 0:
         return
-    index = build_index(codes, max_distance, method, flat_max)
+    index = build_index(codes, max_distance, method, flat_max) if index is None else index
     for start in range(0, n, chunk):
-        queries = np.ascontiguousarray(codes[start : start + chunk], dtype=np.uint8)
-        # Faiss binary range search keeps distances strictly below the radius.
-        lims, dist, ids = index.range_search(queries, max_distance + 1)
-        i = np.repeat(np.arange(start, start + len(queries), dtype=np.int64), np.diff(lims).astype(np.int64))
-        j = ids.astype(np.int64)
+        i, j, dist = range_pairs(index, codes[start : start + chunk], np.arange(start, min(n, start + chunk)),
+                            max_distance)
         keep = i < j
         if keep.any():
-            yield i[keep], j[keep], dist[keep].astype(np.int64)
+            yield i[keep], j[keep], dist[keep]
+
+
+def variant_pairs(index, queries: np.ndarray, owners: np.ndarray,
+                  max_distance: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs ``(owner, j, distance)`` of query codes within ``max_distance`` of indexed code ``j``.
+
+    ``queries`` ``(q, nbytes) uint8``: variant codes; ``owners`` ``(q,)``: the
+    indexed image each belongs to (pairs with itself are dropped). A pair may
+    repeat (several variants of one image match): harmless to union-find.
+    ``index`` must be built for a radius ``>= max_distance`` (exactness).
+    """
+    i, j, dist = range_pairs(index, queries, np.asarray(owners, np.int64), max_distance)
+    keep = i != j
+    return i[keep], j[keep], dist[keep]
+
+
+def range_pairs(index, queries: np.ndarray, owners: np.ndarray,
+                max_distance: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(owners[q], j, distance)`` for every query ``q`` and indexed code ``j`` within ``max_distance``."""
+    if not len(queries):
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty
+    queries = np.ascontiguousarray(queries, dtype=np.uint8)
+    # Faiss binary range search keeps distances strictly below the radius.
+    lims, dist, ids = index.range_search(queries, max_distance + 1)
+    i = np.repeat(owners, np.diff(lims).astype(np.int64))
+    return i, ids.astype(np.int64), dist.astype(np.int64)
 

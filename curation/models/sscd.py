@@ -82,24 +82,25 @@ def is_torchscript(path: Path) -> bool:
 
 
 def load(path: str | Path | None, backbone: str = "resnet50", dims: int = 512, pool_param: float = 3.0,
-         seed: int = 0) -> tuple[nn.Module, str]:
+         seed: int = 0, image_size: int = 32) -> tuple[nn.Module, str]:
     """The descriptor model in eval mode and where its weights came from.
 
-    ``path=None`` builds a random-init model (seeded): tests and offline
-    demos only, its descriptors do not detect copies.
+    ``path=None`` builds a random-init model (seeded): tests only (the
+    stage refuses it unless ``descriptor.allow_random_weights``); its
+    descriptors do not detect copies.
     """
     from curation.models import checkpoints
 
     if path is None:
         torch.manual_seed(seed)
-        log.warning("SSCD descriptor has random weights: for tests and demos only")
+        log.warning("SSCD descriptor has random weights: forced for a test; they merge distinct images")
         return SSCD(backbone, dims, pool_param).eval(), RANDOM_INIT
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"SSCD checkpoint {path} does not exist")
     if is_torchscript(path):
         model = checkpoints.load_torchscript(path)
-        _check_output(model, dims, path)
+        _check_output(model, dims, path, image_size)
         return model, f"torchscript:{path}"
     model = SSCD(backbone, dims, pool_param)
     checkpoints.load_state(model, _unwrap(checkpoints.read_checkpoint(path)))
@@ -119,12 +120,48 @@ def _unwrap(obj) -> dict[str, torch.Tensor]:
     return obj
 
 
-def _check_output(model: nn.Module, dims: int, path: Path) -> None:
-    with torch.inference_mode():
-        out = model(torch.zeros(1, 3, 32, 32))
-    if tuple(out.shape) != (1, dims):
-        raise CheckpointError(f"{path}: the TorchScript model gives descriptors of shape "
-                              f"{tuple(out.shape)[1:]}, the config says dims={dims}")
+def _check_output(model: nn.Module, dims: int, path: Path, image_size: int = 32) -> None:
+    out = output_dim(model, path, image_size)
+    if out != dims:
+        raise CheckpointError(f"{path}: the TorchScript model gives {out}-d descriptors, the config says dims={dims}")
+
+
+def output_dim(model: nn.Module, path: str | Path, image_size: int = 32) -> int:
+    """The descriptor dimension of ``model``, from one zero image ``(1, 3, size, size)``.
+
+    Raises ``CheckpointError`` saying why when the model does not map an
+    image batch to ``(1, d)`` descriptors (e.g. a ViT exported for another
+    input size, or a model returning patch tokens).
+    """
+    try:
+        with torch.inference_mode():
+            out = model(torch.zeros(1, 3, image_size, image_size))
+    except Exception as err:  # TorchScript raises its own error types
+        raise CheckpointError(f"{path}: the model does not run on a {image_size}x{image_size} image "
+                              f"(set dedup.descriptor.image_size to the size it was exported for): "
+                              f"{str(err).strip().splitlines()[-1][:300]}") from None
+    if isinstance(out, (tuple, list)) or not isinstance(out, torch.Tensor) or out.ndim != 2 or len(out) != 1:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise CheckpointError(f"{path}: the model must return descriptors (batch, dims); it returned {shape}")
+    return int(out.shape[1])
+
+
+def probe_descriptor_dim(path: str | Path, image_size: int = 32) -> int:
+    """Output dimension of the TorchScript descriptor at ``path`` (before any work).
+
+    Loads the file the way the dedup stage does (``torch.jit.load``, CPU)
+    and runs one zero image of ``image_size``. State dicts have the
+    dimension in their ``fc`` weight; their shapes are checked on load.
+    """
+    from curation.models import checkpoints
+
+    path = Path(path)
+    if not is_torchscript(path):
+        state = _unwrap(checkpoints.read_checkpoint(path))
+        if "backbone.fc.weight" not in state:
+            raise CheckpointError(f"{path}: no backbone.fc.weight: not an SSCD state dict")
+        return int(state["backbone.fc.weight"].shape[0])
+    return output_dim(checkpoints.load_torchscript(path), path, image_size)
 
 
 def save(model: SSCD, path: str | Path) -> None:
@@ -147,6 +184,10 @@ class Preprocess:
     # True: thumbnails exactly as imagehash makes them (Lanczos on the decoded
     # image; pHash parity); False: area-averaged from the model input (fast).
     exact_thumb: bool = False
+    # > 0: also a (source_size, source_size) grayscale image, cut into the hash's geometric variants;
+    # trim: of the image without its uniform borders (curation.algorithms.variants.trimmed).
+    source_size: int = 0
+    trim: bool = False
 
 
 @dataclass
@@ -183,14 +224,22 @@ def _resize(img, spec: Preprocess) -> np.ndarray:
     return np.asarray(img.resize(size, Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
-def describe(blobs, embed: Embedder, spec: Preprocess, draft: bool = True, pool=None):
+def describe(blobs, embed: Embedder | None, spec: Preprocess, draft: bool = True, pool=None):
     """Decode and describe a batch of encoded images; see :func:`describe_decoded`.
 
-    ``pool``: an executor to decode on (None: ``embed``'s decode threads).
+    ``pool``: an executor to decode on (None: ``embed``'s decode threads, or
+    here when there is no model).
     """
+    return describe_with_sources(blobs, embed, spec, draft, pool)[1:]
+
+
+def describe_with_sources(blobs, embed: Embedder | None, spec: Preprocess, draft: bool = True, pool=None):
+    """:func:`describe`, preceded by the variant sources ``(m, S, S) uint8``
+    (``S = spec.source_size``; ``(m, 0, 0)`` when it is 0)."""
     from curation.models.inference import submit
 
-    return describe_decoded(submit(blobs, decoder(spec, draft), pool or embed.pool).result(), embed, spec)
+    pool = pool or (embed.pool if embed is not None else None)
+    return describe_decoded(submit(blobs, decoder(spec, draft), pool).result(), embed, spec)
 
 
 def decoder(spec: Preprocess, draft: bool = True):
@@ -198,13 +247,14 @@ def decoder(spec: Preprocess, draft: bool = True):
     return functools.partial(decode, spec=spec, draft=draft)
 
 
-def describe_decoded(decoded: DecodedBatch, embed: Embedder, spec: Preprocess):
+def describe_decoded(decoded: DecodedBatch, embed: Embedder | None, spec: Preprocess):
     """Descriptors of a decoded batch (values from :func:`decode`).
 
-    Returns ``(thumbs (m, s, s) uint8, desc (m, dims) float32, width (m,),
-    height (m,), reasons, errors)``: the arrays cover the ``m`` images that
-    succeeded, in input order; ``reasons[i]`` is None for those and a status
-    (``failed_decode:<why>``, ``failed_descriptor:nan|zero``) otherwise.
+    Returns ``(sources (m, S, S) uint8, thumbs (m, s, s) uint8, desc (m, dims)
+    float32, width (m,), height (m,), reasons, errors)``: the arrays cover the
+    ``m`` images that succeeded, in input order; ``reasons[i]`` is None for
+    those and a status (``failed_decode:<why>``, ``failed_descriptor:nan|zero``)
+    otherwise. ``embed`` None: hash thumbnails only, ``desc`` is ``(m, 0)``.
     """
     from curation.algorithms.knn import bad_rows
     from curation.algorithms.pca_hash import thumbnails
@@ -213,18 +263,29 @@ def describe_decoded(decoded: DecodedBatch, embed: Embedder, spec: Preprocess):
     reasons = [f"failed_decode:{r}" if r else None for r in decoded.reasons]
     errors = list(decoded.errors)
     ok = np.flatnonzero(decoded.ok).tolist()
-    desc = embed([values[i].pixels for i in ok])
-    for j, why in enumerate(bad_rows(desc)):
-        if why:
-            reasons[ok[j]], errors[ok[j]] = f"failed_descriptor:{why}", f"the descriptor is {why}"
+    if embed is None:
+        desc = np.zeros((len(ok), 0), np.float32)
+    else:
+        desc = embed([values[i].pixels for i in ok]) if ok else np.zeros((0, embed.dims), np.float32)
+        for j, why in enumerate(bad_rows(desc)):
+            if why:
+                reasons[ok[j]], errors[ok[j]] = f"failed_descriptor:{why}", f"the descriptor is {why}"
     good = [i for i in ok if reasons[i] is None]
     if spec.exact_thumb and good:
         thumbs = np.stack([values[i].thumb for i in good])
     else:
         thumbs = thumbnails([values[i].pixels for i in good], spec.thumb_size)
+    s = spec.source_size
+    if s:
+        from curation.algorithms.variants import trimmed
+
+        frames = [trimmed(values[i].pixels) if spec.trim else values[i].pixels for i in good]
+        sources = thumbnails(frames, s)
+    else:
+        sources = np.zeros((len(good), 0, 0), np.uint8)
     size = np.array([(values[i].width, values[i].height) for i in good], np.int64).reshape(-1, 2)
     keep = [j for j, i in enumerate(ok) if reasons[i] is None]
-    return thumbs, desc[keep], size[:, 0], size[:, 1], reasons, errors
+    return sources, thumbs, desc[keep], size[:, 0], size[:, 1], reasons, errors
 
 
 def describe_all(images, embed: Embedder, spec: Preprocess, draft: bool = True, batch: int = 256):
@@ -248,7 +309,7 @@ def describe_all(images, embed: Embedder, spec: Preprocess, draft: bool = True, 
     chunk, job = start()
     while chunk:
         following = start()
-        _, desc, _, _, reasons, _ = describe_decoded(job.result(), embed, spec)
+        _, _, desc, _, _, reasons, _ = describe_decoded(job.result(), embed, spec)
         keys += [key for (key, _), why in zip(chunk, reasons) if why is None]
         parts.append(desc)
         failed += len(chunk) - len(desc)

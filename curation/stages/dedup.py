@@ -1,44 +1,48 @@
-"""The dedup stage: PCA-hash and copy-detection (SSCD) deduplication, as in LVD-142M.
+"""The dedup stage: hash and copy-detection (SSCD) deduplication, as in LVD-142M.
 
 Steps (see ``docs/dedup.md``):
 
 - ``features`` (map): each image is decoded once into a grayscale thumbnail
-  (hash input) and an SSCD descriptor; side files ``part-NNNNNN.thumbs.npy``
-  ``(m, s, s) uint8`` and ``part-NNNNNN.desc.npy`` ``(m, d)``; row ``j`` belongs
-  to the table row whose ``feature_row`` is ``j``.
-- ``graph`` (global, the whole pool at once, never per worker): PCA hash
-  fitted on a sample, Hamming groups, a k-NN graph over the hash survivors,
-  connected components, components that reach a benchmark image. Writes
-  ``decisions-part-NNNNNN.parquet`` (keyed by sample key) and ``funnel.json``.
+  (hash input), the source of its geometric variants and, when copy or
+  relative dedup is on, an SSCD descriptor; side files
+  ``part-NNNNNN.thumbs.npy`` ``(m, s, s) uint8``, ``part-NNNNNN.sources.npy``
+  ``(m, S, S) uint8`` and ``part-NNNNNN.desc.npy`` ``(m, d)`` (``d = 0``
+  without a descriptor); row ``j`` belongs to the table row whose
+  ``feature_row`` is ``j``.
+- ``graph`` (global, the whole pool at once, never per worker): hash codes
+  (PCA fitted on a sample, or pHash), Hamming groups with variant queries, a
+  k-NN graph over the hash survivors, connected components, then the
+  components of the self-deduplicated pool that reach a benchmark image.
+  Writes ``decisions-part-NNNNNN.parquet`` (keyed by sample key) and ``funnel.json``.
 - ``table`` (map): joins the decisions onto each partition: the stage table.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation import tables
-from curation.atomic import write_json
 from curation.algorithms.knn import unit_rows
+from curation.atomic import write_json
 from curation.errors import ConfigError, PartitionError
-from curation.stages.dedup_config import DedupConfig
 from curation.stages.base import GlobalStep, MapStep, PartitionOutput, Resources, Stage
+from curation.stages.dedup_config import DedupConfig
+from curation.stages.dedup_decisions import STATUSES  # noqa: F401  (the stage's statuses, in funnel order)
 from curation.stages.registry import register
 
 log = logging.getLogger("curation")
 STAGE = "dedup"
-THUMBS, DESCRIPTORS = "thumbs.npy", "desc.npy"
+THUMBS, SOURCES, DESCRIPTORS = "thumbs.npy", "sources.npy", "desc.npy"
 FUNNEL_FILE = "funnel.json"
 _FEATURE_COLUMNS = pa.schema([("key", pa.string()), ("width", pa.int64()), ("height", pa.int64()),
                               ("feature_row", pa.int64())])
-# Status of each decision code of ``components.decide``, in funnel order.
-STATUSES = (tables.SUCCESS, "duplicate_pca", "duplicate_copy", "benchmark_leak")
 
 
 def _gpu_workers(device: str) -> bool:
@@ -58,13 +62,23 @@ def load_descriptor_model(cfg: DedupConfig, seed: int):
     """``(embedder, preprocess spec, weights source)`` of the configured descriptor.
 
     The embedder decodes on two threads per CPU of ``descriptor.num_cpus``.
+    Without copy or relative dedup there is no model (``None``, ``"none"``)
+    and images decode straight to the hash's sizes.
     """
     from curation.models import sscd
     from curation.models.inference import decode_thread_count
 
-    d = cfg.descriptor
-    model, source = sscd.load(d.weights, d.backbone, d.dims, d.gem_p, seed=seed)
-    spec = sscd.Preprocess(d.resize, d.image_size, cfg.hashing.thumb_size, cfg.hashing.method == "phash")
+    d, h = cfg.descriptor, cfg.hashing
+    v = h.variants
+    source_size = v.source_size if v.enabled else 0
+    if not cfg.describes:
+        # Borders are found, and everything area-averaged down, from 4x the variant source (256 px).
+        size = 4 * max(h.thumb_size, source_size)
+        return None, sscd.Preprocess("square", size, h.thumb_size, h.method == "phash", source_size,
+                                     v.enabled and v.trim), "none"
+    model, source = sscd.load(d.weights, d.backbone, d.dims, d.gem_p, seed=seed, image_size=d.image_size)
+    spec = sscd.Preprocess(d.resize, d.image_size, h.thumb_size, h.method == "phash", source_size,
+                           v.enabled and v.trim)
     threads = decode_thread_count(0, d.num_cpus)
     return sscd.Embedder(model, d.device, d.batch_size, d.dims, threads), spec, source
 
@@ -76,19 +90,24 @@ class Features(MapStep):
 
     def resources(self) -> Resources:
         d = self.cfg.descriptor
-        return Resources(num_cpus=d.num_cpus, num_gpus=1 if _gpu_workers(d.device) else 0)
+        return Resources(num_cpus=d.num_cpus, num_gpus=1 if self.cfg.describes and _gpu_workers(d.device) else 0)
 
     def batch_size(self) -> int:
         return max(256, self.cfg.descriptor.batch_size)
 
     def setup(self) -> None:
-        from curation.models.inference import Prefetch
+        from concurrent.futures import ThreadPoolExecutor
+
+        from curation.models.inference import Prefetch, decode_thread_count, submit
         from curation.models.sscd import decoder
 
         self.embed, self.spec, self.source = load_descriptor_model(self.cfg, self.ctx.seed)
         decode = decoder(self.spec, self.cfg.descriptor.draft)
+        # Hash only (no model): the decode threads are the step's own.
+        pool = self.embed.pool if self.embed is not None else ThreadPoolExecutor(
+            decode_thread_count(0, self.cfg.descriptor.num_cpus))
         self.prefetch = Prefetch(
-            lambda batch: self.embed.submit(batch.column("key").to_pylist(), decode, self._fetch), self.alive_only)
+            lambda batch: submit(batch.column("key").to_pylist(), decode, pool, self._fetch), self.alive_only)
 
     def _fetch(self, key: str) -> bytes | None:
         # On the decode threads: TarImages opens the file per read. None: missing_image.
@@ -99,6 +118,7 @@ class Features(MapStep):
 
         self.images, self.out = pool_images(self.ctx.run_dir, partition), out
         self.thumbs: list[np.ndarray] = []
+        self.sources: list[np.ndarray] = []
         self.descs: list[np.ndarray] = []
         self.rows = 0
         self.prefetch.clear()
@@ -111,7 +131,7 @@ class Features(MapStep):
         from curation.models.sscd import describe_decoded
 
         keys = batch.column("key").to_pylist()
-        thumbs, desc, width, height, reasons, errors = describe_decoded(
+        sources, thumbs, desc, width, height, reasons, errors = describe_decoded(
             self.prefetch.take(batch), self.embed, self.spec)
         failed = np.array([r is not None for r in reasons], dtype=bool)
         out = tables.drop(batch.select(tables.STATUS_COLUMNS), failed, STAGE, reasons, errors)
@@ -119,6 +139,7 @@ class Features(MapStep):
         row[~failed] = self.rows + np.arange(len(desc))
         self.rows += len(desc)
         self.thumbs.append(thumbs)
+        self.sources.append(sources)
         self.descs.append(desc.astype(self.cfg.descriptor.storage_dtype))
         wide = np.zeros((2, len(keys)), np.int64)
         wide[:, ~failed] = width, height
@@ -126,13 +147,15 @@ class Features(MapStep):
             "height", pa.array(wide[1], mask=failed)).append_column("feature_row", pa.array(row, mask=failed))
 
     def close(self) -> dict[str, Any]:
-        s, d = self.cfg.hashing.thumb_size, self.cfg.descriptor
+        s, d, v = self.cfg.hashing.thumb_size, self.cfg.descriptor, self.spec.source_size
         thumbs = np.concatenate(self.thumbs) if self.thumbs else np.zeros((0, s, s), np.uint8)
-        descs = np.concatenate(self.descs) if self.descs else np.zeros((0, d.dims), d.storage_dtype)
-        for suffix, array in ((THUMBS, thumbs), (DESCRIPTORS, descs)):
+        sources = np.concatenate(self.sources) if self.sources else np.zeros((0, v, v), np.uint8)
+        dims = d.dims if self.embed is not None else 0
+        descs = np.concatenate(self.descs) if self.descs else np.zeros((0, dims), d.storage_dtype)
+        for suffix, array in ((THUMBS, thumbs), (SOURCES, sources), (DESCRIPTORS, descs)):
             with open(self.out.path(suffix), "wb") as fh:
                 np.save(fh, array, allow_pickle=False)
-        return {"described": int(len(descs)), "descriptor_weights": self.source}
+        return {"described": len(descs), "descriptor_weights": self.source}
 
 
 class Graph(GlobalStep):
@@ -156,57 +179,34 @@ class Graph(GlobalStep):
 
     def _run(self, out_dir: Path) -> dict[str, Any]:
         from curation.algorithms import components as cc
-        from curation.algorithms import hamming, knn
+        from curation.stages import dedup_copy, dedup_decisions, dedup_hash
 
-        timer, h = _Timer(), self.cfg.hashing
+        timer, cfg = _Timer(), self.cfg
         pool = _Pool(self.ctx.step_dir(Features.name))
-        codes, hash_info = self._codes(pool, out_dir)
-        timer.lap("hash")
-        pairs = hamming.near_pairs(codes, h.max_distance, h.search, h.flat_max)
-        pca_labels = cc.connected_components(len(pool), ((i, j) for i, j, _ in pairs))
-        rank = -pool.area if self.cfg.keep == "largest" else np.zeros(len(pool), np.int64)
-        pca_rep = cc.representatives(pca_labels, rank)
-        survivors = np.flatnonzero(pca_rep == np.arange(len(pool)))
+        hashed = dedup_hash.hash_groups(pool, cfg.hashing, self.ctx.seed, out_dir)
         timer.lap("hash_groups")
-        x, mean = _descriptors(pool, survivors, self.cfg.descriptor.center, out_dir / "pool-descriptors.npy")
-        names, y, bench_info = self._benchmarks(mean, x.shape[1])
-        timer.lap("descriptors")
-        c, r = self.cfg.copy_dedup, self.cfg.relative
-        floor = None if c.rerank_margin is None else min(c.threshold, r.threshold) - c.rerank_margin
-        graph = knn.copy_graph(x, y, c.index, c.k, c.threshold, r.k, r.threshold, self.ctx.seed, floor)
-        timer.lap("copy_graph")
-        dec = cc.decide(pca_rep, survivors, graph.labels, graph.leak_labels, rank[survivors])
-        nearest = np.full(len(pool), -1, np.int64)
-        similarity = np.full(len(pool), np.nan, np.float32)
-        found = graph.nearest >= 0
-        nearest[survivors[found]] = survivors[graph.nearest[found]]
-        similarity[survivors] = graph.nearest_sim
-        _write_decisions(out_dir, pool, dec, codes, nearest, similarity, pa.array(names, pa.string()))
+        rank = -pool.area if cfg.keep == "largest" else np.zeros(len(pool), np.int64)
+        hash_rep = cc.representatives(hashed.labels, rank)
+        survivors = np.flatnonzero(hash_rep == np.arange(len(pool)))
+        copy = dedup_copy.copy_pass(self, pool, survivors, rank[survivors], out_dir, timer)
+        if cfg.relative.benchmarks and not cfg.relative_on and cfg.relative.enabled is None:  # matched by hash
+            copy.bench_names, thumbs, copy.bench_info = dedup_copy.benchmark_thumbs(self)
+            copy.leak_labels = dedup_hash.leak_labels(pool, cfg.hashing, hashed, survivors, hash_rep, thumbs)
+            timer.lap("relative_hash")
+        dec = cc.decide(hash_rep, survivors, copy.labels, copy.leak_labels, rank[survivors])
+        dup = np.flatnonzero(dec.status == cc.HASH_DUPLICATE)
+        distance = np.full(len(pool), -1, np.int64)
+        distance[dup] = dedup_hash.distances(pool, cfg.hashing, hashed, dup, dec.ref[dup])
+        dedup_decisions.write_decisions(out_dir, pool, dec, hashed.codes, copy, distance, cfg.hashing.method)
         (out_dir / "pool-descriptors.npy").unlink(missing_ok=True)
-        funnel = _funnel(pool, dec.status, len(names))
+        (out_dir / "kept-descriptors.npy").unlink(missing_ok=True)
+        funnel = dedup_decisions.funnel(pool, dec.status, len(copy.bench_names))
         write_json(out_dir / FUNNEL_FILE, funnel)
         log.info("dedup funnel: %s", funnel)
         timer.lap("write")
-        return {"funnel": funnel, "hash": hash_info, "benchmarks": bench_info,
-                "index": graph.kind, "seconds": timer.laps}
-
-    def _codes(self, pool: "_Pool", out_dir: Path) -> tuple[np.ndarray, dict[str, Any]]:
-        """Hash codes ``(n, bits // 8) uint8`` of every pool image, in pool order."""
-        from curation.algorithms import pca_hash, phash
-
-        h = self.cfg.hashing
-        info: dict[str, Any] = {"method": h.method}
-        if h.method == "phash":
-            codes = [phash.phash_codes(t) for t in pool.arrays(THUMBS)]
-        else:
-            rng = np.random.default_rng(self.ctx.seed)
-            sample = np.sort(rng.choice(len(pool), size=min(len(pool), h.fit_samples), replace=False))
-            thumbs = pool.gather(THUMBS, sample) if len(sample) else np.zeros((0, h.thumb_size, h.thumb_size))
-            basis = pca_hash.fit(pca_hash.features(thumbs), h.bits, h.thumb_size)
-            basis.save(out_dir)
-            codes = [pca_hash.hash_codes(pca_hash.features(t), basis) for t in pool.arrays(THUMBS)]
-            info.update(fit_samples=int(len(sample)), learned_components=basis.learned)
-        return (np.concatenate(codes) if codes else np.zeros((0, h.bits // 8), np.uint8)), info
+        return {"funnel": funnel, "hash": hashed.info, "benchmarks": copy.bench_info,
+                "copy_dedup": cfg.copy_on, "relative_dedup": cfg.relative_on, "index": copy.kind,
+                "seconds": timer.laps}
 
     def _benchmarks(self, mean: np.ndarray | None, dims: int) -> tuple[list[str], np.ndarray, dict]:
         """Names (``dataset:key``) and unit descriptors ``(m, d)`` of the benchmark images."""
@@ -326,12 +326,12 @@ class _Pool:
         return np.concatenate(list(self.arrays(suffix, nodes)))
 
 
-def _descriptors(pool: _Pool, nodes: np.ndarray, center: bool, path: Path):
-    """Unit descriptors of ``nodes`` in a memory-mapped ``.npy`` ``(len(nodes), d)`` float16, and the mean."""
+def _descriptors(pool: _Pool, nodes: np.ndarray, center: bool, path: Path, mean: np.ndarray | None = None):
+    """Unit descriptors of ``nodes`` in a memory-mapped ``.npy`` ``(len(nodes), d)`` float16, and the
+    mean (computed over ``nodes`` unless given)."""
     first = np.load(pool._file(pool.parts[0], DESCRIPTORS), mmap_mode="r") if pool.parts else None
     dims = first.shape[1] if first is not None else 0
-    mean = None
-    if center and len(nodes):
+    if center and len(nodes) and mean is None:
         total = sum(chunk.astype(np.float64).sum(axis=0) for chunk in pool.arrays(DESCRIPTORS, nodes))
         mean = (total / len(nodes)).astype(np.float32)
     x = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(len(nodes), dims))
@@ -341,56 +341,6 @@ def _descriptors(pool: _Pool, nodes: np.ndarray, center: bool, path: Path):
         start += len(chunk)
     x.flush()
     return x, mean
-
-
-def _write_decisions(out_dir: Path, pool: _Pool, dec, codes: np.ndarray, nearest: np.ndarray,
-                     similarity: np.ndarray, bench: pa.Array) -> None:
-    """``decisions-part-NNNNNN.parquet`` per partition: one row per alive image, keyed by ``key``."""
-    statuses = pa.array(STATUSES, pa.string())
-    for p, a, b in pool.ranges():
-        nodes = slice(a, b)
-        status = statuses.take(pa.array(dec.status[nodes].astype(np.int64)))
-        ref = _take(pool.keys, dec.ref[nodes])
-        hit = _take(bench, dec.hit[nodes])
-        size = pc.cast(pa.array(dec.component_size[nodes]), pa.string())
-        code = pa.array(dec.status[nodes])
-        reason = pc.if_else(pc.equal(code, 1), _join("hash duplicate of ", ref, " (kept)"), pc.if_else(
-            pc.equal(code, 2), _join("copy of ", ref, " (kept; component of ", size, ")"),
-            _join("copy of benchmark image ", hit, " (whole component of ", size, " removed)")))
-        table = pa.table({
-            "key": pool.keys[a:b].cast(pa.string()),
-            "status": status,
-            "reason": reason,
-            "pca_hash": pa.FixedSizeBinaryArray.from_buffers(
-                pa.binary(codes.shape[1]), b - a, [None, pa.py_buffer(np.ascontiguousarray(codes[nodes]).tobytes())]),
-            "pca_duplicate_of": _take(pool.keys, np.where(dec.status[nodes] == 1, dec.ref[nodes], -1)),
-            "copy_component": pa.array(dec.component[nodes], mask=dec.component[nodes] < 0),
-            "copy_component_size": pa.array(dec.component_size[nodes], mask=dec.component[nodes] < 0),
-            "nearest_duplicate_key": _take(pool.keys, nearest[nodes]),
-            "nearest_duplicate_similarity": pa.array(similarity[nodes], mask=np.isnan(similarity[nodes])),
-            "benchmark_hit": hit,
-        })
-        tables.write_parquet(table, out_dir / f"decisions-{tables.partition_name(p)}.parquet")
-
-
-def _take(values: pa.Array, index: np.ndarray) -> pa.Array:
-    """``values[index]`` as strings, null where ``index`` is -1."""
-    if not len(values):
-        return pa.nulls(len(index), pa.string())
-    return values.take(pa.array(index, mask=index < 0)).cast(pa.string())
-
-
-def _join(*parts) -> pa.Array:
-    return pc.binary_join_element_wise(*parts, "")
-
-
-def _funnel(pool: _Pool, status: np.ndarray, benchmark_images: int) -> dict[str, int]:
-    """Images left after each step, like the paper's 1.3B -> 1.1B -> 744M."""
-    counts = np.bincount(status.astype(np.int64), minlength=len(STATUSES))
-    kept = len(pool) - np.cumsum(counts[1:])
-    return {"input": pool.inputs, "described": len(pool), "after_pca_hash": int(kept[0]),
-            "after_self_dedup": int(kept[1]), "after_relative_dedup": int(kept[2]),
-            "benchmark_images": benchmark_images}
 
 
 @register
@@ -410,12 +360,43 @@ class DedupStage(Stage):
         if h.method == "phash" and (h.thumb_size != 32 or h.bits != 64):
             raise ConfigError("dedup.hashing.method: phash uses 32x32 thumbnails and 64 bits "
                               f"(set thumb_size: 32 and bits: 64; got {h.thumb_size} and {h.bits})")
+        if h.variants.enabled and h.variants.source_size < h.thumb_size:
+            raise ConfigError(f"dedup.hashing.variants.source_size: {h.variants.source_size} is smaller than the "
+                              f"thumbnails it is cut into (thumb_size {h.thumb_size}); use at least 2 x thumb_size")
         if h.bits >= h.thumb_size**2:
             raise ConfigError(f"dedup.hashing.bits: {h.bits} bits need thumbnails of more than {h.bits} pixels")
-        if cfg.descriptor.weights is not None and not Path(cfg.descriptor.weights).is_file():
-            raise ConfigError(f"dedup.descriptor.weights: '{cfg.descriptor.weights}' is not a file")
+        _check_descriptor(cfg)
         names = [b.name for b in cfg.relative.benchmarks]
         for i, bench in enumerate(cfg.relative.benchmarks):
             if names.count(bench.name) > 1:
                 raise ConfigError(f"dedup.relative.benchmarks.{i}.name: '{bench.name}' is used twice")
             check_exists(bench, f"dedup.relative.benchmarks.{i}")
+
+
+def _check_descriptor(cfg: DedupConfig) -> None:
+    """Copy detection needs real weights (random ones merge distinct photographs); their dimension is
+    probed here, before any work."""
+    d = cfg.descriptor
+    if d.weights is None:
+        for name, on in (("copy_dedup", cfg.copy_dedup.enabled), ("relative", cfg.relative.enabled)):
+            if on and not d.allow_random_weights:
+                raise ConfigError(f"dedup.{name}.enabled: copy detection needs dedup.descriptor.weights "
+                                  "(sscd_disc_mixup.torchscript.pt); random weights merge distinct images "
+                                  "(descriptor.allow_random_weights: true is for tests only)")
+        if not cfg.describes:
+            off = "copy and relative dedup are" if cfg.relative.benchmarks else "copy dedup is"
+            log.info("dedup: no descriptor weights, %s off (hash pass only)", off)
+        return
+    if not Path(d.weights).is_file():
+        raise ConfigError(f"dedup.descriptor.weights: '{d.weights}' is not a file")
+    if cfg.describes:
+        from curation.errors import CheckpointError
+        from curation.models.sscd import probe_descriptor_dim
+
+        try:
+            dims = probe_descriptor_dim(d.weights, d.image_size)
+        except CheckpointError as err:
+            raise ConfigError(f"dedup.descriptor.weights: {err}") from None
+        if dims != d.dims:
+            raise ConfigError(f"dedup.descriptor.dims: {d.weights} gives {dims}-d descriptors, "
+                              f"the config says {d.dims} (set dedup.descriptor.dims: {dims})")

@@ -4,11 +4,33 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from curation.algorithms.index import IndexConfig
 from curation.config import Section
 from curation.sources import ImageSetConfig
+
+
+class VariantsConfig(Section):
+    enabled: bool = Field(True, description="each image also queries with its mirrored, cropped and trimmed forms")
+    mirror: bool = Field(True, description="query with the horizontally flipped image")
+    crops: list[float] = Field([0.8, 0.85, 0.9], description="kept side fractions of the crop variants")
+    grid: int = Field(7, ge=1, le=9, description="crop positions per axis (1: centred only): grid^2 crops per scale")
+    trim: bool = Field(True, description="query with the image without its uniform borders (undoes paddings)")
+    source_size: int = Field(64, ge=16, le=256, description="side of the grayscale image the variants are cut from")
+    max_distance: int = Field(4, ge=0, le=64, description="variant codes this close to an image's code are duplicates")
+
+    @field_validator("crops")
+    @classmethod
+    def _fractions(cls, crops: list[float]) -> list[float]:
+        if any(not 0.25 <= c < 1 for c in crops):
+            raise ValueError("crop fractions must be in [0.25, 1)")
+        return crops
+
+    def spec(self):
+        from curation.algorithms.variants import VariantSpec
+
+        return VariantSpec(self.mirror, tuple(self.crops), self.grid, (), self.trim)
 
 
 class HashingConfig(Section):
@@ -20,11 +42,14 @@ class HashingConfig(Section):
     search: Literal["auto", "flat", "multihash"] = Field(
         "auto", description="Hamming search: flat (brute force) or multihash (multi-index hashing)")
     flat_max: int = Field(100_000, ge=0, description="auto: brute-force search up to this many codes")
+    variants: VariantsConfig = Field(VariantsConfig(), description="query-side geometric variants (no model needed)")
 
 
 class DescriptorConfig(Section):
     weights: str | None = Field(
-        None, description="SSCD TorchScript file or state dict (null: RANDOM weights, for tests and demos only)")
+        None, description="SSCD TorchScript file or state dict (null: none; copy detection is then off)")
+    allow_random_weights: bool = Field(
+        False, description="tests only: run copy detection with random weights (they merge distinct images)")
     backbone: Literal["resnet50", "resnet18"] = Field(
         "resnet50", description="trunk of a state dict; resnet18 is a small demo/CPU trunk without official weights")
     dims: int = Field(512, ge=8, description="descriptor dimension")
@@ -42,6 +67,8 @@ class DescriptorConfig(Section):
 
 
 class CopyConfig(Section):
+    enabled: bool | None = Field(
+        None, description="self-dedup by the descriptor graph (null: on when descriptor.weights is set)")
     k: int = Field(64, ge=1, description="neighbours per image in the k-NN graph (capped at the pool size)")
     threshold: float = Field(0.6, ge=-1, le=1, description="edges need cosine similarity above this")
     index: IndexConfig = Field(IndexConfig(exact_max=200_000), description="Faiss index of the k-NN graph")
@@ -51,6 +78,9 @@ class CopyConfig(Section):
 
 
 class RelativeConfig(Section):
+    enabled: bool | None = Field(
+        None, description="dedup against benchmarks: true by descriptor (needs weights); null: by descriptor "
+        "with weights, else by hash; false: off")
     benchmarks: list[ImageSetConfig] = Field([], description="benchmark image sets no pool image may duplicate")
     threshold: float = Field(0.45, ge=-1, le=1, description="edge similarity of the leak graph")
     k: int = Field(64, ge=1, description="neighbours per image, both directions, pool <-> benchmarks")
@@ -70,3 +100,22 @@ class DedupConfig(Section):
     keep: Literal["largest", "first"] = Field(
         "largest", description="image kept per group: largest area then first in pool order, or first in pool order")
     graph: GraphResources = Field(GraphResources(), description="resources of the global graph step")
+
+    @property
+    def has_descriptor(self) -> bool:
+        """Whether real (or, for tests, explicitly forced random) descriptor weights are given."""
+        return self.descriptor.weights is not None or self.descriptor.allow_random_weights
+
+    @property
+    def copy_on(self) -> bool:
+        return self.has_descriptor if self.copy_dedup.enabled is None else self.copy_dedup.enabled
+
+    @property
+    def relative_on(self) -> bool:
+        on = self.relative.enabled
+        return bool(self.relative.benchmarks) and (self.has_descriptor if on is None else on)
+
+    @property
+    def describes(self) -> bool:
+        """Whether the features step computes descriptors at all."""
+        return self.copy_on or self.relative_on

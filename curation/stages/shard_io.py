@@ -173,6 +173,7 @@ def write_shards(ctx: Any, samples: pa.Table, shards_dir: Path, staging: Path, c
     from curation.manifest import shard_entry
 
     images = _Images(ctx, staging)
+    dedup = DedupDecisions(ctx)
     shard_of: list[str | None] = [None] * samples.num_rows
     errors: list[str | None] = samples.column("stage_error").to_pylist()
     entries, current, i = [], None, -1
@@ -187,7 +188,7 @@ def write_shards(ctx: Any, samples: pa.Table, shards_dir: Path, staging: Path, c
             except Exception as err:  # sample tier: the sample is left out with its reason
                 errors[i] = f"{type(err).__name__}: {err}"
                 continue
-            blob = sample_json(sample, pool_meta)
+            blob = sample_json(sample, pool_meta, dedup.get(sample))
             size = _member_bytes(len(data)) + _member_bytes(len(blob))
             if current and (current.samples >= cfg.max_samples_per_shard
                             or current.size + size > cfg.max_bytes_per_shard):
@@ -206,12 +207,48 @@ def write_shards(ctx: Any, samples: pa.Table, shards_dir: Path, staging: Path, c
     return Written(entries, pa.array(shard_of, pa.string()), pa.array(errors, pa.string()))
 
 
-def sample_json(sample: dict, pool_meta: dict) -> bytes:
+def sample_json(sample: dict, pool_meta: dict, dedup: dict | None = None) -> bytes:
     meta = {name: sample[name] for name in JSON_FIELDS}
     if meta["similarity"] is not None:
         meta["similarity"] = round(meta["similarity"], 6)
     meta.update(key=sample["key"], url=pool_meta.get("url"))
+    if dedup is not None:
+        meta["dedup"] = dedup
     return json.dumps(meta, sort_keys=True).encode()
+
+
+class DedupDecisions:
+    """The dedup decision of pool samples, from the dedup stage's table (when the run has one).
+
+    ``get(sample)``: ``{"decision": "unique"}``, or ``{"decision": "kept",
+    "duplicates": k, "group_size": k + 1}`` for the image kept out of a group
+    of ``k + 1`` (hash groups and copy components together); None for
+    ``as_is`` samples and runs without a dedup stage.
+    """
+
+    def __init__(self, ctx: Any):
+        self.ctx, self._parts = ctx, {}
+
+    def _part(self, partition: int) -> dict[str, int] | None:
+        if partition not in self._parts:
+            path = self.ctx.table_dir("dedup") / f"{tables.partition_name(partition)}.parquet"
+            self._parts[partition] = None
+            if path.exists():
+                import pyarrow.parquet as pq
+
+                if "duplicate_count" in pq.read_schema(path).names:
+                    t = pq.read_table(path, columns=["key", "duplicate_count"])
+                    self._parts[partition] = dict(zip(t["key"].to_pylist(), t["duplicate_count"].to_pylist()))
+        return self._parts[partition]
+
+    def get(self, sample: dict) -> dict | None:
+        if sample["source"] != "pool":
+            return None
+        counts = self._part(sample["partition"])
+        k = counts.get(sample["source_key"]) if counts is not None else None
+        if k is None:
+            return None
+        return {"decision": "kept", "duplicates": k, "group_size": k + 1} if k else {"decision": "unique"}
 
 
 class _OpenShard:

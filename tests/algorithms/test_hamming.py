@@ -63,3 +63,25 @@ def test_hamming_distance_rows():
     a = np.array([[0xFF, 0x00], [0x0F, 0xF0]], np.uint8)
     b = np.array([[0x00, 0x00], [0x0F, 0xF1]], np.uint8)
     assert hamming.hamming(a, b).tolist() == [8, 1]
+
+
+@pytest.mark.parametrize("method", ["flat", "multihash"])
+def test_variant_queries_are_exact_and_never_self_pairs(method):
+    rng = np.random.default_rng(3)
+    codes = _planted_codes(400, 8, 5, seed=3)
+    # Two variant codes per image: noisy versions of random other images, or of itself.
+    owners = np.repeat(np.arange(len(codes)), 2)
+    targets = np.where(rng.random(len(owners)) < 0.5, owners, rng.integers(0, len(codes), len(owners)))
+    bits = np.unpackbits(codes[targets], axis=1)
+    for row in bits:
+        row[rng.choice(64, size=rng.integers(0, 8), replace=False)] ^= 1
+    queries = np.packbits(bits, axis=1)
+    index = hamming.build_index(codes, 5, method)
+    i, j, d = hamming.variant_pairs(index, queries, owners, 5)
+    popcount = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(1)
+    dist = popcount[queries[:, None, :] ^ codes[None, :, :]].sum(-1)
+    q, jj = np.nonzero(dist <= 5)
+    keep = owners[q] != jj
+    assert sorted(zip(i.tolist(), j.tolist(), d.tolist())) == sorted(
+        zip(owners[q][keep].tolist(), jj[keep].tolist(), dist[q, jj][keep].tolist()))
+    assert (i != j).all()

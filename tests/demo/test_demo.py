@@ -56,11 +56,19 @@ def test_planted_problems_get_the_expected_statuses(demo_run):
         assert pair.count("duplicate_exact") == 1, pair
     for leak in truth["leaks"]:
         assert status[name_to_key[leak["pool"]]]["status"] == "benchmark_leak"
-    # Re-encoded and resized copies are caught: never both the copy and its original survive.
+    # Re-encoded, resized and mirrored copies are caught without a descriptor (mirrors by the hash variants):
+    # never both the copy and its original survive.
     for near in truth["near_duplicates"]:
-        if near["transform"] in ("reencoded", "resized"):
+        if near["transform"] in ("reencoded", "resized", "flipped"):
             pair = [status[name_to_key[near[k]]]["status"] for k in ("original", "copy")]
             assert pair.count("success") <= 1, (near, pair)
+    # And no image is ever dropped in favour of a different photograph (other crops of one photo included).
+    origin = {name: name for name in name_to_key}
+    origin.update({d["copy"]: d["original"] for d in truth["near_duplicates"] + truth["exact_duplicates"]})
+    key_to_name = {r["key"]: r["url"].rsplit("/", 1)[-1] for r in _table(demo_run, "download")}
+    for row in status.values():
+        if row["status"] == "duplicate_hash":
+            assert origin[key_to_name[row["key"]]] == origin[key_to_name[row["duplicate_of"]]], row
 
 
 @pytest.mark.slow

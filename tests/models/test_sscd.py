@@ -168,3 +168,37 @@ def test_nan_and_zero_descriptors_are_rejected_with_a_reason():
     assert reasons == ["failed_descriptor:zero", "failed_descriptor:nan"]
     assert errors == ["the descriptor is zero", "the descriptor is nan"]
     assert thumbs.shape == (0, 16, 16) and desc.shape == (0, 4)
+
+
+def test_probe_descriptor_dim_of_torchscript_and_state_dict_files(tmp_path, model, batch):
+    path = tmp_path / "sscd.torchscript.pt"
+    torch.jit.trace(model, batch).save(str(path))
+    assert sscd.probe_descriptor_dim(path) == 32
+    sscd.save(model, tmp_path / "state.pt")
+    assert sscd.probe_descriptor_dim(tmp_path / "state.pt") == 32
+    torch.save({"backbone.conv1.weight": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="no backbone.fc.weight"):
+        sscd.probe_descriptor_dim(tmp_path / "other.pt")
+
+
+def test_a_vit_exported_by_the_trainer_plugs_in_as_a_descriptor(tmp_path):
+    """A traced ViT from models/vit.py loads, its dimension is probed at its input size; at another size
+    the error says which key to set."""
+    from curation.models.vit import build_vit
+
+    torch.manual_seed(0)
+    vit = build_vit("vit_small", patch_size=8, img_size=32, depth=1, embed_dim=48, num_heads=3).eval()
+    path = tmp_path / "vit.torchscript.pt"
+    with torch.inference_mode():
+        torch.jit.trace(vit, torch.zeros(1, 3, 32, 32)).save(str(path))
+    assert sscd.probe_descriptor_dim(path, image_size=32) == 48
+    loaded, source = sscd.load(path, dims=48, image_size=32)
+    assert source == f"torchscript:{path}"
+    with torch.inference_mode():
+        x = torch.randn(2, 3, 32, 32)
+        assert torch.allclose(loaded(x), vit(x), atol=1e-4)
+    with pytest.raises(CheckpointError, match="dims=512"):
+        sscd.load(path, dims=512, image_size=32)
+    # Traced at 32 px, the positional embedding is fixed: the error names the key to change.
+    with pytest.raises(CheckpointError, match=r"does not run on a 48x48 image \(set dedup\.descriptor\.image_size"):
+        sscd.probe_descriptor_dim(path, image_size=48)

@@ -63,8 +63,9 @@ def write_download(run_dir: Path, partitions: list[list[bytes | None]]) -> None:
 
 def pipeline(run_dir: Path, **dedup) -> dict:
     section = {
-        "hashing": {"max_distance": 0},
-        "descriptor": {"backbone": "resnet18", "dims": 64, "image_size": 64, "center": True, "device": "cpu"},
+        "hashing": {"max_distance": 0, "variants": {"enabled": False}},
+        "descriptor": {"backbone": "resnet18", "dims": 64, "image_size": 64, "center": True, "device": "cpu",
+                       "allow_random_weights": True},
         "copy_dedup": {"threshold": 0.8},
         "relative": {"threshold": 0.8},
     }
@@ -116,20 +117,22 @@ def test_planted_pool_funnel_and_columns(planted, tmp_path):
     status = {k: r["status"] for k, r in rows.items()}
     assert status == {
         KEY(0, 0): "success", KEY(0, 1): "success", KEY(0, 2): "success", KEY(0, 3): "success",
-        KEY(0, 4): "success", KEY(0, 5): "duplicate_pca", KEY(0, 6): "failed_decode:unidentified_image",
+        KEY(0, 4): "success", KEY(0, 5): "duplicate_hash", KEY(0, 6): "failed_decode:unidentified_image",
         KEY(0, 7): "failed_download:http_404",
         KEY(1, 0): "success", KEY(1, 1): "success", KEY(1, 2): "success", KEY(1, 3): "benchmark_leak",
         KEY(1, 4): "duplicate_copy", KEY(1, 5): "success", KEY(1, 6): "failed_decode:broken_image",
     }
     # Byte-identical copy: the hash group keeps the first key.
     dup = rows[KEY(0, 5)]
-    assert dup["pca_duplicate_of"] == KEY(0, 0) and dup["dropped_by"] == "dedup"
-    assert dup["error"] == f"hash duplicate of {KEY(0, 0)} (kept)" and dup["copy_component"] is None
-    assert rows[KEY(0, 5)]["pca_hash"] == rows[KEY(0, 0)]["pca_hash"] and len(dup["pca_hash"]) == 8
+    assert dup["duplicate_of"] == KEY(0, 0) and dup["dropped_by"] == "dedup"
+    assert dup["error"] == f"hash duplicate of {KEY(0, 0)} (kept; pca distance 0)" and dup["copy_component"] is None
+    assert dup["duplicate_distance"] == 0 and dup["hash_method"] == "pca" and rows[KEY(0, 0)]["duplicate_count"] == 1
+    assert rows[KEY(0, 5)]["hash_code"] == rows[KEY(0, 0)]["hash_code"] and len(dup["hash_code"]) == 8
     # The downscaled rocket (other partition) has another hash but is a copy: the larger image is kept.
     small, big = rows[KEY(1, 4)], rows[KEY(0, 3)]
-    assert small["pca_hash"] != big["pca_hash"]
-    assert small["error"] == f"copy of {KEY(0, 3)} (kept; component of 2)"
+    assert small["hash_code"] != big["hash_code"]
+    assert small["error"] == f"copy of {KEY(0, 3)} (kept; component of 2)" and small["duplicate_of"] == KEY(0, 3)
+    assert small["duplicate_similarity"] == pytest.approx(small["nearest_duplicate_similarity"], abs=1e-3)
     assert small["copy_component"] == big["copy_component"] and small["copy_component_size"] == 2
     assert small["nearest_duplicate_key"] == KEY(0, 3) and big["nearest_duplicate_key"] == KEY(1, 4)
     assert small["nearest_duplicate_similarity"] > 0.8 and (big["width"], big["height"]) == (640, 427)
@@ -141,7 +144,7 @@ def test_planted_pool_funnel_and_columns(planted, tmp_path):
     assert all(r["copy_component_size"] == 1 for k, r in rows.items()
                if r["status"] == "success" and k != KEY(0, 3))
     funnel = json.loads((run / "stages/dedup/graph/funnel.json").read_text())
-    assert funnel == {"input": 14, "described": 12, "after_pca_hash": 11, "after_self_dedup": 10,
+    assert funnel == {"input": 14, "described": 12, "after_hash": 11, "after_self_dedup": 10,
                       "after_relative_dedup": 9, "benchmark_images": 2}
     graph = json.loads((run / "stages/dedup/graph/_SUCCESS.json").read_text())
     assert graph["funnel"] == funnel and graph["index"] == "flat"
@@ -169,8 +172,8 @@ def test_one_duplicate_group_with_phash(tmp_path):
     blobs = [_jpeg(img, 90), _jpeg(img, 60), _jpeg(img.resize((300, 200))), _jpeg(img, 90)]
     run = _run(tmp_path, [blobs], None, hashing={"method": "phash", "max_distance": 4})
     rows = read_stage(run)
-    assert [r["status"] for r in rows] == ["success"] + ["duplicate_pca"] * 3
-    assert [r["pca_duplicate_of"] for r in rows] == [None] + [KEY(0, 0)] * 3
+    assert [r["status"] for r in rows] == ["success"] + ["duplicate_hash"] * 3
+    assert [r["duplicate_of"] for r in rows] == [None] + [KEY(0, 0)] * 3
     assert not (run / "stages/dedup/graph/pca_mean.npy").exists()
 
 
@@ -179,7 +182,7 @@ def test_empty_pool_and_all_failures(tmp_path):
     rows = read_stage(run)
     assert [r["status"] for r in rows] == ["failed_download:http_404", "failed_decode:unidentified_image"]
     funnel = json.loads((run / "stages/dedup/graph/funnel.json").read_text())
-    assert funnel == {"input": 1, "described": 0, "after_pca_hash": 0, "after_self_dedup": 0,
+    assert funnel == {"input": 1, "described": 0, "after_hash": 0, "after_self_dedup": 0,
                       "after_relative_dedup": 0, "benchmark_images": 0}
 
 
@@ -191,6 +194,7 @@ def test_config_errors_name_the_key(tmp_path):
         ({"relative": {"benchmarks": [{"name": "b", "kind": "folder", "path": str(tmp_path / "nope")}]}},
          "dedup.relative.benchmarks.0.path"),
         ({"hashing": {"bits": 256, "thumb_size": 16}}, "dedup.hashing.bits"),
+        ({"hashing": {"variants": {"enabled": True, "source_size": 16}}}, "dedup.hashing.variants.source_size"),
     ]
     for dedup, key in cases:
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

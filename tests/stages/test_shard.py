@@ -167,3 +167,23 @@ def test_rerun_is_a_no_op_and_manifest_lists_existing_shards(tmp_path):
     assert (run_dir / "shards" / "manifest.json").read_bytes() == before
     assert np.all([(run_dir / "shards" / s.path).exists()
                    for s in read_manifest(run_dir / "shards" / "manifest.json").shards])
+
+
+def test_pool_samples_carry_their_dedup_decision(tmp_path):
+    import pyarrow as pa
+
+    table_dir = tmp_path / "run" / "stages" / "dedup" / "table"
+    table_dir.mkdir(parents=True)
+    for p in range(up.PARTITIONS):
+        keys = [tables.sample_key(p, r) for r in range(up.ROWS)]
+        counts = [r % 3 for r in range(up.ROWS)]  # images dropped in favour of each kept image
+        tables.write_parquet(pa.table({"key": keys, "duplicate_count": pa.array(counts, pa.int64())}),
+                             table_dir / f"{tables.partition_name(p)}.parquet")
+    run_dir, _ = _run(tmp_path, {"shuffle": False})
+    metas = [json.loads(s["json"]) for s in _wds_samples(read_manifest(run_dir / "shards" / "manifest.json"))]
+    pool = [m for m in metas if m["source"] == "pool"]
+    assert pool and all("dedup" not in m for m in metas if m["source"] != "pool")
+    for meta in pool:
+        k = int(meta["source_key"][-6:]) % 3
+        expected = {"decision": "kept", "duplicates": k, "group_size": k + 1} if k else {"decision": "unique"}
+        assert meta["dedup"] == expected, meta

@@ -1,0 +1,144 @@
+"""The hash pass of the dedup graph step: codes, Hamming groups with geometric variants.
+
+Pool images are read through the graph step's pool (``dedup._Pool``): base
+thumbnails (``thumbs.npy``) give one code per image, the only codes indexed;
+with ``hashing.variants`` each image's variant sources (``sources.npy``,
+``(m, S, S) uint8``) are cut into mirrored / cropped / trimmed thumbnails,
+hashed, and used as extra queries, partition by partition (memory: one
+partition's variant codes at a time, ``V * bits / 8`` bytes per image).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curation.stages.dedup_config import HashingConfig
+
+THUMBS, SOURCES = "thumbs.npy", "sources.npy"
+
+
+@dataclass
+class HashGroups:
+    """``codes`` ``(n, bits // 8) uint8``; ``labels`` ``(n,)`` int64 hash-group labels; ``info`` for the stats."""
+
+    codes: np.ndarray
+    labels: np.ndarray
+    coder: Callable[[np.ndarray], np.ndarray]
+    info: dict[str, Any]
+
+
+def coder(pool, cfg: HashingConfig, seed: int, out_dir: Path) -> tuple[Callable, dict[str, Any]]:
+    """The function thumbnails ``(B, s, s) uint8`` -> codes, fitted on the pool (``pca``: basis saved)."""
+    from curation.algorithms import pca_hash, phash
+
+    info: dict[str, Any] = {"method": cfg.method}
+    if cfg.method == "phash":
+        return phash.phash_codes, info
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(len(pool), size=min(len(pool), cfg.fit_samples), replace=False))
+    thumbs = pool.gather(THUMBS, sample) if len(sample) else np.zeros((0, cfg.thumb_size, cfg.thumb_size))
+    basis = pca_hash.fit(pca_hash.features(thumbs), cfg.bits, cfg.thumb_size)
+    basis.save(out_dir)
+    info.update(fit_samples=len(sample), learned_components=basis.learned)
+    return (lambda t: pca_hash.hash_codes(pca_hash.features(t), basis)), info
+
+
+def hash_groups(pool, cfg: HashingConfig, seed: int, out_dir: Path) -> HashGroups:
+    """Codes of every pool image and the components of their near pairs (variants included)."""
+    from curation.algorithms import components as cc
+    from curation.algorithms import hamming
+
+    code, info = coder(pool, cfg, seed, out_dir)
+    parts = [code(t) for t in pool.arrays(THUMBS)]
+    codes = np.concatenate(parts) if parts else np.zeros((0, cfg.bits // 8), np.uint8)
+    v = cfg.variants
+    radius = max(cfg.max_distance, v.max_distance if v.enabled else 0)
+    index = hamming.build_index(codes, radius, cfg.search, cfg.flat_max) if len(codes) else None
+
+    def edges() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for i, j, _ in hamming.near_pairs(codes, cfg.max_distance, index=index):
+            yield i, j
+        if v.enabled and index is not None:
+            for nodes, vcodes in _variant_codes(pool, cfg, code):
+                i, j, _ = hamming.variant_pairs(index, vcodes.reshape(-1, vcodes.shape[-1]),
+                                                np.repeat(nodes, vcodes.shape[1]), v.max_distance)
+                yield i, j
+
+    labels = cc.connected_components(len(codes), edges())
+    if v.enabled:
+        info.update(variants=v.spec().count, variant_max_distance=v.max_distance)
+    return HashGroups(codes, labels, code, info)
+
+
+def _variant_codes(pool, cfg: HashingConfig, code, nodes: np.ndarray | None = None):
+    """``(nodes, codes (k, V, bits // 8))`` per partition, for all pool nodes or sorted ``nodes``."""
+    from curation.algorithms.variants import variant_thumbnails
+
+    spec = cfg.variants.spec()
+    start = 0
+    for sources in pool.arrays(SOURCES, nodes):
+        ids = np.arange(start, start + len(sources)) if nodes is None else nodes[start : start + len(sources)]
+        start += len(sources)
+        thumbs = variant_thumbnails(sources, spec, cfg.thumb_size)
+        yield ids, code(thumbs.reshape(-1, cfg.thumb_size, cfg.thumb_size)).reshape(len(ids), spec.count, -1)
+
+
+def distances(pool, cfg: HashingConfig, groups: HashGroups, nodes: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """Hamming distance ``(k,) int64`` of each of ``nodes`` to its ``kept`` image.
+
+    The smallest over the two codes and, with variants, over either image's
+    variant codes against the other's code: the distance that makes them
+    duplicates (a group is chained, so it can exceed the radius).
+    """
+    from curation.algorithms.hamming import hamming
+
+    codes = groups.codes
+    best = hamming(codes[nodes], codes[kept]) if len(nodes) else np.zeros(0, np.int64)
+    if not cfg.variants.enabled or not len(nodes):
+        return best
+    for a, b in ((nodes, kept), (kept, nodes)):
+        order = np.argsort(a, kind="stable")
+        uniq, inverse = np.unique(a[order], return_inverse=True)
+        variant = np.concatenate([c for _, c in _variant_codes(pool, cfg, groups.coder, uniq)])[inverse]
+        d = np.unpackbits(variant ^ codes[b[order]][:, None, :], axis=-1).sum(axis=-1, dtype=np.int64).min(axis=1)
+        best[order] = np.minimum(best[order], d)
+    return best
+
+
+def leak_labels(pool, cfg: HashingConfig, groups: HashGroups, survivors: np.ndarray, hash_rep: np.ndarray,
+                bench_thumbs: np.ndarray) -> np.ndarray:
+    """Relative dedup by hash (no descriptor): leak components ``(n1 + m,)`` in survivor space.
+
+    ``bench_thumbs`` ``(m, s, s) uint8``: benchmark thumbnails. A pool image
+    whose code, or one of its variants' codes, is within reach of a benchmark
+    code links its hash group's kept image to that benchmark (node ``n1 + j``).
+    """
+    from curation.algorithms import components as cc
+    from curation.algorithms import hamming
+
+    n1, m = len(survivors), len(bench_thumbs)
+    if not m or not len(groups.codes):
+        return np.arange(n1 + m, dtype=np.int64)
+    bench = groups.coder(bench_thumbs)
+    v = cfg.variants
+    index = hamming.build_index(bench, max(cfg.max_distance, v.max_distance if v.enabled else 0),
+                                cfg.search, cfg.flat_max)
+    where = np.full(len(groups.codes), -1, np.int64)
+    where[survivors] = np.arange(n1)
+
+    def edges() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        pool_ids = np.arange(len(groups.codes))
+        queries = [(groups.codes, pool_ids, cfg.max_distance)]
+        if v.enabled:
+            queries = [*queries, *((c.reshape(-1, c.shape[-1]), np.repeat(ids, c.shape[1]), v.max_distance)
+                                   for ids, c in _variant_codes(pool, cfg, groups.coder))]
+        for codes, owners, radius in queries:
+            i, j, _ = hamming.range_pairs(index, codes, owners, radius)
+            yield where[hash_rep[i]], n1 + j
+
+    return cc.connected_components(n1 + m, edges())
