@@ -32,7 +32,7 @@ from pydantic import Field
 
 from curation import embeddings, tables
 from curation.atomic import atomic_path
-from curation.config import Section
+from curation.config import RUNTIME, Section
 from curation.errors import ConfigError
 from curation.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, submit_batch
 from curation.sources import ImageSetConfig, check_exists, iter_images
@@ -63,12 +63,13 @@ class ModelConfig(Section):
 
 class EmbedConfig(Section):
     model: ModelConfig = Field(..., description="the embedding model")
-    batch_size: int = Field(64, ge=1, description="images per forward pass")
+    batch_size: int = Field(64, ge=1, description="images per forward pass", json_schema_extra=RUNTIME)
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="auto: one GPU per worker when present")
     precision: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="autocast dtype on GPU (CPU: fp32)")
     storage_dtype: Literal["float16", "float32"] = Field("float16", description="dtype of the .npy files")
-    decode_threads: int = Field(4, ge=1, description="threads per worker reading and decoding images")
-    num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per worker")
+    decode_threads: int = Field(4, ge=1, description="threads per worker reading and decoding images",
+                                json_schema_extra=RUNTIME)
+    num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per worker", json_schema_extra=RUNTIME)
     draft: bool = Field(False, description="JPEG draft decoding (faster, pixels differ slightly)")
     curated: list[ImageSetConfig] = Field(default_factory=list, description="curated datasets to embed too")
 
