@@ -280,6 +280,10 @@ def _one_line(err: BaseException) -> str:
     """First line of an error, plus its last line when that names the cause."""
     import re
 
+    usage = re.search(r"was ([\d.]+\s*[KMGT]?B) used / ([\d.]+\s*[KMGT]?B) limit", str(err))
+    if failure_cause(err) == "memory" and usage:  # Ray's own text is a page long
+        return (f"{type(err).__name__}: the worker was killed by Ray's memory monitor "
+                f"(node memory {usage.group(1)} used of {usage.group(2)})")
     lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in f"{type(err).__name__}: {err}".splitlines()]
     lines = [ln for ln in lines if ln]
     text = lines[0] if len(lines) < 2 or lines[-1] == lines[0] else f"{lines[0]} ... {lines[-1]}"

@@ -255,3 +255,13 @@ def _units(stage: StageCheck) -> str:
 def _short(items: list[int], shown: int = 8) -> str:
     text = ",".join(str(i) for i in items[:shown])
     return text + (f",... ({len(items)} in all)" if len(items) > shown else "")
+
+
+def verify_run_dir(run_dir: Path, checksums: bool = False) -> tuple[str, bool]:
+    """``curate verify``: the report, and whether nothing needs redoing. Changes nothing."""
+    from curation import config as cfg
+    from curation.runner.rundir import read_config
+
+    config = cfg.validate(read_config(run_dir))
+    checks = inspect_run(Path(run_dir), config.stages, checksums)
+    return format_checks(Path(run_dir), checks, checksums), not any(c.needs_repair for c in checks)

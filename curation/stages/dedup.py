@@ -404,3 +404,29 @@ class DedupStage(Stage):
             if names.count(bench.name) > 1:
                 raise ConfigError(f"dedup.relative.benchmarks.{i}.name: '{bench.name}' is used twice")
             check_exists(bench, f"dedup.relative.benchmarks.{i}")
+
+    @classmethod
+    def preflight(cls, config: Any) -> list[str]:
+        """The checks of :meth:`check`, then the descriptor loaded and its dimension probed.
+
+        Random weights (``weights: null``) have ``dims`` by construction and are not probed.
+        """
+        problems = super().preflight(config)
+        d = config.dedup.descriptor
+        if problems or d.weights is None:
+            return problems
+        import torch
+
+        from curation.models import sscd
+
+        try:
+            model, _ = sscd.load(d.weights, d.backbone, d.dims, d.gem_p)
+            with torch.inference_mode():
+                shape = tuple(model(torch.zeros(1, 3, d.image_size, d.image_size)).shape)
+        except Exception as err:  # any failure to load or run is this key's problem
+            return [f"dedup.descriptor.weights: '{d.weights}' does not load or run as an SSCD descriptor: "
+                    f"{type(err).__name__}: {err}"]
+        if shape != (1, d.dims):
+            return [f"dedup.descriptor.dims: the descriptor in '{d.weights}' gives shape {shape[1:]} per image, "
+                    f"the config says dims={d.dims}"]
+        return []

@@ -305,3 +305,26 @@ class EmbedStage(Stage):
             raise ConfigError(f"embed.curated: dataset names must be unique, got {names}")
         for i, image_set in enumerate(cfg.curated):
             check_exists(image_set, f"embed.curated.{i}")
+
+    @classmethod
+    def preflight(cls, config: Any) -> list[str]:
+        """The checks of :meth:`check`, then the model loaded and run on one blank image."""
+        problems = super().preflight(config)
+        if problems:
+            return problems
+        import torch
+
+        from curation.models.checkpoints import load_model
+
+        m = config.embed.model
+        try:
+            model = load_model(m.kind, m.path, m.arch, **m.options)
+            with torch.inference_mode():
+                out = model(torch.zeros(1, 3, m.image_size, m.image_size))
+        except Exception as err:  # any failure to load or run is this key's problem
+            return [f"embed.model: the model does not load or run on a {m.image_size}x{m.image_size} image: "
+                    f"{type(err).__name__}: {err}"]
+        if out.ndim != 2 or out.shape[0] != 1:
+            return [f"embed.model: gives outputs of shape {tuple(out.shape)} for one image; "
+                    "expected (1, dim) features"]
+        return []
