@@ -68,9 +68,11 @@ class TarImages:
 def pool_images(run_dir: Path, partition: int) -> TarImages:
     """The download stage's images of one partition.
 
-    The tar must be as the partition's marker lists it: a missing or torn tar
-    is a partition error naming the file, never a partition of missing images
-    (a partition without any image has no tar, and its marker lists none).
+    A tar that the partition's marker lists must be there with its size: a
+    missing or torn tar is a partition error naming the file, never a
+    partition of missing images (a partition without any image has no tar,
+    and its marker lists none). The driver checks this before a run starts;
+    this catches a file lost while it runs.
     """
     from curation.atomic import read_json
     from curation.errors import PartitionError
@@ -83,8 +85,7 @@ def pool_images(run_dir: Path, partition: int) -> TarImages:
     try:
         listed = read_json(marker).get("files", {})
     except (OSError, ValueError):
-        raise PartitionError(f"{marker}: download partition {partition} is not committed; rerun the "
-                             "download stage to redo it") from None
+        listed = {}  # outputs made by other means than this runner: taken as they are
     problems = file_problems(step_dir, {name: listed[name]}) if name in listed else []
     if problems:
         raise PartitionError(f"{problems[0]}: rerun the download stage to redo partition {partition}")

@@ -109,9 +109,11 @@ def preflight(config: cfg.PipelineBase, requested: list[str] | None, force: bool
         if name in redo or not checks[name].intact:
             problems += get_stage(name).preflight(config)
     problems += _selection_problems(run_dir, names, checks, redo)
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
     if problems:
-        head = f"{len(problems)} problems; nothing was run:\n" if len(problems) > 1 else ""
-        raise ConfigError(head + "\n".join(problems))
+        raise ConfigError(f"{len(problems)} problems; nothing was run:\n"
+                          + "\n".join("  " + p.replace("\n", "\n  ") for p in problems))
     return names
 
 
@@ -123,7 +125,9 @@ def _selection_problems(run_dir: Path, names: list[str], checks: dict[str, Stage
         for upstream in get_stage(name).inputs:
             if upstream in names[:i] or upstream in redo:
                 continue
-            check = checks[upstream]
+            check = checks.get(upstream)
+            if check is None:  # not a stage of this pipeline: made by another run, taken as it is
+                check = StageCheck(upstream, stage_complete(run_dir, upstream), [])
             if not check.done:
                 problems.append(f"stage '{name}' reads the table of '{upstream}', which is not complete in "
                                 f"{run_dir}: run stage={upstream} first (or run the whole pipeline)")

@@ -159,7 +159,8 @@ def failure_cause(err: BaseException) -> str:
     import ray
 
     text = str(err)
-    if isinstance(err, ray.exceptions.OutOfMemoryError) or "memory monitor" in text or "OutOfMemoryError" in text:
+    # An actor killed for memory surfaces as ActorDiedError; only its text says why.
+    if isinstance(err, ray.exceptions.OutOfMemoryError) or "running low on memory" in text or "OutOfMemoryError" in text:
         return "memory"
     return "died"
 

@@ -1,7 +1,11 @@
 """The Ray backend on the shared local Ray: actor pools, retries, metrics."""
 
+import os
+import subprocess
+import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -9,7 +13,10 @@ from curation import config as cfg
 from curation.errors import RunError
 from curation.runner import run_pipeline
 from curation.runner.local import run_stages
+from curation.runner.ray_backend import RowCounter
 from tests.runner.helpers import read_tables, sample_pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _config(run_dir, **numbers):
@@ -25,6 +32,11 @@ def test_ray_run_with_two_workers_equals_in_process_run(ray_session, tmp_path):
     assert read_tables(tmp_path / "ray") == read_tables(tmp_path / "local")
     # Every partition failed once and was retried on the pool.
     assert len(list((tmp_path / "flaky").iterdir())) == 4
+    # A lost table partition is redone, with what derives from it.
+    (tmp_path / "ray/stages/numbers/make/part-000002.parquet").unlink()
+    report = run_pipeline(_config(tmp_path / "ray", fail_once_dir=str(tmp_path / "flaky")))
+    assert report.repaired == ["numbers/make partition 2", "parity/mark partition 2", "parity/total"]
+    assert read_tables(tmp_path / "ray") == read_tables(tmp_path / "local")
 
 
 def test_ray_failure_is_reported_after_retries(ray_session, tmp_path):
@@ -53,3 +65,63 @@ def test_actors_are_named_after_the_stage_and_counters_reach_the_metrics_endpoin
                        for p in ports)
     lines = [line for line in text.splitlines() if line.startswith("ray_curation_samples_total")]
     assert any('stage="parity"' in line and 'status="odd"' in line for line in lines), lines
+
+
+def test_workers_that_die_are_replaced_and_their_partitions_retried(ray_session, tmp_path):
+    run_pipeline(_config(tmp_path / "ray", die_once_dir=str(tmp_path / "died")))
+    run_stages(tmp_path / "local", sample_pipeline(tmp_path / "local"))
+    assert len(list((tmp_path / "died").iterdir())) == 4  # every partition's first worker exited
+    assert read_tables(tmp_path / "ray") == read_tables(tmp_path / "local")
+
+
+class DyingCounter(RowCounter):
+    def in_flight(self) -> int:
+        os._exit(1)
+
+
+def test_progress_counter_dying_does_not_stop_the_run(ray_session, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr("curation.runner.ray_backend.RowCounter", DyingCounter)
+    report = run_pipeline(_config(tmp_path))
+    assert report.stages["parity"]["counts"] == {"odd": 20, "success": 20}
+    assert "progress counter lost" in caplog.text
+
+
+OOM_RUN = """
+import sys
+from curation import config as cfg
+from curation.errors import RunError
+from curation.runner import run_pipeline
+from tests.runner.test_ray import oom_pipeline
+
+try:
+    run_pipeline(cfg.validate(oom_pipeline(sys.argv[1])))
+except RunError as err:
+    print("RunError:", err)
+"""
+
+
+def oom_pipeline(run_dir):
+    data = sample_pipeline(run_dir, partitions=2, rows=8, allocate_mb=64, sleep_s=1.0)
+    data["runner"] = {"max_partition_retries": 1, "max_workers": 1, "progress": False}
+    data["ray"] = {"num_cpus": 1, "dashboard": False, "object_store_memory": 100_000_000}
+    return data
+
+
+@pytest.mark.slow
+def test_worker_killed_by_the_memory_monitor_is_retried_then_reported_and_resumable(tmp_path):
+    # A Ray of its own whose memory monitor finds any node over its threshold:
+    # every attempt of every partition is killed for memory.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled",
+           "RAY_memory_usage_threshold": "0.02", "RAY_memory_monitor_refresh_ms": "50"}
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-c", OOM_RUN, str(run)], env=env, capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    message = next((line for line in done.stdout.splitlines() if line.startswith("RunError:")), done.stderr)
+    assert "stage 'numbers' failed after retries: make partition 0: " in message
+    assert "make partition 1: " in message and "killed by Ray's memory monitor" in message
+    assert "likely fix: the worker ran out of memory: lower the stage's batch size" in message
+    assert done.stderr.count("failed (attempt 1), retrying") == 2
+    assert not list((run / "stages/numbers/make").glob("*.stats.json"))
+    # Resumable: the same run with memory to spare finishes.
+    report = run_stages(run, oom_pipeline(run))
+    assert report.stages["parity"]["counts"] == {"odd": 8, "success": 8}
