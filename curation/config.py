@@ -166,7 +166,11 @@ def load(pipeline: str, overrides: list[str] | None = None) -> PipelineBase:
 
     Schema errors and placeholders are reported together, in one ConfigError.
     """
-    data = apply_overrides(read_yaml(resolve_pipeline_path(pipeline)), parse_overrides(overrides or []))
+    path = resolve_pipeline_path(pipeline)
+    data = read_yaml(path)
+    if data.get("run_dir") == "." and path.name == "config.yaml":
+        data["run_dir"] = str(path.parent)  # a run directory's saved config names its own directory
+    data = apply_overrides(data, parse_overrides(overrides or []))
     problems = placeholders(data)
     try:
         config = validate(data)

@@ -155,9 +155,12 @@ def _pool_size(resources: Resources, pending: int, max_workers: int | None) -> i
 
 
 def failure_cause(err: BaseException) -> str:
-    """Why a unit's worker failed: "memory" (killed for memory), "died" (worker, node or object lost)."""
+    """Why a unit's worker failed: "memory" (killed for memory), "died" (worker, node or object lost),
+    "error" (the step's own setup raised in a new worker)."""
     import ray
 
+    if isinstance(err, ray.exceptions.RayActorError) and err.actor_init_failed:
+        return "error"
     text = str(err)
     # An actor killed for memory surfaces as ActorDiedError; only its text says why.
     if isinstance(err, ray.exceptions.OutOfMemoryError) or "running low on memory" in text or "OutOfMemoryError" in text:

@@ -136,8 +136,11 @@ class DownloadStage(Stage):
 
         cfg = config.download.input
         for path in list_files(cfg.paths):
-            if not _has_rows(path, file_format(path, cfg.format)):
-                problems.append(f"download.input.paths: URL list '{path}' is empty (no rows)")
+            try:
+                if not _has_rows(path, file_format(path, cfg.format)):
+                    problems.append(f"download.input.paths: URL list '{path}' is empty (no rows)")
+            except (OSError, ValueError) as err:  # ValueError: pyarrow's ArrowInvalid, a corrupt Parquet file
+                problems.append(f"download.input.paths: URL list '{path}' cannot be read: {err}")
         return problems
 
 

@@ -114,3 +114,11 @@ def test_moved_or_copied_run_dir_resumes_with_no_work(tmp_path):
         assert not report.repaired and _snapshot(run / "stages") == before
         text = (run / "config.yaml").read_text()
         assert text.splitlines()[0] == header and "\nrun_dir: .\n" in text
+
+
+def test_saved_config_of_a_moved_run_dir_is_a_pipeline_for_that_dir(tmp_path):
+    from curation import config as cfg
+
+    moved = tmp_path / "moved"
+    shutil.move(_finished(tmp_path, "first"), moved)
+    assert cfg.load(str(moved / "config.yaml")).run_dir == str(moved)
