@@ -167,3 +167,19 @@ def test_rerun_is_a_no_op_and_manifest_lists_existing_shards(tmp_path):
     assert (run_dir / "shards" / "manifest.json").read_bytes() == before
     assert np.all([(run_dir / "shards" / s.path).exists()
                    for s in read_manifest(run_dir / "shards" / "manifest.json").shards])
+
+
+def test_deleted_final_shard_is_written_again_by_a_rerun(tmp_path):
+    run_dir, data = _run(tmp_path, {"shuffle": False, "max_samples_per_shard": 8})
+    def written():
+        return {p.name: p.read_bytes() for p in (run_dir / "shards").glob("*.tar")}, \
+            read_manifest(run_dir / "shards" / "manifest.json").shards
+
+    before = written()
+    assert sorted(before[0]) == ["lvd-000000.tar", "lvd-000001.tar"]
+    (run_dir / "shards" / "lvd-000001.tar").unlink()
+    report = run_stages(run_dir, data, ["retrieve", "shard"])
+    assert report.repaired == ["shard/write", "shard/table partition 0", "shard/table partition 1",
+                               "shard/table partition 2"]
+    assert written() == before
+    assert verify(read_manifest(run_dir / "shards" / "manifest.json"), check_checksums=True) == []
