@@ -125,3 +125,22 @@ def test_worker_killed_by_the_memory_monitor_is_retried_then_reported_and_resuma
     # Resumable: the same run with memory to spare finishes.
     report = run_stages(run, oom_pipeline(run))
     assert report.stages["parity"]["counts"] == {"odd": 8, "success": 8}
+
+
+def test_unreachable_cluster_is_a_config_error_within_the_timeout(monkeypatch):
+    from curation.errors import ConfigError
+    from curation.runner.ray_backend import cluster_address
+    from tests.conftest import free_port
+
+    closed = f"127.0.0.1:{free_port()}"
+    with pytest.raises(ConfigError, match=f"ray.address: no Ray cluster answers at '{closed}' within 2 s"):
+        cluster_address(closed, 2.0)
+    with pytest.raises(ConfigError, match=f"no Ray cluster answers at 'ray://{closed}'"):
+        cluster_address(f"ray://{closed}", 2.0)
+    monkeypatch.setenv("RAY_ADDRESS", closed)  # auto: the cluster RAY_ADDRESS names
+    with pytest.raises(ConfigError, match=f"no Ray cluster answers at '{closed}'"):
+        cluster_address("auto", 2.0)
+    monkeypatch.delenv("RAY_ADDRESS")
+    monkeypatch.setattr("ray._private.services.find_bootstrap_address", lambda temp_dir: None)
+    with pytest.raises(ConfigError, match="'auto' found no cluster"):
+        cluster_address("auto", 2.0)
