@@ -23,10 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from curation.atomic import write_json  # noqa: E402
-from curation.runner.verify import inspect_run  # noqa: E402
-from curation.stages.base import STEP_DONE  # noqa: E402
-from tests.runner import sample_stages  # noqa: E402,F401  (registers the stages built below)
+from curation.atomic import write_json
+from curation.runner.verify import inspect_run
+from curation.stages.base import STEP_DONE
+from tests.runner import sample_stages  # noqa: F401 -- registers the stages built below
 
 
 def build(run_dir: Path, partitions: int) -> list[Path]:

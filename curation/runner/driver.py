@@ -104,6 +104,11 @@ def preflight(config: cfg.PipelineBase, requested: list[str] | None, force: bool
     except RunError as err:
         problems.append(str(err))
         redo = []
+    unselected = [s for s in redo if s not in names and stage_dir(run_dir, s).exists()]
+    if unselected:
+        problems.append(
+            f"force=true: the changed config redoes stages {redo}, but stage={','.join(names)} leaves out "
+            f"{unselected}; select them too (stage={','.join(s for s in config.stages if s in redo or s in names)})")
     checks = {c.name: c for c in inspect_run(run_dir, config.stages)}
     for name in names:
         if name in redo or not checks[name].intact:
@@ -157,14 +162,7 @@ def run(config: cfg.PipelineBase, backend: Backend, stages: list[str] | None = N
     run_dir = Path(config.run_dir)
     report = RunReport(run_dir)
     with RunLock(run_dir):
-        redo = stages_to_redo(config.stages, changed_sections(run_dir, config, force))
-        unselected = [s for s in redo if s not in names and stage_dir(run_dir, s).exists()]
-        if unselected:
-            raise RunError(
-                f"force=true: the changed config redoes stages {redo}, but stage={','.join(names)} leaves out "
-                f"{unselected}; select them too (stage={','.join(s for s in config.stages if s in redo or s in names)})"
-            )
-        for name in redo:
+        for name in stages_to_redo(config.stages, changed_sections(run_dir, config, force)):
             if stage_dir(run_dir, name).exists():
                 log.warning("config changed: redoing stage %s", name)
                 shutil.rmtree(stage_dir(run_dir, name))

@@ -423,10 +423,10 @@ class DedupStage(Stage):
             model, _ = sscd.load(d.weights, d.backbone, d.dims, d.gem_p)
             with torch.inference_mode():
                 shape = tuple(model(torch.zeros(1, 3, d.image_size, d.image_size)).shape)
-        except Exception as err:  # any failure to load or run is this key's problem
-            return [f"dedup.descriptor.weights: '{d.weights}' does not load or run as an SSCD descriptor: "
-                    f"{type(err).__name__}: {err}"]
+        except Exception as err:  # noqa: BLE001 -- any failure to load or run is this key's problem
+            return [(f"dedup.descriptor.weights: '{d.weights}' does not load or run as an SSCD descriptor: "
+                     f"{type(err).__name__}: {err}")]
         if shape != (1, d.dims):
-            return [f"dedup.descriptor.dims: the descriptor in '{d.weights}' gives shape {shape[1:]} per image, "
-                    f"the config says dims={d.dims}"]
+            return [(f"dedup.descriptor.dims: the descriptor in '{d.weights}' gives shape {shape[1:]} per image, "
+                     f"the config says dims={d.dims}")]
         return []

@@ -321,10 +321,10 @@ class EmbedStage(Stage):
             model = load_model(m.kind, m.path, m.arch, **m.options)
             with torch.inference_mode():
                 out = model(torch.zeros(1, 3, m.image_size, m.image_size))
-        except Exception as err:  # any failure to load or run is this key's problem
-            return [f"embed.model: the model does not load or run on a {m.image_size}x{m.image_size} image: "
-                    f"{type(err).__name__}: {err}"]
+        except Exception as err:  # noqa: BLE001 -- any failure to load or run is this key's problem
+            return [(f"embed.model: the model does not load or run on a {m.image_size}x{m.image_size} image: "
+                     f"{type(err).__name__}: {err}")]
         if out.ndim != 2 or out.shape[0] != 1:
-            return [f"embed.model: gives outputs of shape {tuple(out.shape)} for one image; "
-                    "expected (1, dim) features"]
+            return [(f"embed.model: gives outputs of shape {tuple(out.shape)} for one image; "
+                     "expected (1, dim) features")]
         return []

@@ -101,7 +101,7 @@ def test_forced_config_change_redoes_the_changed_stage_and_those_after_it(tmp_pa
 def test_forced_change_of_an_unselected_upstream_stage_is_refused_and_nothing_is_deleted(tmp_path):
     run_stages(tmp_path, sample_pipeline(tmp_path))
     before = read_tables(tmp_path)
-    with pytest.raises(RunError, match=r"redoes stages \['numbers', 'parity'\], but stage=parity leaves out \['numbers'\].*stage=numbers,parity"):
+    with pytest.raises(ConfigError, match=r"redoes stages \['numbers', 'parity'\], but stage=parity leaves out \['numbers'\].*stage=numbers,parity"):
         run_stages(tmp_path, sample_pipeline(tmp_path, rows=5), ["parity"], force=True)
     assert read_tables(tmp_path) == before
 
