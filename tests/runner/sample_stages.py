@@ -23,6 +23,17 @@ from curation.stages.base import GlobalStep, MapStep, Stage
 from curation.stages.registry import register
 
 
+def die_once(directory: str | None, unit: str) -> None:
+    """With a directory: the worker process exits (as a kill would) on the unit's first attempt, leaving a marker."""
+    if not directory:
+        return
+    marker = Path(directory) / f"died-{unit}"
+    if not marker.exists():
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        os._exit(1)
+
+
 class NumbersConfig(Section):
     partitions: int = Field(4, ge=1, description="partitions to make")
     rows: int = Field(10, ge=0, description="rows per partition")
@@ -50,7 +61,7 @@ class MakeNumbers(MapStep):
     def read(self, partition: int):
         if partition in self.cfg.fail_partitions:
             raise RuntimeError(f"partition {partition} is configured to fail")
-        self._die_once(partition)
+        die_once(self.cfg.die_once_dir, f"partition-{partition}")
         held = np.ones(self.cfg.allocate_mb * 2**20, np.uint8)  # touched pages: resident memory
         time.sleep(self.cfg.sleep_s)
         keys = [tables.sample_key(partition, i) for i in range(self.cfg.rows)]
@@ -62,15 +73,6 @@ class MakeNumbers(MapStep):
             self._fail_once(partition)
         del held
 
-    def _die_once(self, partition: int) -> None:
-        """With ``die_once_dir``: the worker process exits (as a kill would) on a partition's first attempt."""
-        if not self.cfg.die_once_dir:
-            return
-        marker = Path(self.cfg.die_once_dir) / f"died-{partition}"
-        if not marker.exists():
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.touch()
-            os._exit(1)
 
     def _fail_once(self, partition: int) -> None:
         """With ``fail_once_dir``: fail after the first batch of a partition's first attempt."""
@@ -107,6 +109,8 @@ class NumbersStage(Stage):
 
 class ParityConfig(Section):
     drop_odd: bool = Field(True, description="drop odd values")
+    die_once_dir: str | None = Field(
+        None, description="the total's worker process exits on its first attempt, leaving a marker here")
 
 
 class MarkParity(MapStep):
@@ -123,6 +127,7 @@ class Total(GlobalStep):
     name = "total"
 
     def run(self, out_dir: Path) -> dict:
+        die_once(self.cfg.die_once_dir, "total")
         table = self.ctx.read_table("parity")
         kept = table.filter(pa.array(tables.alive(table)))
         total = int(np.sum(kept.column("value").to_numpy())) if kept.num_rows else 0

@@ -67,10 +67,13 @@ def test_actors_are_named_after_the_stage_and_counters_reach_the_metrics_endpoin
     assert any('stage="parity"' in line and 'status="odd"' in line for line in lines), lines
 
 
-def test_workers_that_die_are_replaced_and_their_partitions_retried(ray_session, tmp_path):
-    run_pipeline(_config(tmp_path / "ray", die_once_dir=str(tmp_path / "died")))
+def test_workers_that_die_are_replaced_and_their_work_retried(ray_session, tmp_path):
+    data = cfg.to_dict(_config(tmp_path / "ray", die_once_dir=str(tmp_path / "died")))
+    data["parity"] = {"die_once_dir": str(tmp_path / "died")}
+    run_pipeline(cfg.validate(data))
     run_stages(tmp_path / "local", sample_pipeline(tmp_path / "local"))
-    assert len(list((tmp_path / "died").iterdir())) == 4  # every partition's first worker exited
+    # Every partition's first worker exited, and the global step's first task.
+    assert len(list((tmp_path / "died").iterdir())) == 5
     assert read_tables(tmp_path / "ray") == read_tables(tmp_path / "local")
 
 

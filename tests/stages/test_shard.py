@@ -183,3 +183,7 @@ def test_deleted_final_shard_is_written_again_by_a_rerun(tmp_path):
                                "shard/table partition 2"]
     assert written() == before
     assert verify(read_manifest(run_dir / "shards" / "manifest.json"), check_checksums=True) == []
+    # The same run in another directory: the same content, the same config hash in its manifest.
+    other, _ = _run(tmp_path, {"shuffle": False, "max_samples_per_shard": 8}, name="other")
+    assert read_manifest(other / "shards" / "manifest.json").config_hash == \
+        read_manifest(run_dir / "shards" / "manifest.json").config_hash
