@@ -115,7 +115,7 @@ def test_worker_killed_by_the_memory_monitor_is_retried_then_reported_and_resuma
     # A Ray of its own whose memory monitor finds any node over its threshold:
     # every attempt of every partition is killed for memory.
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled",
-           "RAY_memory_usage_threshold": "0.02", "RAY_memory_monitor_refresh_ms": "50"}
+           "RAY_memory_usage_threshold": "0.001", "RAY_memory_monitor_refresh_ms": "50"}
     run = tmp_path / "run"
     done = subprocess.run([sys.executable, "-c", OOM_RUN, str(run)], env=env, capture_output=True, text=True,
                           timeout=300, cwd=ROOT, check=False)
