@@ -205,48 +205,82 @@ class RayBackend:
             init_ray(self.ray_cfg)
 
     def run_map(self, ctx: StageContext, step: MapStep, pending: list[int], progress: Progress) -> list[Failure]:
+        """Run partitions on a pool of actors; a partition goes only to an actor that has started.
+
+        A lost worker is replaced by one that starts in the background: if the
+        cluster has shrunk (a node died) and it cannot be placed, the live
+        workers take the queue meanwhile, so the step never waits on it.
+        """
         import ray
 
         resources = step.resources()
         counter = _Counter()
         actor_cls = _actor_class(ctx.stage, step.name).options(**resources.ray_options())
-        make = lambda: actor_cls.remote(str(ctx.run_dir), ctx.config_data, ctx.stage, step.name,  # noqa: E731
-                                        counter.actor)
-        actors = [make() for _ in range(_pool_size(resources, len(pending), self.max_workers))]
+        idle: list[Any] = []  # started actors without a partition
+        starting: dict[Any, Any] = {}  # ready ref -> actor being started
+        running: dict[Any, tuple[Any, int, int]] = {}  # result ref -> (actor, partition, attempt)
         queue = [(p, 0) for p in pending]
-        running: dict[Any, tuple[Any, int, int]] = {}
         failures: list[Failure] = []
-        done = 0
+        done = start_failures = 0
+
+        def spawn() -> None:
+            actor = actor_cls.remote(str(ctx.run_dir), ctx.config_data, ctx.stage, step.name, counter.actor)
+            starting[actor.__ray_ready__.remote()] = actor
+
+        for _ in range(_pool_size(resources, len(pending), self.max_workers)):
+            spawn()
         try:
             while queue or running:
-                while queue and actors:
-                    actor = actors.pop()
+                while queue and idle:
+                    actor = idle.pop()
                     partition, attempt = queue.pop(0)
                     running[actor.run.remote(partition, attempt)] = (actor, partition, attempt)
-                ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+                ready, _ = ray.wait(list(running) + list(starting), num_returns=1, timeout=1.0)
                 if not ready:
                     progress.advance_to(done + counter.in_flight())
+                    continue
+                if ready[0] in starting:
+                    actor = starting.pop(ready[0])
+                    try:
+                        ray.get(ready[0])
+                        idle.append(actor)
+                        start_failures = 0
+                    except ray.exceptions.RayError as err:  # setup() raised, or its node died
+                        start_failures += 1
+                        self._start_failed(ctx, step, err, start_failures, queue, failures, spawn)
                     continue
                 actor, partition, attempt = running.pop(ready[0])
                 counter.close((partition, attempt))
                 try:
                     stats = ray.get(ready[0])
                 except ray.exceptions.RayTaskError as err:  # the step raised; its worker is fine
-                    actors.append(actor)
+                    idle.append(actor)
                     self._retry(ctx, step, partition, attempt, err.cause or err, "error", queue, failures)
                 except ray.exceptions.RayError as err:  # worker killed (memory), node died, result lost
                     ray.kill(actor)  # it may live on when only the result was lost
-                    actors.append(make())
+                    spawn()
                     self._retry(ctx, step, partition, attempt, err, failure_cause(err), queue, failures)
                 else:
-                    actors.append(actor)
+                    idle.append(actor)
                     done += stats["rows"]
                 progress.advance_to(done + counter.in_flight())
         finally:
-            for actor in actors + [a for a, _, _ in running.values()] + [counter.actor]:
+            for actor in idle + list(starting.values()) + [a for a, _, _ in running.values()] + [counter.actor]:
                 if actor is not None:
                     ray.kill(actor)
         return failures
+
+    def _start_failed(self, ctx, step, err, count, queue, failures, spawn) -> None:
+        """A worker that did not start: another is started, unless they keep failing (then report the queue)."""
+        message = _one_line(err)
+        if count <= self.max_retries:
+            log.warning("%s/%s: a worker failed to start (%d in a row), starting another: %s",
+                        ctx.stage, step.name, count, message)
+            spawn()
+            return
+        cause = failure_cause(err)
+        failures += [Failure(ctx.stage, step.name, p, f"worker set-up failed: {message}", cause) for p, _ in queue]
+        queue.clear()
 
     def _retry(self, ctx, step, partition, attempt, err, cause, queue, failures) -> None:
         message = _one_line(err)

@@ -147,3 +147,51 @@ def test_unreachable_cluster_is_a_config_error_within_the_timeout(monkeypatch):
     monkeypatch.setattr("ray._private.services.find_bootstrap_address", lambda temp_dir: None)
     with pytest.raises(ConfigError, match="'auto' found no cluster"):
         cluster_address("auto", 2.0)
+
+
+NODE_DEATH_RUN = """
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+
+import ray
+from ray.cluster_utils import Cluster
+
+from curation import config as cfg
+from curation.runner import run_pipeline
+from tests.runner.helpers import sample_pipeline
+
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+doomed = cluster.add_node(num_cpus=1)  # with 1 CPU per node, one of the two workers runs here
+ray.init(address=cluster.address, log_to_driver=False)
+data = sample_pipeline(sys.argv[1], partitions=4, rows=8, sleep_s=2.0)
+data["runner"] = {"max_partition_retries": 1, "max_workers": 2, "progress": False}
+
+
+def kill_node_once_work_commits():
+    markers = Path(sys.argv[1]) / "stages/numbers/make"
+    while not list(markers.glob("*.stats.json")):
+        time.sleep(0.05)
+    cluster.remove_node(doomed)
+
+
+threading.Thread(target=kill_node_once_work_commits, daemon=True).start()
+report = run_pipeline(cfg.validate(data))
+print("counts", report.stages["parity"]["counts"])
+ray.shutdown()
+cluster.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_node_death_mid_step_is_retried_on_the_nodes_left(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled"}
+    done = subprocess.run([sys.executable, "-c", NODE_DEATH_RUN, str(tmp_path / "ray")], env=env,
+                          capture_output=True, text=True, timeout=300, cwd=ROOT, check=False)
+    assert "counts {'odd': 16, 'success': 16}" in done.stdout, done.stderr[-3000:]
+    assert "failed (attempt 1), retrying" in done.stderr or "a worker failed to start" in done.stderr
+    run_stages(tmp_path / "local", sample_pipeline(tmp_path / "local", partitions=4, rows=8, sleep_s=2.0))
+    assert read_tables(tmp_path / "ray") == read_tables(tmp_path / "local")
