@@ -44,6 +44,7 @@ class NumbersConfig(Section):
         None, description="the worker process exits on a partition's first attempt, leaving a marker here")
     allocate_mb: int = Field(0, ge=0, description="memory each partition allocates and holds while it runs")
     input_file: str | None = Field(None, description="a file that must exist (a config check to fail)")
+    fail_setup: bool = Field(False, description="setup() raises: no worker can start")
 
 
 class MakeNumbers(MapStep):
@@ -83,6 +84,10 @@ class MakeNumbers(MapStep):
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.touch()
             raise RuntimeError(f"partition {partition} fails on its first attempt")
+
+    def setup(self) -> None:
+        if self.cfg.fail_setup:
+            raise RuntimeError("numbers cannot set up")
 
     def open(self, partition, out):
         self.side = out.path("txt")

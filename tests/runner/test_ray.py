@@ -39,6 +39,12 @@ def test_ray_run_with_two_workers_equals_in_process_run(ray_session, tmp_path):
     assert read_tables(tmp_path / "ray") == read_tables(tmp_path / "local")
 
 
+def test_workers_that_cannot_start_are_reported_after_retries(ray_session, tmp_path):
+    with pytest.raises(RunError, match="make partition 0: worker set-up failed: .*numbers cannot set up"):
+        run_pipeline(_config(tmp_path, fail_setup=True, partitions=2))
+    assert not list((tmp_path / "stages/numbers/make").glob("*.stats.json"))
+
+
 def test_ray_failure_is_reported_after_retries(ray_session, tmp_path):
     with pytest.raises(RunError, match="make partition 1: RuntimeError: partition 1 is configured to fail"):
         run_pipeline(_config(tmp_path, fail_partitions=[1]))
