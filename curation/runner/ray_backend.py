@@ -279,7 +279,7 @@ class RayBackend:
             spawn()
             return
         cause = failure_cause(err)
-        failures += [Failure(ctx.stage, step.name, p, f"worker set-up failed: {message}", cause) for p, _ in queue]
+        failures += [Failure(ctx.stage, step.name, p, f"no worker could start: {message}", cause) for p, _ in queue]
         queue.clear()
 
     def _retry(self, ctx, step, partition, attempt, err, cause, queue, failures) -> None:

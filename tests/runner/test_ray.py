@@ -40,7 +40,7 @@ def test_ray_run_with_two_workers_equals_in_process_run(ray_session, tmp_path):
 
 
 def test_workers_that_cannot_start_are_reported_after_retries(ray_session, tmp_path):
-    with pytest.raises(RunError, match="make partition 0: worker set-up failed: .*numbers cannot set up"):
+    with pytest.raises(RunError, match="make partition 0: no worker could start: .*numbers cannot set up"):
         run_pipeline(_config(tmp_path, fail_setup=True, partitions=2))
     assert not list((tmp_path / "stages/numbers/make").glob("*.stats.json"))
 
@@ -119,7 +119,7 @@ def oom_pipeline(run_dir):
 @pytest.mark.slow
 def test_worker_killed_by_the_memory_monitor_is_retried_then_reported_and_resumable(tmp_path):
     # A Ray of its own whose memory monitor finds any node over its threshold:
-    # every attempt of every partition is killed for memory.
+    # every worker is killed for memory, while it starts or while it runs a partition.
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled",
            "RAY_memory_usage_threshold": "0.001", "RAY_memory_monitor_refresh_ms": "50"}
     run = tmp_path / "run"
@@ -129,7 +129,8 @@ def test_worker_killed_by_the_memory_monitor_is_retried_then_reported_and_resuma
     assert "stage 'numbers' failed after retries: make partition 0: " in message
     assert "make partition 1: " in message and "killed by Ray's memory monitor" in message
     assert "likely fix: the worker ran out of memory: lower the stage's batch size" in message
-    assert done.stderr.count("failed (attempt 1), retrying") == 2
+    # Killed while starting (then another starts) or while running a partition (then it is retried).
+    assert done.stderr.count("failed (attempt 1), retrying") + done.stderr.count("starting another") >= 1
     assert not list((run / "stages/numbers/make").glob("*.stats.json"))
     # Resumable: the same run with memory to spare finishes.
     report = run_stages(run, oom_pipeline(run))
