@@ -122,3 +122,14 @@ def test_saved_config_of_a_moved_run_dir_is_a_pipeline_for_that_dir(tmp_path):
     moved = tmp_path / "moved"
     shutil.move(_finished(tmp_path, "first"), moved)
     assert cfg.load(str(moved / "config.yaml")).run_dir == str(moved)
+
+
+def test_repair_of_a_selected_stage_drops_what_unselected_stages_derived_from_it(tmp_path):
+    ref, run = _finished(tmp_path, "ref"), _finished(tmp_path, "run")
+    (run / "stages/numbers/make/part-000001.txt").unlink()
+    run_stages(run, sample_pipeline(run), ["numbers"])
+    mark = run / "stages/parity/mark"
+    assert not (mark / "part-000001.stats.json").exists() and (mark / "part-000002.stats.json").exists()
+    assert not (run / "stages/parity/_SUCCESS.json").exists()
+    assert run_stages(run, sample_pipeline(run), ["parity"]).stages["parity"]["rows"] == 40
+    assert read_tables(run) == read_tables(ref) and _total(run) == _total(ref)
