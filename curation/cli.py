@@ -21,6 +21,7 @@ commands:
   demo     [run_dir=runs/demo] [size=small|tiny] [dotted.key=value ...]
            build a small offline corpus, serve it on loopback and run the demo pipeline
   status   run_dir=DIR            per-stage progress of a run directory
+  verify   run_dir=DIR [checksums=true]   check every stage's files against its markers; changes nothing
   inspect  MANIFEST [checksums=true]   validate a shard manifest (and verify sha256)
   plan     pipeline=NAME          the expected composition of a pipeline, like Table 15
   config   pipeline=NAME [dotted.key=value ...]   print the resolved, validated config
@@ -101,6 +102,17 @@ def cmd_status(args: list[str]) -> int:
     return 0
 
 
+def cmd_verify(args: list[str]) -> int:
+    from curation.runner.verify import verify_run_dir
+
+    picked, rest = _split(args, ("run_dir", "checksums"))
+    if rest or "run_dir" not in picked:
+        raise ConfigError("verify: usage: curate verify run_dir=DIR [checksums=true]")
+    report, intact = verify_run_dir(Path(picked["run_dir"]), _flag(picked.get("checksums")))
+    print(report)
+    return 0 if intact else 1
+
+
 def cmd_inspect(args: list[str]) -> int:
     from curation.manifest import read_manifest, verify
 
@@ -161,6 +173,7 @@ COMMANDS = {
     "run": cmd_run,
     "demo": cmd_demo,
     "status": cmd_status,
+    "verify": cmd_verify,
     "inspect": cmd_inspect,
     "plan": cmd_plan,
     "config": cmd_config,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,19 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+# Marks a field that changes how a run executes but not what it produces
+# (where it runs, batch sizes, worker counts, retries, progress): such fields
+# are left out of the content hash and may differ when a run is resumed.
+# Usage: ``Field(..., json_schema_extra=RUNTIME)``.
+RUNTIME = {"runtime": True}
+
+
 class RayConfig(Section):
+    """Where the run executes: every field is runtime (see ``PipelineBase.ray``)."""
+
     address: str | None = Field(
-        None, description="null: start a local Ray; 'auto' or 'ray://host:10001': join a cluster"
+        None, description="null: start a new local Ray; 'auto' (RAY_ADDRESS, else the last `ray start` here), "
+        "'host:6379' or 'ray://host:10001': join that cluster"
     )
     num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray (null: all)")
     num_gpus: int | None = Field(None, ge=0, description="GPUs of the local Ray (null: all)")
@@ -41,9 +52,14 @@ class RayConfig(Section):
         None, ge=78643200, description="bytes of the local object store (null: Ray's default)"
     )
     namespace: str = Field("curation", description="Ray namespace of the run's actors")
+    connect_timeout_s: float = Field(
+        30.0, gt=0, description="seconds to wait for the cluster at ray.address to answer"
+    )
 
 
 class RunnerConfig(Section):
+    """How the run executes: every field is runtime (see ``PipelineBase.runner``)."""
+
     max_partition_retries: int = Field(
         2, ge=0, description="retries of a failing partition before it is reported"
     )
@@ -56,19 +72,16 @@ class RunnerConfig(Section):
 
 class PipelineBase(Section):
     name: str = Field(..., description="pipeline name, recorded in the run and the manifest")
-    run_dir: str = Field(..., description="directory that holds every table, shard and manifest")
+    run_dir: str = Field(..., description="directory that holds every table, shard and manifest",
+                         json_schema_extra=RUNTIME)
     stages: list[str] = Field(..., min_length=1, description="stages of the pipeline, in order")
     seed: int = Field(0, description="seed of every random choice in the run")
     plugins: list[str] = Field(
         default_factory=list, description="python modules to import that register extra stages"
     )
-    ray: RayConfig = RayConfig()
-    runner: RunnerConfig = RunnerConfig()
-
-
-# Keys that change how a run executes but not what it produces: they may
-# differ between a run and its resumption.
-RUNTIME_KEYS = ("ray", "runner")
+    ray: RayConfig = Field(RayConfig(), description="the Ray cluster", json_schema_extra=RUNTIME)
+    runner: RunnerConfig = Field(RunnerConfig(), description="retries, workers, progress",
+                                 json_schema_extra=RUNTIME)
 
 
 def pipeline_model() -> type[PipelineBase]:
@@ -149,8 +162,25 @@ def validate(data: dict[str, Any]) -> PipelineBase:
 
 
 def load(pipeline: str, overrides: list[str] | None = None) -> PipelineBase:
-    data = read_yaml(resolve_pipeline_path(pipeline))
-    return validate(apply_overrides(data, parse_overrides(overrides or [])))
+    """Read, override and validate a pipeline; placeholders left unfilled are errors too.
+
+    Schema errors and placeholders are reported together, in one ConfigError.
+    """
+    path = resolve_pipeline_path(pipeline)
+    data = read_yaml(path)
+    if data.get("run_dir") == "." and path.name == "config.yaml":
+        data["run_dir"] = str(path.parent)  # a run directory's saved config names its own directory
+    data = apply_overrides(data, parse_overrides(overrides or []))
+    problems = placeholders(data)
+    try:
+        config = validate(data)
+    except ConfigError as err:
+        if not problems:
+            raise
+        raise ConfigError(f"{err}\n  " + "\n  ".join(problems)) from None
+    if problems:
+        raise ConfigError("unfilled placeholders:\n  " + "\n  ".join(problems))
+    return config
 
 
 def _import_plugins(modules: Any) -> None:
@@ -236,11 +266,68 @@ def to_dict(config: BaseModel) -> dict[str, Any]:
     return data
 
 
+def runtime_keys(model: type[BaseModel] | None = None, prefix: str = "") -> set[str]:
+    """Dotted keys of every field marked :data:`RUNTIME`, through nested sections.
+
+    Fields inside lists and dicts are not walked: they are content.
+    """
+    model = model or pipeline_model()
+    keys: set[str] = set()
+    for name, field in model.model_fields.items():
+        extra = field.json_schema_extra
+        if isinstance(extra, dict) and extra.get("runtime"):
+            keys.add(prefix + name)
+            continue
+        nested = _model_of(field.annotation) if not _is_container(field.annotation) else None
+        if nested is not None:
+            keys |= runtime_keys(nested, f"{prefix}{name}.")
+    return keys
+
+
+def _is_container(annotation: Any) -> bool:
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if origin in (list, dict, tuple, set):
+        return True
+    return any(_is_container(arg) for arg in typing.get_args(annotation) if typing.get_origin(arg))
+
+
+def content(data: dict[str, Any]) -> dict[str, Any]:
+    """Plain config data without its runtime fields: what determines the outputs."""
+    data = json.loads(json.dumps(data))
+    for dotted in runtime_keys():
+        node: Any = data
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return data
+
+
 def content_hash(config: PipelineBase) -> str:
-    """Hash of what determines the outputs: runtime-only sections excluded."""
-    data = {k: v for k, v in to_dict(config).items() if k not in RUNTIME_KEYS}
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    """Hash of what determines the outputs: runtime fields (run_dir, resources, retries) excluded.
+
+    Identical runs in different directories, or with other batch sizes and
+    worker counts, get the same hash.
+    """
+    blob = json.dumps(content(to_dict(config)), sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*>")
+
+
+def placeholders(data: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose value still holds a ``<PLACEHOLDER>`` to fill in."""
+    if isinstance(data, dict):
+        return [k for key, value in data.items() for k in placeholders(value, f"{prefix}{key}.")]
+    if isinstance(data, list):
+        return [k for i, value in enumerate(data) for k in placeholders(value, f"{prefix}{i}.")]
+    if isinstance(data, str) and PLACEHOLDER.search(data):
+        return [f"{prefix.rstrip('.')}: '{data}' is a placeholder: fill it in"]
+    return []
 
 
 def diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:

@@ -66,7 +66,27 @@ class TarImages:
 
 
 def pool_images(run_dir: Path, partition: int) -> TarImages:
-    """The download stage's images of one partition."""
+    """The download stage's images of one partition.
+
+    A tar that the partition's marker lists must be there with its size: a
+    missing or torn tar is a partition error naming the file, never a
+    partition of missing images (a partition without any image has no tar,
+    and its marker lists none). The driver checks this before a run starts;
+    this catches a file lost while it runs.
+    """
+    from curation.atomic import read_json
+    from curation.errors import PartitionError
+    from curation.runner.verify import file_problems, marker_path
     from curation.tables import partition_name
 
-    return TarImages(Path(run_dir) / "stages" / "download" / "fetch" / f"{partition_name(partition)}.tar")
+    step_dir = Path(run_dir) / "stages" / "download" / "fetch"
+    name = f"{partition_name(partition)}.tar"
+    marker = marker_path(step_dir, partition)
+    try:
+        listed = read_json(marker).get("files", {})
+    except (OSError, ValueError):
+        listed = {}  # outputs made by other means than this runner: taken as they are
+    problems = file_problems(step_dir, {name: listed[name]}) if name in listed else []
+    if problems:
+        raise PartitionError(f"{problems[0]}: rerun the download stage to redo partition {partition}")
+    return TarImages(step_dir / name)

@@ -27,6 +27,7 @@ def ray_session():
 
     if not ray.is_initialized():
         ray.init(
+            address="local",  # a Ray of the tests' own, never another one running on this machine
             num_cpus=2,
             include_dashboard=True,
             dashboard_host="127.0.0.1",

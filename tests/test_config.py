@@ -98,3 +98,24 @@ def test_every_key_of_the_shipped_pipelines_is_commented():
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if re.match(r"^\s*(- )?[A-Za-z_][\w]*:", line) and "#" not in line:
                 raise AssertionError(f"{path.name}:{number}: key without a comment: {line.strip()}")
+
+
+def test_content_hash_leaves_out_location_resources_and_batch_sizes(tmp_path):
+    a = cfg.validate(sample_pipeline(tmp_path / "a"))
+    b = cfg.validate(cfg.apply_overrides(sample_pipeline(tmp_path / "b"), {"runner.max_workers": 3,
+                                                                            "runner.max_partition_retries": 0}))
+    assert cfg.content_hash(a) == cfg.content_hash(b)
+    keys = cfg.runtime_keys()
+    assert {"run_dir", "ray", "runner", "download.worker", "dedup.descriptor.batch_size", "embed.batch_size",
+            "embed.num_cpus", "cluster.assign_batch_size"} <= keys
+    assert not {"dedup.descriptor.dims", "embed.model", "download.input"} & keys
+
+
+def test_unfilled_placeholders_are_config_errors():
+    with pytest.raises(ConfigError, match="unfilled placeholders") as err:
+        cfg.load("lvd142m")
+    assert "download.input.paths.0: '<URL_LISTS>' is a placeholder: fill it in" in str(err.value)
+    assert str(err.value).count("is a placeholder") > 10
+    from curation import cli
+
+    assert cli.main(["config", "pipeline=lvd142m"]) == 2

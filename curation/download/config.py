@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from curation.config import Section
+from curation.config import RUNTIME, Section
 
 DEFAULT_USER_AGENT = "curation/0.1 (image dataset curation; honours X-Robots-Tag noai)"
 IMAGE_FORMATS = ("jpeg", "png", "gif", "webp", "bmp", "tiff")
@@ -129,7 +129,8 @@ class DownloadConfig(Section):
     exact_dedup: bool = Field(
         True, description="drop later samples whose original bytes equal an earlier one's in the partition"
     )
-    worker: WorkerConfig = Field(WorkerConfig(), description="actor resources and batching")
+    worker: WorkerConfig = Field(WorkerConfig(), description="actor resources and batching",
+                                 json_schema_extra=RUNTIME)
 
     @model_validator(mode="after")
     def _window(self) -> "DownloadConfig":

@@ -10,10 +10,10 @@ def run_pipeline(config, stages: list[str] | None = None, force: bool = False, b
         from curation.runner.local import LocalBackend
 
         return run(config, LocalBackend(config.runner.max_partition_retries), stages, force)
-    from curation.runner.ray_backend import RayBackend, init_ray
+    from curation.runner.ray_backend import RayBackend
 
-    init_ray(config.ray)
-    return run(config, RayBackend(config.runner), stages, force)
+    # Ray starts (or is joined) only once every check has passed.
+    return run(config, RayBackend(config.runner, config.ray), stages, force)
 
 
 __all__ = ["RunReport", "run", "run_pipeline", "stage_complete"]

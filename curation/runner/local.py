@@ -24,6 +24,9 @@ class LocalBackend:
     def __init__(self, max_retries: int = 0):
         self.max_retries = max_retries
 
+    def start(self) -> None:
+        """Nothing to start: work runs in this process."""
+
     def run_map(self, ctx: StageContext, step: MapStep, pending: list[int], progress: Progress) -> list[Failure]:
         step.setup()
         failures, done = [], 0

@@ -9,7 +9,13 @@ is processed, checked and committed the same way everywhere:
 3. the output must hold the status columns and, per batch, exactly the
    input's keys in order: nothing is lost or invented;
 4. side files and the table are renamed into place, then the stats JSON
-   (the completion marker) is written last.
+   (the completion marker, listing every file with its size and sha256) is
+   written last.
+
+A global step is committed the same way: its ``_SUCCESS.json``, written
+last, lists every file under its step directory and under its
+:meth:`~curation.stages.base.GlobalStep.outputs`, relative to the run
+directory (see :mod:`curation.runner.verify`).
 """
 
 from __future__ import annotations
@@ -24,29 +30,14 @@ import pyarrow as pa
 from curation import tables
 from curation.atomic import TMP_MARK, write_json
 from curation.errors import PartitionError
+from curation.runner.verify import marker_path, marker_problems, sha256_file
 from curation.stages.base import STEP_DONE, GlobalStep, MapStep, PartitionOutput, Timer
-
-
-def marker_path(step_dir: Path, partition: int) -> Path:
-    return step_dir / f"{tables.partition_name(partition)}.stats.json"
 
 
 def partition_complete(step_dir: Path, partition: int) -> bool:
     """Committed, and every file its stats list is present with its size."""
-    from curation.atomic import read_json
-
     marker = marker_path(step_dir, partition)
-    if not marker.exists():
-        return False
-    try:
-        stats = read_json(marker)
-    except ValueError:
-        return False
-    for name, size in stats.get("files", {}).items():
-        path = step_dir / name
-        if not path.exists() or path.stat().st_size != size:
-            return False
-    return True
+    return marker.exists() and not marker_problems(marker, step_dir)
 
 
 def clear_partition(step_dir: Path, partition: int) -> None:
@@ -90,6 +81,7 @@ def run_map_partition(step: MapStep, partition: int,
         "rows": table.num_rows,
         "counts": count_statuses(table),
         "files": files,
+        "sha256": {name: sha256_file(step_dir / name) for name in files},
         **timer.stamp(),
         **extra,
     }
@@ -151,7 +143,22 @@ def run_global_step(step: GlobalStep) -> dict[str, Any]:
     remove_temporaries(step_dir)
     timer = Timer()
     extra = step.run(step_dir) or {}
-    stats = {"stage": step.ctx.stage, "step": step.name, **timer.stamp(), **extra}
+    known = extra.pop("sha256", {})  # checksums the step computed as it wrote
+    run_dir = Path(step.ctx.run_dir)
+    files = {str(p.relative_to(run_dir)): p.stat().st_size for p in _written(step_dir, step.outputs())}
+    sums = {name: known.get(name) or sha256_file(run_dir / name) for name in files}
+    stats = {"stage": step.ctx.stage, "step": step.name, **timer.stamp(), **extra, "files": files, "sha256": sums}
     write_json(done, stats)
     return stats
+
+
+def _written(step_dir: Path, outputs: list[Path]) -> list[Path]:
+    """Every committed file of a global step, in a stable order (no marker, no temporaries)."""
+    found = []
+    for root in [step_dir, *outputs]:
+        if root.is_file():
+            found.append(root)
+        elif root.is_dir():
+            found += sorted(p for p in root.rglob("*") if p.is_file())
+    return [p for p in found if p.name != STEP_DONE and TMP_MARK not in p.name]
 

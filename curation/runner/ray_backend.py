@@ -3,8 +3,11 @@
 Each map step gets a pool of actors of class ``<Stage><Step>Worker`` (that
 name is what the Ray dashboard shows) with the step's resources; an actor
 calls ``setup()`` once and then processes one partition at a time. A
-partition that raises, or whose actor dies, is retried on a fresh attempt up
-to ``runner.max_partition_retries`` times, then reported.
+partition that raises, or whose worker is lost in any way (killed by Ray's
+memory monitor, actor or node death, result object lost), is retried on a
+fresh attempt up to ``runner.max_partition_retries`` times, then reported
+with the likely fix. A lost worker is replaced; the progress counter is a
+helper whose loss only costs progress detail.
 """
 
 from __future__ import annotations
@@ -26,27 +29,64 @@ log = logging.getLogger("curation")
 
 
 def init_ray(ray_cfg: RayConfig) -> dict[str, Any]:
-    """Start or join Ray; returns where to watch it (dashboard, metrics ports)."""
+    """Start or join Ray; returns where to watch it (dashboard, metrics ports).
+
+    ``address: null`` starts a new local Ray of this run's own (never one
+    found on this machine); any other address is joined only once it
+    answers, within ``ray.connect_timeout_s``.
+    """
     import ray
 
     dashboard = None
     if not ray.is_initialized():
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        kwargs: dict[str, Any] = {"namespace": ray_cfg.namespace}
         if ray_cfg.address is None:
             # A fresh local cluster with a dashboard turns token auth on, which
             # would lock the user out of their own dashboard and metrics.
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        kwargs: dict[str, Any] = {"address": ray_cfg.address, "namespace": ray_cfg.namespace}
-        if ray_cfg.address is None:
-            kwargs.update(num_cpus=ray_cfg.num_cpus, num_gpus=ray_cfg.num_gpus,
+            if os.environ.get("RAY_ADDRESS"):
+                log.warning("RAY_ADDRESS is set but ray.address is null: starting a local Ray "
+                            "(set ray.address: auto to join the cluster it names)")
+            kwargs.update(address="local", num_cpus=ray_cfg.num_cpus, num_gpus=ray_cfg.num_gpus,
                           include_dashboard=ray_cfg.dashboard, dashboard_host="127.0.0.1",
                           dashboard_port=ray_cfg.dashboard_port,
                           object_store_memory=ray_cfg.object_store_memory)
+        else:
+            kwargs["address"] = cluster_address(ray_cfg.address, ray_cfg.connect_timeout_s)
         dashboard = getattr(ray.init(**kwargs), "dashboard_url", None) or None
     ports = sorted({n.get("MetricsExportPort") for n in ray.nodes() if n.get("Alive")} - {None})
     log.info("Ray dashboard: %s; metrics (Prometheus) on ports %s of each node",
              f"http://{dashboard}" if dashboard else "not started here", ports)
     return {"dashboard": dashboard, "metrics_ports": ports}
+
+
+def cluster_address(address: str, timeout_s: float) -> str:
+    """The cluster ``ray.address`` names, checked to answer; ConfigError otherwise.
+
+    ``auto`` means the cluster in ``RAY_ADDRESS``, else the one the last
+    ``ray start`` on this machine recorded: never some other Ray process
+    that happens to run here.
+    """
+    import socket
+
+    from ray._private import services
+
+    resolved = address
+    if address == "auto":
+        resolved = os.environ.get("RAY_ADDRESS") or services.find_bootstrap_address(None)
+        if not resolved:
+            raise ConfigError("ray.address: 'auto' found no cluster (RAY_ADDRESS is not set and no `ray start` "
+                              "was run on this machine): start one, give its address, or set ray.address: null "
+                              "for a local Ray")
+    host, _, port = resolved.split("://", 1)[-1].rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"ray.address: no Ray cluster answers at '{resolved}' within {timeout_s:g} s "
+                          f"({type(err).__name__}: {err}): start it (`ray start --head`), fix the address, "
+                          "or set ray.address: null for a local Ray") from None
+    return resolved
 
 
 class RowCounter:
@@ -114,53 +154,135 @@ def _pool_size(resources: Resources, pending: int, max_workers: int | None) -> i
     return max(1, min(fits))
 
 
+def failure_cause(err: BaseException) -> str:
+    """Why a unit's worker failed: "memory" (killed for memory), "died" (worker, node or object lost),
+    "error" (the step's own setup raised in a new worker)."""
+    import ray
+
+    if isinstance(err, ray.exceptions.RayActorError) and err.actor_init_failed:
+        return "error"
+    text = str(err)
+    # An actor killed for memory surfaces as ActorDiedError; only its text says why.
+    if isinstance(err, ray.exceptions.OutOfMemoryError) or "running low on memory" in text or "OutOfMemoryError" in text:
+        return "memory"
+    return "died"
+
+
+class _Counter:
+    """The driver's side of the row counter: its death costs progress detail, never the run."""
+
+    def __init__(self):
+        import ray
+
+        self.actor = ray.remote(RowCounter).options(num_cpus=0).remote()
+
+    def in_flight(self) -> int:
+        import ray
+
+        if self.actor is None:
+            return 0
+        try:
+            return ray.get(self.actor.in_flight.remote(), timeout=30)
+        except ray.exceptions.RayError as err:
+            log.warning("progress counter lost (%s): progress now advances per partition", type(err).__name__)
+            self.actor = None
+            return 0
+
+    def close(self, key: tuple[int, int]) -> None:
+        if self.actor is not None:
+            self.actor.close.remote(key)  # a dead counter is noticed by in_flight
+
+
 class RayBackend:
-    def __init__(self, runner_cfg: RunnerConfig):
+    def __init__(self, runner_cfg: RunnerConfig, ray_cfg: RayConfig | None = None):
         self.max_retries = runner_cfg.max_partition_retries
         self.max_workers = runner_cfg.max_workers
+        self.ray_cfg = ray_cfg
+
+    def start(self) -> None:
+        """Start or join Ray (None: the caller did, or Ray starts itself on first use)."""
+        if self.ray_cfg is not None:
+            init_ray(self.ray_cfg)
 
     def run_map(self, ctx: StageContext, step: MapStep, pending: list[int], progress: Progress) -> list[Failure]:
+        """Run partitions on a pool of actors; a partition goes only to an actor that has started.
+
+        A lost worker is replaced by one that starts in the background: if the
+        cluster has shrunk (a node died) and it cannot be placed, the live
+        workers take the queue meanwhile, so the step never waits on it.
+        """
         import ray
 
         resources = step.resources()
-        counter = ray.remote(RowCounter).options(num_cpus=0).remote()
+        counter = _Counter()
         actor_cls = _actor_class(ctx.stage, step.name).options(**resources.ray_options())
-        make = lambda: actor_cls.remote(str(ctx.run_dir), ctx.config_data, ctx.stage, step.name, counter)  # noqa: E731
-        actors = [make() for _ in range(_pool_size(resources, len(pending), self.max_workers))]
+        idle: list[Any] = []  # started actors without a partition
+        starting: dict[Any, Any] = {}  # ready ref -> actor being started
+        running: dict[Any, tuple[Any, int, int]] = {}  # result ref -> (actor, partition, attempt)
         queue = [(p, 0) for p in pending]
-        running: dict[Any, tuple[Any, int, int]] = {}
         failures: list[Failure] = []
-        done = 0
+        done = start_failures = 0
+
+        def spawn() -> None:
+            actor = actor_cls.remote(str(ctx.run_dir), ctx.config_data, ctx.stage, step.name, counter.actor)
+            starting[actor.__ray_ready__.remote()] = actor
+
+        for _ in range(_pool_size(resources, len(pending), self.max_workers)):
+            spawn()
         try:
             while queue or running:
-                while queue and actors:
-                    actor = actors.pop()
+                while queue and idle:
+                    actor = idle.pop()
                     partition, attempt = queue.pop(0)
                     running[actor.run.remote(partition, attempt)] = (actor, partition, attempt)
-                ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+                ready, _ = ray.wait(list(running) + list(starting), num_returns=1, timeout=1.0)
                 if not ready:
-                    progress.advance_to(done + ray.get(counter.in_flight.remote()))
+                    progress.advance_to(done + counter.in_flight())
+                    continue
+                if ready[0] in starting:
+                    actor = starting.pop(ready[0])
+                    try:
+                        ray.get(ready[0])
+                        idle.append(actor)
+                        start_failures = 0
+                    except ray.exceptions.RayError as err:  # setup() raised, or its node died
+                        start_failures += 1
+                        self._start_failed(ctx, step, err, start_failures, queue, failures, spawn)
                     continue
                 actor, partition, attempt = running.pop(ready[0])
-                counter.close.remote((partition, attempt))
+                counter.close((partition, attempt))
                 try:
                     stats = ray.get(ready[0])
-                except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as err:
-                    actors.append(make())  # the actor died with the partition: replace it
-                    self._retry(ctx, step, partition, attempt, err, queue, failures)
-                except ray.exceptions.RayTaskError as err:
-                    actors.append(actor)
-                    self._retry(ctx, step, partition, attempt, err.cause or err, queue, failures)
+                except ray.exceptions.RayTaskError as err:  # the step raised; its worker is fine
+                    idle.append(actor)
+                    self._retry(ctx, step, partition, attempt, err.cause or err, "error", queue, failures)
+                except ray.exceptions.RayError as err:  # worker killed (memory), node died, result lost
+                    ray.kill(actor)  # it may live on when only the result was lost
+                    spawn()
+                    self._retry(ctx, step, partition, attempt, err, failure_cause(err), queue, failures)
                 else:
-                    actors.append(actor)
+                    idle.append(actor)
                     done += stats["rows"]
-                progress.advance_to(done + ray.get(counter.in_flight.remote()))
+                progress.advance_to(done + counter.in_flight())
         finally:
-            for actor in actors + [a for a, _, _ in running.values()] + [counter]:
-                ray.kill(actor)
+            for actor in idle + list(starting.values()) + [a for a, _, _ in running.values()] + [counter.actor]:
+                if actor is not None:
+                    ray.kill(actor)
         return failures
 
-    def _retry(self, ctx, step, partition, attempt, err, queue, failures) -> None:
+    def _start_failed(self, ctx, step, err, count, queue, failures, spawn) -> None:
+        """A worker that did not start: another is started, unless they keep failing (then report the queue)."""
+        message = _one_line(err)
+        if count <= self.max_retries:
+            log.warning("%s/%s: a worker failed to start (%d in a row), starting another: %s",
+                        ctx.stage, step.name, count, message)
+            spawn()
+            return
+        cause = failure_cause(err)
+        failures += [Failure(ctx.stage, step.name, p, f"no worker could start: {message}", cause) for p, _ in queue]
+        queue.clear()
+
+    def _retry(self, ctx, step, partition, attempt, err, cause, queue, failures) -> None:
         message = _one_line(err)
         report_failure(ctx.stage, step.name)
         if attempt < self.max_retries and not isinstance(err, ConfigError):
@@ -168,7 +290,7 @@ class RayBackend:
                         ctx.stage, step.name, partition, attempt + 1, message)
             queue.append((partition, attempt + 1))
         else:
-            failures.append(Failure(ctx.stage, step.name, partition, message))
+            failures.append(Failure(ctx.stage, step.name, partition, message, cause))
 
     def run_global(self, ctx: StageContext, step: GlobalStep) -> Failure | None:
         import ray
@@ -176,25 +298,30 @@ class RayBackend:
         task = ray.remote(_run_global).options(
             name=f"{_camel(ctx.stage)}{_camel(step.name)}Task", max_retries=0, **step.resources().ray_options()
         )
-        message = ""
+        message, cause = "", "error"
         for attempt in range(self.max_retries + 1):
             try:
                 ray.get(task.remote(str(ctx.run_dir), ctx.config_data, ctx.stage, step.name))
                 return None
-            except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError) as err:
-                cause = getattr(err, "cause", None) or err
-                message = _one_line(cause)
+            except ray.exceptions.RayError as err:
+                error = err.cause or err if isinstance(err, ray.exceptions.RayTaskError) else err
+                cause = "error" if isinstance(err, ray.exceptions.RayTaskError) else failure_cause(err)
+                message = _one_line(error)
                 report_failure(ctx.stage, step.name)
                 log.warning("%s/%s failed (attempt %d): %s", ctx.stage, step.name, attempt + 1, message)
-                if isinstance(cause, ConfigError):  # retrying cannot fix the config
+                if isinstance(error, ConfigError):  # retrying cannot fix the config
                     break
-        return Failure(ctx.stage, step.name, None, message)
+        return Failure(ctx.stage, step.name, None, message, cause)
 
 
 def _one_line(err: BaseException) -> str:
     """First line of an error, plus its last line when that names the cause."""
     import re
 
+    usage = re.search(r"was ([\d.]+\s*[KMGT]?B) used / ([\d.]+\s*[KMGT]?B) limit", str(err))
+    if failure_cause(err) == "memory" and usage:  # Ray's own text is a page long
+        return (f"{type(err).__name__}: the worker was killed by Ray's memory monitor "
+                f"(node memory {usage.group(1)} used of {usage.group(2)})")
     lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in f"{type(err).__name__}: {err}".splitlines()]
     lines = [ln for ln in lines if ln]
     text = lines[0] if len(lines) < 2 or lines[-1] == lines[0] else f"{lines[0]} ... {lines[-1]}"

@@ -1,4 +1,9 @@
-"""The run directory: resolved config, config-hash check, single-runner lock."""
+"""The run directory: resolved config, config-hash check, single-runner lock.
+
+What a run directory records is relative to itself: ``config.yaml`` holds
+``run_dir: .`` and markers name files relative to their step directory, so a
+run directory can be moved or copied and resumed.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ def changed_sections(run_dir: Path, config: cfg.PipelineBase, force: bool) -> li
     if not path.exists():
         return []
     old = yaml.safe_load(path.read_text()) or {}
-    content = [d for d in cfg.diff(old, cfg.to_dict(config)) if _section(d) not in cfg.RUNTIME_KEYS]
+    content = cfg.diff(cfg.content(old), cfg.content(cfg.to_dict(config)))
     if content and not force:
         raise RunError(
             f"{run_dir} was made with a different config:\n  "
@@ -43,8 +48,18 @@ def _section(diff_line: str) -> str:
 def save_config(run_dir: Path, config: cfg.PipelineBase, force: bool) -> None:
     """Write the resolved config (after :func:`changed_sections` allowed it)."""
     changed_sections(run_dir, config, force)
-    header = f"# resolved config, hash {cfg.content_hash(config)}\n"
-    write_bytes(run_dir / CONFIG_FILE, (header + yaml.safe_dump(cfg.to_dict(config), sort_keys=False)).encode())
+    header = f"# resolved config, hash {cfg.content_hash(config)}; run_dir: the directory of this file\n"
+    data = {**cfg.to_dict(config), "run_dir": "."}
+    write_bytes(run_dir / CONFIG_FILE, (header + yaml.safe_dump(data, sort_keys=False)).encode())
+
+
+def read_config(run_dir: Path) -> dict:
+    """The config a run directory was made with, as plain data, its ``run_dir`` that directory."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.exists():
+        raise RunError(f"{run_dir}: not a run directory (no {CONFIG_FILE})")
+    data = yaml.safe_load(path.read_text()) or {}
+    return {**data, "run_dir": str(run_dir)}
 
 
 class RunLock:
@@ -67,6 +82,22 @@ class RunLock:
         os.write(fd, f"pid {os.getpid()}\n".encode())
         self._fd = fd
         return self
+
+    @staticmethod
+    def holder(run_dir: Path) -> str | None:
+        """Who holds a run dir's lock (None: nobody); creates nothing."""
+        path = Path(run_dir) / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return path.read_text().strip() or "another process"
+        finally:
+            os.close(fd)  # also releases a lock taken just now
+        return None
 
     def __exit__(self, *exc: Any) -> None:
         if self._fd is not None:

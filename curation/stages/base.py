@@ -203,8 +203,16 @@ class GlobalStep(_Step):
     """Work over the whole pool, run once as a Ray task with its resources."""
 
     def run(self, out_dir: Path) -> dict[str, Any]:
-        """Write this step's files under ``out_dir`` (atomically); return stats."""
+        """Write this step's files under ``out_dir`` (atomically); return stats.
+
+        Stats may hold ``sha256``: checksums already computed of files it
+        wrote (paths relative to the run directory), so they are not read again.
+        """
         raise NotImplementedError
+
+    def outputs(self) -> list[Path]:
+        """Files or directories written outside ``out_dir``: listed in the step's marker too."""
+        return []
 
 
 class Stage:
@@ -221,8 +229,25 @@ class Stage:
     def check(cls, config: Any) -> None:
         """Config checks that need more than types (paths exist, ...).
 
-        Called before any work starts; raises ``ConfigError`` naming the key.
+        Raises ``ConfigError`` naming the key; :meth:`preflight` calls it.
         """
+
+    @classmethod
+    def preflight(cls, config: Any) -> list[str]:
+        """Every problem of this stage found without Ray, each naming its key ([]: none).
+
+        The driver calls it for every selected stage with work to do, before
+        Ray starts, and reports the problems of all stages together. Override
+        it to add checks that cost more than :meth:`check`: models loaded and
+        probed on a dummy input, inputs opened.
+        """
+        from curation.errors import ConfigError
+
+        try:
+            cls.check(config)
+        except ConfigError as err:
+            return [str(err)]
+        return []
 
 
 def committed_partitions(step_dir: Path) -> list[int]:

@@ -39,7 +39,7 @@ from pydantic import Field, model_validator
 
 from curation import embeddings, tables
 from curation.atomic import read_json, write_json
-from curation.config import Section
+from curation.config import RUNTIME, Section
 from curation.errors import ConfigError, RunError
 from curation.stages.base import GlobalStep, MapStep, Resources, Stage
 from curation.stages.registry import register
@@ -89,7 +89,8 @@ class ClusterConfig(Section):
         True, description="fewer embedded samples than clusters: true lowers k to the pool size, false fails"
     )
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="Faiss on GPU: auto uses one if present")
-    assign_batch_size: int = Field(65536, ge=1, description="rows per assignment batch")
+    assign_batch_size: int = Field(65536, ge=1, description="rows per assignment batch",
+                                   json_schema_extra=RUNTIME)
     hierarchical: HierarchicalConfig | None = Field(None, description="mode: hierarchical settings")
 
 

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from curation.algorithms.index import IndexConfig
-from curation.config import Section
+from curation.config import RUNTIME, Section
 from curation.sources import ImageSetConfig
 
 
@@ -58,10 +58,11 @@ class DescriptorConfig(Section):
         "square", description="square: skew to image_size x image_size; short_edge: keep the aspect ratio")
     image_size: int = Field(320, ge=32, description="square side (SSCD: 320) or short edge (SSCD: 288)")
     draft: bool = Field(True, description="decode JPEGs at a reduced DCT scale when much larger than needed")
-    batch_size: int = Field(64, ge=1, description="images per forward pass")
+    batch_size: int = Field(64, ge=1, description="images per forward pass", json_schema_extra=RUNTIME)
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: one GPU per worker when the cluster has GPUs, else CPU")
-    num_cpus: int = Field(1, ge=1, description="CPUs per worker; as many decode threads")
+    num_cpus: int = Field(1, ge=1, description="CPUs per worker; as many decode threads",
+                          json_schema_extra=RUNTIME)
     storage_dtype: Literal["float16", "float32"] = Field("float16", description="dtype of the descriptor .npy files")
     center: bool = Field(False, description="subtract the pool mean before L2 normalisation (SSCD's post-processing)")
 
@@ -99,7 +100,8 @@ class DedupConfig(Section):
     relative: RelativeConfig = Field(RelativeConfig(), description="deduplication against benchmark sets")
     keep: Literal["largest", "first"] = Field(
         "largest", description="image kept per group: largest area then first in pool order, or first in pool order")
-    graph: GraphResources = Field(GraphResources(), description="resources of the global graph step")
+    graph: GraphResources = Field(GraphResources(), description="resources of the global graph step",
+                                  json_schema_extra=RUNTIME)
 
     @property
     def has_descriptor(self) -> bool:

@@ -127,3 +127,41 @@ class DownloadStage(Stage):
         from curation.download.checks import check_config
 
         check_config(config.download)
+
+    @classmethod
+    def preflight(cls, config: Any) -> list[str]:
+        """The checks of :meth:`check`, then every URL list must hold at least one URL.
+
+        Costs a Parquet footer or the first lines of each file, not a read of the lists.
+        """
+        problems = super().preflight(config)
+        if problems:
+            return problems
+        from curation.download.inputs import file_format, list_files
+
+        cfg = config.download.input
+        for path in list_files(cfg.paths):
+            try:
+                if not _has_rows(path, file_format(path, cfg.format)):
+                    problems.append(f"download.input.paths: URL list '{path}' is empty (no rows)")
+            except (OSError, ValueError) as err:  # ValueError: pyarrow's ArrowInvalid, a corrupt Parquet file
+                problems.append(f"download.input.paths: URL list '{path}' cannot be read: {err}")
+        return problems
+
+
+def _has_rows(path: str, fmt: str) -> bool:
+    """Whether a URL list has a data row: the Parquet footer, or the first non-blank lines of text."""
+    import fsspec
+
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        with fsspec.open(path, "rb") as f:
+            return pq.ParquetFile(f).metadata.num_rows > 0
+    needed = 2 if fmt in ("csv", "tsv") else 1  # a header line, then a row
+    with fsspec.open(path, "rb", compression="infer") as f:
+        for line in f:  # stops at the first row: blank lines before it are skipped
+            needed -= bool(line.strip())
+            if needed == 0:
+                return True
+    return False

@@ -30,7 +30,7 @@ from pydantic import Field
 
 from curation import embeddings, tables
 from curation.atomic import atomic_path
-from curation.config import Section
+from curation.config import RUNTIME, Section
 from curation.errors import ConfigError
 from curation.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, submit_batch
 from curation.sources import ImageSetConfig, check_exists, iter_images
@@ -61,13 +61,14 @@ class ModelConfig(Section):
 
 class EmbedConfig(Section):
     model: ModelConfig = Field(..., description="the embedding model")
-    batch_size: int = Field(64, ge=1, description="images per forward pass")
+    batch_size: int = Field(64, ge=1, description="images per forward pass", json_schema_extra=RUNTIME)
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="auto: one GPU per worker when present")
     precision: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="autocast dtype on GPU (CPU: fp32)")
     storage_dtype: Literal["float16", "float32"] = Field("float16", description="dtype of the .npy files")
     decode_threads: int = Field(
-        0, ge=0, description="threads per worker reading and decoding images (0: two per CPU of num_cpus)")
-    num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per worker")
+        0, ge=0, description="threads per worker reading and decoding images (0: two per CPU of num_cpus)",
+        json_schema_extra=RUNTIME)
+    num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per worker", json_schema_extra=RUNTIME)
     draft: bool = Field(False, description="JPEG draft decoding (faster, pixels differ slightly)")
     curated: list[ImageSetConfig] = Field(default_factory=list, description="curated datasets to embed too")
 
@@ -281,3 +282,26 @@ class EmbedStage(Stage):
             raise ConfigError(f"embed.curated: dataset names must be unique, got {names}")
         for i, image_set in enumerate(cfg.curated):
             check_exists(image_set, f"embed.curated.{i}")
+
+    @classmethod
+    def preflight(cls, config: Any) -> list[str]:
+        """The checks of :meth:`check`, then the model loaded and run on one blank image."""
+        problems = super().preflight(config)
+        if problems:
+            return problems
+        import torch
+
+        from curation.models.checkpoints import load_model
+
+        m = config.embed.model
+        try:
+            model = load_model(m.kind, m.path, m.arch, **m.options)
+            with torch.inference_mode():
+                out = model(torch.zeros(1, 3, m.image_size, m.image_size))
+        except Exception as err:  # noqa: BLE001 -- any failure to load or run is this key's problem
+            return [(f"embed.model: the model does not load or run on a {m.image_size}x{m.image_size} image: "
+                     f"{type(err).__name__}: {err}")]
+        if out.ndim != 2 or out.shape[0] != 1:
+            return [(f"embed.model: gives outputs of shape {tuple(out.shape)} for one image; "
+                     "expected (1, dim) features")]
+        return []

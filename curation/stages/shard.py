@@ -71,7 +71,11 @@ class Write(GlobalStep):
         if not self.cfg.keep_staging:
             io.remove_staging(staging)
         return {"shards": len(written.entries), "samples": manifest.num_samples, "bytes": manifest.num_bytes,
-                "not_written": extra["not_written"], "composition": composition}
+                "not_written": extra["not_written"], "composition": composition,
+                "sha256": {f"{io.SHARDS_DIR}/{e.path}": e.sha256 for e in written.entries}}
+
+    def outputs(self) -> list[Path]:
+        return [Path(self.ctx.run_dir) / io.SHARDS_DIR]
 
 
 class Table(MapStep):

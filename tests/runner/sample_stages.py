@@ -7,6 +7,7 @@ slow down, so that retries and crashes can be exercised.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -17,8 +18,20 @@ from pydantic import Field
 from curation import tables
 from curation.atomic import write_json
 from curation.config import Section
+from curation.errors import ConfigError
 from curation.stages.base import GlobalStep, MapStep, Stage
 from curation.stages.registry import register
+
+
+def die_once(directory: str | None, unit: str) -> None:
+    """With a directory: the worker process exits (as a kill would) on the unit's first attempt, leaving a marker."""
+    if not directory:
+        return
+    marker = Path(directory) / f"died-{unit}"
+    if not marker.exists():
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        os._exit(1)
 
 
 class NumbersConfig(Section):
@@ -27,6 +40,11 @@ class NumbersConfig(Section):
     sleep_s: float = Field(0.0, ge=0, description="pause per partition")
     fail_partitions: list[int] = Field(default_factory=list, description="partitions that always fail")
     fail_once_dir: str | None = Field(None, description="partitions fail once, leaving a marker here")
+    die_once_dir: str | None = Field(
+        None, description="the worker process exits on a partition's first attempt, leaving a marker here")
+    allocate_mb: int = Field(0, ge=0, description="memory each partition allocates and holds while it runs")
+    input_file: str | None = Field(None, description="a file that must exist (a config check to fail)")
+    fail_setup: bool = Field(False, description="setup() raises: no worker can start")
 
 
 class MakeNumbers(MapStep):
@@ -44,6 +62,8 @@ class MakeNumbers(MapStep):
     def read(self, partition: int):
         if partition in self.cfg.fail_partitions:
             raise RuntimeError(f"partition {partition} is configured to fail")
+        die_once(self.cfg.die_once_dir, f"partition-{partition}")
+        held = np.ones(self.cfg.allocate_mb * 2**20, np.uint8)  # touched pages: resident memory
         time.sleep(self.cfg.sleep_s)
         keys = [tables.sample_key(partition, i) for i in range(self.cfg.rows)]
         status = tables.status_table(keys, [tables.SUCCESS] * len(keys))
@@ -52,6 +72,8 @@ class MakeNumbers(MapStep):
         for start in range(0, table.num_rows, self.batch_size()):
             yield table.slice(start, self.batch_size())
             self._fail_once(partition)
+        del held
+
 
     def _fail_once(self, partition: int) -> None:
         """With ``fail_once_dir``: fail after the first batch of a partition's first attempt."""
@@ -62,6 +84,10 @@ class MakeNumbers(MapStep):
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.touch()
             raise RuntimeError(f"partition {partition} fails on its first attempt")
+
+    def setup(self) -> None:
+        if self.cfg.fail_setup:
+            raise RuntimeError("numbers cannot set up")
 
     def open(self, partition, out):
         self.side = out.path("txt")
@@ -79,9 +105,17 @@ class NumbersStage(Stage):
     steps = (MakeNumbers,)
     table_step = "make"
 
+    @classmethod
+    def check(cls, config) -> None:
+        path = config.numbers.input_file
+        if path is not None and not Path(path).exists():
+            raise ConfigError(f"numbers.input_file: '{path}' does not exist")
+
 
 class ParityConfig(Section):
     drop_odd: bool = Field(True, description="drop odd values")
+    die_once_dir: str | None = Field(
+        None, description="the total's worker process exits on its first attempt, leaving a marker here")
 
 
 class MarkParity(MapStep):
@@ -98,6 +132,7 @@ class Total(GlobalStep):
     name = "total"
 
     def run(self, out_dir: Path) -> dict:
+        die_once(self.cfg.die_once_dir, "total")
         table = self.ctx.read_table("parity")
         kept = table.filter(pa.array(tables.alive(table)))
         total = int(np.sum(kept.column("value").to_numpy())) if kept.num_rows else 0

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from curation.atomic import TMP_MARK
-from curation.errors import RunError
+from curation.errors import ConfigError, RunError
 from curation.runner.local import run_stages
 from tests.runner.helpers import read_tables, sample_pipeline
 
@@ -73,7 +73,7 @@ def test_transient_failure_recovers_with_retries(tmp_path):
 
 
 def test_stage_needs_its_inputs(tmp_path):
-    with pytest.raises(RunError, match="stage 'parity' reads the table of 'numbers'.*run stage=numbers first"):
+    with pytest.raises(ConfigError, match="stage 'parity' reads the table of 'numbers'.*run stage=numbers first"):
         run_stages(tmp_path, sample_pipeline(tmp_path), ["parity"])
     run_stages(tmp_path, sample_pipeline(tmp_path), ["numbers"])
     assert run_stages(tmp_path, sample_pipeline(tmp_path), ["parity"]).stages["parity"]["rows"] == 40
@@ -81,7 +81,7 @@ def test_stage_needs_its_inputs(tmp_path):
 
 def test_run_dir_with_another_config_is_refused_unless_forced(tmp_path):
     run_stages(tmp_path, sample_pipeline(tmp_path), ["numbers"])
-    with pytest.raises(RunError, match=r"different config:\n  numbers.rows: 10 -> 5"):
+    with pytest.raises(ConfigError, match=r"different config:\n  numbers.rows: 10 -> 5"):
         run_stages(tmp_path, sample_pipeline(tmp_path, rows=5), ["numbers"])
     run_stages(tmp_path, sample_pipeline(tmp_path, rows=5), ["numbers"], force=True)
     assert "rows: 5" in (tmp_path / "config.yaml").read_text()
@@ -101,7 +101,7 @@ def test_forced_config_change_redoes_the_changed_stage_and_those_after_it(tmp_pa
 def test_forced_change_of_an_unselected_upstream_stage_is_refused_and_nothing_is_deleted(tmp_path):
     run_stages(tmp_path, sample_pipeline(tmp_path))
     before = read_tables(tmp_path)
-    with pytest.raises(RunError, match=r"redoes stages \['numbers', 'parity'\], but stage=parity leaves out \['numbers'\].*stage=numbers,parity"):
+    with pytest.raises(ConfigError, match=r"redoes stages \['numbers', 'parity'\], but stage=parity leaves out \['numbers'\].*stage=numbers,parity"):
         run_stages(tmp_path, sample_pipeline(tmp_path, rows=5), ["parity"], force=True)
     assert read_tables(tmp_path) == before
 

@@ -1,7 +1,11 @@
 """The Ray backend on the shared local Ray: actor pools, retries, metrics."""
 
+import os
+import subprocess
+import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -9,7 +13,10 @@ from curation import config as cfg
 from curation.errors import RunError
 from curation.runner import run_pipeline
 from curation.runner.local import run_stages
+from curation.runner.ray_backend import RowCounter
 from tests.runner.helpers import read_tables, sample_pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _config(run_dir, **numbers):
@@ -25,6 +32,17 @@ def test_ray_run_with_two_workers_equals_in_process_run(ray_session, tmp_path):
     assert read_tables(tmp_path / "ray") == read_tables(tmp_path / "local")
     # Every partition failed once and was retried on the pool.
     assert len(list((tmp_path / "flaky").iterdir())) == 4
+    # A lost table partition is redone, with what derives from it.
+    (tmp_path / "ray/stages/numbers/make/part-000002.parquet").unlink()
+    report = run_pipeline(_config(tmp_path / "ray", fail_once_dir=str(tmp_path / "flaky")))
+    assert report.repaired == ["numbers/make partition 2", "parity/mark partition 2", "parity/total"]
+    assert read_tables(tmp_path / "ray") == read_tables(tmp_path / "local")
+
+
+def test_workers_that_cannot_start_are_reported_after_retries(ray_session, tmp_path):
+    with pytest.raises(RunError, match="make partition 0: no worker could start: .*numbers cannot set up"):
+        run_pipeline(_config(tmp_path, fail_setup=True, partitions=2))
+    assert not list((tmp_path / "stages/numbers/make").glob("*.stats.json"))
 
 
 def test_ray_failure_is_reported_after_retries(ray_session, tmp_path):
@@ -53,3 +71,134 @@ def test_actors_are_named_after_the_stage_and_counters_reach_the_metrics_endpoin
                        for p in ports)
     lines = [line for line in text.splitlines() if line.startswith("ray_curation_samples_total")]
     assert any('stage="parity"' in line and 'status="odd"' in line for line in lines), lines
+
+
+def test_workers_that_die_are_replaced_and_their_work_retried(ray_session, tmp_path):
+    data = cfg.to_dict(_config(tmp_path / "ray", die_once_dir=str(tmp_path / "died")))
+    data["parity"] = {"die_once_dir": str(tmp_path / "died")}
+    run_pipeline(cfg.validate(data))
+    run_stages(tmp_path / "local", sample_pipeline(tmp_path / "local"))
+    # Every partition's first worker exited, and the global step's first task.
+    assert len(list((tmp_path / "died").iterdir())) == 5
+    assert read_tables(tmp_path / "ray") == read_tables(tmp_path / "local")
+
+
+class DyingCounter(RowCounter):
+    def in_flight(self) -> int:
+        os._exit(1)
+
+
+def test_progress_counter_dying_does_not_stop_the_run(ray_session, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr("curation.runner.ray_backend.RowCounter", DyingCounter)
+    report = run_pipeline(_config(tmp_path))
+    assert report.stages["parity"]["counts"] == {"odd": 20, "success": 20}
+    assert "progress counter lost" in caplog.text
+
+
+OOM_RUN = """
+import sys
+from curation import config as cfg
+from curation.errors import RunError
+from curation.runner import run_pipeline
+from tests.runner.test_ray import oom_pipeline
+
+try:
+    run_pipeline(cfg.validate(oom_pipeline(sys.argv[1])))
+except RunError as err:
+    print("RunError:", err)
+"""
+
+
+def oom_pipeline(run_dir):
+    data = sample_pipeline(run_dir, partitions=2, rows=8, allocate_mb=64, sleep_s=1.0)
+    data["runner"] = {"max_partition_retries": 1, "max_workers": 1, "progress": False}
+    data["ray"] = {"num_cpus": 1, "dashboard": False, "object_store_memory": 100_000_000}
+    return data
+
+
+@pytest.mark.slow
+def test_worker_killed_by_the_memory_monitor_is_retried_then_reported_and_resumable(tmp_path):
+    # A Ray of its own whose memory monitor finds any node over its threshold:
+    # every worker is killed for memory, while it starts or while it runs a partition.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled",
+           "RAY_memory_usage_threshold": "0.001", "RAY_memory_monitor_refresh_ms": "50"}
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-c", OOM_RUN, str(run)], env=env, capture_output=True, text=True,
+                          timeout=300, cwd=ROOT, check=False)
+    message = next((line for line in done.stdout.splitlines() if line.startswith("RunError:")), done.stderr)
+    assert "stage 'numbers' failed after retries: make partition 0: " in message
+    assert "make partition 1: " in message and "killed by Ray's memory monitor" in message
+    assert "likely fix: the worker ran out of memory: lower the stage's batch size" in message
+    # Killed while starting (then another starts) or while running a partition (then it is retried).
+    assert done.stderr.count("failed (attempt 1), retrying") + done.stderr.count("starting another") >= 1
+    assert not list((run / "stages/numbers/make").glob("*.stats.json"))
+    # Resumable: the same run with memory to spare finishes.
+    report = run_stages(run, oom_pipeline(run))
+    assert report.stages["parity"]["counts"] == {"odd": 8, "success": 8}
+
+
+def test_unreachable_cluster_is_a_config_error_within_the_timeout(monkeypatch):
+    from curation.errors import ConfigError
+    from curation.runner.ray_backend import cluster_address
+    from tests.conftest import free_port
+
+    closed = f"127.0.0.1:{free_port()}"
+    with pytest.raises(ConfigError, match=f"ray.address: no Ray cluster answers at '{closed}' within 2 s"):
+        cluster_address(closed, 2.0)
+    with pytest.raises(ConfigError, match=f"no Ray cluster answers at 'ray://{closed}'"):
+        cluster_address(f"ray://{closed}", 2.0)
+    monkeypatch.setenv("RAY_ADDRESS", closed)  # auto: the cluster RAY_ADDRESS names
+    with pytest.raises(ConfigError, match=f"no Ray cluster answers at '{closed}'"):
+        cluster_address("auto", 2.0)
+    monkeypatch.delenv("RAY_ADDRESS")
+    monkeypatch.setattr("ray._private.services.find_bootstrap_address", lambda temp_dir: None)
+    with pytest.raises(ConfigError, match="'auto' found no cluster"):
+        cluster_address("auto", 2.0)
+
+
+NODE_DEATH_RUN = """
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+
+import ray
+from ray.cluster_utils import Cluster
+
+from curation import config as cfg
+from curation.runner import run_pipeline
+from tests.runner.helpers import sample_pipeline
+
+logging.basicConfig(level=logging.WARNING, format="%(message)s")
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+doomed = cluster.add_node(num_cpus=1)  # with 1 CPU per node, one of the two workers runs here
+ray.init(address=cluster.address, log_to_driver=False)
+data = sample_pipeline(sys.argv[1], partitions=4, rows=8, sleep_s=2.0)
+data["runner"] = {"max_partition_retries": 1, "max_workers": 2, "progress": False}
+
+
+def kill_node_once_work_commits():
+    markers = Path(sys.argv[1]) / "stages/numbers/make"
+    while not list(markers.glob("*.stats.json")):
+        time.sleep(0.05)
+    cluster.remove_node(doomed)
+
+
+threading.Thread(target=kill_node_once_work_commits, daemon=True).start()
+report = run_pipeline(cfg.validate(data))
+print("counts", report.stages["parity"]["counts"])
+ray.shutdown()
+cluster.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_node_death_mid_step_is_retried_on_the_nodes_left(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled"}
+    done = subprocess.run([sys.executable, "-c", NODE_DEATH_RUN, str(tmp_path / "ray")], env=env,
+                          capture_output=True, text=True, timeout=300, cwd=ROOT, check=False)
+    assert "counts {'odd': 16, 'success': 16}" in done.stdout, done.stderr[-3000:]
+    assert "failed (attempt 1), retrying" in done.stderr or "a worker failed to start" in done.stderr
+    run_stages(tmp_path / "local", sample_pipeline(tmp_path / "local", partitions=4, rows=8, sleep_s=2.0))
+    assert read_tables(tmp_path / "ray") == read_tables(tmp_path / "local")

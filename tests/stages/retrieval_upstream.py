@@ -21,6 +21,8 @@ from curation import embeddings, tables
 from curation.algorithms.knn import unit_rows as unit
 from curation.atomic import write_json
 from curation.download.shardwriter import ShardWriter
+from curation.stages.base import STEP_DONE, GlobalStep
+from curation.stages.registry import get_stage
 
 PARTITIONS, ROWS, DIM, CLUSTERS = 3, 20, 16, 4
 
@@ -89,7 +91,10 @@ def build(run_dir: Path, missing_images: tuple[str, ...] = ()) -> None:
     (stage / "cluster" / "train").mkdir(parents=True, exist_ok=True)
     np.save(stage / "cluster" / "train" / "centroids.npy", c)
     for name in ("download", "embed", "cluster"):
-        write_json(stage / name / "_SUCCESS.json", {"stage": name})
+        for step in get_stage(name).steps:  # committed as a run commits them: global steps too
+            if issubclass(step, GlobalStep):
+                write_json(stage / name / step.name / STEP_DONE, {"stage": name, "step": step.name})
+        write_json(stage / name / STEP_DONE, {"stage": name})
 
 
 def alive_vectors() -> tuple[list[str], np.ndarray, np.ndarray]:

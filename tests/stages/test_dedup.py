@@ -215,3 +215,21 @@ def test_on_ray_the_graph_covers_the_whole_pool(ray_session, planted, tmp_path):
     run_pipeline(cfg.validate(data))
     # Partition 0 and 1 went to different workers; the cross-partition copy is still found.
     assert read_stage(tmp_path / "ray") == local
+
+
+def test_descriptor_whose_dimension_differs_from_the_config_is_found_before_any_work(tmp_path):
+    import torch
+
+    from curation import config as cfg
+    from curation.models import sscd
+    from curation.stages.registry import get_stage
+
+    path = tmp_path / "sscd16.pt"
+    torch.jit.trace(sscd.SSCD("resnet18", dims=16).eval(), torch.zeros(1, 3, 64, 64)).save(str(path))
+    data = {"name": "t", "run_dir": str(tmp_path / "run"), "stages": ["dedup"],
+            "dedup": {"descriptor": {"weights": str(path), "dims": 32, "image_size": 64}}}
+    problems = get_stage("dedup").preflight(cfg.validate(data))
+    assert problems == [f"dedup.descriptor.dims: {path} gives 16-d descriptors, the config says 32 "
+                        "(set dedup.descriptor.dims: 16)"]
+    data["dedup"]["descriptor"]["dims"] = 16
+    assert get_stage("dedup").preflight(cfg.validate(data)) == []

@@ -169,3 +169,19 @@ def test_on_ray_equals_in_process(ray_session, tmp_path, server):
     run_pipeline(cfg.validate(config))
     _, rows = _read(tmp_path / "run")
     assert [r["status"] for r in rows] == [status for _, status in cases]
+
+
+def test_empty_url_lists_are_config_errors_naming_each_file(tmp_path):
+    from curation.errors import ConfigError
+
+    (tmp_path / "header_only.csv").write_text("url,caption\n")
+    (tmp_path / "blank.txt").write_text("\n\n")
+    (tmp_path / "ok.txt").write_text("\nhttp://127.0.0.1/a.jpg\n")
+    config = {"name": "t", "run_dir": str(tmp_path / "run"), "stages": ["download"],
+              "download": {"input": {"paths": [str(tmp_path / n) for n in ("header_only.csv", "blank.txt", "ok.txt")]}}}
+    with pytest.raises(ConfigError) as err:
+        run_stages(tmp_path / "run", config)
+    assert str(err.value).startswith("2 problems; nothing was run")
+    for name in ("header_only.csv", "blank.txt"):
+        assert f"download.input.paths: URL list '{tmp_path / name}' is empty (no rows)" in str(err.value)
+    assert not (tmp_path / "run").exists()

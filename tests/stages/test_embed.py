@@ -155,3 +155,19 @@ def test_config_checks(pool):
     with pytest.raises(ConfigError, match="embed.model.arch: model kind 'curation' takes its architecture"):
         run_stages(pool, config(pool, model={**MODEL, "kind": "curation", "path": str(weights)}), ["embed"])
     assert not (pool / "stages/embed").exists()  # refused before any work
+
+
+def test_model_that_does_not_give_features_is_found_before_any_work(tmp_path):
+    import torch
+
+    from curation import config as cfg
+    from curation.stages.registry import get_stage
+
+    path = tmp_path / "identity.pt"
+    torch.jit.script(torch.nn.Identity()).save(str(path))
+    data = config(tmp_path / "run", model={"kind": "torchscript", "path": str(path), "image_size": 32})
+    problems = get_stage("embed").preflight(cfg.validate(data))
+    assert len(problems) == 1 and problems[0].startswith("embed.model: the model does not load or run on a 32x32 "
+                                                         "image: CheckpointError: the TorchScript model returned "
+                                                         "(1, 3, 32, 32), not features")
+    assert get_stage("embed").preflight(cfg.validate(config(tmp_path / "run"))) == []

@@ -187,3 +187,23 @@ def test_pool_samples_carry_their_dedup_decision(tmp_path):
         k = int(meta["source_key"][-6:]) % 3
         expected = {"decision": "kept", "duplicates": k, "group_size": k + 1} if k else {"decision": "unique"}
         assert meta["dedup"] == expected, meta
+
+
+def test_deleted_final_shard_is_written_again_by_a_rerun(tmp_path):
+    run_dir, data = _run(tmp_path, {"shuffle": False, "max_samples_per_shard": 8})
+    def written():
+        return {p.name: p.read_bytes() for p in (run_dir / "shards").glob("*.tar")}, \
+            read_manifest(run_dir / "shards" / "manifest.json").shards
+
+    before = written()
+    assert sorted(before[0]) == ["lvd-000000.tar", "lvd-000001.tar"]
+    (run_dir / "shards" / "lvd-000001.tar").unlink()
+    report = run_stages(run_dir, data, ["retrieve", "shard"])
+    assert report.repaired == ["shard/write", "shard/table partition 0", "shard/table partition 1",
+                               "shard/table partition 2"]
+    assert written() == before
+    assert verify(read_manifest(run_dir / "shards" / "manifest.json"), check_checksums=True) == []
+    # The same run in another directory: the same content, the same config hash in its manifest.
+    other, _ = _run(tmp_path, {"shuffle": False, "max_samples_per_shard": 8}, name="other")
+    assert read_manifest(other / "shards" / "manifest.json").config_hash == \
+        read_manifest(run_dir / "shards" / "manifest.json").config_hash
