@@ -21,7 +21,7 @@ from curation.errors import ConfigError, RunError
 from curation.runner.partition import partition_complete
 from curation.runner.progress import Progress
 from curation.runner.rundir import RunLock, changed_sections, save_config
-from curation.stages.base import STEP_DONE, GlobalStep, MapStep, StageContext, Timer, step_done
+from curation.stages.base import STEP_DONE, GlobalStep, MapStep, Resources, StageContext, Timer, step_done
 from curation.stages.registry import get_stage
 
 log = logging.getLogger("curation")
@@ -41,6 +41,9 @@ class Backend(Protocol):
 
     def run_global(self, ctx: StageContext, step: GlobalStep) -> Failure | None:
         ...
+
+    def resolve(self, ctx: StageContext, label: str, resources: Resources) -> Any:
+        """Resources resolved on the backend's cluster; ConfigError when no node can hold them."""
 
 
 @dataclass
@@ -86,6 +89,7 @@ def run(config: cfg.PipelineBase, backend: Backend, stages: list[str] | None = N
         get_stage(name).check(config)
     run_dir = Path(config.run_dir)
     check_inputs(run_dir, names)
+    check_resources(config, backend, names)
     report = RunReport(run_dir)
     with RunLock(run_dir):
         redo = stages_to_redo(config.stages, changed_sections(run_dir, config, force))
@@ -105,6 +109,16 @@ def run(config: cfg.PipelineBase, backend: Backend, stages: list[str] | None = N
             ctx = StageContext(run_dir, data, name)
             report.stages[name] = run_stage(ctx, backend, config.runner.progress)
     return report
+
+
+def check_resources(config: cfg.PipelineBase, backend: Backend, names: list[str]) -> None:
+    """Every step's requests fit a node of the cluster, before any work starts."""
+    data = cfg.to_dict(config)
+    for name in names:
+        ctx = StageContext(Path(config.run_dir), data, name)
+        for step_cls in get_stage(name).steps:
+            for label, resources in step_cls(ctx).requests():
+                backend.resolve(ctx, label, resources)
 
 
 def stages_to_redo(stages: list[str], changed: list[str]) -> list[str]:

@@ -24,6 +24,7 @@ import pyarrow as pa
 from curation import tables
 from curation.atomic import TMP_MARK, write_json
 from curation.errors import PartitionError
+from curation.runner.resources import usage
 from curation.stages.base import STEP_DONE, GlobalStep, MapStep, PartitionOutput, Timer
 
 
@@ -92,6 +93,7 @@ def run_map_partition(step: MapStep, partition: int,
         "files": files,
         **timer.stamp(),
         **extra,
+        **usage(step.grant),
     }
     write_json(marker_path(step_dir, partition), stats)
     return stats
@@ -151,7 +153,7 @@ def run_global_step(step: GlobalStep) -> dict[str, Any]:
     remove_temporaries(step_dir)
     timer = Timer()
     extra = step.run(step_dir) or {}
-    stats = {"stage": step.ctx.stage, "step": step.name, **timer.stamp(), **extra}
+    stats = {"stage": step.ctx.stage, "step": step.name, **timer.stamp(), **extra, **usage(step.grant)}
     write_json(done, stats)
     return stats
 

@@ -28,7 +28,7 @@ from curation.atomic import write_json
 from curation.algorithms.knn import unit_rows
 from curation.errors import ConfigError, PartitionError
 from curation.stages.dedup_config import DedupConfig
-from curation.stages.base import GlobalStep, MapStep, PartitionOutput, Resources, Stage
+from curation.stages.base import GlobalStep, MapStep, PartitionOutput, Resources, Stage, device_gpus
 from curation.stages.registry import register
 
 log = logging.getLogger("curation")
@@ -39,19 +39,6 @@ _FEATURE_COLUMNS = pa.schema([("key", pa.string()), ("width", pa.int64()), ("hei
                               ("feature_row", pa.int64())])
 # Status of each decision code of ``components.decide``, in funnel order.
 STATUSES = (tables.SUCCESS, "duplicate_pca", "duplicate_copy", "benchmark_leak")
-
-
-def _gpu_workers(device: str) -> bool:
-    """Whether descriptor workers get a GPU: ``auto`` asks the Ray cluster (or this machine)."""
-    if device != "auto":
-        return device == "cuda"
-    import ray
-
-    if ray.is_initialized():
-        return ray.cluster_resources().get("GPU", 0) > 0
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def load_descriptor_model(cfg: DedupConfig, seed: int):
@@ -71,7 +58,7 @@ class Features(MapStep):
 
     def resources(self) -> Resources:
         d = self.cfg.descriptor
-        return Resources(num_cpus=d.num_cpus, num_gpus=1 if _gpu_workers(d.device) else 0)
+        return Resources(num_cpus=d.num_cpus, num_gpus=device_gpus(d.device))
 
     def batch_size(self) -> int:
         return max(256, self.cfg.descriptor.batch_size)
@@ -127,7 +114,8 @@ class Graph(GlobalStep):
 
     def resources(self) -> Resources:
         g = self.cfg.graph
-        return Resources(num_cpus=g.num_cpus, num_gpus=g.num_gpus, memory=int(g.memory_gb * 2**30))
+        return Resources(num_cpus=g.num_cpus, num_gpus=g.num_gpus, memory=int(g.memory_gb * 2**30),
+                         key="dedup.graph.memory_gb")
 
     def run(self, out_dir: Path) -> dict[str, Any]:
         import faiss

@@ -36,7 +36,7 @@ from curation.config import Section
 from curation.errors import ConfigError
 from curation.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, submit_batch
 from curation.sources import ImageSetConfig, check_exists, iter_images
-from curation.stages.base import GlobalStep, MapStep, Resources, Stage
+from curation.stages.base import GlobalStep, MapStep, Resources, Stage, device_gpus
 from curation.stages.registry import register
 
 log = logging.getLogger("curation")
@@ -73,27 +73,20 @@ class EmbedConfig(Section):
     curated: list[ImageSetConfig] = Field(default_factory=list, description="curated datasets to embed too")
 
 
-def _num_gpus(device: str) -> float:
-    if device == "cpu":
-        return 0.0
-    if device == "cuda":
-        return 1.0
-    import torch
-
-    return 1.0 if torch.cuda.is_available() else 0.0
-
-
 class Embedder:
     """Model, device and decode threads of one worker; embeds decoded batches."""
 
-    def __init__(self, cfg: EmbedConfig):
+    def __init__(self, cfg: EmbedConfig, gpus: float = 0.0):
+        """``gpus``: the GPUs the runner granted this worker (its device follows them)."""
         import torch
 
         from curation.models.checkpoints import load_model
 
-        if cfg.device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("embed.device: cuda requested but this worker sees no GPU")
-        self.device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
+        if gpus and not torch.cuda.is_available():
+            if cfg.device == "cuda":
+                raise ConfigError("embed.device: cuda requested but this worker sees no GPU")
+            log.warning("embed: granted %g GPU(s) but torch sees none (CPU build?): embedding on CPU", gpus)
+        self.device = torch.device("cuda" if gpus and torch.cuda.is_available() else "cpu")
         m = cfg.model
         self.model = load_model(m.kind, m.path, m.arch, **m.options).to(self.device).eval()
         self.spec = PreprocessSpec(m.image_size, m.resize_size, m.interpolation, tuple(m.mean), tuple(m.std),
@@ -149,13 +142,13 @@ class EmbedPool(MapStep):
     alive_only = False
 
     def resources(self) -> Resources:
-        return Resources(num_cpus=self.cfg.num_cpus, num_gpus=_num_gpus(self.cfg.device))
+        return Resources(num_cpus=self.cfg.num_cpus, num_gpus=device_gpus(self.cfg.device))
 
     def batch_size(self) -> int:
         return self.cfg.batch_size
 
     def setup(self) -> None:
-        self.embedder = Embedder(self.cfg)
+        self.embedder = Embedder(self.cfg, self.grant.num_gpus)
 
     def open(self, partition: int, out) -> None:
         from curation.imagestore import pool_images
@@ -210,12 +203,12 @@ class EmbedCurated(GlobalStep):
     name = embeddings.CURATED_STEP
 
     def resources(self) -> Resources:
-        return Resources(num_cpus=self.cfg.num_cpus, num_gpus=_num_gpus(self.cfg.device) if self.cfg.curated else 0)
+        return Resources(num_cpus=self.cfg.num_cpus, num_gpus=device_gpus(self.cfg.device) if self.cfg.curated else 0)
 
     def run(self, out_dir: Path) -> dict[str, Any]:
         if not self.cfg.curated:
             return {"datasets": {}}
-        embedder = Embedder(self.cfg)
+        embedder = Embedder(self.cfg, self.grant.num_gpus)
         done = {}
         for image_set in self.cfg.curated:
             done[image_set.name] = self._dataset(embedder, image_set, out_dir)
