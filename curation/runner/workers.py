@@ -61,6 +61,7 @@ class RayWorkers:
     def __init__(self, cluster: ClusterView, prefix: str):
         self.cluster = cluster
         self.prefix = prefix
+        self.nodes = len(cluster.nodes)
 
     def start(self, cls: type, args: list[tuple], resources: Resources, name: str) -> RayGroup:
         import ray
@@ -87,6 +88,8 @@ class LocalGroup:
 
 class LocalWorkers:
     """The same helpers as objects of this process (the in-process backend)."""
+
+    nodes = 1
 
     def start(self, cls: type, args: list[tuple], resources: Resources, name: str) -> LocalGroup:
         return LocalGroup([cls(*a, grant=Grant()) for a in args])
