@@ -22,7 +22,9 @@ commands:
            build a small offline corpus, serve it on loopback and run the demo pipeline
   status   run_dir=DIR            per-stage progress of a run directory
   inspect  MANIFEST [checksums=true]   validate a shard manifest (and verify sha256)
-  plan     pipeline=NAME          the expected composition of a pipeline, like Table 15
+  plan     pipeline=NAME [pool_size=N] [cluster_file=ray_cluster.yaml]
+           the expected composition of a pipeline, like Table 15; with a pool size, the
+           resources, memory and time of every step on the cluster (cluster: section or YAML)
   config   pipeline=NAME [dotted.key=value ...]   print the resolved, validated config
   train    manifest=PATH [dotted.key=value ...]   train a ViT on a shard manifest (see docs/train.md)
 """
@@ -128,12 +130,12 @@ def cmd_plan(args: list[str]) -> int:
     from curation import config as cfg
     from curation.plan import plan_command
 
-    picked, overrides = _split(args, ("pipeline",))
+    picked, overrides = _split(args, ("pipeline", "cluster_file"))
     if "pipeline" not in picked:
         raise ConfigError("plan: pipeline=NAME is required")
     data = cfg.apply_overrides(cfg.read_yaml(cfg.resolve_pipeline_path(picked["pipeline"])),
                                cfg.parse_overrides(overrides))
-    print(plan_command(data))
+    print(plan_command(data, cluster_path=picked.get("cluster_file")))
     return 0
 
 

@@ -112,7 +112,15 @@ def run(config: cfg.PipelineBase, backend: Backend, stages: list[str] | None = N
 
 
 def check_resources(config: cfg.PipelineBase, backend: Backend, names: list[str]) -> None:
-    """Every step's requests fit a node of the cluster, before any work starts."""
+    """Every step's requests fit a node of the cluster, before any work starts.
+
+    With ``compute:`` and ``pool_size`` in the config, the resource plan's
+    memory per worker must fit a node too.
+    """
+    if config.compute is not None and config.pool_size is not None:
+        from curation.plan_resources import check_fits, plan_resources
+
+        check_fits(plan_resources(config, config.compute, config.pool_size, names))
     data = cfg.to_dict(config)
     for name in names:
         ctx = StageContext(Path(config.run_dir), data, name)
