@@ -59,7 +59,8 @@ def test_run_refuses_a_plan_that_cannot_fit_before_any_work(tmp_path):
     data = up.pipeline(run_dir, [{"name": "near", "path": str(tmp_path / "near")}],
                        {"datasets": [{"name": "k", "source": "near", "mode": "sample"}]})
     data.update(compute={"nodes": 2, "num_cpus": 4, "memory_gb": 8}, pool_size=1e9)
-    with pytest.raises(ConfigError, match=r"retrieve/search shards: a worker needs .* GiB.*set retrieve\.shards\.count"):
+    refused = r"retrieve/search shards: a worker needs .* GiB.*set retrieve\.shards\.count"
+    with pytest.raises(ConfigError, match=refused):
         run_stages(run_dir, data, ["retrieve"])
     assert not (run_dir / "stages" / "retrieve").exists()
     data["pool_size"] = 1000  # the same cluster holds a small pool

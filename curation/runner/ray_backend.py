@@ -201,8 +201,8 @@ class RayBackend:
             try:
                 with whole_node(request) as strategy:
                     placed = {"scheduling_strategy": strategy} if strategy else {}
-                    ray.get(task.options(**options, **placed).remote(str(ctx.run_dir), ctx.config_data, ctx.stage, step.name,
-                                                           self.cluster.to_dict()))
+                    args = (str(ctx.run_dir), ctx.config_data, ctx.stage, step.name, self.cluster.to_dict())
+                    ray.get(task.options(**options, **placed).remote(*args))
                 return None
             except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError) as err:
                 cause = getattr(err, "cause", None) or err
