@@ -22,6 +22,7 @@ group with ``call(method, args_per_shard) -> results``.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -113,9 +114,15 @@ class IndexShard:
     def __init__(self, vectors: Any, config: Any, metric: str = "ip", seed: int = 0):
         from curation.algorithms.index import build_index
 
+        started = time.perf_counter()
         self.vectors = vectors
         self.metric = metric
         self.index = build_index(vectors, config, metric, seed)
+        self.timings = {"build_s": time.perf_counter() - started, "search_s": 0.0, "queries": 0}
+
+    def stats(self) -> dict[str, Any]:
+        """Vectors held, seconds spent building and searching, queries answered."""
+        return {"vectors": self.size, **self.timings}
 
     @property
     def size(self) -> int:
@@ -125,7 +132,11 @@ class IndexShard:
         k = min(k, self.size)
         if k == 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-        return self.index.search(queries, k)
+        started = time.perf_counter()
+        out = self.index.search(queries, k)
+        self.timings["search_s"] += time.perf_counter() - started
+        self.timings["queries"] += len(queries)
+        return out
 
     def take(self, ids: np.ndarray) -> np.ndarray:
         """Vectors ``(len(ids), d)`` float32 at local ``ids``."""

@@ -156,7 +156,8 @@ class Search(GlobalStep):
         pool = rp.start_shards(self.ctx, self.workers, self.cfg.shards.count, self.shard_resources(), searched)
         try:
             stats = self._search(out_dir, pool)
-            stats["shards"] = pool.group.info()
+            work = pool.group.call("stats", [()] * len(pool.index.sizes))
+            stats["shards"] = [{**info, **w} for info, w in zip(pool.group.info(), work)]
         finally:
             pool.group.stop()
         return stats

@@ -94,6 +94,7 @@ class PoolShard(IndexShard):
             super().__init__(view, index, "ip", seed)
         else:
             self.vectors, self.metric, self.index = view, "ip", None
+            self.timings = {"build_s": 0.0, "search_s": 0.0, "queries": 0}
 
     def partition_counts(self) -> list[int]:
         return self.counts
