@@ -87,7 +87,7 @@ class PoolShard(IndexShard):
             parts.append((c.x, c.npy_rows))
             self.counts.append(len(c))
         dim = embeddings.pool_dim(ctx)
-        if not grant.num_gpus:
+        if not grant.num_gpus and index.use_gpu is None:  # granted no GPU: Faiss stays on the CPU
             index = index.model_copy(update={"use_gpu": False})
         view = RowsView(parts, dim)
         if build:
