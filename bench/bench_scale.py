@@ -85,12 +85,15 @@ def exact(run_dir: Path, queries: np.ndarray, k: int) -> np.ndarray:
     from curation.algorithms.sharded_index import merge_topk
     from curation.embeddings import partition_embeddings, pool_partitions
 
+    import faiss
+
     parts, start = [], 0
     for p in pool_partitions(run_dir):
         _, x, _ = partition_embeddings(run_dir, p)
-        scores = queries @ np.asarray(x, np.float32).T
-        top = np.argsort(-scores, axis=1)[:, :k]
-        parts.append((np.take_along_axis(scores, top, 1), top + start))
+        flat = faiss.IndexFlatIP(x.shape[1])
+        flat.add(np.asarray(x, np.float32))
+        scores, ids = flat.search(queries, k)
+        parts.append((scores, ids + start))
         start += x.shape[0]
     return merge_topk(parts, k)[1]
 

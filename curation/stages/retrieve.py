@@ -8,7 +8,10 @@ Steps:
    ``per_cluster`` alive pool images of every cluster holding more than
    ``min_queries`` queries), cap it, then resolve collisions over all
    entries. Writes ``selected/part-NNNNNN.parquet`` (one row per selected
-   copy, for every pool partition) and ``summary.json``.
+   copy, for every pool partition) and ``summary.json``. The pool's
+   embeddings stay in index shards (``retrieve.shards``, one worker each;
+   :mod:`curation.stages.retrieve_pool`): no process holds more than its
+   shard.
 2. ``mark`` (map, the stage table): one row per pool sample; alive samples
    that were not selected get ``not_retrieved``.
 
