@@ -169,6 +169,10 @@ def project(result: dict, args) -> list[str]:
     cores = 20 * 96
     dim_cost = d / args.d
     build_h = n * dim_cost / (add_rate / args.cpus_per_node * cores) / 3600
+    # Coarse k-means of each shard at nlist 65536 (Faiss trains on <= 256 points per list, 25
+    # iterations): GEMM FLOPs at the k-means rate measured in RESULTS.md (65 GFLOP/s on 2 cores).
+    per_shard = min(n / 20, 256 * nlist)
+    train_h = 2 * per_shard * nlist * d * 25 / (65e9 / 2 * 96) / 3600
     scan_h = queries * nprobe * n / nlist * (pq_m / args.pq_m) / (scans / args.cpus_per_node * cores) / 3600
     refine_bytes = queries * 4 * 4 * d * 4  # k=4, refine_k_factor 4, float32 rows
     return [
@@ -178,7 +182,8 @@ def project(result: dict, args) -> list[str]:
         f"  assumptions: {n:,.0f} surviving vectors (62 % of 1.2B), d=1280 (build cost x{dim_cost:.0f}), IVF-PQ64 "
         f"(scan cost x{pq_m / args.pq_m:.0f}), nlist {nlist}, nprobe {nprobe} per shard (ray_cluster / lvd142m), "
         f"{queries:,} sample-mode queries, 20 nodes x 96 CPUs all used by shards, rates linear in cores",
-        f"  build (train + add, all shards in parallel): {build_h:,.1f} h",
+        f"  build at the measured rate (add + a {args.nlist}-list training): {build_h:,.1f} h; plus the coarse "
+        f"k-means of 65536 lists per shard on its node's 96 CPUs: {train_h:,.1f} h (on GPUs: not measured)",
         f"  search (PQ scans): {scan_h:,.1f} h; exact re-ranking reads {refine_bytes / 1e12:,.1f} TB from shard RAM",
         f"  memory per shard with 20 shards: {n / 20 * (pq_m + 8 + 4 * d) / 2**30:,.0f} GiB (PQ codes, ids, "
         f"float32 rows for re-ranking) of 768 GiB per node",
