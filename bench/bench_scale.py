@@ -171,8 +171,8 @@ def project(result: dict, args) -> list[str]:
     build_h = n * dim_cost / (add_rate / args.cpus_per_node * cores) / 3600
     # Coarse k-means of each shard at nlist 65536 (Faiss trains on <= 256 points per list, 25
     # iterations): GEMM FLOPs at the k-means rate measured in RESULTS.md (65 GFLOP/s on 2 cores).
-    per_shard = min(n / 20, 256 * nlist)
-    train_h = 2 * per_shard * nlist * d * 25 / (65e9 / 2 * 96) / 3600
+    train_points = min(n / 20, 256 * nlist)
+    train_h = 2 * train_points * nlist * d * 25 / (65e9 / 2 * 96) / 3600
     scan_h = queries * nprobe * n / nlist * (pq_m / args.pq_m) / (scans / args.cpus_per_node * cores) / 3600
     refine_bytes = queries * 4 * 4 * d * 4  # k=4, refine_k_factor 4, float32 rows
     return [
