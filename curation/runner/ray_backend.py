@@ -10,7 +10,6 @@ to ``runner.max_partition_retries`` times, then reported.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from typing import Any
 
@@ -20,7 +19,8 @@ from curation.runner.driver import Failure
 from curation.runner.metrics import report_failure, report_partition
 from curation.runner.partition import run_global_step, run_map_partition
 from curation.runner.progress import Progress
-from curation.runner.resources import ClusterView, Request, granted, ray_cluster, resolve, size_thread_pools
+from curation.runner.resources import (ClusterView, Request, at_once, granted, ray_cluster, resolve,
+                                       size_thread_pools)
 from curation.runner.workers import whole_node
 from curation.stages.base import GlobalStep, MapStep, Resources, StageContext
 
@@ -106,17 +106,7 @@ def _actor_class(stage: str, step: str):
 
 def _pool_size(request: Request, cluster: ClusterView, pending: int, max_workers: int | None) -> int:
     """Workers that fit on the worker nodes at once, node by node."""
-    def per_node(node) -> int:
-        fits = []
-        if request.num_cpus > 0:
-            fits.append(math.floor(node.num_cpus / request.num_cpus))
-        if request.num_gpus > 0:
-            fits.append(math.floor(node.num_gpus / request.num_gpus))
-        if request.memory > 0 and node.memory:
-            fits.append(node.memory // request.memory)
-        return min(fits) if fits else pending
-
-    fits = [pending, sum(per_node(n) for n in cluster.nodes)]
+    fits = [pending, at_once(request, cluster)]
     if max_workers:
         fits.append(max_workers)
     return max(1, min(fits))

@@ -18,6 +18,7 @@ pools from it; :func:`peak_rss_bytes` is the worker's peak resident memory.
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import sys
@@ -151,12 +152,32 @@ def _check_fits(request: Request, cluster: ClusterView, label: str, key: str) ->
     )
 
 
+def at_once(request: Request, cluster: ClusterView, busy: Grant | None = None) -> int:
+    """Workers of ``request`` that fit on the nodes at the same time, besides ``busy`` (a grant held)."""
+    def per_node(node: Node) -> int:
+        cpus = node.num_cpus - (busy.num_cpus if busy is not None and busy.node_id == node.node_id else 0)
+        gpus = node.num_gpus - (busy.num_gpus if busy is not None and busy.node_id == node.node_id else 0)
+        fits = []
+        if request.num_cpus > 0:
+            fits.append(math.floor(cpus / request.num_cpus))
+        if request.num_gpus > 0:
+            fits.append(math.floor(gpus / request.num_gpus))
+        if request.memory > 0 and node.memory:
+            fits.append(node.memory // request.memory)
+        return max(0, min(fits)) if fits else 1 << 30
+
+    return sum(per_node(n) for n in cluster.nodes)
+
+
 def granted() -> Grant:
-    """What Ray gave the calling worker (task or actor), read inside it."""
+    """What Ray gave the calling worker (task or actor), read inside it; nothing for a driver."""
     import ray
 
     ctx = ray.get_runtime_context()
-    assigned = ctx.get_assigned_resources()
+    try:
+        assigned = ctx.get_assigned_resources()
+    except AssertionError:  # the driver itself: it holds nothing
+        assigned = {}
     return Grant(num_cpus=float(assigned.get("CPU", 0)), num_gpus=float(assigned.get("GPU", 0)),
                  memory=int(assigned.get("memory", 0)), node_id=ctx.get_node_id(),
                  node_ip=ray.util.get_node_ip_address())

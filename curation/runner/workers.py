@@ -14,7 +14,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator
 
-from curation.runner.resources import ClusterView, Request, granted, resolve, size_thread_pools, usage
+from curation.errors import ConfigError
+from curation.runner.resources import ClusterView, Request, at_once, granted, resolve, size_thread_pools, usage
 from curation.stages.base import Grant, Resources
 
 
@@ -67,6 +68,13 @@ class RayWorkers:
         import ray
 
         request = resolve(resources, self.cluster, f"{self.prefix}/{name}")
+        room = at_once(request, self.cluster, busy=granted())  # the calling step keeps its grant
+        if room < len(args):
+            # Ray would wait forever for the helpers that do not fit: say so instead.
+            raise ConfigError(
+                f"{self.prefix}/{name}: {len(args)} workers of {request.num_cpus:g} CPU, {request.num_gpus:g} GPU "
+                f"do not fit the cluster at once (room for {max(room, 0)} besides this step); ask for fewer or "
+                f"smaller ones{f' ({resources.key} and the count next to it)' if resources.key else ''}")
         actor_cls = ray.remote(type(f"{self.prefix}{name}", (Helper,), {}))
         options = {**request.ray_options(), "scheduling_strategy": "SPREAD"}
         return RayGroup([actor_cls.options(**options).remote(cls, a) for a in args])

@@ -7,7 +7,7 @@ import pytest
 from curation.errors import ConfigError
 from curation.runner.local import run_stages
 from curation.runner.resources import ClusterView, Node, resolve
-from curation.stages.base import AUTO, Resources, device_gpus
+from curation.stages.base import AUTO, Grant, Resources, device_gpus
 from tests.stages import retrieval_upstream as up
 
 GIB = 2**30
@@ -59,3 +59,13 @@ def test_run_refuses_a_step_that_cannot_fit_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match=r"retrieve/search shards: .*set retrieve\.shards\.memory_gb"):
         run_stages(run_dir, data, ["retrieve"])
     assert not (run_dir / "stages" / "retrieve").exists()
+
+
+def test_workers_at_once_count_every_limit_and_what_is_already_taken():
+    from curation.runner.resources import at_once
+
+    assert at_once(resolve(Resources(num_cpus=4), CPU_ONLY, "s"), CPU_ONLY) == 2 + 4
+    assert at_once(resolve(Resources(num_cpus=4), CPU_ONLY, "s"), CPU_ONLY, busy=Grant(1, 0, 0, "b")) == 5
+    assert at_once(resolve(Resources(num_cpus=4), CPU_ONLY, "s"), CPU_ONLY, busy=Grant(1, 0, 0, "a")) == 5
+    assert at_once(resolve(Resources(num_gpus=AUTO), GPUS, "s"), GPUS) == 16  # one per GPU
+    assert at_once(resolve(Resources(memory=100 * GIB), GPUS, "s"), GPUS) == 2 * 7  # 768 GiB // 100 GiB
