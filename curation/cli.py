@@ -23,7 +23,9 @@ commands:
   status   run_dir=DIR            per-stage progress of a run directory
   verify   run_dir=DIR [checksums=true]   check every stage's files against its markers; changes nothing
   inspect  MANIFEST [checksums=true]   validate a shard manifest (and verify sha256)
-  plan     pipeline=NAME          the expected composition of a pipeline, like Table 15
+  plan     pipeline=NAME [pool_size=N] [cluster_file=ray_cluster.yaml]
+           the expected composition of a pipeline, like Table 15; with a pool size, the
+           resources, memory and time of every step on the cluster (cluster: section or YAML)
   config   pipeline=NAME [dotted.key=value ...]   print the resolved, validated config
   train    manifest=PATH [dotted.key=value ...]   train a ViT on a shard manifest (see docs/train.md)
 """
@@ -140,12 +142,12 @@ def cmd_plan(args: list[str]) -> int:
     from curation import config as cfg
     from curation.plan import plan_command
 
-    picked, overrides = _split(args, ("pipeline",))
+    picked, overrides = _split(args, ("pipeline", "cluster_file"))
     if "pipeline" not in picked:
         raise ConfigError("plan: pipeline=NAME is required")
     data = cfg.apply_overrides(cfg.read_yaml(cfg.resolve_pipeline_path(picked["pipeline"])),
                                cfg.parse_overrides(overrides))
-    print(plan_command(data))
+    print(plan_command(data, cluster_path=picked.get("cluster_file")))
     return 0
 
 

@@ -70,6 +70,16 @@ class RunnerConfig(Section):
     metrics: bool = Field(True, description="export per-stage counters with ray.util.metrics")
 
 
+class ClusterSection(Section):
+    """The worker nodes a resource plan is made for (all alike); the head runs no steps."""
+
+    nodes: int = Field(..., ge=1, description="worker nodes")
+    num_cpus: int = Field(..., ge=1, description="CPUs per node")
+    num_gpus: int = Field(0, ge=0, description="GPUs per node")
+    memory_gb: float = Field(..., gt=0, description="memory per node, GiB")
+    gpu_memory_gb: float = Field(0, ge=0, description="memory per GPU, GiB")
+
+
 class PipelineBase(Section):
     name: str = Field(..., description="pipeline name, recorded in the run and the manifest")
     run_dir: str = Field(..., description="directory that holds every table, shard and manifest",
@@ -82,6 +92,14 @@ class PipelineBase(Section):
     ray: RayConfig = Field(RayConfig(), description="the Ray cluster", json_schema_extra=RUNTIME)
     runner: RunnerConfig = Field(RunnerConfig(), description="retries, workers, progress",
                                  json_schema_extra=RUNTIME)
+    compute: ClusterSection | None = Field(
+        None, description="the cluster's worker nodes, for `curate plan`; with pool_size, `curate run` checks "
+        "the plan against them first", json_schema_extra=RUNTIME
+    )
+    pool_size: float | None = Field(
+        None, gt=0, description="expected downloaded images, for `curate plan` and the check before a run",
+        json_schema_extra=RUNTIME
+    )
 
 
 def pipeline_model() -> type[PipelineBase]:

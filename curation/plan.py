@@ -138,13 +138,40 @@ def _notes(rows: list[PlanRow]) -> list[str]:
     return ["", *(f"note: {n}" for n in notes)] if notes else []
 
 
-def plan_command(data: dict[str, Any]) -> str:
-    """The ``curate plan`` output for a plain pipeline dict (placeholders allowed)."""
+def plan_command(data: dict[str, Any], pool_size: float | None = None, cluster_path: str | None = None) -> str:
+    """The ``curate plan`` output for a plain pipeline dict (placeholders allowed).
+
+    The expected composition when the pipeline retrieves; with a pool size
+    (``pool_size=`` or the config's), also the resource plan on the cluster
+    of ``cluster_path`` (a Ray cluster YAML), else of the config's
+    ``compute:`` section, else of the project's ``ray_cluster.yaml``.
+    """
     from curation import config as cfg
     from curation.errors import ConfigError
 
     config = cfg.validate(data)
-    if getattr(config, "retrieve", None) is None:
-        raise ConfigError("retrieve: the pipeline has no retrieve section, so there is nothing to plan")
-    title = f"pipeline {config.name}: expected composition"
-    return f"{title}\n\n{format_plan(plan_rows(config))}"
+    pool_size = pool_size or config.pool_size
+    if getattr(config, "retrieve", None) is None and pool_size is None:
+        raise ConfigError("retrieve: the pipeline has no retrieve section, so there is nothing to plan "
+                          "(give pool_size=N for a resource plan)")
+    out = []
+    if getattr(config, "retrieve", None) is not None:
+        out.append(f"pipeline {config.name}: expected composition\n\n{format_plan(plan_rows(config))}")
+    if pool_size is not None:
+        from curation.plan_resources import format_resource_plan, plan_resources
+
+        cluster = plan_cluster(config, cluster_path)
+        out.append(format_resource_plan(plan_resources(config, cluster, pool_size), cluster, pool_size))
+    return "\n\n".join(out)
+
+
+def plan_cluster(config: Any, cluster_path: str | None = None):
+    """The cluster a plan is for: a Ray cluster YAML, the config's ``compute:``, or ``ray_cluster.yaml``."""
+    from curation.config import PIPELINES_DIR
+    from curation.plan_resources import cluster_from_ray_yaml
+
+    if cluster_path:
+        return cluster_from_ray_yaml(Path(cluster_path))
+    if config.compute is not None:
+        return config.compute
+    return cluster_from_ray_yaml(PIPELINES_DIR.parent / "ray_cluster.yaml")

@@ -8,6 +8,7 @@ yields ``(key, image_bytes, meta)`` in a deterministic order. Keys are
 
 from __future__ import annotations
 
+import functools
 import glob
 import tarfile
 from pathlib import Path
@@ -47,38 +48,69 @@ def check_exists(cfg: ImageSetConfig, key: str) -> None:
         raise ConfigError(f"{key}.path: '{cfg.path}' does not exist")
 
 
-def iter_images(cfg: ImageSetConfig) -> Iterator[tuple[str, bytes, dict]]:
+def iter_images(cfg: ImageSetConfig, start: int = 0, stop: int | None = None) -> Iterator[tuple[str, bytes, dict]]:
+    """Images ``start..stop`` of the set (keys keep their index in the whole set).
+
+    Folders and shards skip the images before ``start`` without reading
+    them, so a partition of a large set reads only its own images.
+    """
     readers = {"folder": _iter_folder, "shards": _iter_shards, "urls": _iter_urls}
-    for i, (data, meta) in enumerate(readers[cfg.kind](cfg)):
-        if cfg.limit is not None and i >= cfg.limit:
+    stop = cfg.limit if stop is None else min(stop, cfg.limit or stop)
+    for i, (data, meta) in enumerate(readers[cfg.kind](cfg, start), start):
+        if stop is not None and i >= stop:
             return
         yield f"{cfg.name}-{i:08d}", data, meta
 
 
-def _iter_folder(cfg: ImageSetConfig) -> Iterator[tuple[bytes, dict]]:
+def count_images(cfg: ImageSetConfig) -> int | None:
+    """Images in the set (after ``limit``), without reading them; None for URL lists."""
+    if cfg.kind == "urls":
+        return None
+    n = len(folder_files(cfg.path)) if cfg.kind == "folder" else sum(1 for _ in _shard_members(cfg))
+    return n if cfg.limit is None else min(n, cfg.limit)
+
+
+@functools.lru_cache(maxsize=4)
+def folder_files(path: str) -> list[Path]:
+    """Image files under ``path``, sorted; listed once per process (partitions of a set share it)."""
+    root = Path(path)
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _iter_folder(cfg: ImageSetConfig, start: int = 0) -> Iterator[tuple[bytes, dict]]:
     root = Path(cfg.path)
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    for path in files:
+    for path in folder_files(cfg.path)[start:]:
         rel = path.relative_to(root)
         # Class-per-folder layouts (ImageNet style) give the label.
         label = rel.parts[0] if len(rel.parts) > 1 else None
         yield path.read_bytes(), {"path": rel.as_posix(), "label": label}
 
 
-def _iter_shards(cfg: ImageSetConfig) -> Iterator[tuple[bytes, dict]]:
+def _shard_members(cfg: ImageSetConfig) -> Iterator[tuple[str, tarfile.TarFile, tarfile.TarInfo]]:
+    """Image members of the set's tar shards, in order (headers only)."""
     for shard in sorted(glob.glob(cfg.path)):
         with tarfile.open(shard, "r:*") as tar:
             for member in tar:
-                stem, _, ext = member.name.partition(".")
+                _, _, ext = member.name.partition(".")
                 if member.isfile() and f".{ext.lower()}" in IMAGE_SUFFIXES:
-                    data = tar.extractfile(member).read()
-                    yield data, {"path": f"{Path(shard).name}/{member.name}", "label": None, "source_key": stem}
+                    yield shard, tar, member
 
 
-def _iter_urls(cfg: ImageSetConfig) -> Iterator[tuple[bytes, dict]]:
+def _iter_shards(cfg: ImageSetConfig, start: int = 0) -> Iterator[tuple[bytes, dict]]:
+    for i, (shard, tar, member) in enumerate(_shard_members(cfg)):
+        if i < start:
+            continue
+        stem = member.name.partition(".")[0]
+        data = tar.extractfile(member).read()
+        yield data, {"path": f"{Path(shard).name}/{member.name}", "label": None, "source_key": stem}
+
+
+def _iter_urls(cfg: ImageSetConfig, start: int = 0) -> Iterator[tuple[bytes, dict]]:
+    from itertools import islice
+
     from curation.download.client import fetch_images
     from curation.download.config import UrlConfig
 
     policy = UrlConfig(allowed_addresses=cfg.allowed_addresses)
-    for url, data in fetch_images(cfg.path, cfg.url_column, urls=policy):
+    for url, data in islice(fetch_images(cfg.path, cfg.url_column, urls=policy), start, None):
         yield data, {"path": url, "label": None}

@@ -14,7 +14,8 @@ from curation import config as cfg
 from curation.errors import RunError
 from curation.runner.driver import stage_complete, summarize
 from curation.runner.partition import partition_complete
-from curation.stages.base import GlobalStep, StageContext, step_done
+from curation.atomic import read_json
+from curation.stages.base import STEP_DONE, GlobalStep, StageContext, step_done
 from curation.stages.registry import get_stage
 
 
@@ -38,7 +39,9 @@ def _step_line(ctx: StageContext, step_cls) -> str:
     step = step_cls(ctx)
     step_dir = ctx.step_dir(step.name)
     if issubclass(step_cls, GlobalStep):
-        return f"{step.name:<10} global  {'done' if step_done(step_dir) else 'pending'}"
+        done = step_done(step_dir)
+        where = _usage([read_json(step_dir / STEP_DONE)]) if done else ""
+        return f"{step.name:<10} global  {'done' if done else 'pending'}{where}"
     try:
         planned = step.partitions()
     except Exception:  # its input is not there yet
@@ -47,4 +50,18 @@ def _step_line(ctx: StageContext, step_cls) -> str:
     summary = summarize(step_dir)
     counts = ", ".join(f"{k}={v}" for k, v in summary["counts"].items())
     total = len(planned) if planned else "?"
-    return f"{step.name:<10} {done}/{total} partitions  {summary['rows']} rows  {counts}"
+    markers = [read_json(m) for m in sorted(step_dir.glob("part-*.stats.json"))]
+    return f"{step.name:<10} {done}/{total} partitions  {summary['rows']} rows  {counts}{_usage(markers)}"
+
+
+def _usage(stats: list[dict]) -> str:
+    """Where the work ran (nodes, CPUs/GPUs granted per worker) and its largest peak RSS."""
+    placed = [s["placement"] for s in stats if s.get("placement")]
+    if not placed:
+        return ""
+    nodes = sorted({p["node_ip"] for p in placed})
+    per_worker = sorted({(p["num_cpus"], p["num_gpus"]) for p in placed})
+    grants = ", ".join(f"{c:g} CPU {g:g} GPU" for c, g in per_worker)
+    rss = max(s.get("peak_rss_bytes", 0) for s in stats) / 2**20
+    shown = ",".join(nodes[:3]) + (f" +{len(nodes) - 3}" if len(nodes) > 3 else "")
+    return f"  on {shown} ({grants}), peak RSS {rss:,.0f} MiB"

@@ -16,6 +16,8 @@ def test_cluster_config_is_valid_for_ray():
     assert workers["node_config"]["InstanceType"] == "p3dn.24xlarge"  # 8 x V100-32GB
     assert workers["min_workers"] == workers["max_workers"] == 20
     assert any("curation" in cmd for cmd in config["setup_commands"])
+    # The head declares no CPUs: nothing is scheduled on it.
+    assert config["available_node_types"]["head"]["resources"] == {"CPU": 0}
 
 
 def test_validation_catches_a_mistake():

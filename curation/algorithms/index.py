@@ -25,14 +25,18 @@ Metric = Literal["ip", "l2"]
 
 # Sub-quantizer counts that GPU IVF-PQ supports; the CPU supports any divisor.
 _GPU_PQ_M = (1, 2, 3, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 96)
+# Scalar quantisers of the IVF-SQ kinds, and the lossy kinds that re-ranking refines.
+_SQ_TYPES = {"ivf_sq8": "QT_8bit", "ivf_fp16": "QT_fp16"}
+_REFINED = ("ivf_pq", "ivf_sq8")
 # faiss warns below 39 training points per centroid and subsamples above 256.
 _MIN_POINTS_PER_LIST = 39
 _MAX_POINTS_PER_LIST = 256
 
 
 class IndexConfig(Section):
-    kind: Literal["auto", "flat", "ivf_flat", "ivf_pq"] = Field(
-        "auto", description="auto: flat up to exact_max vectors, else ivf_pq; or force one kind"
+    kind: Literal["auto", "flat", "ivf_flat", "ivf_sq8", "ivf_fp16", "ivf_pq"] = Field(
+        "auto", description="auto: flat up to exact_max vectors, else ivf_pq; or force one kind "
+        "(ivf_sq8/ivf_fp16: scalar-quantised lists, 1 or 2 bytes per dimension)"
     )
     exact_max: int = Field(
         1_000_000, ge=0, description="auto picks the exact flat index up to this many pool vectors"
@@ -46,7 +50,8 @@ class IndexConfig(Section):
     )
     pq_bits: int = Field(8, ge=4, le=12, description="bits per IVF-PQ sub-quantizer code")
     refine: bool = Field(
-        True, description="re-rank IVF-PQ candidates exactly with IndexRefineFlat (keeps the float vectors in RAM)"
+        True, description="re-rank IVF-PQ and IVF-SQ8 candidates exactly with IndexRefineFlat "
+        "(keeps the float vectors in RAM)"
     )
     refine_k_factor: float = Field(
         4.0, ge=1.0, description="IVF-PQ candidates fetched per requested neighbour before re-ranking"
@@ -148,6 +153,9 @@ def _trained_ivf(vectors, kind: str, d: int, faiss_metric, config: IndexConfig, 
     quantizer = faiss.IndexFlat(d, faiss_metric)
     if kind == "ivf_flat":
         base = faiss.IndexIVFFlat(quantizer, d, nlist, faiss_metric)
+    elif kind in _SQ_TYPES:
+        qtype = getattr(faiss.ScalarQuantizer, _SQ_TYPES[kind])
+        base = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, qtype, faiss_metric)
     else:
         pq_m = config.pq_m or default_pq_m(d)
         if d % pq_m:
@@ -161,7 +169,7 @@ def _trained_ivf(vectors, kind: str, d: int, faiss_metric, config: IndexConfig, 
     if gpus:
         base = _to_gpus(base)
     _set_nprobe(base, min(config.nprobe, nlist), bool(gpus))
-    if kind == "ivf_pq" and config.refine:
+    if kind in _REFINED and config.refine:
         # Vectors added from now on go to the (GPU) base and to a host flat
         # index, which re-ranks refine_k_factor * k candidates exactly.
         refined = faiss.IndexRefineFlat(base)

@@ -28,7 +28,7 @@ from curation.runner.partition import partition_complete
 from curation.runner.progress import Progress
 from curation.runner.rundir import RunLock, changed_sections, save_config
 from curation.runner.verify import StageCheck, inspect_run, repair
-from curation.stages.base import STEP_DONE, GlobalStep, MapStep, StageContext, Timer, step_done
+from curation.stages.base import STEP_DONE, GlobalStep, MapStep, Resources, StageContext, Timer, step_done
 from curation.stages.registry import get_stage
 
 log = logging.getLogger("curation")
@@ -54,6 +54,9 @@ class Backend(Protocol):
 
     def run_global(self, ctx: StageContext, step: GlobalStep) -> Failure | None:
         ...
+
+    def resolve(self, ctx: StageContext, label: str, resources: Resources) -> Any:
+        """Resources resolved on the backend's cluster; ConfigError when no node can hold them."""
 
 
 @dataclass
@@ -162,13 +165,14 @@ def run(config: cfg.PipelineBase, backend: Backend, stages: list[str] | None = N
     run_dir = Path(config.run_dir)
     report = RunReport(run_dir)
     with RunLock(run_dir):
+        backend.start()
+        check_resources(config, backend, names)
         for name in stages_to_redo(config.stages, changed_sections(run_dir, config, force)):
             if stage_dir(run_dir, name).exists():
                 log.warning("config changed: redoing stage %s", name)
                 shutil.rmtree(stage_dir(run_dir, name))
         report.repaired = repair(run_dir, inspect_run(run_dir, config.stages))
         save_config(run_dir, config, force)
-        backend.start()
         data = cfg.to_dict(config)
         for name in names:
             ctx = StageContext(run_dir, data, name)
@@ -189,6 +193,24 @@ def run_dir_problems(run_dir: Path) -> list[str]:
     if holder is not None:
         return [f"run_dir: {run_dir} is in use by a running curate ({holder}); wait for it or stop it"]
     return []
+
+
+def check_resources(config: cfg.PipelineBase, backend: Backend, names: list[str]) -> None:
+    """Every step's requests fit a node of the cluster, before any work starts.
+
+    With ``compute:`` and ``pool_size`` in the config, the resource plan's
+    memory per worker must fit a node too.
+    """
+    if config.compute is not None and config.pool_size is not None:
+        from curation.plan_resources import check_fits, plan_resources
+
+        check_fits(plan_resources(config, config.compute, config.pool_size, names))
+    data = cfg.to_dict(config)
+    for name in names:
+        ctx = StageContext(Path(config.run_dir), data, name)
+        for step_cls in get_stage(name).steps:
+            for label, resources in step_cls(ctx).requests():
+                backend.resolve(ctx, label, resources)
 
 
 def stages_to_redo(stages: list[str], changed: list[str]) -> list[str]:

@@ -15,19 +15,34 @@ from curation.errors import ConfigError
 from curation.runner.driver import Failure, RunReport, run
 from curation.runner.partition import run_global_step, run_map_partition
 from curation.runner.progress import Progress
-from curation.stages.base import GlobalStep, MapStep, StageContext
+from curation.runner.resources import ClusterView, Request, local_cluster, resolve
+from curation.runner.workers import LocalWorkers
+from curation.stages.base import GlobalStep, Grant, MapStep, Resources, StageContext
 
 log = logging.getLogger("curation")
 
 
 class LocalBackend:
+    """Thread pools are left as they are: the process is shared with the caller."""
+
     def __init__(self, max_retries: int = 0):
         self.max_retries = max_retries
+        self._cluster: ClusterView | None = None
+
+    def resolve(self, ctx: StageContext, label: str, resources: Resources) -> Request:
+        if self._cluster is None:
+            self._cluster = local_cluster()
+        return resolve(resources, self._cluster, f"{ctx.stage}/{label}")
+
+    def _grant(self, ctx: StageContext, step: MapStep | GlobalStep) -> Grant:
+        request = self.resolve(ctx, step.name, step.resources())
+        return Grant(request.num_cpus, request.num_gpus, request.memory)
 
     def start(self) -> None:
         """Nothing to start: work runs in this process."""
 
     def run_map(self, ctx: StageContext, step: MapStep, pending: list[int], progress: Progress) -> list[Failure]:
+        step.grant = self._grant(ctx, step)
         step.setup()
         failures, done = [], 0
 
@@ -45,6 +60,8 @@ class LocalBackend:
         return failures
 
     def run_global(self, ctx: StageContext, step: GlobalStep) -> Failure | None:
+        step.grant = self._grant(ctx, step)
+        step.workers = LocalWorkers()
         error = _attempts(lambda: run_global_step(step), self.max_retries)
         return Failure(ctx.stage, step.name, None, error) if isinstance(error, str) else None
 

@@ -31,6 +31,7 @@ from curation import tables
 from curation.atomic import TMP_MARK, write_json
 from curation.errors import PartitionError
 from curation.runner.verify import marker_path, marker_problems, sha256_file
+from curation.runner.resources import usage
 from curation.stages.base import STEP_DONE, GlobalStep, MapStep, PartitionOutput, Timer
 
 
@@ -84,6 +85,7 @@ def run_map_partition(step: MapStep, partition: int,
         "sha256": {name: sha256_file(step_dir / name) for name in files},
         **timer.stamp(),
         **extra,
+        **usage(step.grant),
     }
     write_json(marker_path(step_dir, partition), stats)
     return stats
@@ -147,7 +149,8 @@ def run_global_step(step: GlobalStep) -> dict[str, Any]:
     run_dir = Path(step.ctx.run_dir)
     files = {str(p.relative_to(run_dir)): p.stat().st_size for p in _written(step_dir, step.outputs())}
     sums = {name: known.get(name) or sha256_file(run_dir / name) for name in files}
-    stats = {"stage": step.ctx.stage, "step": step.name, **timer.stamp(), **extra, "files": files, "sha256": sums}
+    stats = {"stage": step.ctx.stage, "step": step.name, **timer.stamp(), **extra, "files": files, "sha256": sums,
+             **usage(step.grant)}
     write_json(done, stats)
     return stats
 

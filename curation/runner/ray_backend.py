@@ -13,7 +13,6 @@ helper whose loss only costs progress detail.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from typing import Any
 
@@ -23,6 +22,9 @@ from curation.runner.driver import Failure
 from curation.runner.metrics import report_failure, report_partition
 from curation.runner.partition import run_global_step, run_map_partition
 from curation.runner.progress import Progress
+from curation.runner.resources import (ClusterView, Request, at_once, granted, ray_cluster, resolve,
+                                       size_thread_pools)
+from curation.runner.workers import whole_node
 from curation.stages.base import GlobalStep, MapStep, Resources, StageContext
 
 log = logging.getLogger("curation")
@@ -118,6 +120,8 @@ class PartitionWorker:
     def __init__(self, run_dir: str, config_data: dict[str, Any], stage: str, step_name: str, counter=None):
         self.step = _make_step(run_dir, config_data, stage, step_name)
         self.counter = counter
+        self.step.grant = granted()
+        size_thread_pools(self.step.grant.num_cpus)
         self.step.setup()
 
     def run(self, partition: int, attempt: int = 0) -> dict[str, Any]:
@@ -140,15 +144,9 @@ def _actor_class(stage: str, step: str):
     return ray.remote(cls)
 
 
-def _pool_size(resources: Resources, pending: int, max_workers: int | None) -> int:
-    import ray
-
-    total = ray.cluster_resources()
-    fits = [pending]
-    if resources.num_cpus > 0:
-        fits.append(math.floor(total.get("CPU", 1) / resources.num_cpus))
-    if resources.num_gpus > 0:
-        fits.append(math.floor(total.get("GPU", 0) / resources.num_gpus))
+def _pool_size(request: Request, cluster: ClusterView, pending: int, max_workers: int | None) -> int:
+    """Workers that fit on the worker nodes at once, node by node."""
+    fits = [pending, at_once(request, cluster)]
     if max_workers:
         fits.append(max_workers)
     return max(1, min(fits))
@@ -203,6 +201,17 @@ class RayBackend:
         """Start or join Ray (None: the caller did, or Ray starts itself on first use)."""
         if self.ray_cfg is not None:
             init_ray(self.ray_cfg)
+        self._cluster: ClusterView | None = None
+
+    @property
+    def cluster(self) -> ClusterView:
+        """The cluster's worker nodes, read once per backend (so once per run)."""
+        if self._cluster is None:
+            self._cluster = ray_cluster()
+        return self._cluster
+
+    def resolve(self, ctx: StageContext, label: str, resources: Resources) -> Request:
+        return resolve(resources, self.cluster, f"{ctx.stage}/{label}")
 
     def run_map(self, ctx: StageContext, step: MapStep, pending: list[int], progress: Progress) -> list[Failure]:
         """Run partitions on a pool of actors; a partition goes only to an actor that has started.
@@ -213,9 +222,9 @@ class RayBackend:
         """
         import ray
 
-        resources = step.resources()
+        request = self.resolve(ctx, step.name, step.resources())
         counter = _Counter()
-        actor_cls = _actor_class(ctx.stage, step.name).options(**resources.ray_options())
+        actor_cls = _actor_class(ctx.stage, step.name).options(**request.ray_options())
         idle: list[Any] = []  # started actors without a partition
         starting: dict[Any, Any] = {}  # ready ref -> actor being started
         running: dict[Any, tuple[Any, int, int]] = {}  # result ref -> (actor, partition, attempt)
@@ -227,7 +236,7 @@ class RayBackend:
             actor = actor_cls.remote(str(ctx.run_dir), ctx.config_data, ctx.stage, step.name, counter.actor)
             starting[actor.__ray_ready__.remote()] = actor
 
-        for _ in range(_pool_size(resources, len(pending), self.max_workers)):
+        for _ in range(_pool_size(request, self.cluster, len(pending), self.max_workers)):
             spawn()
         try:
             while queue or running:
@@ -295,13 +304,17 @@ class RayBackend:
     def run_global(self, ctx: StageContext, step: GlobalStep) -> Failure | None:
         import ray
 
-        task = ray.remote(_run_global).options(
-            name=f"{_camel(ctx.stage)}{_camel(step.name)}Task", max_retries=0, **step.resources().ray_options()
-        )
+        request = self.resolve(ctx, step.name, step.resources())
+        # max_calls=1: a fresh worker process, so its peak RSS is this step's alone.
+        task = ray.remote(max_calls=1)(_run_global)
+        options = {"name": f"{_camel(ctx.stage)}{_camel(step.name)}Task", "max_retries": 0, **request.ray_options()}
         message, cause = "", "error"
         for attempt in range(self.max_retries + 1):
             try:
-                ray.get(task.remote(str(ctx.run_dir), ctx.config_data, ctx.stage, step.name))
+                with whole_node(request) as strategy:
+                    placed = {"scheduling_strategy": strategy} if strategy else {}
+                    args = (str(ctx.run_dir), ctx.config_data, ctx.stage, step.name, self.cluster.to_dict())
+                    ray.get(task.options(**options, **placed).remote(*args))
                 return None
             except ray.exceptions.RayError as err:
                 error = err.cause or err if isinstance(err, ray.exceptions.RayTaskError) else err
@@ -328,8 +341,15 @@ def _one_line(err: BaseException) -> str:
     return text[:600]
 
 
-def _run_global(run_dir: str, config_data: dict[str, Any], stage: str, step_name: str) -> dict[str, Any]:
-    return run_global_step(_make_step(run_dir, config_data, stage, step_name))
+def _run_global(run_dir: str, config_data: dict[str, Any], stage: str, step_name: str,
+                cluster: dict[str, Any]) -> dict[str, Any]:
+    from curation.runner.workers import RayWorkers
+
+    step = _make_step(run_dir, config_data, stage, step_name)
+    step.grant = granted()
+    size_thread_pools(step.grant.num_cpus)
+    step.workers = RayWorkers(ClusterView.from_dict(cluster), f"{_camel(stage)}{_camel(step_name)}")
+    return run_global_step(step)
 
 
 def _make_step(run_dir: str, config_data: dict[str, Any], stage: str, step_name: str):

@@ -135,6 +135,10 @@ def inspect_run(run_dir: Path, stages: list[str], checksums: bool = False) -> li
             if issubclass(step_cls, GlobalStep):
                 check = _check_global(run_dir, name, step_cls.name, step_dir, checksums, all_dirty or bool(dirty))
                 all_dirty = all_dirty or not check.clean
+            elif not step_cls.pool_partitions:
+                # Its own partitioning (a curated set's chunks): any redo there reaches every later step.
+                check = _check_map(name, step_cls.name, step_dir, checksums, set(), set(), all_dirty)
+                all_dirty = all_dirty or not check.clean
             else:
                 expected = set(seen)
                 if done and i == 0 and not get_stage(name).inputs:

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator, Protocol
 
 import pyarrow as pa
 
@@ -34,19 +34,54 @@ from curation.config import Section
 STEP_DONE = "_SUCCESS.json"
 
 
+AUTO = "auto"
+
+
 @dataclass(frozen=True)
 class Resources:
-    """What one worker of a step needs. ``memory`` is in bytes (0: unspecified)."""
+    """What one worker of a step asks for; the runner resolves it on the cluster.
+
+    - ``num_gpus``: a number, or ``"auto"``: one GPU per worker when the
+      cluster's nodes have GPUs, none otherwise (decided by the runner from
+      the cluster's resources, never from the driver's own devices);
+    - ``memory``: bytes reserved per worker (0: unspecified);
+    - ``whole_node``: the worker gets every CPU of one worker node (and every
+      GPU of it unless ``num_gpus`` is 0), for global steps whose thread
+      pools should use a whole machine;
+    - ``custom``: custom Ray resources per worker (``{"gpu_node": 1}``).
+    """
+
+    num_cpus: float = 1.0
+    num_gpus: float | str = 0.0
+    memory: int = 0
+    whole_node: bool = False
+    custom: tuple[tuple[str, float], ...] = ()
+    # The config key that sets these resources: named when they cannot fit.
+    key: str = ""
+
+
+def device_gpus(device: str) -> float | str:
+    """GPUs per worker for a ``device`` setting: ``cpu`` none, ``cuda`` one, ``auto`` the runner's rule."""
+    return {"cpu": 0.0, "cuda": 1.0}.get(device, AUTO)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a worker was given: the resolved request and where it runs.
+
+    ``num_gpus > 0`` is how a step knows it may use GPUs; ``num_cpus``
+    sizes its thread pools.
+    """
 
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     memory: int = 0
+    node_id: str = "local"
+    node_ip: str = "127.0.0.1"
 
-    def ray_options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
-        if self.memory:
-            options["memory"] = self.memory
-        return options
+    def placement(self) -> dict[str, Any]:
+        return {"node_id": self.node_id, "node_ip": self.node_ip, "num_cpus": self.num_cpus,
+                "num_gpus": self.num_gpus, "memory": self.memory}
 
 
 @dataclass
@@ -137,6 +172,28 @@ class PartitionOutput:
             tmp.unlink(missing_ok=True)
 
 
+class WorkerGroup(Protocol):
+    """Helper workers started for a global step (e.g. index shards), one object each."""
+
+    def call(self, method: str, args: list[tuple]) -> list[Any]:
+        """``getattr(worker_i, method)(*args[i])`` on every worker, in parallel; results in order."""
+
+    def info(self) -> list[dict[str, Any]]:
+        """Per worker: ``placement`` and ``peak_rss_bytes``."""
+
+    def stop(self) -> None:
+        ...
+
+
+class Workers(Protocol):
+    """How a global step starts helpers; the runner provides it (Ray actors or in-process)."""
+
+    nodes: int  # worker nodes of the cluster
+
+    def start(self, cls: type, args: list[tuple], resources: Resources, name: str) -> WorkerGroup:
+        """One ``cls(*a)`` per ``a`` in ``args``, each with ``resources``, spread over the nodes."""
+
+
 class _Step:
     """What every step has: a name, the run context, its config and resources."""
 
@@ -144,6 +201,10 @@ class _Step:
 
     def __init__(self, ctx: StageContext):
         self.ctx = ctx
+        # Set by the runner before setup()/run(): what this worker was granted.
+        self.grant = Grant()
+        # Set by the runner for global steps: starts helper workers (index shards).
+        self.workers: Workers | None = None
 
     @property
     def cfg(self) -> Any:
@@ -151,6 +212,10 @@ class _Step:
 
     def resources(self) -> Resources:
         return Resources()
+
+    def requests(self) -> list[tuple[str, Resources]]:
+        """Every request this step makes (its own, and its helpers'), for the check before a run."""
+        return [(self.name, self.resources())]
 
 
 class MapStep(_Step):
@@ -161,6 +226,9 @@ class MapStep(_Step):
     input's order (the runner checks the keys).
     """
 
+    # Partition i derives from partition i of the pool (the download stage); False: the step partitions
+    # something else (a curated set), so a redo of it reaches every later step, not one partition.
+    pool_partitions: ClassVar[bool] = True
     # Only rows still alive reach process_batch; dropped rows pass through.
     alive_only: ClassVar[bool] = True
 

@@ -41,7 +41,7 @@ from curation import embeddings, tables
 from curation.atomic import read_json, write_json
 from curation.config import RUNTIME, Section
 from curation.errors import ConfigError, RunError
-from curation.stages.base import GlobalStep, MapStep, Resources, Stage
+from curation.stages.base import GlobalStep, MapStep, Resources, Stage, device_gpus
 from curation.stages.registry import register
 
 log = logging.getLogger("curation")
@@ -94,16 +94,6 @@ class ClusterConfig(Section):
     hierarchical: HierarchicalConfig | None = Field(None, description="mode: hierarchical settings")
 
 
-def _gpu(device: str) -> float:
-    if device == "cpu":
-        return 0.0
-    if device == "cuda":
-        return 1.0
-    import faiss
-
-    return 1.0 if faiss.get_num_gpus() > 0 else 0.0
-
-
 def clamp_levels(wanted: list[int], n: int, clamp: bool, key: str) -> list[int]:
     """Cluster counts per level, lowered to fit ``n`` points when ``clamp``; else ConfigError."""
     if wanted[0] > n and not clamp:
@@ -118,10 +108,12 @@ def clamp_levels(wanted: list[int], n: int, clamp: bool, key: str) -> list[int]:
 
 
 class Train(GlobalStep):
+    """k-means on one whole worker node: its Faiss threads (or GPUs) are all the node's."""
+
     name = "train"
 
     def resources(self) -> Resources:
-        return Resources(num_cpus=1, num_gpus=_gpu(self.cfg.device))
+        return Resources(num_gpus=device_gpus(self.cfg.device), whole_node=True)
 
     def run(self, out_dir: Path) -> dict[str, Any]:
         from curation.algorithms.kmeans import use_gpu
@@ -130,7 +122,7 @@ class Train(GlobalStep):
         n = sum(counts.values())
         if n == 0:
             raise RunError("cluster: the pool has no embedded samples (see the embed stage's statuses)")
-        gpu = use_gpu(self.cfg.device)
+        gpu = self.grant.num_gpus > 0 and use_gpu(self.cfg.device)
         if self.cfg.mode == "hierarchical":
             return self._hierarchical(out_dir, counts, gpu)
         return self._flat(out_dir, n, gpu)
@@ -187,7 +179,7 @@ class Assign(MapStep):
     alive_only = False
 
     def resources(self) -> Resources:
-        return Resources(num_cpus=1, num_gpus=_gpu(self.cfg.device))
+        return Resources(num_cpus=1, num_gpus=device_gpus(self.cfg.device))
 
     def batch_size(self) -> int:
         return self.cfg.assign_batch_size
@@ -204,7 +196,7 @@ class Assign(MapStep):
             self.starts = {int(p): s for p, s in read_json(train / "points.json")["partitions"].items()}
         else:
             centroids = np.load(train / "centroids.npy", allow_pickle=False)
-            self.index = flat_index(centroids, gpu=use_gpu(self.cfg.device))
+            self.index = flat_index(centroids, gpu=self.grant.num_gpus > 0 and use_gpu(self.cfg.device))
 
     def open(self, partition: int, out) -> None:
         self.partition = partition

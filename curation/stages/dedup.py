@@ -32,7 +32,7 @@ from curation import tables
 from curation.algorithms.knn import unit_rows
 from curation.atomic import write_json
 from curation.errors import ConfigError, PartitionError
-from curation.stages.base import GlobalStep, MapStep, PartitionOutput, Resources, Stage
+from curation.stages.base import GlobalStep, MapStep, PartitionOutput, Resources, Stage, device_gpus
 from curation.stages.dedup_config import DedupConfig
 from curation.stages.dedup_decisions import STATUSES  # noqa: F401  (the stage's statuses, in funnel order)
 from curation.stages.registry import register
@@ -43,19 +43,6 @@ THUMBS, SOURCES, DESCRIPTORS = "thumbs.npy", "sources.npy", "desc.npy"
 FUNNEL_FILE = "funnel.json"
 _FEATURE_COLUMNS = pa.schema([("key", pa.string()), ("width", pa.int64()), ("height", pa.int64()),
                               ("feature_row", pa.int64())])
-
-
-def _gpu_workers(device: str) -> bool:
-    """Whether descriptor workers get a GPU: ``auto`` asks the Ray cluster (or this machine)."""
-    if device != "auto":
-        return device == "cuda"
-    import ray
-
-    if ray.is_initialized():
-        return ray.cluster_resources().get("GPU", 0) > 0
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def load_descriptor_model(cfg: DedupConfig, seed: int):
@@ -90,7 +77,7 @@ class Features(MapStep):
 
     def resources(self) -> Resources:
         d = self.cfg.descriptor
-        return Resources(num_cpus=d.num_cpus, num_gpus=1 if self.cfg.describes and _gpu_workers(d.device) else 0)
+        return Resources(num_cpus=d.num_cpus, num_gpus=device_gpus(d.device) if self.cfg.describes else 0)
 
     def batch_size(self) -> int:
         return max(256, self.cfg.descriptor.batch_size)
@@ -165,7 +152,8 @@ class Graph(GlobalStep):
 
     def resources(self) -> Resources:
         g = self.cfg.graph
-        return Resources(num_cpus=g.num_cpus, num_gpus=g.num_gpus, memory=int(g.memory_gb * 2**30))
+        return Resources(num_cpus=g.num_cpus, num_gpus=g.num_gpus, memory=int(g.memory_gb * 2**30),
+                         key="dedup.graph.memory_gb")
 
     def run(self, out_dir: Path) -> dict[str, Any]:
         import faiss

@@ -8,8 +8,10 @@ Steps:
   rows are embedded (L2-normalised) into ``part-NNNNNN.npy``; the table
   adds ``embedding_row`` (row in that ``.npy``, -1 if not embedded). Images
   that cannot be decoded are dropped with ``failed_decode:<reason>``.
-- ``curated`` (global): each dataset of ``embed.curated`` is embedded the
-  same way into ``curated/<name>.npy`` + ``curated/<name>.parquet``.
+- ``curated_parts`` (map) and ``curated`` (global): each dataset of
+  ``embed.curated`` is embedded the same way, partition by partition, then
+  joined into ``curated/<name>.npy`` + ``curated/<name>.parquet``
+  (:mod:`curation.stages.embed_curated`).
 
 File formats and the reading API are in :mod:`curation.embeddings`. Both
 steps record the model (kind, arch, weights, and whether they are random)
@@ -33,8 +35,8 @@ from curation.atomic import atomic_path
 from curation.config import RUNTIME, Section
 from curation.errors import ConfigError
 from curation.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, submit_batch
-from curation.sources import ImageSetConfig, check_exists, iter_images
-from curation.stages.base import GlobalStep, MapStep, Resources, Stage
+from curation.sources import ImageSetConfig, check_exists
+from curation.stages.base import MapStep, Resources, Stage, device_gpus
 from curation.stages.registry import register
 
 log = logging.getLogger("curation")
@@ -71,29 +73,30 @@ class EmbedConfig(Section):
     num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per worker", json_schema_extra=RUNTIME)
     draft: bool = Field(False, description="JPEG draft decoding (faster, pixels differ slightly)")
     curated: list[ImageSetConfig] = Field(default_factory=list, description="curated datasets to embed too")
-
-
-def _num_gpus(device: str) -> float:
-    if device == "cpu":
-        return 0.0
-    if device == "cuda":
-        return 1.0
-    import torch
-
-    return 1.0 if torch.cuda.is_available() else 0.0
+    curated_partition_size: int = Field(
+        10_000, ge=1, description="images per partition of a curated set (the unit of work of curated_parts)"
+    )
 
 
 class Embedder:
     """Model, device and decode threads of one worker (:class:`~curation.models.inference.Inference`)."""
 
-    def __init__(self, cfg: EmbedConfig):
+    def __init__(self, cfg: EmbedConfig, gpus: float = 0.0):
+        """``gpus``: the GPUs the runner granted this worker (its device follows them)."""
+        import torch
+
         from curation.models.checkpoints import load_model
         from curation.models.inference import Inference, decode_thread_count
 
+        if gpus and not torch.cuda.is_available():
+            if cfg.device == "cuda":
+                raise ConfigError("embed.device: cuda requested but this worker sees no GPU")
+            log.warning("embed: granted %g GPU(s) but torch sees none (CPU build?): embedding on CPU", gpus)
+        device = "cuda" if gpus and torch.cuda.is_available() else "cpu"
         m = cfg.model
         self.spec = PreprocessSpec(m.image_size, m.resize_size, m.interpolation, tuple(m.mean), tuple(m.std),
                                    cfg.draft)
-        self.inference = Inference(load_model(m.kind, m.path, m.arch, **m.options), cfg.device, cfg.precision,
+        self.inference = Inference(load_model(m.kind, m.path, m.arch, **m.options), device, cfg.precision,
                                    cfg.batch_size, decode_thread_count(cfg.decode_threads, cfg.num_cpus),
                                    self.spec.mean, self.spec.std, config_key="embed.device")
         self.model = self.inference.model
@@ -137,7 +140,7 @@ class EmbedPool(MapStep):
     alive_only = False
 
     def resources(self) -> Resources:
-        return Resources(num_cpus=self.cfg.num_cpus, num_gpus=_num_gpus(self.cfg.device))
+        return Resources(num_cpus=self.cfg.num_cpus, num_gpus=device_gpus(self.cfg.device))
 
     def batch_size(self) -> int:
         return self.cfg.batch_size
@@ -145,7 +148,7 @@ class EmbedPool(MapStep):
     def setup(self) -> None:
         from curation.models.inference import Prefetch
 
-        self.embedder = Embedder(self.cfg)
+        self.embedder = Embedder(self.cfg, self.grant.num_gpus)
         self.prefetch = Prefetch(self._submit, self.alive_only)
 
     def open(self, partition: int, out) -> None:
@@ -184,44 +187,6 @@ class EmbedPool(MapStep):
         return {**self.counts, "model": self.embedder.info}
 
 
-class EmbedCurated(GlobalStep):
-    name = embeddings.CURATED_STEP
-
-    def resources(self) -> Resources:
-        return Resources(num_cpus=self.cfg.num_cpus, num_gpus=_num_gpus(self.cfg.device) if self.cfg.curated else 0)
-
-    def run(self, out_dir: Path) -> dict[str, Any]:
-        if not self.cfg.curated:
-            return {"datasets": {}}
-        embedder = Embedder(self.cfg)
-        done = {}
-        for image_set in self.cfg.curated:
-            done[image_set.name] = self._dataset(embedder, image_set, out_dir)
-        return {"datasets": done, "model": embedder.info}
-
-    def _dataset(self, embedder: Embedder, image_set: ImageSetConfig, out_dir: Path) -> dict[str, int]:
-        table_path = out_dir / f"{image_set.name}.parquet"
-        if table_path.exists():  # a resumed step keeps the datasets it finished
-            log.info("embed: curated dataset %s already embedded", image_set.name)
-            return embeddings.curated_counts(table_path)
-        parts = []
-        with atomic_path(out_dir / f"{image_set.name}.npy") as tmp:
-            writer = embeddings.NpyAppender(tmp, embedder.dim, self.cfg.storage_dtype)
-            batches = _chunks(iter_images(image_set), self.cfg.batch_size)
-            pending = [(c, embedder.submit([blob for _, blob, _ in c])) for c in _take(batches, 1)]
-            while pending:
-                chunk, job = pending.pop(0)
-                pending += [(c, embedder.submit([blob for _, blob, _ in c])) for c in _take(batches, 1)]
-                decoded = job.result()
-                parts.append(_curated_table(chunk, decoded, writer.rows))
-                if decoded.ok.any():
-                    writer.append(embedder.forward(decoded.pixels[decoded.ok]))
-            writer.close()
-        table = pa.concat_tables(parts) if parts else _curated_table([], None, 0)
-        tables.write_parquet(table, table_path)  # written last: marks the dataset done
-        return embeddings.curated_counts(table_path)
-
-
 def _chunks(items: Iterator, size: int) -> Iterator[list]:
     chunk: list = []
     for item in items:
@@ -231,10 +196,6 @@ def _chunks(items: Iterator, size: int) -> Iterator[list]:
             chunk = []
     if chunk:
         yield chunk
-
-
-def _take(iterator: Iterator, n: int) -> list:
-    return [item for _, item in zip(range(n), iterator)]
 
 
 def _curated_table(chunk: list, decoded, first_row: int) -> pa.Table:
@@ -252,12 +213,14 @@ def _curated_table(chunk: list, decoded, first_row: int) -> pa.Table:
             .append_column("meta", pa.array(rest, pa.string())))
 
 
+from curation.stages.embed_curated import CuratedParts, EmbedCurated  # noqa: E402 -- they use this module
+
 @register
 class EmbedStage(Stage):
     name = STAGE
     config_model = EmbedConfig
     inputs = ("dedup",)
-    steps = (EmbedPool, EmbedCurated)
+    steps = (EmbedPool, CuratedParts, EmbedCurated)
     table_step = embeddings.POOL_STEP
 
     @classmethod

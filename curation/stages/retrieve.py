@@ -8,7 +8,10 @@ Steps:
    ``per_cluster`` alive pool images of every cluster holding more than
    ``min_queries`` queries), cap it, then resolve collisions over all
    entries. Writes ``selected/part-NNNNNN.parquet`` (one row per selected
-   copy, for every pool partition) and ``summary.json``.
+   copy, for every pool partition) and ``summary.json``. The pool's
+   embeddings stay in index shards (``retrieve.shards``, one worker each;
+   :mod:`curation.stages.retrieve_pool`): no process holds more than its
+   shard.
 2. ``mark`` (map, the stage table): one row per pool sample; alive samples
    that were not selected get ``not_retrieved``.
 
@@ -31,6 +34,7 @@ from curation.config import Section
 from curation.errors import ConfigError
 from curation.sources import ImageSetConfig
 from curation.stages import retrieve_io as io
+from curation.stages import retrieve_pool as rp
 from curation.stages.base import GlobalStep, MapStep, PartitionOutput, Resources, Stage
 from curation.stages.registry import register
 
@@ -67,6 +71,17 @@ class RetrievalDataset(Section):
     title: str | None = Field(None, description="dataset / split shown by `curate plan`")
 
 
+class ShardsConfig(Section):
+    count: int | None = Field(
+        None, ge=1, description="index shards of the pool (null: one per worker node); each holds pool/count vectors"
+    )
+    num_cpus: float = Field(1.0, gt=0, description="CPUs per shard (its Faiss threads)")
+    num_gpus: float | Literal["auto"] = Field(
+        "auto", description="GPUs per shard; auto: one when the cluster has GPUs (the index goes on them)"
+    )
+    memory_gb: float = Field(0, ge=0, description="memory reserved per shard (0: unspecified); see `curate plan`")
+
+
 class RetrieveConfig(Section):
     datasets: list[RetrievalDataset] = Field(
         ..., min_length=1, description="query datasets, in order; earlier entries win similarity ties"
@@ -76,6 +91,7 @@ class RetrieveConfig(Section):
         "keep_duplicates keeps every hit (the counts of the paper's Table 15)"
     )
     index: IndexConfig = Field(IndexConfig(), description="Faiss index of the pool for sample mode")
+    shards: ShardsConfig = Field(ShardsConfig(), description="the pool index split over workers (see docs)")
 
     @model_validator(mode="after")
     def _unique_names(self) -> "RetrieveConfig":
@@ -126,20 +142,33 @@ def check_config(config: Any) -> None:
 
 
 class Search(GlobalStep):
-    """All retrievals and the collision resolution, over the whole pool."""
+    """All retrievals and the collision resolution; the pool stays in the index shards."""
 
     name = "search"
 
-    def resources(self) -> Resources:
-        from curation.algorithms.index import gpu_count
+    def shard_resources(self) -> Resources:
+        s = self.cfg.shards
+        return Resources(num_cpus=s.num_cpus, num_gpus=s.num_gpus, memory=int(s.memory_gb * 2**30),
+                         key="retrieve.shards.memory_gb")
 
-        return Resources(num_cpus=1, num_gpus=1 if gpu_count(self.cfg.index) else 0)
+    def requests(self) -> list[tuple[str, Resources]]:
+        return [*super().requests(), ("search shards", self.shard_resources())]
 
     def run(self, out_dir: Path) -> dict[str, Any]:
+        searched = any(e.mode == "sample" for e in self.cfg.datasets)
+        pool = rp.start_shards(self.ctx, self.workers, self.cfg.shards.count, self.shard_resources(), searched)
+        try:
+            stats = self._search(out_dir, pool)
+            work = pool.group.call("stats", [()] * len(pool.index.sizes))
+            stats["shards"] = [{**info, **w} for info, w in zip(pool.group.info(), work)]
+        finally:
+            pool.group.stop()
+        return stats
+
+    def _search(self, out_dir: Path, pool: "rp.ShardedPool") -> dict[str, Any]:
         from curation.algorithms import retrieval as rt
 
-        pool = io.load_pool(self.ctx)
-        searcher = io.Searcher(pool, self.cfg.index, self.ctx.seed)
+        centroids = io.load_centroids(self.ctx)
         parts, queries, per_dataset = [], [], []
         for i, entry in enumerate(self.cfg.datasets):
             if entry.mode == "as_is":
@@ -148,13 +177,14 @@ class Search(GlobalStep):
                 continue
             source = resolve_source(self.ctx.config, entry, f"retrieve.datasets.{i}")
             keys, x = io.load_queries(self.ctx, source.name)
-            hits, stats = self._retrieve(i, entry, x, pool, searcher)
+            hits, stats = self._retrieve(i, entry, x, pool, centroids)
             parts.append(hits)
             queries.append(keys)
             per_dataset.append({"name": entry.name, "mode": entry.mode, "queries": len(keys), **stats})
         resolved = rt.resolve_collisions(rt.Hits.concat(parts), self.cfg.collisions, len(self.cfg.datasets))
-        selected = io.selection_table(resolved, pool, queries, self.cfg.datasets, self._query_sets())
-        io.write_selection(out_dir, selected, pool.partitions_all)
+        described = rp.describe(self.ctx, pool, resolved.hits.pool)
+        selected = io.selection_table(resolved, described, queries, self.cfg.datasets, self._query_sets())
+        io.write_selection(out_dir, selected, self.ctx.partitions(io.CLUSTER_STAGE))
         for row, kept in zip(per_dataset, resolved.stats["kept_per_dataset"]):
             row["selected"] = kept if row["mode"] != "as_is" else None
         summary = {"datasets": per_dataset, "collisions": resolved.stats, "pool_candidates": pool.size}
@@ -165,23 +195,23 @@ class Search(GlobalStep):
         return [resolve_source(self.ctx.config, e, f"retrieve.datasets.{i}").name
                 for i, e in enumerate(self.cfg.datasets)]
 
-    def _retrieve(self, i: int, entry: RetrievalDataset, x: np.ndarray, pool: "io.Pool", searcher):
+    def _retrieve(self, i: int, entry: RetrievalDataset, x: np.ndarray, pool: "rp.ShardedPool",
+                  centroids: np.ndarray):
         from curation.algorithms import retrieval as rt
 
         if entry.mode == "sample":
-            scores, ids = searcher.search(x, entry.k)
-            hits = rt.sample_hits(scores, ids, i, pool.clusters)
+            scores, ids = pool.index.search(x, entry.k)
+            hits = rt.sample_hits(scores, ids, i)
             capped = rt.cap_hits(hits, entry.cap, -hits.similarity)
             return capped, {"hits": len(hits), "after_cap": len(capped)}
         rng = np.random.default_rng([self.ctx.seed, zlib.crc32(entry.name.encode())])
-        query_clusters = pool.assign(x, gpu=searcher.gpus > 0)
+        query_clusters = io.assign(centroids, x)
         qualifying = rt.qualifying_clusters(query_clusters, entry.min_queries)
-        order = rt.selection_order(entry.selection, pool.closeness, rng)
-        hits = rt.cluster_hits(qualifying, pool.clusters, order, entry.per_cluster, i)
+        hits = rp.cluster_hits(self.ctx, pool, qualifying, entry.selection, rng, entry.per_cluster, i)
         # Ties in rank under the cap go to clusters in a seeded random order.
-        cluster_order = rng.permutation(max(pool.num_clusters, 1))
+        cluster_order = rng.permutation(max(centroids.shape[0], 1))
         capped = rt.cap_hits(hits, entry.cap, cluster_order[np.maximum(hits.cluster, 0)])
-        capped = rt.attribute_queries(capped, pool.x, x, query_clusters)
+        capped = rp.attribute(pool, capped, x, query_clusters)
         return capped, {"qualifying_clusters": int(qualifying.size), "hits": len(hits), "after_cap": len(capped)}
 
 

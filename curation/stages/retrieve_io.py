@@ -15,7 +15,6 @@ Writes, under ``stages/retrieve/search/``:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +26,6 @@ from curation import tables
 from curation.errors import PartitionError
 
 CLUSTER_STAGE = "cluster"
-CLUSTER_COLUMN = "cluster"
-# Cosine similarity of a pool sample to its centroid, in the cluster table.
-CLOSENESS_COLUMN = "similarity"
 CENTROIDS = ("train", "centroids.npy")
 SELECTED_DIR = "selected"
 PLACEHOLDER = re.compile(r"<[^<>]*>")
@@ -65,65 +61,22 @@ def embedded_sets(config: Any) -> dict[str, Any]:
     return {s.name: s for s in (getattr(embed, "curated", None) or [])}
 
 
-@dataclass
-class Pool:
-    """The alive, embedded pool samples: the retrieval candidates.
-
-    Arrays are indexed by candidate (n,): ``keys``, ``partitions``, ``rows``
-    (row in the partition's tables), ``clusters`` (-1: none), ``closeness``
-    (cosine similarity to the own centroid); ``x`` (n, d) float32
-    L2-normalised. ``centroids`` (c, d): the cluster stage's spherical
-    k-means centroids.
-    """
-
-    keys: np.ndarray
-    partitions: np.ndarray
-    rows: np.ndarray
-    x: np.ndarray
-    clusters: np.ndarray
-    closeness: np.ndarray
-    centroids: np.ndarray
-    partitions_all: list[int]
-
-    @property
-    def size(self) -> int:
-        return int(self.keys.shape[0])
-
-    @property
-    def num_clusters(self) -> int:
-        return int(self.centroids.shape[0])
-
-    def assign(self, queries: np.ndarray, gpu: bool = False) -> np.ndarray:
-        """Nearest centroid (q,) of each query, as the cluster stage assigns."""
-        from curation.algorithms.kmeans import assign
-
-        if queries.shape[0] == 0 or self.num_clusters == 0:
-            return np.full(queries.shape[0], -1, dtype=np.int64)
-        labels, _ = assign(queries, self.centroids, spherical=True, gpu=gpu)
-        return labels
+def load_centroids(ctx: Any) -> np.ndarray:
+    """The cluster stage's centroids ``(c, d)``."""
+    path = ctx.step_dir(CENTROIDS[0], CLUSTER_STAGE) / CENTROIDS[1]
+    if not path.exists():
+        raise PartitionError(f"retrieve: {path} is missing: run the cluster stage")
+    return np.load(path, allow_pickle=False)
 
 
-def load_pool(ctx: Any) -> Pool:
-    from curation.embeddings import load_pool_embeddings
+def assign(centroids: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Nearest centroid (q,) of each query, as the cluster stage assigns (-1 without centroids)."""
+    from curation.algorithms.kmeans import assign as nearest
 
-    keys, x, partitions, rows = load_pool_embeddings(ctx.run_dir)
-    table = ctx.read_table(CLUSTER_STAGE, ["key", "status", CLUSTER_COLUMN, CLOSENESS_COLUMN])
-    centroids_path = ctx.step_dir(CENTROIDS[0], CLUSTER_STAGE) / CENTROIDS[1]
-    if table.num_rows == 0 or not centroids_path.exists():
-        raise PartitionError(f"retrieve: the cluster stage's table or {centroids_path} is missing")
-    at = pc.index_in(pa.array(keys, pa.string()), value_set=table.column("key"))
-    found = at.is_valid().to_numpy(zero_copy_only=False)
-    at = pc.fill_null(at, 0).to_numpy(zero_copy_only=False)
-    alive = found & tables.alive(table)[at]
-    pick = np.flatnonzero(alive)
-    at = at[pick]
-    clusters = pc.fill_null(table.column(CLUSTER_COLUMN), -1).to_numpy(zero_copy_only=False)[at]
-    closeness = pc.fill_null(table.column(CLOSENESS_COLUMN), -1.0).to_numpy(zero_copy_only=False)[at]
-    x = x if pick.size == x.shape[0] else x[pick]
-    centroids = np.load(centroids_path, allow_pickle=False)
-    return Pool(keys[pick], partitions[pick], rows[pick], np.ascontiguousarray(x, dtype=np.float32),
-                clusters.astype(np.int64), closeness.astype(np.float32), centroids,
-                ctx.partitions(CLUSTER_STAGE))
+    if queries.shape[0] == 0 or centroids.shape[0] == 0:
+        return np.full(queries.shape[0], -1, dtype=np.int64)
+    labels, _ = nearest(queries, centroids, spherical=True)
+    return labels
 
 
 def load_queries(ctx: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -137,40 +90,21 @@ def load_queries(ctx: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
     return keys, np.ascontiguousarray(x, dtype=np.float32)
 
 
-class Searcher:
-    """The pool's kNN index, built on the first sample-mode search only."""
-
-    def __init__(self, pool: Pool, config: Any, seed: int):
-        from curation.algorithms.index import gpu_count
-
-        self.pool, self.config, self.seed = pool, config, seed
-        self.gpus = gpu_count(config)
-        self.index = None
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(scores, ids)`` (q, min(k, n)); ids index the pool candidates."""
-        from curation.algorithms.index import build_index
-
-        k = min(k, self.pool.size)
-        if k == 0 or queries.shape[0] == 0:
-            return np.zeros((queries.shape[0], 0), np.float32), np.zeros((queries.shape[0], 0), np.int64)
-        if self.index is None:
-            self.index = build_index(self.pool.x, self.config, "ip", self.seed)
-        return self.index.search(queries, k)
-
-
-def selection_table(resolved, pool: Pool, queries: list[np.ndarray], datasets: list[Any],
+def selection_table(resolved, described: dict[str, np.ndarray], queries: list[np.ndarray], datasets: list[Any],
                     query_sets: list[str]) -> pa.Table:
-    """The selected copies as a table of :data:`SELECTION_SCHEMA`, in pool order."""
+    """The selected copies as a table of :data:`SELECTION_SCHEMA`, in pool order.
+
+    ``described``: ``key``, ``partition``, ``row`` and ``cluster`` of each hit's pool image.
+    """
     hits = resolved.hits
     query_key = np.empty(len(hits), dtype=object)
     for i, keys in enumerate(queries):
         at = hits.dataset == i
         query_key[at] = keys[hits.query[at]] if keys.size else None
     columns = {
-        "key": pool.keys[hits.pool],
-        "partition": pool.partitions[hits.pool],
-        "row": pool.rows[hits.pool],
+        "key": described["key"],
+        "partition": described["partition"],
+        "row": described["row"],
         "copy": resolved.copy,
         "copies": resolved.copies,
         "dataset": np.array([d.name for d in datasets], dtype=object)[hits.dataset],
@@ -179,7 +113,7 @@ def selection_table(resolved, pool: Pool, queries: list[np.ndarray], datasets: l
         "query_key": query_key,
         "similarity": hits.similarity,
         "rank": hits.rank,
-        "cluster": hits.cluster,
+        "cluster": described["cluster"],
     }
     return pa.table({f.name: pa.array(columns[f.name], f.type) for f in SELECTION_SCHEMA}, schema=SELECTION_SCHEMA)
 

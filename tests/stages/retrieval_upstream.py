@@ -90,9 +90,15 @@ def build(run_dir: Path, missing_images: tuple[str, ...] = ()) -> None:
         _marker(assign_dir, p, table)
     (stage / "cluster" / "train").mkdir(parents=True, exist_ok=True)
     np.save(stage / "cluster" / "train" / "centroids.npy", c)
-    for name in ("download", "embed", "cluster"):
-        for step in get_stage(name).steps:  # committed as a run commits them: global steps too
-            if issubclass(step, GlobalStep):
+    mark_done(run_dir, ("download", "embed", "cluster"))
+
+
+def mark_done(run_dir: Path, names) -> None:
+    """Commit stages as a run commits them: global steps, and map steps with nothing to do, too."""
+    stage = Path(run_dir) / "stages"
+    for name in names:
+        for step in get_stage(name).steps:
+            if issubclass(step, GlobalStep) or not (stage / name / step.name).exists():
                 write_json(stage / name / step.name / STEP_DONE, {"stage": name, "step": step.name})
         write_json(stage / name / STEP_DONE, {"stage": name})
 

@@ -171,3 +171,31 @@ def test_model_that_does_not_give_features_is_found_before_any_work(tmp_path):
                                                          "image: CheckpointError: the TorchScript model returned "
                                                          "(1, 3, 32, 32), not features")
     assert get_stage("embed").preflight(cfg.validate(config(tmp_path / "run"))) == []
+
+def test_curated_sets_embedded_in_partitions_give_the_same_files(pool, photos, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("parts")
+    for i, blob in enumerate([photos[1], photos[5], b"bad", photos[0], photos[2]]):
+        (folder / f"{i}.jpg").write_bytes(blob)
+    empty = tmp_path_factory.mktemp("empty")
+    sets = [{"name": "five", "path": str(folder)}, {"name": "none", "path": str(empty)}]
+    outputs = {}
+    for size in (2, 100):
+        run_dir = tmp_path_factory.mktemp(f"size{size}")
+        for path in pool.rglob("*"):  # the upstream pool, copied
+            if path.is_file() and "stages/embed" not in path.as_posix():
+                target = run_dir / path.relative_to(pool)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(path.read_bytes())
+        run_stages(run_dir, config(run_dir, curated=sets, curated_partition_size=size), ["embed"])
+        parts = sorted(p.name for p in (run_dir / "stages/embed/curated_parts").glob("*.stats.json"))
+        # five images in partitions of 2: three partitions, then one (empty) for the empty set
+        assert len(parts) == (4 if size == 2 else 2)
+        outputs[size] = {name: (pq.read_table(run_dir / f"stages/embed/curated/{name}.parquet").to_pylist(),
+                                np.load(run_dir / f"stages/embed/curated/{name}.npy")) for name in ("five", "none")}
+    for name in ("five", "none"):
+        assert outputs[2][name][0] == outputs[100][name][0]
+        np.testing.assert_array_equal(outputs[2][name][1], outputs[100][name][1])
+    rows = outputs[2]["five"][0]
+    assert [r["embedding_row"] for r in rows] == [0, 1, -1, 2, 3]
+    assert rows[2]["status"] == "failed_decode:unidentified_image"
+    assert outputs[2]["none"][0] == [] and outputs[2]["none"][1].shape[0] == 0

@@ -1,0 +1,68 @@
+"""`curate plan ... pool_size=N`: per-step resources, memory and time on a cluster; refusal before a run."""
+
+from __future__ import annotations
+
+import pytest
+
+from curation import config as cfg
+from curation.config import ClusterSection
+from curation.errors import ConfigError
+from curation.plan import plan_cluster, plan_command
+from curation.plan_resources import GIB, plan_resources
+from curation.runner.local import run_stages
+from tests.stages import retrieval_upstream as up
+
+
+def _lvd142m():
+    return cfg.validate(cfg.read_yaml(cfg.resolve_pipeline_path("lvd142m")))
+
+
+def test_lvd142m_at_paper_scale_fits_the_paper_cluster():
+    config = _lvd142m()
+    cluster = plan_cluster(config)  # ray_cluster.yaml: 20 x p3dn.24xlarge
+    assert (cluster.nodes, cluster.num_cpus, cluster.num_gpus, cluster.memory_gb) == (20, 96, 8, 768)
+    rows = {r.step: r for r in plan_resources(config, cluster, 1.2e9)}
+    assert all(r.fits for r in rows.values()), [r.step for r in rows.values() if not r.fits]
+    assert rows["embed/pool"].workers == 160 and rows["embed/pool"].asks.startswith("1 CPU, 1 GPU")
+    assert rows["cluster/train"].asks == "96 CPU, 8 GPU (whole node)"
+    # k-means trains on k * max_points_per_centroid = 25.6M vectors of 1280 floats
+    assert rows["cluster/train"].per_worker == pytest.approx(100_000 * 256 * 1280 * 4 + 100_000 * 1280 * 8)
+    shards = rows["retrieve/search shards"]
+    assert shards.workers == 20  # one per node by default
+    per_vector = 64 + 8 + 1280 * 4  # IVF-PQ64 codes and ids, plus the exact re-ranking copy
+    assert shards.per_worker == pytest.approx(GIB + per_vector * 1.2e9 * 0.62 / 20)
+    assert rows["embed/pool"].hours is not None and rows["embed/pool"].hours < 48
+
+
+def test_plan_command_prints_composition_and_resource_plan():
+    text = plan_command(cfg.read_yaml(cfg.resolve_pipeline_path("lvd142m")), pool_size=1.2e9)
+    assert "142,109,386" in text  # the composition is still there
+    assert "resource plan at pool_size=1,200,000,000 on 20 nodes x (96 CPUs, 8 GPUs, 768 GiB)" in text
+    assert "retrieve/search shards" in text and "NO:" not in text
+
+
+def test_more_shards_for_a_small_cluster_and_the_knob_when_it_does_not_fit():
+    config = _lvd142m()
+    small = ClusterSection(nodes=4, num_cpus=32, num_gpus=0, memory_gb=256)
+    rows = {r.step: r for r in plan_resources(config, small, 1.2e9)}
+    assert not rows["retrieve/search shards"].fits and rows["retrieve/search shards"].knob == "retrieve.shards.count"
+    config.retrieve.shards.count = 64
+    rows = {r.step: r for r in plan_resources(config, small, 1.2e9)}
+    assert rows["retrieve/search shards"].fits
+
+
+def test_run_refuses_a_plan_that_cannot_fit_before_any_work(tmp_path):
+    run_dir = tmp_path / "run"
+    up.build(run_dir)
+    up.write_curated(run_dir, "near", up.alive_vectors()[1][:2])
+    (tmp_path / "near").mkdir()
+    data = up.pipeline(run_dir, [{"name": "near", "path": str(tmp_path / "near")}],
+                       {"datasets": [{"name": "k", "source": "near", "mode": "sample"}]})
+    data.update(compute={"nodes": 2, "num_cpus": 4, "memory_gb": 8}, pool_size=1e9)
+    refused = r"retrieve/search shards: a worker needs .* GiB.*set retrieve\.shards\.count"
+    with pytest.raises(ConfigError, match=refused):
+        run_stages(run_dir, data, ["retrieve"])
+    assert not (run_dir / "stages" / "retrieve").exists()
+    data["pool_size"] = 1000  # the same cluster holds a small pool
+    run_stages(run_dir, data, ["retrieve"])
+    assert (run_dir / "stages/retrieve/_SUCCESS.json").exists()
