@@ -72,9 +72,10 @@ class RunView:
         table = tables.read_parquet(path, [c for c in columns if c in present])
         if where is None or not table.num_rows:
             return table
-        if not present.issuperset(columns):
+        try:
+            return table.filter(where(table))
+        except KeyError:  # the filter reads a column this partition lacks
             return table.slice(0, 0)
-        return table.filter(where(table))
 
     def scan(self, stage: str, columns: list[str], where=None, enough: Callable[[], bool] | None = None,
              max_partitions: int | None = None) -> Iterator[pa.Table]:
