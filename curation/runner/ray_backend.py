@@ -1,7 +1,8 @@
 """Ray backend: map steps on actor pools, global steps as Ray tasks.
 
-Each map step gets a pool of actors of class ``<Stage><Step>Worker`` (that
-name is what the Ray dashboard shows) with the step's resources; an actor
+Each map step gets a pool of actors of class ``<Stage><Step>Worker``, named
+``<stage>/<step> #<i> [<run>]`` (the dashboard's Name column), with the step's
+resources; each partition is a task named ``<stage>/<step>/part-NNNNNN``; an actor
 calls ``setup()`` once and then processes one partition at a time. A
 partition that raises, or whose actor dies, is retried on a fresh attempt up
 to ``runner.max_partition_retries`` times, then reported.
@@ -9,9 +10,11 @@ to ``runner.max_partition_retries`` times, then reported.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
+import uuid
 from typing import Any
 
 from curation.config import RayConfig, RunnerConfig
@@ -21,6 +24,7 @@ from curation.runner.metrics import report_failure, report_partition
 from curation.runner.partition import run_global_step, run_map_partition
 from curation.runner.progress import Progress
 from curation.stages.base import GlobalStep, MapStep, Resources, StageContext
+from curation.tables import partition_name
 
 log = logging.getLogger("curation")
 
@@ -49,44 +53,71 @@ def init_ray(ray_cfg: RayConfig) -> dict[str, Any]:
     return {"dashboard": dashboard, "metrics_ports": ports}
 
 
-class RowCounter:
-    """Rows processed by the attempts in flight, reported batch by batch.
+class ProgressCounter:
+    """How far the work in flight of one run is: one actor per run, for every step.
 
-    An attempt is keyed ``(partition, attempt)``; once closed, late reports
-    for it are ignored, so a failed attempt's rows leave the count.
+    Map attempts, keyed ``(stage, step, partition, attempt)``, add rows batch
+    by batch; a global step's attempt, keyed ``(stage, step, -1, attempt)``,
+    sets ``(done, total)``. Once an attempt is closed its late reports are
+    ignored, so a failed attempt's rows leave the count.
     """
 
     def __init__(self):
-        self.rows: dict[tuple[int, int], int] = {}
-        self.closed: set[tuple[int, int]] = set()
+        self.rows: dict[tuple, int] = {}
+        self.steps: dict[tuple, tuple[int, int]] = {}
+        self.closed: set[tuple] = set()
 
-    def add(self, key: tuple[int, int], n: int) -> None:
+    def add(self, key: tuple, n: int) -> None:
         if key not in self.closed:
             self.rows[key] = self.rows.get(key, 0) + n
 
-    def close(self, key: tuple[int, int]) -> None:
+    def set(self, key: tuple, done: int, total: int) -> None:
+        if key not in self.closed:
+            self.steps[key] = (done, total)
+
+    def close(self, key: tuple) -> None:
         self.closed.add(key)
         self.rows.pop(key, None)
+        self.steps.pop(key, None)
 
-    def in_flight(self) -> int:
-        return sum(self.rows.values())
+    def in_flight(self, stage: str, step: str) -> int:
+        return sum(n for key, n in self.rows.items() if key[:2] == (stage, step))
+
+    def get(self, key: tuple) -> tuple[int, int] | None:
+        return self.steps.get(key)
+
+    def __repr__(self) -> str:  # the dashboard's "Repr" column
+        return "ProgressCounter"
 
 
 class PartitionWorker:
     """Holds one step's heavy state and processes partitions with it."""
 
     def __init__(self, run_dir: str, config_data: dict[str, Any], stage: str, step_name: str, counter=None):
+        self.label = f"{stage}/{step_name}"
         self.step = _make_step(run_dir, config_data, stage, step_name)
         self.counter = counter
         self.step.setup()
 
     def run(self, partition: int, attempt: int = 0) -> dict[str, Any]:
+        import ray
+
+        sent: list = []
         report = None
         if self.counter is not None:
-            report = lambda n: self.counter.add.remote((partition, attempt), n)  # noqa: E731
-        stats = run_map_partition(self.step, partition, report)
+            key = (self.step.ctx.stage, self.step.name, partition, attempt)
+            report = lambda n: sent.append(self.counter.add.remote(key, n))  # noqa: E731
+        try:
+            stats = run_map_partition(self.step, partition, report)
+        finally:
+            # Every report lands before the result does: none outlives the counter as a failed task.
+            if sent:
+                ray.wait(sent, num_returns=len(sent))
         report_partition(stats)
         return stats
+
+    def __repr__(self) -> str:
+        return f"{self.label} worker"
 
 
 def _camel(name: str) -> str:
@@ -115,17 +146,49 @@ def _pool_size(resources: Resources, pending: int, max_workers: int | None) -> i
 
 
 class RayBackend:
+    """Map steps on named actor pools, global steps as named tasks, one progress counter per run.
+
+    Names read in the dashboard: actors ``<stage>/<step> #<i> [<run>]``, tasks
+    ``<stage>/<step>/part-NNNNNN`` (map) and ``<stage>/<step>`` (global).
+    """
+
     def __init__(self, runner_cfg: RunnerConfig):
         self.max_retries = runner_cfg.max_partition_retries
         self.max_workers = runner_cfg.max_workers
+        self._counter = None
+        self._actors = itertools.count()
+        self._tag = ""
+
+    def _progress_counter(self, ctx: StageContext):
+        import ray
+
+        if self._counter is None:
+            self._tag = f"{ctx.run_dir.name}:{uuid.uuid4().hex[:6]}"
+            self._counter = ray.remote(ProgressCounter).options(
+                num_cpus=0, name=f"progress [{self._tag}]").remote()
+        return self._counter
+
+    def close(self) -> None:
+        """Retire the run's counter once the driver's own calls to it are done."""
+        import ray
+
+        if self._counter is not None:
+            ray.get(self._counter.in_flight.remote("", ""))  # calls from one caller run in order
+            ray.kill(self._counter)
+            self._counter = None
 
     def run_map(self, ctx: StageContext, step: MapStep, pending: list[int], progress: Progress) -> list[Failure]:
         import ray
 
         resources = step.resources()
-        counter = ray.remote(RowCounter).options(num_cpus=0).remote()
-        actor_cls = _actor_class(ctx.stage, step.name).options(**resources.ray_options())
-        make = lambda: actor_cls.remote(str(ctx.run_dir), ctx.config_data, ctx.stage, step.name, counter)  # noqa: E731
+        counter = self._progress_counter(ctx)
+        actor_cls = _actor_class(ctx.stage, step.name)
+
+        def make():
+            name = f"{ctx.stage}/{step.name} #{next(self._actors)} [{self._tag}]"
+            return actor_cls.options(name=name, **resources.ray_options()).remote(
+                str(ctx.run_dir), ctx.config_data, ctx.stage, step.name, counter)
+
         actors = [make() for _ in range(_pool_size(resources, len(pending), self.max_workers))]
         queue = [(p, 0) for p in pending]
         running: dict[Any, tuple[Any, int, int]] = {}
@@ -136,13 +199,14 @@ class RayBackend:
                 while queue and actors:
                     actor = actors.pop()
                     partition, attempt = queue.pop(0)
-                    running[actor.run.remote(partition, attempt)] = (actor, partition, attempt)
+                    task = actor.run.options(name=f"{ctx.stage}/{step.name}/{partition_name(partition)}")
+                    running[task.remote(partition, attempt)] = (actor, partition, attempt)
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
                 if not ready:
-                    progress.advance_to(done + ray.get(counter.in_flight.remote()))
+                    progress.advance_to(done + ray.get(counter.in_flight.remote(ctx.stage, step.name)))
                     continue
                 actor, partition, attempt = running.pop(ready[0])
-                counter.close.remote((partition, attempt))
+                counter.close.remote((ctx.stage, step.name, partition, attempt))
                 try:
                     stats = ray.get(ready[0])
                 except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as err:
@@ -154,9 +218,10 @@ class RayBackend:
                 else:
                     actors.append(actor)
                     done += stats["rows"]
-                progress.advance_to(done + ray.get(counter.in_flight.remote()))
+                progress.advance_to(done + ray.get(counter.in_flight.remote(ctx.stage, step.name)))
         finally:
-            for actor in actors + [a for a, _, _ in running.values()] + [counter]:
+            # Idle actors have no task in flight, so killing them fails nothing.
+            for actor in actors + [a for a, _, _ in running.values()]:
                 ray.kill(actor)
         return failures
 
@@ -170,16 +235,19 @@ class RayBackend:
         else:
             failures.append(Failure(ctx.stage, step.name, partition, message))
 
-    def run_global(self, ctx: StageContext, step: GlobalStep) -> Failure | None:
+    def run_global(self, ctx: StageContext, step: GlobalStep, progress: Progress) -> Failure | None:
         import ray
 
+        counter = self._progress_counter(ctx)
         task = ray.remote(_run_global).options(
-            name=f"{_camel(ctx.stage)}{_camel(step.name)}Task", max_retries=0, **step.resources().ray_options()
+            name=f"{ctx.stage}/{step.name}", max_retries=0, **step.resources().ray_options()
         )
         message = ""
         for attempt in range(self.max_retries + 1):
+            key = (ctx.stage, step.name, -1, attempt)
             try:
-                ray.get(task.remote(str(ctx.run_dir), ctx.config_data, ctx.stage, step.name))
+                _follow(task.remote(str(ctx.run_dir), ctx.config_data, ctx.stage, step.name, counter, key),
+                        counter, key, progress)
                 return None
             except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError) as err:
                 cause = getattr(err, "cause", None) or err
@@ -188,7 +256,22 @@ class RayBackend:
                 log.warning("%s/%s failed (attempt %d): %s", ctx.stage, step.name, attempt + 1, message)
                 if isinstance(cause, ConfigError):  # retrying cannot fix the config
                     break
+            finally:
+                counter.close.remote(key)
         return Failure(ctx.stage, step.name, None, message)
+
+
+def _follow(ref, counter, key: tuple, progress: Progress) -> Any:
+    """Wait for a global step's task, moving its progress as it reports."""
+    import ray
+
+    while True:
+        ready, _ = ray.wait([ref], timeout=1.0)
+        reported = ray.get(counter.get.remote(key))
+        if reported is not None:
+            progress.advance_to(*reported)
+        if ready:
+            return ray.get(ref)
 
 
 def _one_line(err: BaseException) -> str:
@@ -201,8 +284,34 @@ def _one_line(err: BaseException) -> str:
     return text[:600]
 
 
-def _run_global(run_dir: str, config_data: dict[str, Any], stage: str, step_name: str) -> dict[str, Any]:
-    return run_global_step(_make_step(run_dir, config_data, stage, step_name))
+def _run_global(run_dir: str, config_data: dict[str, Any], stage: str, step_name: str,
+                counter=None, key: tuple | None = None) -> dict[str, Any]:
+    import ray
+
+    step = _make_step(run_dir, config_data, stage, step_name)
+    sent: list = []
+    if counter is not None:
+        step.progress_hook = _throttled(lambda done, total: sent.append(counter.set.remote(key, done, total)))
+    try:
+        return run_global_step(step)
+    finally:
+        if sent:
+            ray.wait(sent, num_returns=len(sent))
+
+
+def _throttled(send, every_s: float = 0.5):
+    """``send(done, total)`` at most every ``every_s`` seconds, and always when ``done == total``."""
+    import time
+
+    last = [0.0]
+
+    def hook(done: int, total: int) -> None:
+        now = time.monotonic()
+        if done >= total or now - last[0] >= every_s:
+            last[0] = now
+            send(done, total)
+
+    return hook
 
 
 def _make_step(run_dir: str, config_data: dict[str, Any], stage: str, step_name: str):

@@ -143,7 +143,7 @@ class Graph(GlobalStep):
         from curation.algorithms import components as cc
         from curation.algorithms import hamming, knn
 
-        timer, h = _Timer(), self.cfg.hashing
+        timer, h = _Timer(lambda n: self.report_progress(n, len(_Timer.PHASES))), self.cfg.hashing
         pool = _Pool(self.ctx.step_dir(Features.name))
         codes, hash_info = self._codes(pool, out_dir)
         timer.lap("hash")
@@ -248,15 +248,21 @@ class Table(MapStep):
 
 
 class _Timer:
-    def __init__(self):
+    """Seconds per phase of the graph step; each lap is also reported as progress."""
+
+    PHASES = ("hash", "hash_groups", "descriptors", "copy_graph", "write")
+
+    def __init__(self, on_lap=None):
         import time
 
-        self.clock, self.last, self.laps = time.perf_counter, time.perf_counter(), {}
+        self.clock, self.last, self.laps, self.on_lap = time.perf_counter, time.perf_counter(), {}, on_lap
 
     def lap(self, name: str) -> None:
         now = self.clock()
         self.laps[name] = round(now - self.last, 3)
         self.last = now
+        if self.on_lap is not None:
+            self.on_lap(len(self.laps))
 
 
 class _Pool:
