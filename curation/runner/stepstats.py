@@ -45,7 +45,7 @@ class StepState:
 
 
 def run_active(run_dir: Path) -> bool:
-    """Whether the process that holds (or last held) the run's lock is alive on this host."""
+    """Whether a process holds the run's lock: its pid is written there while it runs (this host only)."""
     lock = Path(run_dir) / LOCK_FILE
     try:
         pid = int(lock.read_text().split()[1])

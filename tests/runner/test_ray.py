@@ -44,12 +44,57 @@ def test_actors_are_named_after_the_stage_and_counters_reach_the_metrics_endpoin
         actors = json.loads(response.read())["data"]["result"]["result"]
     names = {a["class_name"] for a in actors}
     assert {"NumbersMakeWorker", "ParityMarkWorker"} <= names
+    assert any((a.get("name") or "").startswith("numbers/make #") for a in actors)  # the Name column
     ports = [n["MetricsExportPort"] for n in ray_session.nodes() if n["Alive"]]
     deadline = time.time() + 40
     text = ""
-    while time.time() < deadline and 'stage="parity"' not in text:
+    while time.time() < deadline and not ('stage="parity"' in text and "ray_curation_step_done" in text):
         time.sleep(2)
         text = "".join(urllib.request.urlopen(f"http://127.0.0.1:{p}/metrics", timeout=5).read().decode()
                        for p in ports)
     lines = [line for line in text.splitlines() if line.startswith("ray_curation_samples_total")]
     assert any('stage="parity"' in line and 'status="odd"' in line for line in lines), lines
+    # Step progress gauges, set by the driver for map and global steps alike.
+    assert any(line.startswith("ray_curation_step_done") and 'step="total"' in line for line in text.splitlines())
+
+
+def _state(ray_session, kind: str) -> list[dict]:
+    """Rows of the dashboard's state API (what its Actors and Tasks pages show)."""
+    import json
+
+    url = ray_session._private.worker.global_worker.node.address_info["webui_url"]
+    with urllib.request.urlopen(f"http://{url}/api/v0/{kind}?limit=10000&detail=1", timeout=60) as response:
+        return json.loads(response.read())["data"]["result"]["result"]
+
+
+def test_names_one_counter_per_run_no_failed_helper_task_and_global_progress(ray_session, tmp_path, monkeypatch):
+    from curation.runner.progress import Progress
+
+    moves = []
+
+    class Recorder(Progress):
+        def advance_to(self, n, total=None):
+            moves.append((self.label, n, total))
+            super().advance_to(n, total)
+
+    monkeypatch.setattr("curation.runner.driver.Progress", Recorder)
+    run_dir = tmp_path / "named"
+    run_pipeline(_config(run_dir, fail_once_dir=str(tmp_path / "flaky")))
+    # The global step's own reports reach the driver's progress, through the run's counter.
+    assert ("parity/total", 2, 2) in moves
+    actors = _state(ray_session, "actors")
+    names = sorted(a.get("name") or "" for a in actors if f"[{run_dir.name}:" in (a.get("name") or ""))
+    assert sum(n.startswith("progress [") for n in names) == 1
+    assert any(n.startswith("numbers/make #") for n in names) and any(n.startswith("parity/mark #") for n in names)
+    assert all(a["class_name"] != "RowCounter" for a in actors)
+    deadline, tasks = time.time() + 60, []
+    # Task events reach the dashboard a moment after the tasks end.
+    while time.time() < deadline and not any(t["name"] == "parity/total" and t["state"] == "FINISHED"
+                                             for t in tasks):
+        time.sleep(1)
+        tasks = _state(ray_session, "tasks")
+    assert any(t["name"] == "parity/total" and t["state"] == "FINISHED" for t in tasks), \
+        sorted({(t["name"], t["state"]) for t in tasks})
+    assert any(t["name"].startswith("numbers/make/part-00000") for t in tasks)
+    # Partitions failed on purpose (and were retried), but no helper call failed with them.
+    assert [t for t in tasks if t["name"].startswith("ProgressCounter.") and t["state"] == "FAILED"] == []
