@@ -12,7 +12,7 @@ def run_pipeline(config, stages: list[str] | None = None, force: bool = False, b
         return run(config, LocalBackend(config.runner.max_partition_retries), stages, force)
     from curation.runner.ray_backend import RayBackend, init_ray
 
-    init_ray(config.ray)
+    init_ray(config.ray, job_name=f"curate {config.name} {config.run_dir}")
     return run(config, RayBackend(config.runner), stages, force)
 
 

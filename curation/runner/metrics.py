@@ -19,8 +19,13 @@ initialised.
 
 from __future__ import annotations
 
+import os
+import shutil
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
+
+GRAFANA_DASHBOARD = Path(__file__).resolve().parent.parent / "resources" / "grafana_dashboard.json"
 
 
 GAUGES = {
@@ -101,3 +106,28 @@ def report_progress(stage: str, step: str, state: dict[str, Any] | None) -> None
               "eta_seconds": -1 if eta is None else eta, "running": 1}
     for name, value in values.items():
         gauges[name].set(value, tags=tags)
+
+
+def install_grafana_dashboard() -> Path | None:
+    """Copy the pipeline's Grafana dashboard beside the ones Ray generates for its head node.
+
+    Ray's Grafana provisioning (``<session>/metrics/grafana/provisioning``, or
+    ``RAY_METRICS_GRAFANA_DASHBOARD_OUTPUT_DIR``) loads every JSON of that
+    folder, so a Grafana started as Ray documents lists "Curation pipeline"
+    beside Ray's own dashboards. Only on the node holding that folder (the
+    head); returns the copy, or None.
+    """
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    folder = os.environ.get("RAY_METRICS_GRAFANA_DASHBOARD_OUTPUT_DIR")
+    if not folder and node is not None:
+        folder = str(Path(node.get_session_dir_path()) / "metrics" / "grafana" / "dashboards")
+    if not folder or not Path(folder).is_dir():
+        return None
+    target = Path(folder) / "curation_grafana_dashboard.json"
+    try:
+        shutil.copyfile(GRAFANA_DASHBOARD, target)
+    except OSError:  # a read-only session folder: the dashboard can still be imported by hand
+        return None
+    return target

@@ -20,7 +20,7 @@ from typing import Any
 from curation.config import RayConfig, RunnerConfig
 from curation.errors import ConfigError
 from curation.runner.driver import Failure
-from curation.runner.metrics import report_failure, report_partition
+from curation.runner.metrics import install_grafana_dashboard, report_failure, report_partition
 from curation.runner.partition import run_global_step, run_map_partition
 from curation.runner.progress import Progress
 from curation.stages.base import GlobalStep, MapStep, Resources, StageContext
@@ -29,7 +29,7 @@ from curation.tables import partition_name
 log = logging.getLogger("curation")
 
 
-def init_ray(ray_cfg: RayConfig) -> dict[str, Any]:
+def init_ray(ray_cfg: RayConfig, job_name: str | None = None) -> dict[str, Any]:
     """Start or join Ray; returns where to watch it (dashboard, metrics ports)."""
     import ray
 
@@ -41,6 +41,10 @@ def init_ray(ray_cfg: RayConfig) -> dict[str, Any]:
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         kwargs: dict[str, Any] = {"address": ray_cfg.address, "namespace": ray_cfg.namespace}
+        if job_name:  # shown with the job in `ray list jobs` and the dashboard's job details
+            from ray.job_config import JobConfig
+
+            kwargs["job_config"] = JobConfig(metadata={"job_name": job_name})
         if ray_cfg.address is None:
             kwargs.update(num_cpus=ray_cfg.num_cpus, num_gpus=ray_cfg.num_gpus,
                           include_dashboard=ray_cfg.dashboard, dashboard_host="127.0.0.1",
@@ -48,9 +52,11 @@ def init_ray(ray_cfg: RayConfig) -> dict[str, Any]:
                           object_store_memory=ray_cfg.object_store_memory)
         dashboard = getattr(ray.init(**kwargs), "dashboard_url", None) or None
     ports = sorted({n.get("MetricsExportPort") for n in ray.nodes() if n.get("Alive")} - {None})
-    log.info("Ray dashboard: %s; metrics (Prometheus) on ports %s of each node",
-             f"http://{dashboard}" if dashboard else "not started here", ports)
-    return {"dashboard": dashboard, "metrics_ports": ports}
+    grafana = install_grafana_dashboard()
+    log.info("Ray dashboard: %s; metrics (Prometheus) on ports %s of each node%s",
+             f"http://{dashboard}" if dashboard else "not started here", ports,
+             f"; Grafana dashboard {grafana}" if grafana else "")
+    return {"dashboard": dashboard, "metrics_ports": ports, "grafana_dashboard": grafana}
 
 
 class ProgressCounter:
