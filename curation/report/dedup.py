@@ -39,7 +39,7 @@ def dedup_section(view: RunView, thumbs: Thumbnails) -> str:
     if not view.has("dedup"):
         return '<p class="muted">the dedup stage has not run</p>'
     cfg = view.section("dedup")
-    rows, near, read = _scan(view)
+    rows, near, read = _scan(view, cfg.copy_dedup.threshold)
     total = len(view.partitions("dedup", shuffled=False))
     out = [f'<p class="muted">from {read} of {total} partitions; hash threshold {cfg.hashing.max_distance} bits, '
            f'copy threshold {cfg.copy_dedup.threshold}, relative threshold {cfg.relative.threshold}</p>']
@@ -52,8 +52,8 @@ def dedup_section(view: RunView, thumbs: Thumbnails) -> str:
     return "".join(out)
 
 
-def _scan(view: RunView) -> tuple[pa.Table, pa.Table, int]:
-    """Duplicate rows, and the kept rows most similar to their neighbour, of sampled partitions."""
+def _scan(view: RunView, threshold: float) -> tuple[pa.Table, pa.Table, int]:
+    """Duplicate rows, and the kept rows most similar to their neighbour under ``threshold``, of sampled partitions."""
     dup_parts, near_parts, read = [], [], 0
     wanted = pa.array(DUPLICATES)
     for part in view.scan("dedup", COLUMNS, max_partitions=MAX_PARTITIONS):
@@ -62,7 +62,7 @@ def _scan(view: RunView) -> tuple[pa.Table, pa.Table, int]:
             continue
         dup_parts.append(part.filter(pc.is_in(part["status"], value_set=wanted)))
         kept = part.filter(pc.and_(pc.equal(part["status"], tables.SUCCESS),
-                                   pc.is_valid(part["nearest_duplicate_similarity"])))
+                                   pc.less(part["nearest_duplicate_similarity"], threshold)))
         near_parts.append(_top(kept, "nearest_duplicate_similarity", GROUPS, descending=True))
     empty = pa.table({c: pa.array([], pa.string()) for c in ("key", "status")})
     rows = pa.concat_tables(dup_parts, promote_options="default") if dup_parts else empty
@@ -133,8 +133,12 @@ def _sim(r: dict) -> float:
 def _near(near: pa.Table, thumbs: Thumbnails) -> str:
     if not near.num_rows:
         return '<p class="muted">none</p>'
-    out = []
+    out, shown = [], set()
     for r in near.to_pylist():
+        pair = frozenset((r["key"], r["nearest_duplicate_key"]))
+        if pair in shown:  # each other's nearest: one pair
+            continue
+        shown.add(pair)
         figures = [h.figure(thumbs.pool(r["key"]), f"kept {r['key']}", "kept"),
                    h.figure(thumbs.pool(r["nearest_duplicate_key"]),
                             f"nearest {r['nearest_duplicate_key']} similarity {_sim(r):.3f}", "")]

@@ -137,7 +137,7 @@ def run_states(run_dir: Path, data: dict[str, Any], stages: list[str]) -> list[S
 def duration_text(seconds: float | None) -> str:
     if seconds is None:
         return "-"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:
