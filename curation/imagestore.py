@@ -65,8 +65,13 @@ class TarImages:
             return f.read(size)
 
 
-def pool_images(run_dir: Path, partition: int) -> TarImages:
-    """The download stage's images of one partition."""
+def pool_tar(run_dir: Path, partition: int) -> Path:
+    """The tar of the download stage's images of one partition."""
     from curation.tables import partition_name
 
-    return TarImages(Path(run_dir) / "stages" / "download" / "fetch" / f"{partition_name(partition)}.tar")
+    return Path(run_dir) / "stages" / "download" / "fetch" / f"{partition_name(partition)}.tar"
+
+
+def pool_images(run_dir: Path, partition: int) -> TarImages:
+    """The download stage's images of one partition."""
+    return TarImages(pool_tar(run_dir, partition))

@@ -16,7 +16,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from curation.imagestore import TarImages, pool_images
+from curation.imagestore import TarImages, pool_tar
 from curation.preprocess import DecodeError, open_rgb
 from curation.sources import ImageSetConfig, folder_files
 from curation.tables import key_partition
@@ -51,7 +51,7 @@ class Thumbnails:
         self._folders: dict[str, list[Path]] = {}
 
     def pool(self, key: str) -> str | None:
-        return self._memo("pool", key, lambda: self._tar_get(pool_images(self.run_dir, key_partition(key)).path, key))
+        return self._memo("pool", key, lambda: self._tar_get(pool_tar(self.run_dir, key_partition(key)), key))
 
     def curated(self, image_set: str, key: str) -> str | None:
         return self._memo(image_set, key, lambda: self._curated_bytes(image_set, key))
