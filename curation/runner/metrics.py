@@ -4,7 +4,8 @@ They appear on every node's metrics endpoint (Prometheus text, prefixed
 ``ray_``):
 
 - ``ray_curation_samples_total{stage,step,status}``: samples committed, by status family;
-- ``ray_curation_partitions_total{stage,step,outcome}``: partitions committed or failed;
+- ``ray_curation_partitions_total{stage,step,outcome}``: partitions committed or failed (a
+  global step counts as one);
 - ``ray_curation_step_done{stage,step}``, ``ray_curation_step_total``: progress of the
   running step (samples for a map step, the step's own units for a global step);
 - ``ray_curation_step_rate{stage,step}`` (units/s), ``ray_curation_step_eta_seconds``;
@@ -82,6 +83,13 @@ def report_partition(stats: dict[str, Any]) -> None:
     for family, n in families.items():
         counters["samples"].inc(n, tags={**tags, "status": family})
     counters["partitions"].inc(1, tags={**tags, "outcome": "committed"})
+
+
+def report_global(stage: str, step: str) -> None:
+    """A global step committed: it counts as one partition."""
+    counters = _counters()
+    if counters is not None:
+        counters["partitions"].inc(1, tags={"stage": stage, "step": step, "outcome": "committed"})
 
 
 def report_failure(stage: str, step: str) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from curation.config import RayConfig, RunnerConfig
 from curation.errors import ConfigError
 from curation.runner.driver import Failure
-from curation.runner.metrics import install_grafana_dashboard, report_failure, report_partition
+from curation.runner.metrics import install_grafana_dashboard, report_failure, report_global, report_partition
 from curation.runner.partition import run_global_step, run_map_partition
 from curation.runner.progress import Progress
 from curation.stages.base import GlobalStep, MapStep, Resources, StageContext
@@ -254,6 +254,7 @@ class RayBackend:
             try:
                 _follow(task.remote(str(ctx.run_dir), ctx.config_data, ctx.stage, step.name, counter, key),
                         counter, key, progress)
+                report_global(ctx.stage, step.name)
                 return None
             except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError) as err:
                 cause = getattr(err, "cause", None) or err
