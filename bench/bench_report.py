@@ -44,11 +44,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--keep", action="store_true", help="keep the synthetic run")
+    ap.add_argument("--reuse", action="store_true", help="time the run already at --out (built by --keep)")
     args = ap.parse_args()
     start = time.perf_counter()
-    build(args.source.resolve(), args.out.resolve(), args.partitions, args.rows)
-    print(f"built {args.partitions} x {args.rows} = {args.partitions * args.rows:,} rows in "
-          f"{time.perf_counter() - start:.0f} s at {args.out}")
+    if not (args.reuse and (args.out / "config.yaml").exists()):
+        build(args.source.resolve(), args.out.resolve(), args.partitions, args.rows)
+        print(f"built {args.partitions} x {args.rows} = {args.partitions * args.rows:,} rows in "
+              f"{time.perf_counter() - start:.0f} s at {args.out}")
     report_cmd = [sys.executable, "-c", f"from curation.report import write_report; write_report({str(args.out)!r})"]
     peer_cmd = [sys.executable, "-c", PEER.format(run=str(args.out))]
     best: dict[str, tuple[float, int]] = {}

@@ -81,28 +81,28 @@ def retrieval_section(view: RunView, thumbs: Thumbnails) -> str:
     step_dir = view.ctx("retrieve").step_dir("search")
     selected = [retrieve_io.selection_path(step_dir, p) for p in view.partitions("retrieve", shuffled=False)]
     columns = ["key", "dataset", "mode", "query_dataset", "query_key", "similarity", "rank", "cluster"]
+    everything = _selection(selected, columns)
     out = []
     for entry in view.config.retrieve.datasets:
         if entry.mode == "as_is":
             continue
-        rows = _selected_of(selected, columns, entry.name)
+        rows = everything.filter(pc.equal(everything["dataset"], entry.name))
         out.append(f"<h3>{h.esc(entry.name)} <span class=muted>({entry.mode} mode, {rows.num_rows:,} "
                    f"selected)</span></h3>")
         out.append(_by_query(view, rows, thumbs) if entry.mode == "sample" else _by_cluster(view, rows, thumbs))
     return "".join(out) or '<p class="muted">no retrieval entry searches the pool</p>'
 
 
-def _selected_of(paths, columns: list[str], dataset: str) -> pa.Table:
-    """The selection rows of one entry (the selection holds only retrieved images: small next to the pool)."""
+def _selection(paths, columns: list[str]) -> pa.Table:
+    """Every selection row (the selection holds only retrieved images: small next to the pool)."""
     parts = [tables.read_parquet(p, columns) for p in paths if p.exists()]
     if not parts:
         return pa.table({c: pa.array([], pa.string()) for c in columns})
-    table = pa.concat_tables(parts)
-    return table.filter(pc.equal(table["dataset"], dataset))
+    return pa.concat_tables(parts)
 
 
 def _by_query(view: RunView, rows: pa.Table, thumbs: Thumbnails) -> str:
-    queries = sorted(set(rows["query_key"].to_pylist()) - {None})
+    queries = sorted(pc.unique(rows["query_key"].drop_null()).to_pylist())
     if not queries:
         return '<p class="muted">nothing selected</p>'
     picked = sorted(view.rng.choice(queries, size=min(QUERIES_SHOWN, len(queries)), replace=False).tolist())
@@ -119,7 +119,7 @@ def _by_query(view: RunView, rows: pa.Table, thumbs: Thumbnails) -> str:
 
 
 def _by_cluster(view: RunView, rows: pa.Table, thumbs: Thumbnails) -> str:
-    clusters = sorted(set(rows["cluster"].to_pylist()) - {None})
+    clusters = sorted(pc.unique(rows["cluster"].drop_null()).to_pylist())
     if not clusters:
         return '<p class="muted">no cluster qualified</p>'
     picked = sorted(view.rng.choice(clusters, size=min(QUERIES_SHOWN, len(clusters)), replace=False).tolist())
