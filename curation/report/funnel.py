@@ -55,7 +55,7 @@ def _dedup_funnel(view: RunView) -> str:
     funnel = read_json(path)
     order = ["input", "after_pca_hash", "after_self_dedup", "after_relative_dedup"]
     bars = [(name.replace("after_", ""), funnel[name]) for name in order if name in funnel]
-    return "<h3>Dedup funnel (images alive after each step)</h3>" + h.bar_chart(bars, width=420)
+    return "<h3>Dedup funnel (images alive after each step)</h3>" + h.bar_chart(bars, width=380)
 
 
 def reasons_section(view: RunView, thumbs: Thumbnails) -> str:

@@ -119,7 +119,7 @@ def bar_chart(bars: Sequence[tuple[str, float]], width: int = 760, unit: str = "
     if not bars:
         return '<p class="muted">nothing to chart</p>'
     h, label_h = 140, 30
-    step = min(60, (width - 10) / len(bars))
+    step = min(90, (width - 10) / len(bars))
     top = max(v for _, v in bars) or 1
     out = []
     for i, (label, value) in enumerate(bars):
