@@ -59,8 +59,10 @@ def _dedup_funnel(view: RunView) -> str:
 
 
 def reasons_section(view: RunView, thumbs: Thumbnails) -> str:
-    """Every drop status with its count, the stage that dropped it, and sampled examples."""
-    last = view.stages[-1]
+    """Every drop status so far with its count, the stage that dropped it, and sampled examples."""
+    last = next((s for s in reversed(view.stages) if view.has(s)), None)  # the furthest stage with a table
+    if last is None:
+        return '<p class="muted">no stage has committed a partition yet</p>'
     counts = {s: n for s, n in stage_counts(view, last).items() if s != tables.SUCCESS}
     if not counts:
         return '<p class="muted">no sample was dropped</p>'

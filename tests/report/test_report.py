@@ -128,3 +128,16 @@ def test_size_histogram_bins_by_powers_of_two():
 def test_hamming():
     assert hamming(b"\x00\xff", b"\x01\xff") == 1
     assert hamming(b"\x0f\x0f", b"\xf0\xf0") == 16
+
+
+@pytest.mark.slow
+def test_a_run_with_only_its_first_stage_done(demo_run, tmp_path):
+    partial = tmp_path / "partial"
+    shutil.copytree(demo_run / "stages/download", partial / "stages/download")
+    shutil.copy(demo_run / "config.yaml", partial / "config.yaml")
+    text = write_report(partial).read_text()
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in text
+    assert "the dedup stage has not run" in text and "the cluster stage has not run" in text
+    assert "the shard stage has not written yet" in text
+    assert "failed_download:http_404" in text  # drop reasons of the stage that ran
