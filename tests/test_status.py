@@ -45,3 +45,19 @@ def test_placement_text():
     assert placement_text(None) == ""
     assert placement_text({"node_ip": "10.0.0.5", "num_cpus": 4.0, "num_gpus": 1.0}) == "10.0.0.5 (4 CPU, 1 GPU)"
     assert placement_text({"node_id": "abc", "num_cpus": 0}) == "abc"
+
+
+def test_a_fresh_progress_file_means_running_a_stale_one_does_not(tmp_path):
+    from curation.atomic import write_json
+
+    run_stages(tmp_path, sample_pipeline(tmp_path, partitions=2, rows=3), ["numbers"])
+    step_dir = tmp_path / "stages/parity/mark"
+    step_dir.mkdir(parents=True)
+    state = {"done": 3, "total": 6, "unit": "sample", "rate": 1.5, "eta_s": 2.0, "started": time.time() - 2}
+    write_json(step_dir / PROGRESS_FILE, {**state, "updated": time.time()})  # e.g. a driver on another node
+    out = format_status(tmp_path)
+    assert ": running" in out.splitlines()[0] and "parity: running" in out
+    assert "3/6 (50%) samples, 1.5/s" in out and "ETA 2s" in out
+    write_json(step_dir / PROGRESS_FILE, {**state, "updated": time.time() - 3600})  # left by a crash
+    out = format_status(tmp_path)
+    assert ": not running" in out.splitlines()[0] and "parity: pending" in out

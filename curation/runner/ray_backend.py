@@ -275,8 +275,9 @@ def _follow(ref, counter, key: tuple, progress: Progress) -> Any:
     while True:
         ready, _ = ray.wait([ref], timeout=1.0)
         reported = ray.get(counter.get.remote(key))
-        if reported is not None:
-            progress.advance_to(*reported)
+        # Also with nothing new: the progress file stays fresh for watchers on other nodes.
+        done, total = reported if reported is not None else (progress.done, None)
+        progress.advance_to(done, total)
         if ready:
             return ray.get(ref)
 

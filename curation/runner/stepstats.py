@@ -9,6 +9,7 @@ second process can watch a run without Ray.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from curation.atomic import read_json
 from curation.stages.base import STEP_DONE, GlobalStep, StageContext
 
 PROGRESS_FILE = "_PROGRESS.json"
+STALE_S = 30.0  # a progress file not rewritten for this long was left by a run that stopped
 LOCK_FILE = ".lock"
 
 
@@ -68,15 +70,27 @@ def step_state(ctx: StageContext, step_cls, active: bool) -> StepState:
             _add_usage(out, stats)
     else:
         _add_partitions(out, step, step_dir)
-    progress = step_dir / PROGRESS_FILE
-    if out.state != "done" and active and progress.exists():
-        try:
-            out.progress, out.state = read_json(progress), "running"
-        except ValueError:  # being rewritten
-            out.state = "running"
+    live = _live_progress(step_dir / PROGRESS_FILE, active) if out.state != "done" else None
+    if live is not None:
+        out.progress, out.state = live, "running"
     elif out.state == "pending" and out.partitions_done:
         out.state = "partial"
     return out
+
+
+def _live_progress(path: Path, active: bool) -> dict[str, Any] | None:
+    """The progress file of a running step: the run's process is alive here, or the file is fresh.
+
+    The driver rewrites it every few seconds, so a fresh file also tells a
+    run driven from another node; a stale one was left by a crash.
+    """
+    try:
+        state = read_json(path)
+    except (OSError, ValueError):  # absent, or being replaced
+        return None
+    if active or time.time() - state.get("updated", 0) < STALE_S:
+        return state
+    return None
 
 
 def _add_partitions(out: StepState, step, step_dir: Path) -> None:
