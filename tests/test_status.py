@@ -61,3 +61,16 @@ def test_a_fresh_progress_file_means_running_a_stale_one_does_not(tmp_path):
     write_json(step_dir / PROGRESS_FILE, {**state, "updated": time.time() - 3600})  # left by a crash
     out = format_status(tmp_path)
     assert ": not running" in out.splitlines()[0] and "parity: pending" in out
+
+
+def test_memory_and_placement_when_the_stats_record_them(tmp_path):
+    from curation.atomic import read_json, write_json
+
+    run_stages(tmp_path, sample_pipeline(tmp_path, partitions=2, rows=3), ["numbers"])
+    for p, node in ((0, "10.0.0.5"), (1, "10.0.0.6")):
+        marker = tmp_path / f"stages/numbers/make/part-00000{p}.stats.json"
+        stats = read_json(marker)
+        write_json(marker, {**stats, "peak_rss_bytes": (p + 1) * 2**30,
+                            "placement": {"node_ip": node, "num_cpus": 4.0, "num_gpus": 0.0}})
+    line = next(ln for ln in format_status(tmp_path).splitlines() if ln.strip().startswith("make"))
+    assert "peak 2.0 GiB" in line and "on 10.0.0.5 (4 CPU), 10.0.0.6 (4 CPU)" in line

@@ -107,3 +107,15 @@ def test_names_one_counter_per_run_no_failed_helper_task_and_global_progress(ray
     assert any(t["name"].startswith("numbers/make/part-00000") for t in tasks)
     # Partitions failed on purpose (and were retried), but no helper call failed with them.
     assert [t for t in tasks if t["name"].startswith("ProgressCounter.") and t["state"] == "FAILED"] == []
+
+
+def test_a_successful_run_shows_no_failed_task(ray_session, tmp_path):
+    run_dir = tmp_path / "clean"
+    run_pipeline(_config(run_dir))
+    ours = {a["actor_id"] for a in _state(ray_session, "actors") if f"[{run_dir.name}:" in (a.get("name") or "")}
+    assert len(ours) >= 3  # the counter and the workers of both map steps
+    deadline, tasks = time.time() + 60, []
+    while time.time() < deadline and not any(t.get("name", "").startswith("ProgressCounter.") for t in tasks):
+        time.sleep(1)
+        tasks = [t for t in _state(ray_session, "tasks") if t.get("actor_id") in ours]
+    assert tasks and [(t["name"], t["state"]) for t in tasks if t["state"] == "FAILED"] == []
