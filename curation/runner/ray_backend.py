@@ -308,14 +308,14 @@ def _run_global(run_dir: str, config_data: dict[str, Any], stage: str, step_name
 
 
 def _throttled(send, every_s: float = 0.5):
-    """``send(done, total)`` at most every ``every_s`` seconds, and always when ``done == total``."""
+    """``send(done, total)`` at most every ``every_s`` seconds, and always when done (a known ``total`` reached)."""
     import time
 
     last = [0.0]
 
     def hook(done: int, total: int) -> None:
         now = time.monotonic()
-        if done >= total or now - last[0] >= every_s:
+        if (total and done >= total) or now - last[0] >= every_s:
             last[0] = now
             send(done, total)
 
