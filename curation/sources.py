@@ -55,10 +55,14 @@ def iter_images(cfg: ImageSetConfig) -> Iterator[tuple[str, bytes, dict]]:
         yield f"{cfg.name}-{i:08d}", data, meta
 
 
+def folder_files(root: Path) -> list[Path]:
+    """The image files of a folder set, in key order (``<name>-<index>`` is the index-th)."""
+    return sorted(p for p in Path(root).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def _iter_folder(cfg: ImageSetConfig) -> Iterator[tuple[bytes, dict]]:
     root = Path(cfg.path)
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    for path in files:
+    for path in folder_files(root):
         rel = path.relative_to(root)
         # Class-per-folder layouts (ImageNet style) give the label.
         label = rel.parts[0] if len(rel.parts) > 1 else None

@@ -44,7 +44,8 @@ class LocalBackend:
             progress.advance_to(done)
         return failures
 
-    def run_global(self, ctx: StageContext, step: GlobalStep) -> Failure | None:
+    def run_global(self, ctx: StageContext, step: GlobalStep, progress: Progress) -> Failure | None:
+        step.progress_hook = lambda done, total: progress.advance_to(done, total)
         error = _attempts(lambda: run_global_step(step), self.max_retries)
         return Failure(ctx.stage, step.name, None, error) if isinstance(error, str) else None
 

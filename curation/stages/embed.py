@@ -195,6 +195,8 @@ class EmbedCurated(GlobalStep):
             return {"datasets": {}}
         embedder = Embedder(self.cfg)
         done = {}
+        sizes = [s.limit if s.size is None else min(s.size, s.limit or s.size) for s in self.cfg.curated]
+        self._images, self._total = 0, 0 if None in sizes else sum(sizes)  # progress, in images (0: unknown)
         for image_set in self.cfg.curated:
             done[image_set.name] = self._dataset(embedder, image_set, out_dir)
         return {"datasets": done, "model": embedder.info}
@@ -216,6 +218,8 @@ class EmbedCurated(GlobalStep):
                 parts.append(_curated_table(chunk, decoded, writer.rows))
                 if decoded.ok.any():
                     writer.append(embedder.forward(decoded.pixels[decoded.ok]))
+                self._images += len(chunk)
+                self.report_progress(self._images, self._total)
             writer.close()
         table = pa.concat_tables(parts) if parts else _curated_table([], None, 0)
         tables.write_parquet(table, table_path)  # written last: marks the dataset done

@@ -142,6 +142,7 @@ class Search(GlobalStep):
         searcher = io.Searcher(pool, self.cfg.index, self.ctx.seed)
         parts, queries, per_dataset = [], [], []
         for i, entry in enumerate(self.cfg.datasets):
+            self.report_progress(i, len(self.cfg.datasets) + 1)  # one unit per entry, one for the write
             if entry.mode == "as_is":
                 queries.append(np.array([], dtype=str))
                 per_dataset.append({"name": entry.name, "mode": "as_is"})
@@ -154,6 +155,7 @@ class Search(GlobalStep):
             per_dataset.append({"name": entry.name, "mode": entry.mode, "queries": len(keys), **stats})
         resolved = rt.resolve_collisions(rt.Hits.concat(parts), self.cfg.collisions, len(self.cfg.datasets))
         selected = io.selection_table(resolved, pool, queries, self.cfg.datasets, self._query_sets())
+        self.report_progress(len(self.cfg.datasets), len(self.cfg.datasets) + 1)
         io.write_selection(out_dir, selected, pool.partitions_all)
         for row, kept in zip(per_dataset, resolved.stats["kept_per_dataset"]):
             row["selected"] = kept if row["mode"] != "as_is" else None
