@@ -20,8 +20,9 @@ commands:
            run a pipeline's stages (all, in order, or just those named), resumably
   demo     [run_dir=runs/demo] [size=small|tiny] [dotted.key=value ...]
            build a small offline corpus, serve it on loopback and run the demo pipeline
-  status   run_dir=DIR            per-stage progress of a run directory
+  status   run_dir=DIR            per-step state of a run directory: done/running/pending, durations, ETA
   verify   run_dir=DIR [checksums=true]   check every stage's files against its markers; changes nothing
+  report   run_dir=DIR [out=FILE] [seed=N]   a self-contained HTML report of a run (see docs/report.md)
   inspect  MANIFEST [checksums=true]   validate a shard manifest (and verify sha256)
   plan     pipeline=NAME [pool_size=N] [cluster_file=ray_cluster.yaml]
            the expected composition of a pipeline, like Table 15; with a pool size, the
@@ -115,6 +116,20 @@ def cmd_verify(args: list[str]) -> int:
     return 0 if intact else 1
 
 
+def cmd_report(args: list[str]) -> int:
+    from curation.report import write_report
+
+    picked, rest = _split(args, ("run_dir", "out", "seed"))
+    if rest or "run_dir" not in picked:
+        raise ConfigError("report: usage: curate report run_dir=DIR [out=FILE] [seed=N]")
+    try:
+        seed = int(picked.get("seed", 0))
+    except ValueError:
+        raise ConfigError(f"seed: expected an integer, got '{picked['seed']}'") from None
+    print(write_report(Path(picked["run_dir"]), picked.get("out"), seed))
+    return 0
+
+
 def cmd_inspect(args: list[str]) -> int:
     from curation.manifest import read_manifest, verify
 
@@ -176,6 +191,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "status": cmd_status,
     "verify": cmd_verify,
+    "report": cmd_report,
     "inspect": cmd_inspect,
     "plan": cmd_plan,
     "config": cmd_config,

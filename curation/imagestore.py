@@ -65,6 +65,13 @@ class TarImages:
             return f.read(size)
 
 
+def pool_tar(run_dir: Path, partition: int) -> Path:
+    """The tar of the download stage's images of one partition."""
+    from curation.tables import partition_name
+
+    return Path(run_dir) / "stages" / "download" / "fetch" / f"{partition_name(partition)}.tar"
+
+
 def pool_images(run_dir: Path, partition: int) -> TarImages:
     """The download stage's images of one partition.
 
@@ -77,16 +84,15 @@ def pool_images(run_dir: Path, partition: int) -> TarImages:
     from curation.atomic import read_json
     from curation.errors import PartitionError
     from curation.runner.verify import file_problems, marker_path
-    from curation.tables import partition_name
 
-    step_dir = Path(run_dir) / "stages" / "download" / "fetch"
-    name = f"{partition_name(partition)}.tar"
+    tar = pool_tar(run_dir, partition)
+    step_dir = tar.parent
     marker = marker_path(step_dir, partition)
     try:
         listed = read_json(marker).get("files", {})
     except (OSError, ValueError):
         listed = {}  # outputs made by other means than this runner: taken as they are
-    problems = file_problems(step_dir, {name: listed[name]}) if name in listed else []
+    problems = file_problems(step_dir, {tar.name: listed[tar.name]}) if tar.name in listed else []
     if problems:
         raise PartitionError(f"{problems[0]}: rerun the download stage to redo partition {partition}")
-    return TarImages(step_dir / name)
+    return TarImages(tar)

@@ -1,22 +1,23 @@
-"""``curate status``: per-stage progress of a run directory, from its files alone.
+"""``curate status``: where each step of a run directory stands, from its files alone.
 
-It reads the resolved config and the completion markers, so it works while a
-run is in progress, after a crash, and without Ray.
+It reads the resolved config, the completion markers and the progress file
+of the running step (:mod:`curation.runner.stepstats`), so it works while a
+run is in progress (from another shell or node), after a crash, and without
+Ray. Per step: done / running / partial / pending, partitions, rows per
+status, wall time, peak memory and where it ran; for the running step its
+progress, rate and ETA.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import yaml
 
 from curation import config as cfg
 from curation.errors import RunError
-from curation.runner.driver import stage_complete, summarize
-from curation.runner.partition import partition_complete
-from curation.atomic import read_json
-from curation.stages.base import STEP_DONE, GlobalStep, StageContext, step_done
-from curation.stages.registry import get_stage
+from curation.runner.stepstats import StepState, bytes_text, duration_text, run_active, run_states
 
 
 def format_status(run_dir: Path) -> str:
@@ -25,43 +26,52 @@ def format_status(run_dir: Path) -> str:
         raise RunError(f"{run_dir}: not a run directory (no config.yaml)")
     data = yaml.safe_load(config_file.read_text())
     config = cfg.validate(data)
-    lines = [f"run {run_dir} (pipeline {config.name}, config {cfg.content_hash(config)})"]
+    states = run_states(run_dir, data, list(config.stages))
+    active = run_active(run_dir) or any(s.state == "running" for s in states)
+    lines = [f"run {run_dir} (pipeline {config.name}, config {cfg.content_hash(config)}): "
+             f"{'running' if active else 'not running'}"]
     for name in config.stages:
-        ctx = StageContext(run_dir, data, name)
-        state = "complete" if stage_complete(run_dir, name) else "pending"
-        lines.append(f"  {name}: {state}")
-        for step_cls in get_stage(name).steps:
-            lines.append("    " + _step_line(ctx, step_cls))
+        steps = [s for s in states if s.stage == name]
+        timed = [s for s in steps if s.wall_s is not None]
+        took = max(s.finished for s in timed) - min(s.started for s in timed) if timed else None
+        lines.append(f"  {name}: {_stage_state(steps)}" + (f" ({duration_text(took)})" if took is not None else ""))
+        lines += ["    " + step_line(s) for s in steps]
     return "\n".join(lines)
 
 
-def _step_line(ctx: StageContext, step_cls) -> str:
-    step = step_cls(ctx)
-    step_dir = ctx.step_dir(step.name)
-    if issubclass(step_cls, GlobalStep):
-        done = step_done(step_dir)
-        where = _usage([read_json(step_dir / STEP_DONE)]) if done else ""
-        return f"{step.name:<10} global  {'done' if done else 'pending'}{where}"
-    try:
-        planned = step.partitions()
-    except Exception:  # its input is not there yet
-        planned = []
-    done = sum(partition_complete(step_dir, p) for p in planned)
-    summary = summarize(step_dir)
-    counts = ", ".join(f"{k}={v}" for k, v in summary["counts"].items())
-    total = len(planned) if planned else "?"
-    markers = [read_json(m) for m in sorted(step_dir.glob("part-*.stats.json"))]
-    return f"{step.name:<10} {done}/{total} partitions  {summary['rows']} rows  {counts}{_usage(markers)}"
+def _stage_state(steps: list[StepState]) -> str:
+    if all(s.state == "done" for s in steps):
+        return "complete"
+    if any(s.state == "running" for s in steps):
+        return "running"
+    if any(s.state in ("done", "partial") for s in steps):
+        return "partial (not running)"
+    return "pending"
 
 
-def _usage(stats: list[dict]) -> str:
-    """Where the work ran (nodes, CPUs/GPUs granted per worker) and its largest peak RSS."""
-    placed = [s["placement"] for s in stats if s.get("placement")]
-    if not placed:
-        return ""
-    nodes = sorted({p["node_ip"] for p in placed})
-    per_worker = sorted({(p["num_cpus"], p["num_gpus"]) for p in placed})
-    grants = ", ".join(f"{c:g} CPU {g:g} GPU" for c, g in per_worker)
-    rss = max(s.get("peak_rss_bytes", 0) for s in stats) / 2**20
-    shown = ",".join(nodes[:3]) + (f" +{len(nodes) - 3}" if len(nodes) > 3 else "")
-    return f"  on {shown} ({grants}), peak RSS {rss:,.0f} MiB"
+def step_line(s: StepState) -> str:
+    total = s.partitions_total if s.partitions_total is not None else "?"
+    parts = [f"{s.step:<10} {s.kind:<6} {s.state:<8}"]
+    if s.kind == "map":
+        parts.append(f"{s.partitions_done}/{total} partitions  {s.rows} rows")
+    if s.state == "running" and s.progress:
+        parts.append(_live(s.progress))
+    elif s.wall_s is not None:
+        parts.append(f"took {duration_text(s.wall_s)}")
+    if s.peak_rss_bytes:
+        parts.append(f"peak {bytes_text(s.peak_rss_bytes)}")
+    if s.nodes:
+        parts.append("on " + ", ".join(sorted(s.nodes)))
+    if s.counts:
+        parts.append(", ".join(f"{k}={v}" for k, v in s.counts.items()))
+    return "  ".join(parts)
+
+
+def _live(progress: dict) -> str:
+    """``3/5 (60%), 1.2/s, elapsed 12s, ETA 8s`` from a step's progress file."""
+    done, total, unit = progress.get("done", 0), progress.get("total"), progress.get("unit", "")
+    share = f" ({done / total:.0%})" if total else ""
+    elapsed = time.time() - progress.get("started", time.time())
+    eta = progress.get("eta_s")
+    return (f"{done:,}/{total:,}{share} {unit}s" if total else f"{done:,} {unit}s") + \
+        f", {progress.get('rate', 0):.1f}/s, elapsed {duration_text(elapsed)}, ETA {duration_text(eta)}"

@@ -40,6 +40,11 @@ def sample_key(partition: int, index: int) -> str:
     return f"{partition:06d}{index:06d}"
 
 
+def key_partition(key: str) -> int:
+    """The partition of a pool sample key made by :func:`sample_key`."""
+    return int(key[:-6])
+
+
 def partition_name(partition: int) -> str:
     return f"part-{partition:06d}"
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,6 +28,7 @@ from curation.errors import ConfigError, RunError
 from curation.runner.partition import partition_complete
 from curation.runner.progress import Progress
 from curation.runner.rundir import RunLock, changed_sections, save_config
+from curation.runner.stepstats import PROGRESS_FILE
 from curation.runner.verify import StageCheck, inspect_run, repair
 from curation.stages.base import STEP_DONE, GlobalStep, MapStep, Resources, StageContext, Timer, step_done
 from curation.stages.registry import get_stage
@@ -52,7 +54,7 @@ class Backend(Protocol):
     def run_map(self, ctx: StageContext, step: MapStep, pending: list[int], progress: Progress) -> list[Failure]:
         ...
 
-    def run_global(self, ctx: StageContext, step: GlobalStep) -> Failure | None:
+    def run_global(self, ctx: StageContext, step: GlobalStep, progress: Progress) -> Failure | None:
         ...
 
     def resolve(self, ctx: StageContext, label: str, resources: Resources) -> Any:
@@ -174,9 +176,13 @@ def run(config: cfg.PipelineBase, backend: Backend, stages: list[str] | None = N
         report.repaired = repair(run_dir, inspect_run(run_dir, config.stages))
         save_config(run_dir, config, force)
         data = cfg.to_dict(config)
-        for name in names:
-            ctx = StageContext(run_dir, data, name)
-            report.stages[name] = run_stage(ctx, backend, config.runner.progress)
+        try:
+            for name in names:
+                ctx = StageContext(run_dir, data, name)
+                report.stages[name] = run_stage(ctx, backend, config.runner.progress)
+        finally:
+            if hasattr(backend, "close"):
+                backend.close()
     return report
 
 
@@ -244,21 +250,31 @@ def run_stage(ctx: StageContext, backend: Backend, show_progress: bool = True) -
 
 def _run_step(ctx: StageContext, step: MapStep | GlobalStep, backend: Backend, show: bool) -> list[Failure]:
     label = f"{ctx.stage}/{step.name}"
+    step_dir = ctx.step_dir(step.name)
     if isinstance(step, GlobalStep):
-        if step_done(ctx.step_dir(step.name)):
+        if step_done(step_dir):
             return []
         log.info("%s: running (global)", label)
-        failure = backend.run_global(ctx, step)
+        with _progress(label, 0, "step", show, step_dir, "global") as progress:
+            failure = backend.run_global(ctx, step, progress)
         return [failure] if failure else []
-    step_dir = ctx.step_dir(step.name)
     partitions = step.partitions()
     pending = [p for p in partitions if not partition_complete(step_dir, p)]
     if not pending:
         return []
     log.info("%s: %d of %d partitions to do", label, len(pending), len(partitions))
-    progress = Progress(label, sum(step.num_rows(p) for p in pending), enabled=show)
-    try:
+    total = sum(step.num_rows(p) for p in pending)
+    with _progress(label, total, "sample", show, step_dir, "map") as progress:
         return backend.run_map(ctx, step, pending, progress)
+
+
+@contextmanager
+def _progress(label: str, total: int, unit: str, show: bool, step_dir: Path, kind: str):
+    """A step's :class:`Progress`, its file in the step directory, closed however the step ends."""
+    step_dir.mkdir(parents=True, exist_ok=True)
+    progress = Progress(label, total, unit, enabled=show, state_file=step_dir / PROGRESS_FILE, kind=kind)
+    try:
+        yield progress
     finally:
         progress.close()
 

@@ -59,9 +59,10 @@ class LocalBackend:
             progress.advance_to(done)
         return failures
 
-    def run_global(self, ctx: StageContext, step: GlobalStep) -> Failure | None:
+    def run_global(self, ctx: StageContext, step: GlobalStep, progress: Progress) -> Failure | None:
         step.grant = self._grant(ctx, step)
         step.workers = LocalWorkers()
+        step.progress_hook = lambda done, total: progress.advance_to(done, total)
         error = _attempts(lambda: run_global_step(step), self.max_retries)
         return Failure(ctx.stage, step.name, None, error) if isinstance(error, str) else None
 

@@ -156,12 +156,14 @@ def run_global_step(step: GlobalStep) -> dict[str, Any]:
 
 
 def _written(step_dir: Path, outputs: list[Path]) -> list[Path]:
-    """Every committed file of a global step, in a stable order (no marker, no temporaries)."""
+    """Every committed file of a global step, in a stable order (no marker, no temporaries, no progress file)."""
+    from curation.runner.stepstats import PROGRESS_FILE
+
     found = []
     for root in [step_dir, *outputs]:
         if root.is_file():
             found.append(root)
         elif root.is_dir():
             found += sorted(p for p in root.rglob("*") if p.is_file())
-    return [p for p in found if p.name != STEP_DONE and TMP_MARK not in p.name]
+    return [p for p in found if p.name not in (STEP_DONE, PROGRESS_FILE) and TMP_MARK not in p.name]
 

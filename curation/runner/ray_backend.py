@@ -1,7 +1,8 @@
 """Ray backend: map steps on actor pools, global steps as Ray tasks.
 
-Each map step gets a pool of actors of class ``<Stage><Step>Worker`` (that
-name is what the Ray dashboard shows) with the step's resources; an actor
+Each map step gets a pool of actors of class ``<Stage><Step>Worker``, named
+``<stage>/<step> #<i> [<run>]`` (the dashboard's Name column), with the step's
+resources; each partition is a task named ``<stage>/<step>/part-NNNNNN``; an actor
 calls ``setup()`` once and then processes one partition at a time. A
 partition that raises, or whose worker is lost in any way (killed by Ray's
 memory monitor, actor or node death, result object lost), is retried on a
@@ -12,25 +13,28 @@ helper whose loss only costs progress detail.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import uuid
 from typing import Any
 
 from curation.config import RayConfig, RunnerConfig
 from curation.errors import ConfigError
 from curation.runner.driver import Failure
-from curation.runner.metrics import report_failure, report_partition
+from curation.runner.metrics import install_grafana_dashboard, report_failure, report_global, report_partition
 from curation.runner.partition import run_global_step, run_map_partition
 from curation.runner.progress import Progress
 from curation.runner.resources import (ClusterView, Request, at_once, granted, ray_cluster, resolve,
                                        size_thread_pools)
 from curation.runner.workers import whole_node
 from curation.stages.base import GlobalStep, MapStep, Resources, StageContext
+from curation.tables import partition_name
 
 log = logging.getLogger("curation")
 
 
-def init_ray(ray_cfg: RayConfig) -> dict[str, Any]:
+def init_ray(ray_cfg: RayConfig, job_name: str | None = None) -> dict[str, Any]:
     """Start or join Ray; returns where to watch it (dashboard, metrics ports).
 
     ``address: null`` starts a new local Ray of this run's own (never one
@@ -43,6 +47,10 @@ def init_ray(ray_cfg: RayConfig) -> dict[str, Any]:
     if not ray.is_initialized():
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         kwargs: dict[str, Any] = {"namespace": ray_cfg.namespace}
+        if job_name:  # shown with the job in `ray list jobs` and the dashboard's job details
+            from ray.job_config import JobConfig
+
+            kwargs["job_config"] = JobConfig(metadata={"job_name": job_name})
         if ray_cfg.address is None:
             # A fresh local cluster with a dashboard turns token auth on, which
             # would lock the user out of their own dashboard and metrics.
@@ -58,9 +66,11 @@ def init_ray(ray_cfg: RayConfig) -> dict[str, Any]:
             kwargs["address"] = cluster_address(ray_cfg.address, ray_cfg.connect_timeout_s)
         dashboard = getattr(ray.init(**kwargs), "dashboard_url", None) or None
     ports = sorted({n.get("MetricsExportPort") for n in ray.nodes() if n.get("Alive")} - {None})
-    log.info("Ray dashboard: %s; metrics (Prometheus) on ports %s of each node",
-             f"http://{dashboard}" if dashboard else "not started here", ports)
-    return {"dashboard": dashboard, "metrics_ports": ports}
+    grafana = install_grafana_dashboard()
+    log.info("Ray dashboard: %s; metrics (Prometheus) on ports %s of each node%s",
+             f"http://{dashboard}" if dashboard else "not started here", ports,
+             f"; Grafana dashboard {grafana}" if grafana else "")
+    return {"dashboard": dashboard, "metrics_ports": ports, "grafana_dashboard": grafana}
 
 
 def cluster_address(address: str, timeout_s: float) -> str:
@@ -91,33 +101,48 @@ def cluster_address(address: str, timeout_s: float) -> str:
     return resolved
 
 
-class RowCounter:
-    """Rows processed by the attempts in flight, reported batch by batch.
+class ProgressCounter:
+    """How far the work in flight of one run is: one actor per run, for every step.
 
-    An attempt is keyed ``(partition, attempt)``; once closed, late reports
-    for it are ignored, so a failed attempt's rows leave the count.
+    Map attempts, keyed ``(stage, step, partition, attempt)``, add rows batch
+    by batch; a global step's attempt, keyed ``(stage, step, -1, attempt)``,
+    sets ``(done, total)``. Once an attempt is closed its late reports are
+    ignored, so a failed attempt's rows leave the count.
     """
 
     def __init__(self):
-        self.rows: dict[tuple[int, int], int] = {}
-        self.closed: set[tuple[int, int]] = set()
+        self.rows: dict[tuple, int] = {}
+        self.steps: dict[tuple, tuple[int, int]] = {}
+        self.closed: set[tuple] = set()
 
-    def add(self, key: tuple[int, int], n: int) -> None:
+    def add(self, key: tuple, n: int) -> None:
         if key not in self.closed:
             self.rows[key] = self.rows.get(key, 0) + n
 
-    def close(self, key: tuple[int, int]) -> None:
+    def set(self, key: tuple, done: int, total: int) -> None:
+        if key not in self.closed:
+            self.steps[key] = (done, total)
+
+    def close(self, key: tuple) -> None:
         self.closed.add(key)
         self.rows.pop(key, None)
+        self.steps.pop(key, None)
 
-    def in_flight(self) -> int:
-        return sum(self.rows.values())
+    def in_flight(self, stage: str, step: str) -> int:
+        return sum(n for key, n in self.rows.items() if key[:2] == (stage, step))
+
+    def get(self, key: tuple) -> tuple[int, int] | None:
+        return self.steps.get(key)
+
+    def __repr__(self) -> str:  # the dashboard's "Repr" column
+        return "ProgressCounter"
 
 
 class PartitionWorker:
     """Holds one step's heavy state and processes partitions with it."""
 
     def __init__(self, run_dir: str, config_data: dict[str, Any], stage: str, step_name: str, counter=None):
+        self.label = f"{stage}/{step_name}"
         self.step = _make_step(run_dir, config_data, stage, step_name)
         self.counter = counter
         self.step.grant = granted()
@@ -125,12 +150,24 @@ class PartitionWorker:
         self.step.setup()
 
     def run(self, partition: int, attempt: int = 0) -> dict[str, Any]:
+        import ray
+
+        sent: list = []
         report = None
         if self.counter is not None:
-            report = lambda n: self.counter.add.remote((partition, attempt), n)  # noqa: E731
-        stats = run_map_partition(self.step, partition, report)
+            key = (self.step.ctx.stage, self.step.name, partition, attempt)
+            report = lambda n: sent.append(self.counter.add.remote(key, n))  # noqa: E731
+        try:
+            stats = run_map_partition(self.step, partition, report)
+        finally:
+            # Every report lands before the result does: none outlives the counter as a failed task.
+            if sent:
+                ray.wait(sent, num_returns=len(sent))
         report_partition(stats)
         return stats
+
+    def __repr__(self) -> str:
+        return f"{self.label} worker"
 
 
 def _camel(name: str) -> str:
@@ -167,41 +204,67 @@ def failure_cause(err: BaseException) -> str:
 
 
 class _Counter:
-    """The driver's side of the row counter: its death costs progress detail, never the run."""
+    """The driver's side of the run's progress counter: its death costs progress detail, never the run."""
 
-    def __init__(self):
+    def __init__(self, name: str):
         import ray
 
-        self.actor = ray.remote(RowCounter).options(num_cpus=0).remote()
+        self.actor = ray.remote(ProgressCounter).options(num_cpus=0, name=name).remote()
 
-    def in_flight(self) -> int:
+    def _ask(self, call, default):
         import ray
 
         if self.actor is None:
-            return 0
+            return default
         try:
-            return ray.get(self.actor.in_flight.remote(), timeout=30)
+            return ray.get(call(), timeout=30)
         except ray.exceptions.RayError as err:
             log.warning("progress counter lost (%s): progress now advances per partition", type(err).__name__)
             self.actor = None
-            return 0
+            return default
 
-    def close(self, key: tuple[int, int]) -> None:
+    def in_flight(self, stage: str, step: str) -> int:
+        return self._ask(lambda: self.actor.in_flight.remote(stage, step), 0)
+
+    def get(self, key: tuple) -> tuple[int, int] | None:
+        return self._ask(lambda: self.actor.get.remote(key), None)
+
+    def close(self, key: tuple) -> None:
         if self.actor is not None:
-            self.actor.close.remote(key)  # a dead counter is noticed by in_flight
+            self.actor.close.remote(key)  # a dead counter is noticed by the next question to it
+
+    def retire(self) -> None:
+        """Kill the counter once the driver's own calls to it are done (calls from one caller run in order)."""
+        import ray
+
+        if self.actor is not None:
+            self._ask(lambda: self.actor.in_flight.remote("", ""), 0)
+        if self.actor is not None:
+            ray.kill(self.actor)
+            self.actor = None
 
 
 class RayBackend:
-    def __init__(self, runner_cfg: RunnerConfig, ray_cfg: RayConfig | None = None):
+    """Map steps on named actor pools, global steps as named tasks, one progress counter per run.
+
+    Names read in the dashboard: actors ``<stage>/<step> #<i> [<run>]``, tasks
+    ``<stage>/<step>/part-NNNNNN`` (map) and ``<stage>/<step>`` (global).
+    """
+
+    def __init__(self, runner_cfg: RunnerConfig, ray_cfg: RayConfig | None = None, job_name: str | None = None):
         self.max_retries = runner_cfg.max_partition_retries
         self.max_workers = runner_cfg.max_workers
         self.ray_cfg = ray_cfg
+        self.job_name = job_name
+        self._counter: _Counter | None = None
+        self._actors = itertools.count()
+        self._tag = ""
+        self._cluster: ClusterView | None = None
 
     def start(self) -> None:
         """Start or join Ray (None: the caller did, or Ray starts itself on first use)."""
         if self.ray_cfg is not None:
-            init_ray(self.ray_cfg)
-        self._cluster: ClusterView | None = None
+            init_ray(self.ray_cfg, self.job_name)
 
     @property
     def cluster(self) -> ClusterView:
@@ -213,6 +276,18 @@ class RayBackend:
     def resolve(self, ctx: StageContext, label: str, resources: Resources) -> Request:
         return resolve(resources, self.cluster, f"{ctx.stage}/{label}")
 
+    def _progress_counter(self, ctx: StageContext) -> _Counter:
+        if self._counter is None:
+            self._tag = f"{ctx.run_dir.name}:{uuid.uuid4().hex[:6]}"
+            self._counter = _Counter(f"progress [{self._tag}]")
+        return self._counter
+
+    def close(self) -> None:
+        """Retire the run's counter once the driver's own calls to it are done."""
+        if self._counter is not None:
+            self._counter.retire()
+            self._counter = None
+
     def run_map(self, ctx: StageContext, step: MapStep, pending: list[int], progress: Progress) -> list[Failure]:
         """Run partitions on a pool of actors; a partition goes only to an actor that has started.
 
@@ -223,8 +298,8 @@ class RayBackend:
         import ray
 
         request = self.resolve(ctx, step.name, step.resources())
-        counter = _Counter()
-        actor_cls = _actor_class(ctx.stage, step.name).options(**request.ray_options())
+        counter = self._progress_counter(ctx)
+        actor_cls = _actor_class(ctx.stage, step.name)
         idle: list[Any] = []  # started actors without a partition
         starting: dict[Any, Any] = {}  # ready ref -> actor being started
         running: dict[Any, tuple[Any, int, int]] = {}  # result ref -> (actor, partition, attempt)
@@ -233,7 +308,9 @@ class RayBackend:
         done = start_failures = 0
 
         def spawn() -> None:
-            actor = actor_cls.remote(str(ctx.run_dir), ctx.config_data, ctx.stage, step.name, counter.actor)
+            name = f"{ctx.stage}/{step.name} #{next(self._actors)} [{self._tag}]"
+            actor = actor_cls.options(name=name, **request.ray_options()).remote(
+                str(ctx.run_dir), ctx.config_data, ctx.stage, step.name, counter.actor)
             starting[actor.__ray_ready__.remote()] = actor
 
         for _ in range(_pool_size(request, self.cluster, len(pending), self.max_workers)):
@@ -243,10 +320,11 @@ class RayBackend:
                 while queue and idle:
                     actor = idle.pop()
                     partition, attempt = queue.pop(0)
-                    running[actor.run.remote(partition, attempt)] = (actor, partition, attempt)
+                    task = actor.run.options(name=f"{ctx.stage}/{step.name}/{partition_name(partition)}")
+                    running[task.remote(partition, attempt)] = (actor, partition, attempt)
                 ready, _ = ray.wait(list(running) + list(starting), num_returns=1, timeout=1.0)
                 if not ready:
-                    progress.advance_to(done + counter.in_flight())
+                    progress.advance_to(done + counter.in_flight(ctx.stage, step.name))
                     continue
                 if ready[0] in starting:
                     actor = starting.pop(ready[0])
@@ -259,7 +337,7 @@ class RayBackend:
                         self._start_failed(ctx, step, err, start_failures, queue, failures, spawn)
                     continue
                 actor, partition, attempt = running.pop(ready[0])
-                counter.close((partition, attempt))
+                counter.close((ctx.stage, step.name, partition, attempt))
                 try:
                     stats = ray.get(ready[0])
                 except ray.exceptions.RayTaskError as err:  # the step raised; its worker is fine
@@ -272,11 +350,11 @@ class RayBackend:
                 else:
                     idle.append(actor)
                     done += stats["rows"]
-                progress.advance_to(done + counter.in_flight())
+                progress.advance_to(done + counter.in_flight(ctx.stage, step.name))
         finally:
-            for actor in idle + list(starting.values()) + [a for a, _, _ in running.values()] + [counter.actor]:
-                if actor is not None:
-                    ray.kill(actor)
+            # Idle actors have no task in flight, so killing them fails nothing.
+            for actor in idle + list(starting.values()) + [a for a, _, _ in running.values()]:
+                ray.kill(actor)
         return failures
 
     def _start_failed(self, ctx, step, err, count, queue, failures, spawn) -> None:
@@ -301,20 +379,24 @@ class RayBackend:
         else:
             failures.append(Failure(ctx.stage, step.name, partition, message, cause))
 
-    def run_global(self, ctx: StageContext, step: GlobalStep) -> Failure | None:
+    def run_global(self, ctx: StageContext, step: GlobalStep, progress: Progress) -> Failure | None:
         import ray
 
         request = self.resolve(ctx, step.name, step.resources())
+        counter = self._progress_counter(ctx)
         # max_calls=1: a fresh worker process, so its peak RSS is this step's alone.
         task = ray.remote(max_calls=1)(_run_global)
-        options = {"name": f"{_camel(ctx.stage)}{_camel(step.name)}Task", "max_retries": 0, **request.ray_options()}
+        options = {"name": f"{ctx.stage}/{step.name}", "max_retries": 0, **request.ray_options()}
         message, cause = "", "error"
         for attempt in range(self.max_retries + 1):
+            key = (ctx.stage, step.name, -1, attempt)
             try:
                 with whole_node(request) as strategy:
                     placed = {"scheduling_strategy": strategy} if strategy else {}
-                    args = (str(ctx.run_dir), ctx.config_data, ctx.stage, step.name, self.cluster.to_dict())
-                    ray.get(task.options(**options, **placed).remote(*args))
+                    args = (str(ctx.run_dir), ctx.config_data, ctx.stage, step.name, self.cluster.to_dict(),
+                            counter.actor, key)
+                    _follow(task.options(**options, **placed).remote(*args), counter, key, progress)
+                report_global(ctx.stage, step.name)
                 return None
             except ray.exceptions.RayError as err:
                 error = err.cause or err if isinstance(err, ray.exceptions.RayTaskError) else err
@@ -324,7 +406,24 @@ class RayBackend:
                 log.warning("%s/%s failed (attempt %d): %s", ctx.stage, step.name, attempt + 1, message)
                 if isinstance(error, ConfigError):  # retrying cannot fix the config
                     break
+            finally:
+                counter.close(key)
         return Failure(ctx.stage, step.name, None, message, cause)
+
+
+def _follow(ref, counter: _Counter, key: tuple, progress: Progress) -> Any:
+    """Wait for a global step's task, moving its progress as it reports."""
+    import ray
+
+    while True:
+        ready, _ = ray.wait([ref], timeout=1.0)
+        reported = counter.get(key)
+        # Also with nothing new: the progress file stays fresh for watchers on other nodes.
+        done, total = reported if reported is not None else (progress.done, None)
+        progress.advance_to(done, total)
+        if ready:
+            return ray.get(ref)
+
 
 
 def _one_line(err: BaseException) -> str:
@@ -342,14 +441,38 @@ def _one_line(err: BaseException) -> str:
 
 
 def _run_global(run_dir: str, config_data: dict[str, Any], stage: str, step_name: str,
-                cluster: dict[str, Any]) -> dict[str, Any]:
+                cluster: dict[str, Any], counter=None, key: tuple | None = None) -> dict[str, Any]:
+    import ray
+
     from curation.runner.workers import RayWorkers
 
     step = _make_step(run_dir, config_data, stage, step_name)
     step.grant = granted()
     size_thread_pools(step.grant.num_cpus)
     step.workers = RayWorkers(ClusterView.from_dict(cluster), f"{_camel(stage)}{_camel(step_name)}")
-    return run_global_step(step)
+    sent: list = []
+    if counter is not None:
+        step.progress_hook = _throttled(lambda done, total: sent.append(counter.set.remote(key, done, total)))
+    try:
+        return run_global_step(step)
+    finally:
+        if sent:
+            ray.wait(sent, num_returns=len(sent))
+
+
+def _throttled(send, every_s: float = 0.5):
+    """``send(done, total)`` at most every ``every_s`` seconds, and always when done (a known ``total`` reached)."""
+    import time
+
+    last = [0.0]
+
+    def hook(done: int, total: int) -> None:
+        now = time.monotonic()
+        if (total and done >= total) or now - last[0] >= every_s:
+            last[0] = now
+            send(done, total)
+
+    return hook
 
 
 def _make_step(run_dir: str, config_data: dict[str, Any], stage: str, step_name: str):

@@ -101,6 +101,7 @@ class RunLock:
 
     def __exit__(self, *exc: Any) -> None:
         if self._fd is not None:
+            os.ftruncate(self._fd, 0)  # no pid: `curate status` reads the run as not running
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Protocol
+from typing import Any, Callable, ClassVar, Iterator, Protocol
 
 import pyarrow as pa
 
@@ -269,6 +269,14 @@ class MapStep(_Step):
 
 class GlobalStep(_Step):
     """Work over the whole pool, run once as a Ray task with its resources."""
+
+    # Set by the runner: where report_progress goes (None: nowhere).
+    progress_hook: Callable[[int, int], None] | None = None
+
+    def report_progress(self, done: int, total: int) -> None:
+        """Tell the runner how far :meth:`run` is, in any unit (phases, rows, shards)."""
+        if self.progress_hook is not None:
+            self.progress_hook(int(done), int(total))
 
     def run(self, out_dir: Path) -> dict[str, Any]:
         """Write this step's files under ``out_dir`` (atomically); return stats.

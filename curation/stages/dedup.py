@@ -169,7 +169,7 @@ class Graph(GlobalStep):
         from curation.algorithms import components as cc
         from curation.stages import dedup_copy, dedup_decisions, dedup_hash
 
-        timer, cfg = _Timer(), self.cfg
+        timer, cfg = _Timer(lambda n: self.report_progress(n, len(_Timer.PHASES))), self.cfg
         pool = _Pool(self.ctx.step_dir(Features.name))
         hashed = dedup_hash.hash_groups(pool, cfg.hashing, self.ctx.seed, out_dir)
         timer.lap("hash_groups")
@@ -251,15 +251,22 @@ class Table(MapStep):
 
 
 class _Timer:
-    def __init__(self):
+    """Seconds per phase of the graph step; each lap is also reported as progress."""
+
+    PHASES = ("hash_groups", "descriptors", "copy_graph", "relative", "write")
+
+    def __init__(self, on_lap=None):
         import time
 
-        self.clock, self.last, self.laps = time.perf_counter, time.perf_counter(), {}
+        self.clock, self.last, self.laps, self.on_lap = time.perf_counter, time.perf_counter(), {}, on_lap
 
     def lap(self, name: str) -> None:
         now = self.clock()
         self.laps[name] = round(now - self.last, 3)
         self.last = now
+        if self.on_lap is not None:  # optional phases are skipped: never past the last one before "write"
+            total = len(self.PHASES)
+            self.on_lap(total if name == "write" else min(len(self.laps), total - 1))
 
 
 class _Pool:

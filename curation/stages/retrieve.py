@@ -171,6 +171,7 @@ class Search(GlobalStep):
         centroids = io.load_centroids(self.ctx)
         parts, queries, per_dataset = [], [], []
         for i, entry in enumerate(self.cfg.datasets):
+            self.report_progress(i, len(self.cfg.datasets) + 1)  # one unit per entry, one for the write
             if entry.mode == "as_is":
                 queries.append(np.array([], dtype=str))
                 per_dataset.append({"name": entry.name, "mode": "as_is"})
@@ -184,6 +185,7 @@ class Search(GlobalStep):
         resolved = rt.resolve_collisions(rt.Hits.concat(parts), self.cfg.collisions, len(self.cfg.datasets))
         described = rp.describe(self.ctx, pool, resolved.hits.pool)
         selected = io.selection_table(resolved, described, queries, self.cfg.datasets, self._query_sets())
+        self.report_progress(len(self.cfg.datasets), len(self.cfg.datasets) + 1)
         io.write_selection(out_dir, selected, self.ctx.partitions(io.CLUSTER_STAGE))
         for row, kept in zip(per_dataset, resolved.stats["kept_per_dataset"]):
             row["selected"] = kept if row["mode"] != "as_is" else None

@@ -60,7 +60,7 @@ class Write(GlobalStep):
         samples = io.output_samples(self.ctx, staging)
         if self.cfg.shuffle:
             samples = samples.take(np.random.default_rng(self.ctx.seed).permutation(samples.num_rows))
-        written = io.write_shards(self.ctx, samples, shards_dir, staging, self.cfg)
+        written = io.write_shards(self.ctx, samples, shards_dir, staging, self.cfg, self.report_progress)
         samples = samples.append_column("shard", written.shard).append_column("error", written.error)
         tables.write_parquet(samples, out_dir / io.SAMPLES_FILE)
         io.write_placement(out_dir, samples, self.ctx.partitions("retrieve"))

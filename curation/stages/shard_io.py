@@ -15,7 +15,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -167,8 +167,12 @@ def _member_bytes(size: int) -> int:
     return TAR_BLOCK + -(-size // TAR_BLOCK) * TAR_BLOCK
 
 
-def write_shards(ctx: Any, samples: pa.Table, shards_dir: Path, staging: Path, cfg: Any) -> Written:
-    """Write every sample that has an image, in order; roll by count and bytes."""
+def write_shards(ctx: Any, samples: pa.Table, shards_dir: Path, staging: Path, cfg: Any,
+                 progress: Callable[[int, int], None] | None = None) -> Written:
+    """Write every sample that has an image, in order; roll by count and bytes.
+
+    ``progress(done, total)`` is called after each batch of samples.
+    """
     from curation.download.shardwriter import ShardWriter
     from curation.manifest import shard_entry
 
@@ -178,6 +182,8 @@ def write_shards(ctx: Any, samples: pa.Table, shards_dir: Path, staging: Path, c
     errors: list[str | None] = samples.column("stage_error").to_pylist()
     entries, current, i = [], None, -1
     for batch in samples.to_batches(max_chunksize=4096):
+        if progress is not None:
+            progress(i + 1, samples.num_rows)
         for sample in batch.to_pylist():
             i += 1
             if errors[i]:

@@ -134,9 +134,11 @@ class Total(GlobalStep):
     def run(self, out_dir: Path) -> dict:
         die_once(self.cfg.die_once_dir, "total")
         table = self.ctx.read_table("parity")
+        self.report_progress(1, 2)  # a global step reports progress in its own units
         kept = table.filter(pa.array(tables.alive(table)))
         total = int(np.sum(kept.column("value").to_numpy())) if kept.num_rows else 0
         write_json(out_dir / "total.json", {"total": total})
+        self.report_progress(2, 2)
         return {"total": total}
 
 

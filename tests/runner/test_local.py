@@ -108,23 +108,15 @@ def test_forced_change_of_an_unselected_upstream_stage_is_refused_and_nothing_is
 
 def test_progress_counts_batches_and_forgets_failed_attempts(tmp_path, monkeypatch):
     from curation.runner import local
+    from curation.runner.progress import Progress
 
     seen = []
 
-    class Recorder:
-        def __init__(self, label, total, enabled=True):
-            self.n = 0
-
-        def update(self, n):
-            self.n += n
-            seen.append(self.n)
-
-        def advance_to(self, n):
-            if n != self.n:
-                self.update(n - self.n)
-
-        def close(self):
-            pass
+    class Recorder(Progress):
+        def advance_to(self, n, total=None):
+            if n != self.done:
+                seen.append(n)
+            super().advance_to(n, total)
 
     monkeypatch.setattr("curation.runner.driver.Progress", Recorder)
     data = sample_pipeline(tmp_path, fail_once_dir=str(tmp_path / "flaky"), partitions=2)

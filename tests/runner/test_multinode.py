@@ -81,5 +81,6 @@ def test_status_shows_where_steps_ran(run):
 
     run_dir, _ = run
     text = format_status(run_dir)
-    assert "1 CPU 1 GPU" in text and "peak RSS" in text
-    assert "train      global  done  on " in text and "(2 CPU 1 GPU)" in text
+    assert "(1 CPU, 1 GPU)" in text and "peak " in text
+    train = next(line for line in text.splitlines() if line.strip().startswith("train "))
+    assert "global done" in train and "(2 CPU, 1 GPU)" in train

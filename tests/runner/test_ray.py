@@ -13,7 +13,7 @@ from curation import config as cfg
 from curation.errors import RunError
 from curation.runner import run_pipeline
 from curation.runner.local import run_stages
-from curation.runner.ray_backend import RowCounter
+from curation.runner.ray_backend import ProgressCounter
 from tests.runner.helpers import read_tables, sample_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,15 +62,28 @@ def test_actors_are_named_after_the_stage_and_counters_reach_the_metrics_endpoin
         actors = json.loads(response.read())["data"]["result"]["result"]
     names = {a["class_name"] for a in actors}
     assert {"NumbersMakeWorker", "ParityMarkWorker"} <= names
+    assert any((a.get("name") or "").startswith("numbers/make #") for a in actors)  # the Name column
+    from tests.runner.test_metrics import dashboard_metrics
+
+    # Every metric the Grafana dashboard charts (download ones come from the download stage only),
+    # with the SessionName label its session filter uses; the step gauges set by the driver for map
+    # and global steps alike; the per-status sample counters.
+    charted = dashboard_metrics() - {"ray_curation_download_urls_per_second", "ray_curation_download_success_ratio"}
+
+    def exported(lines: list[str]) -> bool:
+        return (all(any(ln.startswith(name) and "SessionName=" in ln for ln in lines) for name in charted)
+                and any(ln.startswith("ray_curation_step_done") and 'step="total"' in ln for ln in lines)
+                and any(ln.startswith("ray_curation_samples_total") and 'stage="parity"' in ln
+                        and 'status="odd"' in ln for ln in lines))
+
     ports = [n["MetricsExportPort"] for n in ray_session.nodes() if n["Alive"]]
-    deadline = time.time() + 40
-    text = ""
-    while time.time() < deadline and 'stage="parity"' not in text:
+    deadline, lines = time.time() + 60, []
+    while time.time() < deadline and not exported(lines):
         time.sleep(2)
-        text = "".join(urllib.request.urlopen(f"http://127.0.0.1:{p}/metrics", timeout=5).read().decode()
-                       for p in ports)
-    lines = [line for line in text.splitlines() if line.startswith("ray_curation_samples_total")]
-    assert any('stage="parity"' in line and 'status="odd"' in line for line in lines), lines
+        lines = "".join(urllib.request.urlopen(f"http://127.0.0.1:{p}/metrics", timeout=5).read().decode()
+                        for p in ports).splitlines()
+    assert exported(lines), [ln for ln in lines if ln.startswith("ray_curation")]
+
 
 
 def test_workers_that_die_are_replaced_and_their_work_retried(ray_session, tmp_path):
@@ -83,13 +96,13 @@ def test_workers_that_die_are_replaced_and_their_work_retried(ray_session, tmp_p
     assert read_tables(tmp_path / "ray") == read_tables(tmp_path / "local")
 
 
-class DyingCounter(RowCounter):
-    def in_flight(self) -> int:
+class DyingCounter(ProgressCounter):
+    def in_flight(self, stage: str, step: str) -> int:
         os._exit(1)
 
 
 def test_progress_counter_dying_does_not_stop_the_run(ray_session, tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr("curation.runner.ray_backend.RowCounter", DyingCounter)
+    monkeypatch.setattr("curation.runner.ray_backend.ProgressCounter", DyingCounter)
     report = run_pipeline(_config(tmp_path))
     assert report.stages["parity"]["counts"] == {"odd": 20, "success": 20}
     assert "progress counter lost" in caplog.text
@@ -202,3 +215,62 @@ def test_node_death_mid_step_is_retried_on_the_nodes_left(tmp_path):
     assert "failed (attempt 1), retrying" in done.stderr or "a worker failed to start" in done.stderr
     run_stages(tmp_path / "local", sample_pipeline(tmp_path / "local", partitions=4, rows=8, sleep_s=2.0))
     assert read_tables(tmp_path / "ray") == read_tables(tmp_path / "local")
+
+
+def _state(ray_session, kind: str, **equal: str) -> list[dict]:
+    """Rows of the dashboard's state API (what its Actors and Tasks pages show), filtered by ``key == value``."""
+    import json
+    import urllib.parse
+
+    url = ray_session._private.worker.global_worker.node.address_info["webui_url"]
+    query = [("limit", "10000"), ("detail", "1")]
+    for key, value in equal.items():
+        query += [("filter_keys", key), ("filter_predicates", "="), ("filter_values", value)]
+    with urllib.request.urlopen(f"http://{url}/api/v0/{kind}?{urllib.parse.urlencode(query)}", timeout=60) as r:
+        return json.loads(r.read())["data"]["result"]["result"]
+
+
+def test_names_one_counter_per_run_no_failed_helper_task_and_global_progress(ray_session, tmp_path, monkeypatch):
+    from curation.runner.progress import Progress
+
+    moves = []
+
+    class Recorder(Progress):
+        def advance_to(self, n, total=None):
+            moves.append((self.label, n, total))
+            super().advance_to(n, total)
+
+    monkeypatch.setattr("curation.runner.driver.Progress", Recorder)
+    run_dir = tmp_path / "named"
+    run_pipeline(_config(run_dir, fail_once_dir=str(tmp_path / "flaky")))
+    # The global step's own reports reach the driver's progress, through the run's counter.
+    assert ("parity/total", 2, 2) in moves
+    actors = _state(ray_session, "actors")
+    names = sorted(a.get("name") or "" for a in actors if f"[{run_dir.name}:" in (a.get("name") or ""))
+    assert sum(n.startswith("progress [") for n in names) == 1
+    assert any(n.startswith("numbers/make #") for n in names) and any(n.startswith("parity/mark #") for n in names)
+    assert all(a["class_name"] != "RowCounter" for a in actors)
+    deadline, tasks = time.time() + 60, []
+    # Task events reach the dashboard a moment after the tasks end.
+    while time.time() < deadline and not any(t["state"] == "FINISHED" for t in tasks):
+        time.sleep(1)
+        tasks = _state(ray_session, "tasks", name="parity/total")
+    assert any(t["state"] == "FINISHED" for t in tasks), tasks
+    assert _state(ray_session, "tasks", name="numbers/make/part-000000")
+    # Partitions failed on purpose (and were retried), but no helper call failed with them.
+    counter = next(a["actor_id"] for a in actors if (a.get("name") or "").startswith(f"progress [{run_dir.name}:"))
+    assert [t for t in _state(ray_session, "tasks", actor_id=counter) if t["state"] == "FAILED"] == []
+
+
+def test_a_successful_run_shows_no_failed_task(ray_session, tmp_path):
+    run_dir = tmp_path / "clean"
+    run_pipeline(_config(run_dir))
+    ours = {a["actor_id"] for a in _state(ray_session, "actors") if f"[{run_dir.name}:" in (a.get("name") or "")}
+    assert len(ours) >= 3  # the counter and the workers of both map steps
+    deadline, tasks = time.time() + 60, []
+    while time.time() < deadline and not any(t["name"].startswith("ProgressCounter.") for t in tasks):
+        time.sleep(1)
+        # Filtered by the dashboard: the shared session holds more tasks than one listing returns.
+        tasks = [t for actor in ours for t in _state(ray_session, "tasks", actor_id=actor)]
+    assert tasks, "no task event of this run reached the dashboard"
+    assert [(t["name"], t["state"], t.get("error_message")) for t in tasks if t["state"] == "FAILED"] == []
