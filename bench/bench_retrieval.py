@@ -61,7 +61,7 @@ def timed(fn, *args) -> float:
 
 
 def bench_kind(name: str, pool, queries, config, args) -> dict:
-    from curation.algorithms.index import build_index, recall_at_k
+    from curation.algorithms.index import build_index
 
     start = time.perf_counter()
     index = build_index(pool, config, seed=args.seed)

@@ -31,7 +31,6 @@ import pyarrow as pa
 from pydantic import Field
 
 from curation import embeddings, tables
-from curation.atomic import atomic_path
 from curation.config import RUNTIME, Section
 from curation.errors import ConfigError
 from curation.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, submit_batch
