@@ -36,14 +36,19 @@ def _sharded(x: np.ndarray, cuts: list[int], config: IndexConfig, batch: int = 6
     return ShardedIndex(group, [hi - lo for lo, hi, _ in args], "ip", batch)
 
 
+def _exact(x: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and ids of one exact inner-product index over the whole pool: the reference."""
+    flat = faiss.IndexFlatIP(D)
+    flat.add(x)
+    return flat.search(queries, k)
+
+
 @pytest.mark.parametrize("cuts", [[0, 3000], [0, 1500, 3000], [0, 750, 1500, 2250, 3000], [0, 5, 2900, 2950, 3000]],
                          ids=["1", "2", "4", "uneven"])
 def test_exact_sharded_search_equals_one_flat_index(cuts):
     x = _pool(3000)
     queries = _pool(200, seed=1)
-    flat = faiss.IndexFlatIP(D)
-    flat.add(x)
-    want_scores, want_ids = flat.search(queries, 10)
+    want_scores, want_ids = _exact(x, queries, 10)
     scores, ids = _sharded(x, cuts, IndexConfig(kind="flat")).search(queries, 10)
     np.testing.assert_array_equal(ids, want_ids)
     np.testing.assert_array_equal(scores, want_scores)
@@ -61,9 +66,7 @@ def test_k_larger_than_a_shard_and_than_the_pool():
 def test_ivf_shards_reach_the_recall_of_one_ivf_index():
     x = _pool(8000)
     queries = _pool(300, seed=3)
-    flat = faiss.IndexFlatIP(D)
-    flat.add(x)
-    _, truth = flat.search(queries, 10)
+    _, truth = _exact(x, queries, 10)
     config = IndexConfig(kind="ivf_flat", nlist=32, nprobe=4)
     _, single = build_index(x, config, "ip", 0).search(queries, 10)
     # The same settings in every shard: as many vectors scanned per query in total.
@@ -77,9 +80,7 @@ def test_ivf_shards_reach_the_recall_of_one_ivf_index():
 def test_quantised_shards_re_rank_to_high_recall(kind):
     x = _pool(4000)
     queries = _pool(100, seed=4)
-    flat = faiss.IndexFlatIP(D)
-    flat.add(x)
-    _, truth = flat.search(queries, 5)
+    _, truth = _exact(x, queries, 5)
     config = IndexConfig(kind=kind, nlist=16, nprobe=16, pq_m=8)
     _, ids = _sharded(x, [0, 1000, 4000], config).search(queries, 5)
     assert recall_at_k(ids, truth) > 0.8
