@@ -67,6 +67,6 @@ class TarImages:
 
 def pool_images(run_dir: Path, partition: int) -> TarImages:
     """The download stage's images of one partition."""
-    from curation.tables import partition_name
+    from curation.stages.base import partition_path
 
-    return TarImages(Path(run_dir) / "stages" / "download" / "fetch" / f"{partition_name(partition)}.tar")
+    return TarImages(partition_path(Path(run_dir) / "stages" / "download" / "fetch", partition, "tar"))

@@ -21,7 +21,7 @@ from curation.errors import ConfigError, RunError
 from curation.runner.partition import partition_complete
 from curation.runner.progress import Progress
 from curation.runner.rundir import RunLock, changed_sections, save_config
-from curation.stages.base import STEP_DONE, GlobalStep, MapStep, StageContext, Timer, step_done
+from curation.stages.base import STEP_DONE, GlobalStep, MapStep, StageContext, Timer, files_dir, step_done
 from curation.stages.registry import get_stage
 
 log = logging.getLogger("curation")
@@ -161,7 +161,7 @@ def summarize(step_dir: Path) -> dict[str, Any]:
     """Counts by status, rows and partitions over a map step's stats files."""
     counts: dict[str, int] = {}
     rows = partitions = 0
-    for marker in sorted(step_dir.glob("part-*.stats.json")):
+    for marker in sorted(files_dir(step_dir).glob("part-*.stats.json")):
         stats = read_json(marker)
         partitions += 1
         rows += stats.get("rows", 0)

@@ -9,7 +9,9 @@ is processed, checked and committed the same way everywhere:
 3. the output must hold the status columns and, per batch, exactly the
    input's keys in order: nothing is lost or invented;
 4. side files and the table are renamed into place, then the stats JSON
-   (the completion marker) is written last.
+   (the completion marker) is written last. The table's Parquet part goes to
+   the step directory, everything else to its ``<step>.files/`` sibling
+   (``curation.stages.base.part_path``).
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ import pyarrow as pa
 from curation import tables
 from curation.atomic import TMP_MARK, write_json
 from curation.errors import PartitionError
-from curation.stages.base import STEP_DONE, GlobalStep, MapStep, PartitionOutput, Timer
+from curation.stages.base import (STEP_DONE, GlobalStep, MapStep, PartitionOutput, Timer, files_dir, part_path,
+                                  partition_path)
 
 
 def marker_path(step_dir: Path, partition: int) -> Path:
-    return step_dir / f"{tables.partition_name(partition)}.stats.json"
+    return partition_path(step_dir, partition, "stats.json")
 
 
 def partition_complete(step_dir: Path, partition: int) -> bool:
@@ -43,7 +46,7 @@ def partition_complete(step_dir: Path, partition: int) -> bool:
     except ValueError:
         return False
     for name, size in stats.get("files", {}).items():
-        path = step_dir / name
+        path = part_path(step_dir, name)
         if not path.exists() or path.stat().st_size != size:
             return False
     return True
@@ -52,9 +55,10 @@ def partition_complete(step_dir: Path, partition: int) -> bool:
 def clear_partition(step_dir: Path, partition: int) -> None:
     """Remove whatever an interrupted attempt left of a partition."""
     prefix = tables.partition_name(partition)
-    for path in step_dir.glob(f"{prefix}.*"):
-        if TMP_MARK in path.name or path.name.endswith(".stats.json"):
-            path.unlink(missing_ok=True)
+    for folder in (step_dir, files_dir(step_dir)):
+        for path in folder.glob(f"{prefix}.*"):
+            if TMP_MARK in path.name or path.name.endswith(".stats.json"):
+                path.unlink(missing_ok=True)
 
 
 def run_map_partition(step: MapStep, partition: int,

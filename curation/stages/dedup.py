@@ -3,8 +3,8 @@
 Steps (see ``docs/dedup.md``):
 
 - ``features`` (map): each image is decoded once into a grayscale thumbnail
-  (hash input) and an SSCD descriptor; side files ``part-NNNNNN.thumbs.npy``
-  ``(m, s, s) uint8`` and ``part-NNNNNN.desc.npy`` ``(m, d)``; row ``j`` belongs
+  (hash input) and an SSCD descriptor; side files ``features.files/part-NNNNNN.thumbs.npy``
+  ``(m, s, s) uint8`` and ``features.files/part-NNNNNN.desc.npy`` ``(m, d)``; row ``j`` belongs
   to the table row whose ``feature_row`` is ``j``.
 - ``graph`` (global, the whole pool at once, never per worker): PCA hash
   fitted on a sample, Hamming groups, a k-NN graph over the hash survivors,
@@ -28,7 +28,7 @@ from curation.atomic import write_json
 from curation.algorithms.knn import unit_rows
 from curation.errors import ConfigError, PartitionError
 from curation.stages.dedup_config import DedupConfig
-from curation.stages.base import GlobalStep, MapStep, PartitionOutput, Resources, Stage
+from curation.stages.base import GlobalStep, MapStep, PartitionOutput, Resources, Stage, partition_path
 from curation.stages.registry import register
 
 log = logging.getLogger("curation")
@@ -293,7 +293,7 @@ class _Pool:
         return len(self.feature_row)
 
     def _file(self, p: int, suffix: str) -> Path:
-        return self.step_dir / f"{tables.partition_name(p)}.{suffix}"
+        return partition_path(self.step_dir, p, suffix)
 
     def ranges(self) -> Iterator[tuple[int, int, int]]:
         for j, p in enumerate(self.parts):
