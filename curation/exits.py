@@ -1,0 +1,116 @@
+"""Expected failures as one ``curate:`` line and an exit status.
+
+A user who interrupts a run, fills a disk or points at a stopped cluster
+gets one line that says what happened and what to do; ``--debug`` adds the
+traceback. Everything else (a bug) keeps its traceback.
+
+Exit statuses: 1 run error, 2 config or usage error, 128 + N killed by signal
+N (130 for Ctrl-C, 143 for SIGTERM), as shells report them.
+"""
+
+from __future__ import annotations
+
+import errno
+import signal
+import sys
+import traceback
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from curation.errors import ConfigError, CurationError
+
+INTERRUPTED = "interrupted; rerun the same command to resume"
+
+
+class Interrupted(BaseException):
+    """Raised in the main thread on SIGTERM, so that locks and Ray are released on the way out."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def signals_raise() -> Iterator[None]:
+    """SIGTERM (and SIGHUP) unwind the program like Ctrl-C does, instead of killing it mid-write."""
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread (tests calling main() from a worker thread)
+            pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run_command(command: Callable[[], int], debug: bool) -> int:
+    """Run ``command``; turn the failures a user can meet into one ``curate:`` line."""
+    try:
+        with signals_raise():
+            return command()
+    except BaseException as err:  # noqa: BLE001 - classified below, re-raised when unexpected
+        line, status = describe(err)
+        if line is None:
+            raise
+        if debug:
+            traceback.print_exc()
+        print(f"curate: {line}", file=sys.stderr)
+        return status
+
+
+def describe(err: BaseException) -> tuple[str | None, int]:
+    """The one line and exit status of an expected failure; ``(None, 0)`` for anything else."""
+    if isinstance(err, ConfigError):
+        return f"config error: {err}", 2
+    if isinstance(err, CurationError):
+        return f"error: {err}", 1
+    if isinstance(err, KeyboardInterrupt):
+        return INTERRUPTED, 128 + signal.SIGINT
+    if isinstance(err, Interrupted):
+        return INTERRUPTED, 128 + err.signum
+    # Ray's driver replaces our SIGTERM handler with one that calls sys.exit(SIGTERM).
+    if isinstance(err, SystemExit) and err.code == signal.SIGTERM:
+        return INTERRUPTED, 128 + signal.SIGTERM
+    if isinstance(err, OSError):
+        return os_error(err), 1
+    if isinstance(err, MemoryError):
+        return "out of memory in the driver; lower batch sizes or use a machine with more memory", 1
+    ray_line = _ray_error(err)
+    if ray_line is not None:
+        return ray_line, 1
+    return None, 0
+
+
+_HINTS = {
+    errno.ENOSPC: "free some space or point run_dir elsewhere",
+    errno.EDQUOT: "free some space or point run_dir elsewhere",
+    errno.EROFS: "the file system is read-only; point run_dir at a writable one",
+    errno.EACCES: "check the path's permissions",
+    errno.EPERM: "check the path's permissions",
+}
+
+
+def os_error(err: OSError) -> str:
+    """``No space left on device: /runs/x/part-000001.tar (free some space ...)``."""
+    reason = err.strerror or type(err).__name__
+    paths = [p for p in (err.filename, err.filename2) if p is not None]
+    where = f": {' -> '.join(str(p) for p in paths)}" if paths else ""
+    hint = _HINTS.get(err.errno)
+    if isinstance(err, ConnectionError) and not paths:
+        return f"connection failed: {err}"
+    return f"{reason}{where}" + (f" ({hint})" if hint else "")
+
+
+def _ray_error(err: BaseException) -> str | None:
+    ray = sys.modules.get("ray")
+    exceptions = getattr(ray, "exceptions", None)
+    if exceptions is None or not isinstance(err, exceptions.RayError):
+        return None
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return f"Ray error: {type(err).__name__}: {first} (the run is resumable: rerun the same command)"
