@@ -177,7 +177,7 @@ def cmd_train(args: list[str]) -> int:
 
 
 def cmd_export(args: list[str]) -> int:
-    from curation.stages.shard_export import export_img2dataset
+    from curation.export import export_img2dataset
 
     picked, rest = _split(args, ("run_dir", "manifest", "out", "copy"))
     _only("export", picked, rest, ("out",))
@@ -334,7 +334,7 @@ def _unknown_command_hint(argv: list[str], err: ConfigError) -> str:
     import difflib
 
     text = str(err)
-    if "invalid choice" not in text:
+    if "argument COMMAND: invalid choice" not in text:
         return f"usage error: {text}"
     word = next((a for a in argv if not a.startswith("-") and a not in COMMANDS), "")
     close = difflib.get_close_matches(word, list(COMMANDS), n=1)

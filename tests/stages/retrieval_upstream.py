@@ -54,6 +54,12 @@ def _marker(step_dir: Path, partition: int, table: pa.Table) -> None:
                {"rows": table.num_rows, "counts": {}, "files": {}})
 
 
+def download_meta(key: str) -> dict:
+    """A download-stage JSON: its own columns, and the URL list's (caption, license, a clashing 'dataset')."""
+    return {"url": f"http://pool.test/{key}.jpg", "status": "success", "width": 8, "height": 6,
+            "sha256": "0" * 64, "caption": f"caption of {key}", "license": "cc-by", "dataset": "web"}
+
+
 def build(run_dir: Path, missing_images: tuple[str, ...] = ()) -> None:
     """Write the download, embed and cluster outputs of the synthetic pool."""
     x = pool_vectors()
@@ -69,7 +75,7 @@ def build(run_dir: Path, missing_images: tuple[str, ...] = ()) -> None:
         with ShardWriter(partition_path(fetch, p, "tar")) as writer:
             for r, key in enumerate(keys):
                 if key not in missing_images:
-                    writer.write_sample(key, jpeg(p * ROWS + r), {"url": f"http://pool.test/{key}.jpg"})
+                    writer.write_sample(key, jpeg(p * ROWS + r), download_meta(key))
         emb_row = np.where(gone, -1, np.cumsum(~gone) - 1)
         xs = x[p * ROWS : (p + 1) * ROWS][~gone]
         embed_dir = stage / "embed" / "pool"
