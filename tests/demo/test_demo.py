@@ -82,3 +82,20 @@ def test_manifest_and_shards(demo_run, capsys):
     assert main(["status", f"run_dir={demo_run}"]) == 0
     out = capsys.readouterr().out
     assert all(f"{stage}: complete" in out for stage in STAGES)
+
+
+@pytest.mark.slow
+def test_every_stage_table_opens_in_pandas_duckdb_and_polars(demo_run):
+    import duckdb
+    import pandas as pd
+
+    from curation.stages.registry import get_stage
+
+    polars = pytest.importorskip("polars")
+    n = len(_table(demo_run, "download"))
+    for stage in STAGES:
+        path = demo_run / "stages" / stage / get_stage(stage).table_step
+        frame = pd.read_parquet(path)
+        assert len(frame) == n and list(frame.columns[:4]) == ["key", "status", "dropped_by", "error"], stage
+        assert duckdb.sql(f"select count(*) from read_parquet('{path}')").fetchall() == [(n,)], stage
+        assert polars.read_parquet(path).height == n, stage

@@ -135,3 +135,20 @@ def test_progress_counts_batches_and_forgets_failed_attempts(tmp_path, monkeypat
     local.run_stages(tmp_path, data, ["numbers"])
     # Batches of 4 rows move the bar within a partition; a failed attempt's rows are taken back.
     assert seen == [4, 0, 4, 8, 10, 14, 10, 14, 18, 20]
+
+
+def test_table_folders_open_in_standard_readers(tmp_path):
+    """pyarrow, pandas, DuckDB and Polars read a step folder as one dataset (side files live elsewhere)."""
+    import duckdb
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    run_stages(tmp_path, sample_pipeline(tmp_path))
+    for folder, rows in (("numbers/make", 40), ("parity/mark", 40)):
+        path = tmp_path / "stages" / folder
+        assert pq.read_table(path).num_rows == rows
+        assert len(pd.read_parquet(path)) == rows
+        assert duckdb.sql(f"select count(*) from read_parquet('{path}')").fetchall() == [(rows,)]
+        polars = pytest.importorskip("polars")
+        assert polars.read_parquet(path).height == rows
+    assert len(pd.read_parquet(tmp_path / "stages/parity/mark").query("status == 'odd'")) == 20
