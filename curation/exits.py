@@ -30,23 +30,44 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
+# Our handlers while signals_raise() is in effect, for rearm().
+_ACTIVE: dict[int, Callable] = {}
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(signum)
+
+
 @contextmanager
 def signals_raise() -> Iterator[None]:
     """SIGTERM (and SIGHUP) unwind the program like Ctrl-C does, instead of killing it mid-write."""
-    def handler(signum, frame):
-        raise Interrupted(signum)
-
     previous = {}
     for sig in (signal.SIGTERM, signal.SIGHUP):
         try:
-            previous[sig] = signal.signal(sig, handler)
+            previous[sig] = signal.signal(sig, _raise_interrupted)
         except ValueError:  # not the main thread (tests calling main() from a worker thread)
             pass
+    _ACTIVE.update({sig: _raise_interrupted for sig in previous})
     try:
         yield
     finally:
+        _ACTIVE.clear()
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+def rearm() -> None:
+    """Put our handlers back after a library replaced them.
+
+    ``ray.init`` installs a SIGTERM handler in the driver that aborts the
+    process (no lock released, no cleanup); the runner calls this after
+    starting Ray. Outside ``signals_raise()`` (library use) it does nothing.
+    """
+    for sig, handler in _ACTIVE.items():
+        try:
+            signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            pass
 
 
 def run_command(command: Callable[[], int], debug: bool) -> int:
@@ -74,16 +95,13 @@ def describe(err: BaseException) -> tuple[str | None, int]:
         return INTERRUPTED, 128 + signal.SIGINT
     if isinstance(err, Interrupted):
         return INTERRUPTED, 128 + err.signum
-    # Ray's driver replaces our SIGTERM handler with one that calls sys.exit(SIGTERM).
-    if isinstance(err, SystemExit) and err.code == signal.SIGTERM:
-        return INTERRUPTED, 128 + signal.SIGTERM
+    ray_line = _ray_error(err)  # before OSError: some Ray errors are TimeoutErrors
+    if ray_line is not None:
+        return ray_line, 1
     if isinstance(err, OSError):
         return os_error(err), 1
     if isinstance(err, MemoryError):
         return "out of memory in the driver; lower batch sizes or use a machine with more memory", 1
-    ray_line = _ray_error(err)
-    if ray_line is not None:
-        return ray_line, 1
     return None, 0
 
 
