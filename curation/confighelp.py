@@ -12,7 +12,6 @@ import textwrap
 from typing import Any, Iterator
 
 from pydantic import BaseModel
-from pydantic_core import PydanticUndefined
 
 from curation.config import _model_of
 
@@ -34,12 +33,9 @@ def model_keys(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, 
 
 
 def _default(field: Any) -> str:
-    if field.default_factory is not None:
-        value = field.default_factory()
-    elif field.default is PydanticUndefined:
+    if field.is_required():
         return "required"
-    else:
-        value = field.default
+    value = field.default_factory() if field.default_factory is not None else field.default
     return _yaml_scalar(value)
 
 
