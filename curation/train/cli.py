@@ -29,8 +29,18 @@ def train_main(overrides: list[str]) -> int:
         level=logging.INFO if rank == 0 else logging.WARNING,
         format=f"%(asctime)s [rank {rank}] %(name)s: %(message)s",
     )
+    if rank == 0:
+        logging.getLogger("curation.train").info(plan_line(cfg))
     train(cfg)
     return 0
+
+
+def plan_line(cfg) -> str:
+    """What one iteration is and when the first log line comes: a CPU iteration of the full recipe takes minutes."""
+    crops = f"2 global {cfg.crops.global_size} px + {cfg.crops.num_local} local {cfg.local_size} px crops"
+    return (f"training {cfg.model} on {cfg.manifest} (device {cfg.device}): {cfg.optim.batch_size} images x ({crops}) "
+            f"per rank per iteration, {cfg.total_iterations} iterations; a log line after the first iteration, then "
+            f"every {cfg.log_every}. Memory grows with optim.batch_size; see docs/train.md for what the defaults need")
 
 
 def main() -> int:
