@@ -74,12 +74,16 @@ def cmd_run(args: list[str]) -> int:
     _only("run", picked, [], ("pipeline",))
     config = cfg.load(picked["pipeline"], overrides)
     stages = [s for s in picked.get("stage", "").split(",") if s] or None
+    report = run_pipeline(config, stages, _flag(picked.get("force"), "force"), _backend(picked))
+    _print_report(report)
+    return 0
+
+
+def _backend(picked: dict[str, str]) -> str:
     backend = picked.get("backend", "ray")
     if backend not in ("ray", "local"):
         raise ConfigError(f"backend: expected ray or local, got '{backend}'")
-    report = run_pipeline(config, stages, _flag(picked.get("force"), "force"), backend)
-    _print_report(report)
-    return 0
+    return backend
 
 
 def _print_report(report) -> None:
@@ -95,12 +99,9 @@ def cmd_demo(args: list[str]) -> int:
     picked, overrides = _split(args, ("run_dir", "size", "backend"))
     if picked.get("size", "small") not in ("small", "tiny"):
         raise ConfigError(f"size: expected small or tiny, got '{picked['size']}'")
-    return run_demo(
-        Path(picked.get("run_dir", "runs/demo")),
-        size=picked.get("size", "small"),
-        overrides=overrides,
-        backend=picked.get("backend", "ray"),
-    )
+    backend = _backend(picked)
+    return run_demo(Path(picked.get("run_dir", "runs/demo")), size=picked.get("size", "small"), overrides=overrides,
+                    backend=backend)
 
 
 def cmd_status(args: list[str]) -> int:

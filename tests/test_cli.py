@@ -97,6 +97,7 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
         (["status", "run_dir=x", "extra=1"], "unknown argument 'extra=1'"),
         (["plan"], "pipeline=... is required"),
         (["demo", "size=huge"], "size: expected small or tiny"),
+        (["demo", "backend=spark"], "backend: expected ray or local"),
         (["export", "out=x"], "exactly one of run_dir=DIR or manifest=PATH"),
         (["train", "model"], "argument 'model' is not of the form key=value"),
     ]
@@ -116,3 +117,17 @@ def test_os_errors_name_the_path_and_debug_shows_the_traceback(pipeline, tmp_pat
     assert main(["--debug", *args]) == 1
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and err.splitlines()[-1].startswith("curate: Not a directory")
+
+
+def test_python_m_curation_needs_no_script_on_path(tmp_path):
+    """What a Ray job runs on a head node whose PATH lacks the venv's bin/."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root), "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "curation", "--version"], env=env, capture_output=True, cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout.decode().strip() == f"curate {__version__}"
+    done = subprocess.run([sys.executable, "-m", "curation", "status"], env=env, capture_output=True, cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.decode().startswith("curate: config error: status: run_dir=")
