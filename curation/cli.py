@@ -246,13 +246,20 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
-    default = argparse.SUPPRESS if suppress else None
+    """The output options, accepted before and after the command.
+
+    A subcommand's copy has no defaults (``suppress``): argparse would
+    otherwise overwrite what was given before the command.
+    """
+    def default(value):
+        return argparse.SUPPRESS if suppress else value
+
     group = parser.add_argument_group("output")
-    group.add_argument("--log-level", choices=LOG_LEVELS, default=default if suppress else "info",
+    group.add_argument("--log-level", choices=LOG_LEVELS, default=default("info"),
                        help="log messages from this level up [default: info]")
-    group.add_argument("--quiet", "-q", action="store_true", default=default if suppress else False,
+    group.add_argument("--quiet", "-q", action="store_true", default=default(False),
                        help="warnings and errors only, no progress bars")
-    group.add_argument("--debug", action="store_true", default=default if suppress else False,
+    group.add_argument("--debug", action="store_true", default=default(False),
                        help="debug logging, and a traceback with every error")
 
 

@@ -91,10 +91,9 @@ def describe(err: BaseException) -> tuple[str | None, int]:
         return f"config error: {err}", 2
     if isinstance(err, CurationError):
         return f"error: {err}", 1
-    if isinstance(err, KeyboardInterrupt):
-        return INTERRUPTED, 128 + signal.SIGINT
-    if isinstance(err, Interrupted):
-        return INTERRUPTED, 128 + err.signum
+    signum = _signal_of(err)
+    if signum is not None:
+        return INTERRUPTED, 128 + signum
     ray_line = _ray_error(err)  # before OSError: some Ray errors are TimeoutErrors
     if ray_line is not None:
         return ray_line, 1
@@ -103,6 +102,22 @@ def describe(err: BaseException) -> tuple[str | None, int]:
     if isinstance(err, MemoryError):
         return "out of memory in the driver; lower batch sizes or use a machine with more memory", 1
     return None, 0
+
+
+def _signal_of(err: BaseException | None) -> int | None:
+    """The signal behind an interruption, also when a library wrapped it.
+
+    A signal that lands inside Ray's ``wait`` comes out as a SystemError
+    whose cause is our exception.
+    """
+    seen = 0
+    while err is not None and seen < 8:
+        if isinstance(err, KeyboardInterrupt):
+            return signal.SIGINT
+        if isinstance(err, Interrupted):
+            return err.signum
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
 
 
 _HINTS = {

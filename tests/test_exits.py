@@ -96,3 +96,16 @@ def test_ray_errors_are_one_line():
 
     line, status = describe(ray.exceptions.GetTimeoutError("Get timed out: some object(s) not ready."))
     assert status == 1 and line.startswith("Ray error: GetTimeoutError: Get timed out")
+
+
+def test_an_interruption_wrapped_by_a_library_is_still_one():
+    from curation.exits import Interrupted
+
+    try:
+        try:
+            raise Interrupted(signal.SIGTERM)
+        except Interrupted as inner:
+            raise SystemError("returned a result with an exception set") from inner
+    except SystemError as outer:
+        assert describe(outer) == (INTERRUPTED, 128 + signal.SIGTERM)
+    assert describe(KeyboardInterrupt()) == (INTERRUPTED, 130)
