@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import shutil
 import textwrap
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from pydantic import BaseModel
 

@@ -14,8 +14,8 @@ import errno
 import signal
 import sys
 import traceback
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 from curation.errors import ConfigError, CurationError
 
@@ -75,7 +75,7 @@ def run_command(command: Callable[[], int], debug: bool) -> int:
     try:
         with signals_raise():
             return command()
-    except BaseException as err:  # noqa: BLE001 - classified below, re-raised when unexpected
+    except BaseException as err:  # classified below; re-raised when unexpected
         line, status = describe(err)
         if line is None:
             raise

@@ -37,10 +37,10 @@ def test_model_keys_lists_leaves_with_defaults():
 
 
 def test_format_keys_wraps_descriptions_under_their_key():
-    text = format_keys([("a.key", "1", "word " * 30), ("a.much.longer.key.that.does.not.fit.the.column.at.all", "x", "d")],
-                       width=90)
+    long_key = "a.much.longer.key.that.does.not.fit.the.column.at.all"
+    text = format_keys([("a.key", "1", "word " * 30), (long_key, "x", "d")], width=90)
     lines = text.splitlines()
     assert lines[0].startswith("  a.key ") and lines[0].rstrip().endswith("word")
     assert all(len(line) <= 90 for line in lines)
-    assert "[default: 1]" in text and lines[-2] == "  a.much.longer.key.that.does.not.fit.the.column.at.all"
+    assert "[default: 1]" in text and lines[-2] == f"  {long_key}"
     assert lines[-1].strip() == "d [default: x]"

@@ -55,7 +55,7 @@ def _group_gone(pgid: int) -> bool:
 def _rerun(pipeline: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled"}
     return subprocess.run([sys.executable, "-m", "curation", "--quiet", "run", f"pipeline={pipeline}",
-                           "backend=local"], env=env, capture_output=True, timeout=300)
+                           "backend=local"], env=env, capture_output=True, timeout=300, check=False)
 
 
 def test_ctrl_c_is_one_line_and_the_run_resumes(tmp_path):
@@ -81,11 +81,11 @@ def test_sigterm_on_ray_is_one_line_and_ray_is_released(tmp_path):
 
 def test_os_errors_name_the_path_and_the_fix():
     full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/runs/x/part-000001.tar")
-    assert os_error(full) == f"{os.strerror(errno.ENOSPC)}: /runs/x/part-000001.tar (free some space or point " \
-                             "run_dir elsewhere)"
+    assert os_error(full) == (f"{os.strerror(errno.ENOSPC)}: /runs/x/part-000001.tar (free some space or point "
+                              "run_dir elsewhere)")
     read_only = OSError(errno.EROFS, os.strerror(errno.EROFS), "/mnt/ro/run")
-    assert describe(read_only) == (f"{os.strerror(errno.EROFS)}: /mnt/ro/run (the file system is read-only; "
-                                   "point run_dir at a writable one)", 1)
+    line = f"{os.strerror(errno.EROFS)}: /mnt/ro/run (the file system is read-only; point run_dir at a writable one)"
+    assert describe(read_only) == (line, 1)
     denied = PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/data/urls.parquet")
     assert describe(denied)[0].endswith("/data/urls.parquet (check the path's permissions)")
     assert describe(ValueError("a bug")) == (None, 0)  # unexpected errors keep their traceback

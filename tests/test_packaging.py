@@ -3,9 +3,10 @@
 import ast
 import re
 import sys
-import tomllib
 from importlib.metadata import packages_distributions
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 # Imported only on an optional path, each behind its extra (and an install hint where it is imported).

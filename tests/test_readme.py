@@ -14,7 +14,7 @@ DOCS = [ROOT / "README.md", ROOT / "docs" / "train.md"]
 
 
 def _code_lines(path: Path) -> list[str]:
-    blocks = re.findall(r"```[a-z]*\n(.*?)```", path.read_text(), flags=re.S)
+    blocks = re.findall(r"```[a-z]*\n(.*?)```", path.read_text(), flags=re.DOTALL)
     return [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()]
 
 

@@ -75,8 +75,8 @@ def memory_warning(cfg) -> str | None:
     need = activation_gib(cfg) + 1.5
     if need <= available:
         return None
-    return (f"this CPU run needs about {need:.0f} GiB (optim.batch_size={cfg.optim.batch_size}) but {available:.0f} GiB "
-            f"is available: it will likely run out of memory. Lower optim.batch_size, or start from "
+    return (f"this CPU run needs about {need:.0f} GiB (optim.batch_size={cfg.optim.batch_size}) but "
+            f"{available:.0f} GiB is available: it will likely run out of memory. Lower optim.batch_size, or start from "
             f"config=train_demo (a tiny ViT sized for a laptop)")
 
 

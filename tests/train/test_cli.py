@@ -34,7 +34,8 @@ def test_train_says_what_an_iteration_is_and_logs_the_first(shards_dir, tmp_path
         "optim.iterations=3", "optim.batch_size=4", "data.num_workers=0", "device=cpu", "log_every=100",
     ])
     messages = [r.getMessage() for r in caplog.records if r.name == "curation.train"]
-    assert messages[0].startswith("training vit_small on ") and "4 images x (2 global 32 px + 2 local 16 px" in messages[0]
+    assert messages[0].startswith("training vit_small on ")
+    assert "4 images x (2 global 32 px + 2 local 16 px" in messages[0]
     assert any(m.startswith("it 0 |") for m in messages)  # before log_every: the first iteration is logged
 
 
