@@ -10,11 +10,9 @@ def run_pipeline(config, stages: list[str] | None = None, force: bool = False, b
         from curation.runner.local import LocalBackend
 
         return run(config, LocalBackend(config.runner.max_partition_retries), stages, force)
-    from curation.exits import rearm
     from curation.runner.ray_backend import RayBackend, init_ray
 
     init_ray(config.ray)
-    rearm()  # ray.init replaced the CLI's SIGTERM handler with one that aborts
     return run(config, RayBackend(config.runner), stages, force)
 
 

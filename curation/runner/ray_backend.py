@@ -43,6 +43,9 @@ def init_ray(ray_cfg: RayConfig) -> dict[str, Any]:
                           dashboard_port=ray_cfg.dashboard_port,
                           object_store_memory=ray_cfg.object_store_memory)
         dashboard = getattr(ray.init(**kwargs), "dashboard_url", None) or None
+        from curation.exits import rearm
+
+        rearm()  # ray.init replaced the CLI's SIGTERM handler with one that aborts the driver
     ports = sorted({n.get("MetricsExportPort") for n in ray.nodes() if n.get("Alive")} - {None})
     log.info("Ray dashboard: %s; metrics (Prometheus) on ports %s of each node",
              f"http://{dashboard}" if dashboard else "not started here", ports)
