@@ -326,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     from curation.exits import run_command
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["help"]:  # `curate help [COMMAND]`
+        argv = argv[1:2] + ["--help"]
     try:
         options = _parse(argv)
     except SystemExit as done:  # --help, --version

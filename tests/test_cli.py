@@ -72,6 +72,11 @@ def test_help_lists_config_keys_with_defaults_and_descriptions(capsys):
     assert "optim.batch_size images per rank per iteration [default: 64]" in out
 
 
+def test_help_command(capsys):
+    assert main(["help"]) == 0 and capsys.readouterr().out.startswith("usage: curate")
+    assert main(["help", "status"]) == 0 and capsys.readouterr().out.startswith("usage: curate status")
+
+
 def test_version_and_log_level(capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"curate {__version__}"
