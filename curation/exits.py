@@ -141,9 +141,24 @@ def os_error(err: OSError) -> str:
 
 
 def _ray_error(err: BaseException) -> str | None:
+    """Ray's own exceptions, and any exception raised inside Ray's code (``ray.init`` raises ValueErrors)."""
     ray = sys.modules.get("ray")
     exceptions = getattr(ray, "exceptions", None)
-    if exceptions is None or not isinstance(err, exceptions.RayError):
+    if exceptions is None:
         return None
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return f"Ray error: {type(err).__name__}: {first} (the run is resumable: rerun the same command)"
+    if isinstance(err, exceptions.RayError):  # the cluster failed under the run
+        return f"Ray error: {type(err).__name__}: {first} (the run is resumable: rerun the same command)"
+    if _raised_in_ray(err):  # Ray refused a setting (ray.init's ValueErrors)
+        return f"Ray error: {type(err).__name__}: {first}"
+    return None
+
+
+def _raised_in_ray(err: BaseException) -> bool:
+    tb = err.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "")
+    return module == "ray" or module.startswith("ray.")

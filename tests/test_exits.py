@@ -109,3 +109,17 @@ def test_an_interruption_wrapped_by_a_library_is_still_one():
     except SystemError as outer:
         assert describe(outer) == (INTERRUPTED, 128 + signal.SIGTERM)
     assert describe(KeyboardInterrupt()) == (INTERRUPTED, 130)
+
+
+def test_an_error_raised_inside_ray_is_one_line():
+    import ray
+
+    try:
+        ray.remote(1)  # a misuse that Ray's own code refuses
+    except Exception as err:  # noqa: BLE001 - whatever Ray raises
+        line, status = describe(err)
+    assert status == 1 and line.startswith("Ray error: ") and "@ray.remote" in line
+    try:
+        raise TypeError("ours")
+    except TypeError as err:
+        assert describe(err) == (None, 0)  # raised in our code: a bug, traceback kept
