@@ -81,13 +81,10 @@ def memory_warning(cfg) -> str | None:
 
 
 def main() -> int:
-    from curation.errors import CurationError
+    """``torchrun -m curation.train.cli ...``: expected failures end in one line, as with ``curate train``."""
+    from curation.exits import run_command
 
-    try:
-        return train_main(sys.argv[1:])
-    except CurationError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(lambda: train_main(sys.argv[1:]), debug=os.environ.get("CURATE_DEBUG") == "1")
 
 
 if __name__ == "__main__":
