@@ -43,6 +43,8 @@ def signals_raise() -> Iterator[None]:
     """SIGTERM (and SIGHUP) unwind the program like Ctrl-C does, instead of killing it mid-write."""
     previous = {}
     for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_IGN:  # nohup: the user asked for it to be ignored
+            continue
         try:
             previous[sig] = signal.signal(sig, _raise_interrupted)
         except ValueError:  # not the main thread (tests calling main() from a worker thread)

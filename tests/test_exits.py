@@ -123,3 +123,17 @@ def test_an_error_raised_inside_ray_is_one_line():
         raise TypeError("ours")
     except TypeError as err:
         assert describe(err) == (None, 0)  # raised in our code: a bug, traceback kept
+
+
+def test_ignored_signals_stay_ignored():
+    from curation.exits import signals_raise
+
+    old = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    term = signal.getsignal(signal.SIGTERM)
+    try:
+        with signals_raise():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) not in (term, signal.SIG_DFL)
+        assert signal.getsignal(signal.SIGTERM) == term
+    finally:
+        signal.signal(signal.SIGHUP, old)
