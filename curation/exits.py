@@ -89,6 +89,8 @@ def run_command(command: Callable[[], int], debug: bool) -> int:
 
 def describe(err: BaseException) -> tuple[str | None, int]:
     """The one line and exit status of an expected failure; ``(None, 0)`` for anything else."""
+    if isinstance(err, SystemExit):  # an exit someone chose: passed on as it is
+        return None, 0
     if isinstance(err, ConfigError):
         return f"config error: {err}", 2
     if isinstance(err, CurationError):
