@@ -23,7 +23,7 @@ import pyarrow as pa
 from curation import embeddings, tables
 from curation.atomic import atomic_path, read_json
 from curation.sources import ImageSetConfig, count_images, iter_images
-from curation.stages.base import GlobalStep, MapStep, Resources, device_gpus
+from curation.stages.base import GlobalStep, MapStep, Resources, device_gpus, partition_path
 
 PARTS_STEP = "curated_parts"
 
@@ -115,7 +115,7 @@ class EmbedCurated(GlobalStep):
         done, model = {}, None
         for name, partitions in by_set.items():
             done[name] = self._join(name, partitions, parts_dir, out_dir)
-            model = read_json(parts_dir / f"{tables.partition_name(partitions[0])}.stats.json").get("model")
+            model = read_json(partition_path(parts_dir, partitions[0], "stats.json")).get("model")
         return {"datasets": done, **({"model": model} if model else {})}
 
     def _join(self, name: str, partitions: list[int], parts_dir: Path, out_dir: Path) -> dict[str, int]:
