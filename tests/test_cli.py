@@ -115,7 +115,10 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
 def test_os_errors_name_the_path_and_debug_shows_the_traceback(pipeline, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    args = ["run", f"pipeline={pipeline}", "backend=local", f"run_dir={blocker / 'run'}"]
+    # a run directory that cannot be one is a config error, found before any work
+    assert main(["run", f"pipeline={pipeline}", "backend=local", f"run_dir={blocker / 'run'}"]) == 2
+    assert capsys.readouterr().err.startswith(f"curate: config error: run_dir: {blocker} is not a directory")
+    args = ["inspect", str(blocker / "manifest.json")]  # an OS error met while working
     assert main(args) == 1
     err = capsys.readouterr().err
     assert err.startswith("curate: Not a directory: ") and str(blocker) in err and "Traceback" not in err

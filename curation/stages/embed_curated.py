@@ -126,10 +126,9 @@ class EmbedCurated(GlobalStep):
         with atomic_path(out_dir / f"{name}.npy") as tmp:
             writer = None
             for p in partitions:
-                stem = parts_dir / tables.partition_name(p)
-                x = embeddings._load(Path(f"{stem}.npy"))
+                x = embeddings._load(partition_path(parts_dir, p, "npy"))
                 writer = writer or embeddings.NpyAppender(tmp, x.shape[1], str(x.dtype))
-                table = tables.read_parquet(Path(f"{stem}.parquet"))
+                table = tables.read_parquet(partition_path(parts_dir, p, "parquet"))
                 if table.num_rows == 0:
                     continue
                 rows = table.column(embeddings.ROW_COLUMN).to_numpy()

@@ -192,7 +192,7 @@ data["runner"] = {"max_partition_retries": 1, "max_workers": 2, "progress": Fals
 
 
 def kill_node_once_work_commits():
-    markers = Path(sys.argv[1]) / "stages/numbers/make"
+    markers = Path(sys.argv[1]) / "stages/numbers/make.files"
     while not list(markers.glob("*.stats.json")):
         time.sleep(0.05)
     cluster.remove_node(doomed)
