@@ -45,13 +45,14 @@ def test_partial_and_corrupt_partitions_are_redone(tmp_path):
     make, side = tmp_path / "stages/numbers/make", tmp_path / "stages/numbers/make.files"
     (side / "part-000001.txt").write_text("truncated")  # size no longer matches its stats
     (side / "part-000002.stats.json").unlink()           # crashed before its marker
-    (side / f"part-000002.parquet{TMP_MARK}dead").write_bytes(b"half a file")
+    (make / f"part-000002.parquet{TMP_MARK}dead").write_bytes(b"half a file")  # a table part's temporary
+    (side / f"part-000002.txt{TMP_MARK}dead").write_bytes(b"half a file")      # a side file's
     (tmp_path / "stages/numbers/_SUCCESS.json").unlink()
     untouched = (make / "part-000000.parquet").stat().st_mtime_ns
     run_stages(tmp_path, sample_pipeline(tmp_path), ["numbers"])
     assert read_tables(tmp_path) == expected
     assert (make / "part-000000.parquet").stat().st_mtime_ns == untouched
-    assert not list(side.glob(f"*{TMP_MARK}*"))
+    assert not list(make.glob(f"*{TMP_MARK}*")) and not list(side.glob(f"*{TMP_MARK}*"))
     assert (side / "part-000001.txt").read_text().count("\n") == 10
 
 
