@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from curation.config import Section
+from curation.section import Section
 
 Metric = Literal["ip", "l2"]
 

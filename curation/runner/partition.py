@@ -34,7 +34,8 @@ from curation.atomic import TMP_MARK, write_json
 from curation.errors import PartitionError
 from curation.runner.resources import usage
 from curation.runner.verify import in_step, marker_path, marker_problems, sha256_file
-from curation.stages.base import (STEP_DONE, GlobalStep, MapStep, PartitionOutput, Timer, files_dir, part_path)
+from curation.layout import PROGRESS_FILE, STEP_DONE, files_dir, part_path
+from curation.stages.base import GlobalStep, MapStep, PartitionOutput, Timer
 
 
 def partition_complete(step_dir: Path, partition: int) -> bool:
@@ -160,8 +161,6 @@ def run_global_step(step: GlobalStep) -> dict[str, Any]:
 
 def _written(step_dir: Path, outputs: list[Path]) -> list[Path]:
     """Every committed file of a global step, in a stable order (no marker, no temporaries, no progress file)."""
-    from curation.runner.stepstats import PROGRESS_FILE
-
     found = []
     for root in [step_dir, *outputs]:
         if root.is_file():

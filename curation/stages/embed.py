@@ -31,9 +31,9 @@ import pyarrow as pa
 from pydantic import Field
 
 from curation import embeddings, tables
-from curation.config import RUNTIME, Section
 from curation.errors import ConfigError
 from curation.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, submit_batch
+from curation.section import RUNTIME, Section
 from curation.sources import ImageSetConfig, check_exists
 from curation.stages.base import MapStep, Resources, Stage, device_gpus
 from curation.stages.registry import register
@@ -213,6 +213,7 @@ def _curated_table(chunk: list, decoded, first_row: int) -> pa.Table:
 
 
 from curation.stages.embed_curated import CuratedParts, EmbedCurated  # noqa: E402 -- they use this module
+
 
 @register
 class EmbedStage(Stage):
