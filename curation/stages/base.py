@@ -20,9 +20,10 @@ onto it. Batches are Arrow tables; rows carry the status columns of
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Protocol
+from typing import Any, ClassVar, Protocol
 
 import pyarrow as pa
 
@@ -168,7 +169,7 @@ class PartitionOutput:
     def commit(self) -> dict[str, int]:
         """Rename every written file to its final name; return sizes in bytes."""
         sizes = {}
-        for suffix, (tmp, final) in self._files.items():
+        for tmp, final in self._files.values():
             if tmp.exists():
                 tmp.replace(final)
                 sizes[final.name] = final.stat().st_size
@@ -260,6 +261,15 @@ class MapStep(_Step):
 
     def setup(self) -> None:
         """Load heavy state (models, indexes) once per worker."""
+
+    def prefetch(self, batch: pa.Table) -> None:
+        """Start the slow reading that ``process_batch(batch)`` will need (decoding its images, say).
+
+        The runner calls it on the next batch before it hands the current one
+        to :meth:`process_batch`, so that the two overlap. ``batch`` holds the
+        rows ``process_batch`` will get: only the alive ones for an alive-only
+        step; a batch without any is never prefetched, nor processed.
+        """
 
     def open(self, partition: int, out: PartitionOutput) -> None:
         """Start a partition; side files go through ``out.path(suffix)``."""

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from curation.algorithms.index import IndexConfig
+from curation.index_config import IndexConfig
 from curation.section import RUNTIME, Section
 from curation.sources import ImageSetConfig
 

@@ -28,9 +28,9 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from curation.algorithms.index import IndexConfig
 from curation.atomic import write_json
 from curation.errors import ConfigError
+from curation.index_config import IndexConfig
 from curation.section import Section
 from curation.sources import ImageSetConfig
 from curation.stages import retrieve_io as io
