@@ -87,7 +87,7 @@ def main() -> None:
 
     from curation.algorithms import components as cc
     from curation.algorithms import knn
-    from curation.algorithms.index import IndexConfig
+    from curation.index_config import IndexConfig
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000)

@@ -72,6 +72,8 @@ def step_rates(name: str, inference, decode, blobs: list[bytes], batch: int, rep
     """
     from curation import tables
     from curation.models.inference import Prefetch
+    from curation.runner.partition import read_ahead
+    from curation.stages.base import MapStep
 
     chunks = [blobs[i:i + batch] for i in range(0, len(blobs), batch)]
     pixels = [[_pixels(v) for v in inference.submit(chunk, decode).result().values] for chunk in chunks]
@@ -88,8 +90,14 @@ def step_rates(name: str, inference, decode, blobs: list[bytes], batch: int, rep
 
     def step():
         prefetch = Prefetch(lambda b: inference.submit(chunks[int(b.column("key")[0].as_py().split(":")[0])],
-                                                       decode), alive_only=False)
-        for b in prefetch.ahead(iter(batches)):
+                                                       decode))
+        class Step(MapStep):  # what the runner drives: prefetch(next batch), then process the current one
+            alive_only = False
+
+            def prefetch(self, batch):
+                prefetch.start(batch)
+
+        for b in read_ahead(Step(None), iter(batches)):
             inference.forward([_pixels(v) for v in prefetch.take(b).values])
 
     model_only()  # warm-up
@@ -130,10 +138,10 @@ def bench_steps(args) -> None:
     print(f"{len(blobs)} JPEGs of the web corpus as stored (shorter side <= {args.stored_size}), batch {args.batch}, {threads} decode threads, "
           f"{args.threads} torch threads, CPU, load average {os.getloadavg()[0]:.1f}")
     torch.manual_seed(0)
-    spec = sscd.Preprocess("square", 320, 32, False)
+    spec = sscd.FeatureSpec(PreprocessSpec(320, mode="square", interpolation="bilinear", draft=True), 32, False)
     descriptor = Inference(sscd.SSCD(args.sscd_backbone, 512).eval(), "cpu", "fp32", args.batch, threads, dim=512)
     results = {"dedup descriptor": step_rates(f"dedup ({args.sscd_backbone} 320)", descriptor,
-                                              sscd.decoder(spec, True), blobs, args.batch, args.repeats)}
+                                              sscd.decoder(spec), blobs, args.batch, args.repeats)}
     vit = build_vit(args.arch, img_size=args.img).eval()
     embed = Inference(vit, "cpu", "fp32", args.batch, threads)
     results["embed"] = step_rates(f"embed ({args.arch} {args.img})", embed,

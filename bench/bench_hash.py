@@ -136,6 +136,7 @@ def main() -> None:
 
     from curation.algorithms import pca_hash
     from curation.models import sscd
+    from curation.preprocess import PreprocessSpec
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=400)
@@ -156,7 +157,7 @@ def main() -> None:
         ("2. decoded at full size", full, imagehash_arrays, ours_arrays),
         ("3. from JPEG bytes (ours: reduced-DCT-scale decode)", blobs, imagehash_bytes, ours_bytes),
     ]
-    spec = sscd.Preprocess("square", 320, 32)
+    spec = sscd.FeatureSpec(PreprocessSpec(320, mode="square", interpolation="bilinear", draft=True), 32)
     seconds = best_time(lambda: pca_hash.thumbnails([sscd.decode(b, spec).pixels for b in blobs], 32), args.repeats)
     print(f"features-step CPU work per image (decode at reduced DCT scale, 320x320 resize, thumbnail): "
           f"{len(blobs) / seconds:.0f} img/s on one core")

@@ -96,7 +96,8 @@ def main() -> None:
 
     import faiss
 
-    from curation.algorithms.index import IndexConfig, recall_at_k
+    from curation.algorithms.index import recall_at_k
+    from curation.index_config import IndexConfig
 
     pool = synthetic(args.n, args.d, 2000, args.seed)
     queries = synthetic(args.queries, args.d, 2000, args.seed)[::-1].copy()

@@ -67,8 +67,9 @@ def write_pool(run_dir: Path, n: int, d: int, partitions: int, seed: int) -> Non
 
 def single_index(run_dir: str, index: dict, queries: np.ndarray, k: int, seed: int) -> dict:
     """The peer: every embedding in one process, one index (runs as a fresh Ray task)."""
-    from curation.algorithms.index import IndexConfig, build_index
+    from curation.algorithms.index import build_index
     from curation.embeddings import load_pool_embeddings
+    from curation.index_config import IndexConfig
     from curation.runner.resources import peak_rss_bytes
 
     started = time.perf_counter()
@@ -83,10 +84,10 @@ def single_index(run_dir: str, index: dict, queries: np.ndarray, k: int, seed: i
 
 def exact(run_dir: Path, queries: np.ndarray, k: int) -> np.ndarray:
     """Ground truth, partition by partition (never the whole pool in memory)."""
+    import faiss
+
     from curation.algorithms.sharded_index import merge_topk
     from curation.embeddings import partition_embeddings, pool_partitions
-
-    import faiss
 
     parts, start = [], 0
     for p in pool_partitions(run_dir):

@@ -17,24 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, Field, ValidationError, create_model
 
 from curation.errors import ConfigError
+from curation.section import RUNTIME, Section
+from curation.stages.registry import all_stages
 
 PIPELINES_DIR = Path(__file__).resolve().parent.parent / "pipelines"
-
-
-class Section(BaseModel):
-    """Base of every config section: unknown keys are errors, never ignored."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-# Marks a field that changes how a run executes but not what it produces
-# (where it runs, batch sizes, worker counts, retries, progress): such fields
-# are left out of the content hash and may differ when a run is resumed.
-# Usage: ``Field(..., json_schema_extra=RUNTIME)``.
-RUNTIME = {"runtime": True}
 
 
 class RayConfig(Section):
@@ -101,11 +90,19 @@ class PipelineBase(Section):
         json_schema_extra=RUNTIME
     )
 
+    def __reduce__(self):
+        # The pipeline model is built at run time (one section per registered stage), so its class
+        # cannot be pickled by name: a config travels as plain data and is validated again where it
+        # lands, which imports its plugins first.
+        return validate, (to_dict(self),)
+
+    def content_hash(self) -> str:
+        """:func:`content_hash` of this config, for code below this module (stages)."""
+        return content_hash(self)
+
 
 def pipeline_model() -> type[PipelineBase]:
     """The pipeline model with one optional section per registered stage."""
-    from curation.stages.registry import all_stages
-
     sections: dict[str, Any] = {
         name: (stage.config_model | None, None) for name, stage in all_stages().items()
     }
@@ -214,8 +211,6 @@ def _import_plugins(modules: Any) -> None:
 
 
 def _check_stages(config: PipelineBase) -> None:
-    from curation.stages.registry import all_stages
-
     known = list(all_stages())
     seen: set[str] = set()
     for name in config.stages:

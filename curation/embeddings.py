@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.atomic import atomic_path
+from curation.layout import committed_partitions, partition_path, step_dir
 
 STAGE = "embed"
 POOL_STEP = "pool"
@@ -51,11 +52,11 @@ def _run_dir(ctx_or_run_dir: Any) -> Path:
 
 
 def pool_dir(ctx_or_run_dir: Any) -> Path:
-    return _run_dir(ctx_or_run_dir) / "stages" / STAGE / POOL_STEP
+    return step_dir(_run_dir(ctx_or_run_dir), STAGE, POOL_STEP)
 
 
 def curated_dir(ctx_or_run_dir: Any) -> Path:
-    return _run_dir(ctx_or_run_dir) / "stages" / STAGE / CURATED_STEP
+    return step_dir(_run_dir(ctx_or_run_dir), STAGE, CURATED_STEP)
 
 
 def save_array(path: Path, array: np.ndarray, dtype: str = "float32") -> None:
@@ -122,14 +123,10 @@ def _as_float32(x: np.ndarray) -> np.ndarray:
 
 def pool_partitions(ctx_or_run_dir: Any) -> list[int]:
     """Committed partitions of the pool embeddings, ascending."""
-    from curation.stages.base import committed_partitions
-
     return committed_partitions(pool_dir(ctx_or_run_dir))
 
 
 def _partition_path(ctx_or_run_dir: Any, partition: int, suffix: str) -> Path:
-    from curation.stages.base import partition_path
-
     return partition_path(pool_dir(ctx_or_run_dir), partition, suffix)
 
 

@@ -12,6 +12,8 @@ import tarfile
 from pathlib import Path
 from typing import Iterator
 
+from curation.layout import IMAGES_STEP, partition_path, step_dir
+
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 
 
@@ -67,9 +69,11 @@ class TarImages:
 
 def pool_tar(run_dir: Path, partition: int) -> Path:
     """The tar of the download stage's images of one partition."""
-    from curation.stages.base import partition_path
+    return partition_path(_fetch_dir(run_dir), partition, "tar")
 
-    return partition_path(Path(run_dir) / "stages" / "download" / "fetch", partition, "tar")
+
+def _fetch_dir(run_dir: Path) -> Path:
+    return step_dir(run_dir, *IMAGES_STEP)
 
 
 def pool_images(run_dir: Path, partition: int) -> TarImages:
@@ -86,13 +90,13 @@ def pool_images(run_dir: Path, partition: int) -> TarImages:
     from curation.runner.verify import file_problems, in_step, marker_path
 
     tar = pool_tar(run_dir, partition)
-    step_dir = Path(run_dir) / "stages" / "download" / "fetch"
-    marker = marker_path(step_dir, partition)
+    fetch_dir = _fetch_dir(run_dir)
+    marker = marker_path(fetch_dir, partition)
     try:
         listed = read_json(marker).get("files", {})
     except (OSError, ValueError):
         listed = {}  # outputs made by other means than this runner: taken as they are
-    problems = file_problems(in_step(step_dir), {tar.name: listed[tar.name]}) if tar.name in listed else []
+    problems = file_problems(in_step(fetch_dir), {tar.name: listed[tar.name]}) if tar.name in listed else []
     if problems:
         raise PartitionError(f"{problems[0]}: rerun the download stage to redo partition {partition}")
     return TarImages(tar)

@@ -97,14 +97,11 @@ def plan_resources(config: Any, cluster: ClusterSection, pool_size: float,
                    stages: list[str] | None = None) -> list[StepPlan]:
     """One row per step of the pipeline's stages (or ``stages``) at ``pool_size`` downloaded images."""
     from curation.runner.resources import resolve
-    from curation.stages.base import StageContext
-    from curation.stages.registry import get_stage
+    from curation.stages.registry import get_stage, stage_context
 
-    from curation import config as cfg
-
-    view, data, rows = _view(cluster), cfg.to_dict(config), []
+    view, rows = _view(cluster), []
     for name in stages or config.stages:
-        ctx = StageContext(Path(config.run_dir), data, name)
+        ctx = stage_context(config, name)
         for step_cls in get_stage(name).steps:
             step = step_cls(ctx)
             for label, resources in step.requests():

@@ -18,10 +18,7 @@ it into a sample status ``failed_decode:<reason>``.
 
 from __future__ import annotations
 
-import functools
 import io
-from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,12 +30,22 @@ INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos")
 
 @dataclass(frozen=True)
 class PreprocessSpec:
-    """How images become model inputs.
+    """How images become model inputs: the one spec of every model that reads images.
 
-    ``resize_size`` defaults to ``image_size * 256 / 224`` rounded, the
-    usual evaluation ratio. ``draft`` lets JPEG decoding downscale by 2, 4 or
-    8 in the DCT domain when the image is that much larger than needed: much
-    cheaper, and slightly different pixels from a full decode.
+    ``mode``:
+
+    - ``crop`` (the evaluation transform): resize the short side to
+      ``resize_size``, then centre-crop ``image_size`` x ``image_size``;
+      ``resize_size`` defaults to ``image_size * 256 / 224`` rounded, the usual
+      evaluation ratio;
+    - ``square``: resize to ``image_size`` x ``image_size``, skewing (SSCD's 320
+      recipe; batches well);
+    - ``short_edge``: resize the short side to ``image_size``, keeping the
+      aspect ratio (images of equal shape batch together).
+
+    ``draft`` lets JPEG decoding downscale by 2, 4 or 8 in the DCT domain when
+    the image is that much larger than needed: much cheaper, and slightly
+    different pixels from a full decode.
     """
 
     image_size: int = 224
@@ -47,26 +54,16 @@ class PreprocessSpec:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     draft: bool = False
+    mode: str = "crop"
 
     @property
     def short_side(self) -> int:
+        """The short side after resizing."""
+        if self.mode != "crop":
+            return self.image_size
         if self.resize_size is not None:
             return self.resize_size
         return int(round(self.image_size * 256 / 224))
-
-
-@dataclass
-class DecodedBatch:
-    """Result of :func:`decode_batch` for B inputs.
-
-    ``pixels`` is ``(B, S, S, 3)`` uint8 (rows of failed images are zero);
-    ``ok`` ``(B,)`` bool; ``reasons``/``errors`` per input, None where ok.
-    """
-
-    pixels: np.ndarray
-    ok: np.ndarray
-    reasons: list[str | None]
-    errors: list[str | None]
 
 
 class DecodeError(Exception):
@@ -130,9 +127,28 @@ def open_rgb_sized(data: bytes | None, draft_size: int | None = None):
 
 
 def decode(data: bytes | None, spec: PreprocessSpec) -> np.ndarray:
-    """Decode, resize and centre-crop one image to ``(S, S, 3)`` uint8; raises :class:`DecodeError`."""
+    """Decode one image to its model input (:func:`model_input`); raises :class:`DecodeError`."""
+    return model_input(open_rgb(data, draft_size(spec)), spec)
+
+
+def draft_size(spec: PreprocessSpec) -> int | None:
+    """The ``draft_size`` of :func:`open_rgb` for ``spec`` (None: no draft decoding)."""
+    return spec.short_side if spec.draft else None
+
+
+def model_input(img, spec: PreprocessSpec) -> np.ndarray:
+    """An RGB ``PIL.Image`` (:func:`open_rgb`) as the model input of ``spec``: ``(H, W, 3)`` uint8.
+
+    ``(S, S, 3)`` unless ``spec.mode`` is ``short_edge``.
+    """
     # open_rgb has fully decoded the pixels (convert loads them): resizing cannot fail on the data.
-    return _resize_crop(open_rgb(data, spec.short_side if spec.draft else None), spec)
+    if spec.mode == "crop":
+        return _resize_crop(img, spec)
+    if spec.mode == "square":
+        size = (spec.image_size, spec.image_size)
+    else:
+        size = resized_size(img.width, img.height, spec.image_size)
+    return np.asarray(img.resize(size, _resample(spec.interpolation)), dtype=np.uint8)
 
 
 def _resize_crop(img, spec: PreprocessSpec) -> np.ndarray:
@@ -144,43 +160,6 @@ def _resize_crop(img, spec: PreprocessSpec) -> np.ndarray:
     top = int(round((img.height - crop) / 2.0))
     left = int(round((img.width - crop) / 2.0))
     return np.asarray(img.crop((left, top, left + crop, top + crop)), dtype=np.uint8)
-
-
-class PendingBatch:
-    """Decoding in flight on an executor; :meth:`result` waits and returns the :class:`DecodedBatch`."""
-
-    def __init__(self, pending, image_size: int):
-        self._pending = pending
-        self._image_size = image_size
-
-    def result(self) -> DecodedBatch:
-        return stack(self._pending.result(), self._image_size)
-
-
-def submit_batch(
-    items: Sequence, spec: PreprocessSpec, executor: Executor | None, fetch: Callable | None = None
-) -> PendingBatch:
-    """Start decoding ``items`` on ``executor`` and return at once (see
-    :func:`curation.models.inference.submit`: items may be keys that ``fetch`` reads)."""
-    from curation.models.inference import submit
-
-    return PendingBatch(submit(items, functools.partial(decode, spec=spec), executor, fetch), spec.image_size)
-
-
-def decode_batch(
-    blobs: Sequence[bytes | None], spec: PreprocessSpec, executor: Executor | None = None
-) -> DecodedBatch:
-    """Decode ``blobs`` into one ``(B, S, S, 3)`` uint8 array; on ``executor`` threads if given."""
-    return submit_batch(blobs, spec, executor).result()
-
-
-def stack(decoded, image_size: int) -> DecodedBatch:
-    """A :class:`curation.models.inference.Decoded` of eval crops as one :class:`DecodedBatch`."""
-    ok = decoded.ok
-    pixels = np.zeros((len(ok), image_size, image_size, 3), dtype=np.uint8)
-    for i in np.flatnonzero(ok):
-        pixels[i] = decoded.values[i]
-    return DecodedBatch(pixels, ok, list(decoded.reasons), list(decoded.errors))
 
 
 def normalise(pixels, mean=IMAGENET_MEAN, std=IMAGENET_STD, device=None):

@@ -16,8 +16,8 @@ from typing import Iterator, Literal
 
 from pydantic import Field
 
-from curation.config import Section
 from curation.errors import ConfigError
+from curation.section import Section
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 

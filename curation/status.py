@@ -26,7 +26,7 @@ def format_status(run_dir: Path) -> str:
         raise RunError(f"{run_dir}: not a run directory (no config.yaml)")
     data = yaml.safe_load(config_file.read_text())
     config = cfg.validate(data)
-    states = run_states(run_dir, data, list(config.stages))
+    states = run_states(run_dir, config, list(config.stages))
     active = run_active(run_dir) or any(s.state == "running" for s in states)
     lines = [f"run {run_dir} (pipeline {config.name}, config {cfg.content_hash(config)}): "
              f"{'running' if active else 'not running'}"]

@@ -9,10 +9,10 @@ import pyarrow as pa
 import pytest
 
 from curation import embeddings, tables
-from curation.atomic import write_json
-from curation.stages.base import StageContext
 from curation.algorithms.knn import unit_rows as unit
-from curation.stages.base import files_dir, partition_path
+from curation.atomic import write_json
+from curation.layout import files_dir, partition_path
+from curation.stages.base import StageContext
 
 
 def write_pool(run_dir: Path, parts: dict[int, tuple[list[str], np.ndarray, np.ndarray]], dtype="float32") -> None:
@@ -55,7 +55,7 @@ def test_load_pool_embeddings_round_trip(pool):
     assert got.dtype == np.float32 and got.shape == (5, 8)
     np.testing.assert_array_equal(got, x)
     # A StageContext works as well as a run dir; one partition comes back memory-mapped.
-    ctx = StageContext(run_dir, {}, "cluster")
+    ctx = StageContext(run_dir, None, "cluster")
     keys2, one, _, _ = embeddings.load_pool_embeddings(ctx, partitions=[2])
     assert keys2.tolist() == ["c0", "c1"] and isinstance(one, np.memmap)
     assert embeddings.pool_counts(run_dir) == {0: 3, 2: 2}

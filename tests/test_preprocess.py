@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from curation.models.inference import decode_batch
 from curation.preprocess import (
     DecodeError,
     PreprocessSpec,
     decode,
-    decode_batch,
     normalise,
     resized_size,
 )

@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
-from pydantic import Field
-
-from curation.config import Section
 
 Metric = Literal["ip", "l2"]
 
@@ -33,33 +30,21 @@ _MIN_POINTS_PER_LIST = 39
 _MAX_POINTS_PER_LIST = 256
 
 
-class IndexConfig(Section):
-    kind: Literal["auto", "flat", "ivf_flat", "ivf_sq8", "ivf_fp16", "ivf_pq"] = Field(
-        "auto", description="auto: flat up to exact_max vectors, else ivf_pq; or force one kind "
-        "(ivf_sq8/ivf_fp16: scalar-quantised lists, 1 or 2 bytes per dimension)"
-    )
-    exact_max: int = Field(
-        1_000_000, ge=0, description="auto picks the exact flat index up to this many pool vectors"
-    )
-    nlist: int | None = Field(
-        None, ge=1, description="inverted lists of IVF indexes (null: 4*sqrt(n), at least 39 points per list)"
-    )
-    nprobe: int = Field(32, ge=1, description="inverted lists visited per query (recall vs speed)")
-    pq_m: int | None = Field(
-        None, ge=1, description="IVF-PQ sub-quantizers, a divisor of the dimension (null: largest GPU-supported divisor <= d/4)"
-    )
-    pq_bits: int = Field(8, ge=4, le=12, description="bits per IVF-PQ sub-quantizer code")
-    refine: bool = Field(
-        True, description="re-rank IVF-PQ and IVF-SQ8 candidates exactly with IndexRefineFlat "
-        "(keeps the float vectors in RAM)"
-    )
-    refine_k_factor: float = Field(
-        4.0, ge=1.0, description="IVF-PQ candidates fetched per requested neighbour before re-ranking"
-    )
-    use_gpu: bool | None = Field(
-        None, description="null: GPU when faiss sees one; false: CPU; true: require a GPU"
-    )
-    search_batch: int = Field(65536, ge=1, description="queries per faiss search call (bounds memory)")
+class IndexSettings(Protocol):
+    """The settings an index is built with (the config sections embed
+    ``curation.index_config.IndexConfig``, which has these fields, their
+    defaults and their descriptions)."""
+
+    kind: str
+    exact_max: int
+    nlist: int | None
+    nprobe: int
+    pq_m: int | None
+    pq_bits: int
+    refine: bool
+    refine_k_factor: float
+    use_gpu: bool | None
+    search_batch: int
 
 
 @dataclass
@@ -89,7 +74,7 @@ class KnnIndex:
         return scores, ids
 
 
-def resolve_kind(n: int, config: IndexConfig) -> str:
+def resolve_kind(n: int, config: IndexSettings) -> str:
     if config.kind != "auto":
         return config.kind
     return "flat" if n <= config.exact_max else "ivf_pq"
@@ -105,7 +90,7 @@ def default_pq_m(d: int) -> int:
     return max(fits) if fits else 1
 
 
-def gpu_count(config: IndexConfig) -> int:
+def gpu_count(config: IndexSettings) -> int:
     import faiss
 
     from curation.errors import ConfigError
@@ -117,7 +102,7 @@ def gpu_count(config: IndexConfig) -> int:
 
 
 def build_index(
-    vectors: np.ndarray, config: IndexConfig, metric: Metric = "ip", seed: int = 0, chunk: int = 1 << 18
+    vectors: np.ndarray, config: IndexSettings, metric: Metric = "ip", seed: int = 0, chunk: int = 1 << 18
 ) -> KnnIndex:
     """Index ``vectors`` (n, d) for ``metric`` search.
 
@@ -143,7 +128,7 @@ def build_index(
     return KnnIndex(index, kind, metric, n, bool(gpus), config.search_batch)
 
 
-def _trained_ivf(vectors, kind: str, d: int, faiss_metric, config: IndexConfig, gpus: int, seed: int):
+def _trained_ivf(vectors, kind: str, d: int, faiss_metric, config: IndexSettings, gpus: int, seed: int):
     """A trained, empty IVF index, on the GPUs if any, wrapped for refinement."""
     import faiss
 

@@ -22,7 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
-from curation.algorithms.index import IndexConfig, build_index, resolve_kind
+from curation.algorithms.index import IndexSettings, build_index, resolve_kind
 
 RERANK_BYTES = 1 << 30  # candidate vectors gathered per re-ranking chunk
 
@@ -61,7 +61,7 @@ class Searcher:
     descriptors per query, while a dedup graph only needs the similar ones.
     """
 
-    def __init__(self, x, config: IndexConfig, seed: int = 0, floor: float | None = None):
+    def __init__(self, x, config: IndexSettings, seed: int = 0, floor: float | None = None):
         self.x = x
         self.rerank = resolve_kind(len(x), config) == "ivf_pq" and config.refine
         index_config = config.model_copy(update={"refine": False}) if self.rerank else config
@@ -169,7 +169,7 @@ class CopyGraph:
     kind: str
 
 
-def copy_graph(x, y: np.ndarray, config: IndexConfig, k: int, threshold: float, leak_k: int,
+def copy_graph(x, y: np.ndarray, config: IndexSettings, k: int, threshold: float, leak_k: int,
                leak_threshold: float, seed: int = 0, floor: float | None = None) -> CopyGraph:
     """Self-dedup and leak components of pool ``x`` ``(n, d)`` and benchmarks ``y`` ``(m, d)``.
 

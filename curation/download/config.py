@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from curation.config import RUNTIME, Section
+from curation.section import RUNTIME, Section
 
 DEFAULT_USER_AGENT = "curation/0.1 (image dataset curation; honours X-Robots-Tag noai)"
 IMAGE_FORMATS = ("jpeg", "png", "gif", "webp", "bmp", "tiff")

@@ -19,13 +19,17 @@ exception for the step).
 from __future__ import annotations
 
 import collections
+import functools
 import math
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from curation.errors import ConfigError
+from curation.preprocess import IMAGENET_MEAN, IMAGENET_STD, DecodeError, PreprocessSpec, decode, normalise
 
 PRECISIONS = ("bf16", "fp16", "fp32")
 
@@ -52,7 +56,8 @@ class Decoded:
     @property
     def ok(self) -> np.ndarray:
         """``(B,)`` bool: decoded."""
-        return np.array([r is None and v is not None for v, r in zip(self.values, self.reasons)], dtype=bool)
+        pairs = zip(self.values, self.reasons, strict=True)
+        return np.array([r is None and v is not None for v, r in pairs], dtype=bool)
 
 
 class Pending:
@@ -75,8 +80,6 @@ def submit(items: Sequence[Any], decode: Callable[[bytes | None], Any], executor
     Items are encoded images, or anything ``fetch`` turns into one (a key read
     from a tar, say), so that reading happens on the threads too.
     """
-    from curation.preprocess import DecodeError
-
     n = len(items)
     decoded = Decoded([None] * n, [None] * n, [None] * n)
 
@@ -91,6 +94,54 @@ def submit(items: Sequence[Any], decode: Callable[[bytes | None], Any], executor
             one(i)
         return Pending([], decoded)
     return Pending([executor.submit(one, i) for i in range(n)], decoded)
+
+
+@dataclass
+class DecodedBatch:
+    """Result of :func:`decode_batch` for B inputs.
+
+    ``pixels`` is ``(B, S, S, 3)`` uint8 (rows of failed images are zero);
+    ``ok`` ``(B,)`` bool; ``reasons``/``errors`` per input, None where ok.
+    """
+
+    pixels: np.ndarray
+    ok: np.ndarray
+    reasons: list[str | None]
+    errors: list[str | None]
+
+class PendingBatch:
+    """Decoding in flight on an executor; :meth:`result` waits and returns the :class:`DecodedBatch`."""
+
+    def __init__(self, pending, image_size: int):
+        self._pending = pending
+        self._image_size = image_size
+
+    def result(self) -> DecodedBatch:
+        return stack(self._pending.result(), self._image_size)
+
+
+def submit_batch(
+    items: Sequence, spec: PreprocessSpec, executor: Executor | None, fetch: Callable | None = None
+) -> PendingBatch:
+    """Start decoding ``items`` into model inputs of ``spec`` on ``executor`` and return at once
+    (see :func:`submit`: items may be keys that ``fetch`` reads)."""
+    return PendingBatch(submit(items, functools.partial(decode, spec=spec), executor, fetch), spec.image_size)
+
+
+def decode_batch(
+    blobs: Sequence[bytes | None], spec: PreprocessSpec, executor: Executor | None = None
+) -> DecodedBatch:
+    """Decode ``blobs`` into one ``(B, S, S, 3)`` uint8 array; on ``executor`` threads if given."""
+    return submit_batch(blobs, spec, executor).result()
+
+
+def stack(decoded, image_size: int) -> DecodedBatch:
+    """A :class:`Decoded` of ``(S, S, 3)`` model inputs as one :class:`DecodedBatch`."""
+    ok = decoded.ok
+    pixels = np.zeros((len(ok), image_size, image_size, 3), dtype=np.uint8)
+    for i in np.flatnonzero(ok):
+        pixels[i] = decoded.values[i]
+    return DecodedBatch(pixels, ok, list(decoded.reasons), list(decoded.errors))
 
 
 class Inference:
@@ -108,8 +159,6 @@ class Inference:
                  dim: int | None = None, config_key: str = "device"):
         import torch
 
-        from curation.errors import ConfigError
-        from curation.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
         if device == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"{config_key}: cuda requested but this worker sees no GPU")
@@ -164,8 +213,6 @@ class Inference:
 
         import torch
 
-        from curation.preprocess import normalise
-
         x = torch.from_numpy(pixels)
         if self.cuda:
             x = x.pin_memory()  # the copy to the device then overlaps
@@ -183,38 +230,21 @@ class Inference:
 class Prefetch:
     """A map step's input batches, decoded one batch ahead of the model.
 
-    ``submit(batch)`` starts decoding the rows ``process_batch`` will get for
-    ``batch`` (the runner hands an alive-only step only the alive rows).
-    Wrap the step's ``read`` in :meth:`ahead`; in ``process_batch``, call
-    :meth:`take`. A batch that did not come through :meth:`ahead` (a test
-    calling ``process_batch`` directly) is decoded on the spot.
+    ``submit(batch)`` starts decoding the rows of ``batch``. The step's
+    ``prefetch(batch)`` (which the runner calls on the next batch before it
+    processes the current one: ``curation.stages.base.MapStep.prefetch``)
+    calls :meth:`start`; its ``process_batch`` calls :meth:`take`. A batch
+    that was not started (a test calling ``process_batch`` directly) is
+    decoded on the spot.
     """
 
-    def __init__(self, submit: Callable[[Any], Pending], alive_only: bool):
+    def __init__(self, submit: Callable[[Any], Pending]):
         self._submit = submit
-        self._alive_only = alive_only
         self._pending: collections.deque = collections.deque()
 
-    def _rows(self, batch):
-        from curation import tables
-
-        if self._alive_only:
-            alive = tables.alive(batch)
-            if not alive.all():
-                return batch.filter(alive)
-        return batch
-
-    def ahead(self, batches: Iterator[Any]) -> Iterator[Any]:
-        """Each batch, yielded once the next one's decoding has started."""
-        previous = None
-        for batch in batches:
-            rows = self._rows(batch)
-            self._pending.append((rows.column("key").to_pylist(), self._submit(rows)))
-            if previous is not None:
-                yield previous
-            previous = batch
-        if previous is not None:
-            yield previous
+    def start(self, batch) -> None:
+        """Start decoding ``batch`` (the rows ``process_batch`` will get)."""
+        self._pending.append((batch.column("key").to_pylist(), self._submit(batch)))
 
     def take(self, batch) -> Decoded:
         """The decoding of ``batch`` (as ``process_batch`` received it)."""

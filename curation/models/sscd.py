@@ -25,7 +25,6 @@ import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,10 +32,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from curation.errors import CheckpointError
-from curation.models.inference import Inference
-
-if TYPE_CHECKING:
-    from curation.models.inference import Decoded as DecodedBatch
+from curation.models.inference import Decoded, Inference
+from curation.preprocess import PreprocessSpec, draft_size, model_input, open_rgb_sized
 
 log = logging.getLogger(__name__)
 
@@ -173,13 +170,12 @@ def save(model: SSCD, path: str | Path) -> None:
 
 
 @dataclass(frozen=True)
-class Preprocess:
-    """SSCD input: ``square`` resizes to ``size`` x ``size`` (skewing, batches
-    well: SSCD's 320 recipe); ``short_edge`` resizes the short edge to ``size``
-    (288) keeping the aspect ratio, and batches images of equal shape."""
+class FeatureSpec:
+    """What one decode of an image gives the dedup features: the SSCD input
+    (``model``: ``square`` 320, SSCD's recipe, or ``short_edge`` 288; bilinear),
+    the hash thumbnail and the variant source."""
 
-    mode: str = "square"
-    size: int = 320
+    model: PreprocessSpec = PreprocessSpec(320, mode="square", interpolation="bilinear")
     thumb_size: int = 32
     # True: thumbnails exactly as imagehash makes them (Lanczos on the decoded
     # image; pHash parity); False: area-averaged from the model input (fast).
@@ -191,63 +187,51 @@ class Preprocess:
 
 
 @dataclass
-class Decoded:
+class DecodedImage:
     thumb: np.ndarray | None  # (thumb_size, thumb_size) uint8 grayscale when exact_thumb, else None
     pixels: np.ndarray  # (H, W, 3) uint8, the SSCD input before normalisation
     width: int  # original size
     height: int
 
 
-def decode(data: bytes | None, spec: Preprocess, draft: bool = True) -> Decoded:
-    """One decode for both the hash thumbnail and the SSCD input.
+def decode(data: bytes | None, spec: FeatureSpec) -> DecodedImage:
+    """One decode for both the hash thumbnail and the SSCD input (:func:`curation.preprocess.model_input`).
 
-    JPEGs decode at the smallest DCT scale that keeps both sides >= ``size``.
-    Raises ``curation.preprocess.DecodeError`` with a short reason.
+    With ``spec.model.draft``, JPEGs decode at the smallest DCT scale that
+    keeps both sides >= the model's input size. Raises
+    ``curation.preprocess.DecodeError`` with a short reason.
     """
     from curation.algorithms.pca_hash import gray_resize
-    from curation.preprocess import open_rgb_sized
 
-    rgb, (width, height) = open_rgb_sized(data, spec.size if draft else None)
+    rgb, (width, height) = open_rgb_sized(data, draft_size(spec.model))
     thumb = gray_resize(rgb, spec.thumb_size) if spec.exact_thumb else None
-    return Decoded(thumb, _resize(rgb, spec), width, height)
+    return DecodedImage(thumb, model_input(rgb, spec.model), width, height)
 
 
-def _resize(img, spec: Preprocess) -> np.ndarray:
-    from PIL import Image
-
-    from curation.preprocess import resized_size
-
-    if spec.mode == "square":
-        size = (spec.size, spec.size)
-    else:
-        size = resized_size(img.width, img.height, spec.size)
-    return np.asarray(img.resize(size, Image.Resampling.BILINEAR), dtype=np.uint8)
-
-
-def describe(blobs, embed: Embedder | None, spec: Preprocess, draft: bool = True, pool=None):
+def describe(blobs, embed: DescriptorModel | None, spec: FeatureSpec, pool=None):
     """Decode and describe a batch of encoded images; see :func:`describe_decoded`.
 
     ``pool``: an executor to decode on (None: ``embed``'s decode threads, or
     here when there is no model).
     """
-    return describe_with_sources(blobs, embed, spec, draft, pool)[1:]
+    return describe_with_sources(blobs, embed, spec, pool)[1:]
 
 
-def describe_with_sources(blobs, embed: Embedder | None, spec: Preprocess, draft: bool = True, pool=None):
+def describe_with_sources(blobs, embed: DescriptorModel | None, spec: FeatureSpec, pool=None):
     """:func:`describe`, preceded by the variant sources ``(m, S, S) uint8``
     (``S = spec.source_size``; ``(m, 0, 0)`` when it is 0)."""
     from curation.models.inference import submit
 
     pool = pool or (embed.pool if embed is not None else None)
-    return describe_decoded(submit(blobs, decoder(spec, draft), pool).result(), embed, spec)
+    return describe_decoded(submit(blobs, decoder(spec), pool).result(), embed, spec)
 
 
-def decoder(spec: Preprocess, draft: bool = True):
+def decoder(spec: FeatureSpec):
     """The decode function of :class:`~curation.models.inference.Inference` for SSCD inputs."""
-    return functools.partial(decode, spec=spec, draft=draft)
+    return functools.partial(decode, spec=spec)
 
 
-def describe_decoded(decoded: DecodedBatch, embed: Embedder | None, spec: Preprocess):
+def describe_decoded(decoded: Decoded, embed: DescriptorModel | None, spec: FeatureSpec):
     """Descriptors of a decoded batch (values from :func:`decode`).
 
     Returns ``(sources (m, S, S) uint8, thumbs (m, s, s) uint8, desc (m, dims)
@@ -288,7 +272,7 @@ def describe_decoded(decoded: DecodedBatch, embed: Embedder | None, spec: Prepro
     return sources, thumbs, desc[keep], size[:, 0], size[:, 1], reasons, errors
 
 
-def describe_all(images, embed: Embedder, spec: Preprocess, draft: bool = True, batch: int = 256):
+def describe_all(images, embed: DescriptorModel, spec: FeatureSpec, batch: int = 256):
     """Descriptors of a stream of ``(key, bytes)``: ``(keys, desc (m, dims), failures)``.
 
     Only the images that decode and give a valid descriptor are returned. The
@@ -300,7 +284,7 @@ def describe_all(images, embed: Embedder, spec: Preprocess, draft: bool = True, 
     parts = [np.zeros((0, embed.dims), np.float32)]
     failed = 0
     stream = iter(images)
-    decode_one = decoder(spec, draft)
+    decode_one = decoder(spec)
 
     def start():
         chunk = list(itertools.islice(stream, batch))
@@ -310,14 +294,14 @@ def describe_all(images, embed: Embedder, spec: Preprocess, draft: bool = True, 
     while chunk:
         following = start()
         _, _, desc, _, _, reasons, _ = describe_decoded(job.result(), embed, spec)
-        keys += [key for (key, _), why in zip(chunk, reasons) if why is None]
+        keys += [key for (key, _), why in zip(chunk, reasons, strict=True) if why is None]
         parts.append(desc)
         failed += len(chunk) - len(desc)
         chunk, job = following
     return keys, np.concatenate(parts), failed
 
 
-class Embedder(Inference):
+class DescriptorModel(Inference):
     """Batched SSCD descriptors on one device (fp16 autocast on CUDA), decoded on ``threads`` threads."""
 
     def __init__(self, model: nn.Module, device: str = "auto", batch_size: int = 64, dims: int = 512,

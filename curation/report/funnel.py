@@ -14,7 +14,7 @@ from curation.report.run import RunView
 from curation.report.thumbs import Thumbnails
 from curation.runner.driver import summarize
 from curation.runner.metrics import status_family
-from curation.stages.base import STEP_DONE
+from curation.layout import STEP_DONE
 
 EXAMPLES_PER_REASON = 6
 

@@ -20,6 +20,7 @@ from curation import tables
 from curation.errors import RunError
 from curation.sources import ImageSetConfig
 from curation.stages.base import StageContext
+from curation.stages.registry import stage_context
 
 
 class RunView:
@@ -36,7 +37,7 @@ class RunView:
         self.rng = np.random.default_rng(seed)
 
     def ctx(self, stage: str) -> StageContext:
-        return StageContext(self.run_dir, self.data, stage)
+        return stage_context(self.config, stage, self.run_dir)
 
     def has(self, stage: str) -> bool:
         return stage in self.stages and bool(self.ctx(stage).partitions(stage))

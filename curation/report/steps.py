@@ -8,7 +8,7 @@ from curation.runner.stepstats import StepState, bytes_text, duration_text, run_
 
 
 def steps_section(view: RunView) -> str:
-    states = run_states(view.run_dir, view.data, view.stages)
+    states = run_states(view.run_dir, view.config, view.stages)
     rows = [(f"{s.stage}/{s.step}", s.kind, s.state, _parts(s), duration_text(s.wall_s), duration_text(s.work_s),
              bytes_text(s.peak_rss_bytes), _nodes(s)) for s in states]
     table = h.table(["step", "kind", "state", "partitions", "wall time", "worker time", "peak memory (RSS)",

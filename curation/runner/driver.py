@@ -25,13 +25,14 @@ from typing import Any, Protocol
 from curation import config as cfg
 from curation.atomic import read_json, write_json
 from curation.errors import ConfigError, RunError
+from curation.layout import STEP_DONE, files_dir, stage_dir, step_done
 from curation.runner.partition import partition_complete
 from curation.runner.progress import Progress
 from curation.runner.rundir import RunLock, changed_sections, save_config
 from curation.runner.stepstats import progress_path
 from curation.runner.verify import StageCheck, inspect_run, repair
-from curation.stages.base import STEP_DONE, GlobalStep, MapStep, Resources, StageContext, Timer, files_dir, step_done
-from curation.stages.registry import get_stage
+from curation.stages.base import GlobalStep, MapStep, Resources, StageContext, Timer
+from curation.stages.registry import get_stage, stage_context
 
 log = logging.getLogger("curation")
 
@@ -66,10 +67,6 @@ class RunReport:
     run_dir: Path
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     repaired: list[str] = field(default_factory=list)  # units redone because their files were damaged
-
-
-def stage_dir(run_dir: Path, stage: str) -> Path:
-    return Path(run_dir) / "stages" / stage
 
 
 def stage_complete(run_dir: Path, stage: str) -> bool:
@@ -175,10 +172,9 @@ def run(config: cfg.PipelineBase, backend: Backend, stages: list[str] | None = N
                 shutil.rmtree(stage_dir(run_dir, name))
         report.repaired = repair(run_dir, inspect_run(run_dir, config.stages))
         save_config(run_dir, config, force)
-        data = cfg.to_dict(config)
         try:
             for name in names:
-                ctx = StageContext(run_dir, data, name)
+                ctx = stage_context(config, name, run_dir)
                 report.stages[name] = run_stage(ctx, backend, config.runner.progress)
         finally:
             if hasattr(backend, "close"):
@@ -211,9 +207,8 @@ def check_resources(config: cfg.PipelineBase, backend: Backend, names: list[str]
         from curation.plan_resources import check_fits, plan_resources
 
         check_fits(plan_resources(config, config.compute, config.pool_size, names))
-    data = cfg.to_dict(config)
     for name in names:
-        ctx = StageContext(Path(config.run_dir), data, name)
+        ctx = stage_context(config, name)
         for step_cls in get_stage(name).steps:
             for label, resources in step_cls(ctx).requests():
                 backend.resolve(ctx, label, resources)

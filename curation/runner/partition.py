@@ -23,8 +23,9 @@ directory (see :mod:`curation.runner.verify`).
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -32,9 +33,10 @@ import pyarrow as pa
 from curation import tables
 from curation.atomic import TMP_MARK, write_json
 from curation.errors import PartitionError
+from curation.layout import PROGRESS_FILE, STEP_DONE, files_dir, part_path
 from curation.runner.resources import usage
 from curation.runner.verify import in_step, marker_path, marker_problems, sha256_file
-from curation.stages.base import (STEP_DONE, GlobalStep, MapStep, PartitionOutput, Timer, files_dir, part_path)
+from curation.stages.base import GlobalStep, MapStep, PartitionOutput, Timer
 
 
 def partition_complete(step_dir: Path, partition: int) -> bool:
@@ -67,7 +69,7 @@ def run_map_partition(step: MapStep, partition: int,
     try:
         step.open(partition, out)
         parts = []
-        for batch in step.read(partition):
+        for batch in read_ahead(step, step.read(partition)):
             parts.append(_process(step, batch, where))
             if on_batch is not None:
                 on_batch(batch.num_rows)
@@ -92,6 +94,34 @@ def run_map_partition(step: MapStep, partition: int,
     }
     write_json(marker_path(step_dir, partition), stats)
     return stats
+
+
+def read_ahead(step: MapStep, batches: Iterator[pa.Table]) -> Iterator[pa.Table]:
+    """Each input batch, yielded once :meth:`MapStep.prefetch` has been called on the next one.
+
+    A step without a ``prefetch`` reads one batch at a time, as before.
+    """
+    if type(step).prefetch is MapStep.prefetch:
+        yield from batches
+        return
+    previous = None
+    for batch in batches:
+        rows = _given(step, batch)
+        if rows.num_rows:
+            step.prefetch(rows)
+        if previous is not None:
+            yield previous
+        previous = batch
+    if previous is not None:
+        yield previous
+
+
+def _given(step: MapStep, batch: pa.Table) -> pa.Table:
+    """The rows of ``batch`` that ``process_batch`` gets."""
+    if not step.alive_only:
+        return batch
+    mask = tables.alive(batch)
+    return batch if mask.all() else batch.filter(mask)
 
 
 def _process(step: MapStep, batch: pa.Table, where: str) -> pa.Table:
@@ -160,8 +190,6 @@ def run_global_step(step: GlobalStep) -> dict[str, Any]:
 
 def _written(step_dir: Path, outputs: list[Path]) -> list[Path]:
     """Every committed file of a global step, in a stable order (no marker, no temporaries, no progress file)."""
-    from curation.runner.stepstats import PROGRESS_FILE
-
     found = []
     for root in [step_dir, *outputs]:
         if root.is_file():

@@ -19,14 +19,14 @@ import os
 import uuid
 from typing import Any
 
+from curation import config as cfg
 from curation.config import RayConfig, RunnerConfig
 from curation.errors import ConfigError
 from curation.runner.driver import Failure
 from curation.runner.metrics import install_grafana_dashboard, report_failure, report_global, report_partition
 from curation.runner.partition import run_global_step, run_map_partition
 from curation.runner.progress import Progress
-from curation.runner.resources import (ClusterView, Request, at_once, granted, ray_cluster, resolve,
-                                       size_thread_pools)
+from curation.runner.resources import ClusterView, Request, at_once, granted, ray_cluster, resolve, size_thread_pools
 from curation.runner.workers import whole_node
 from curation.stages.base import GlobalStep, MapStep, Resources, StageContext
 from curation.tables import partition_name
@@ -313,7 +313,7 @@ class RayBackend:
         def spawn() -> None:
             name = f"{ctx.stage}/{step.name} #{next(self._actors)} [{self._tag}]"
             actor = actor_cls.options(name=name, **request.ray_options()).remote(
-                str(ctx.run_dir), ctx.config_data, ctx.stage, step.name, counter.actor)
+                str(ctx.run_dir), cfg.to_dict(ctx.config), ctx.stage, step.name, counter.actor)
             starting[actor.__ray_ready__.remote()] = actor
 
         for _ in range(_pool_size(request, self.cluster, len(pending), self.max_workers)):
@@ -396,7 +396,7 @@ class RayBackend:
             try:
                 with whole_node(request) as strategy:
                     placed = {"scheduling_strategy": strategy} if strategy else {}
-                    args = (str(ctx.run_dir), ctx.config_data, ctx.stage, step.name, self.cluster.to_dict(),
+                    args = (str(ctx.run_dir), cfg.to_dict(ctx.config), ctx.stage, step.name, self.cluster.to_dict(),
                             counter.actor, key)
                     _follow(task.options(**options, **placed).remote(*args), counter, key, progress)
                 report_global(ctx.stage, step.name)
@@ -480,11 +480,8 @@ def _throttled(send, every_s: float = 0.5):
 
 def _make_step(run_dir: str, config_data: dict[str, Any], stage: str, step_name: str):
     """Rebuild a step in a worker process; validating the config imports plugins."""
-    from pathlib import Path
+    from curation.stages.registry import get_stage, stage_context
 
-    from curation.stages.registry import get_stage
-
-    ctx = StageContext(Path(run_dir), config_data, stage)
-    ctx.config  # noqa: B018 -- imports plugin stages before the lookup
+    config = cfg.validate(config_data)
     step_cls = next(s for s in get_stage(stage).steps if s.name == step_name)
-    return step_cls(ctx)
+    return step_cls(stage_context(config, stage, run_dir))

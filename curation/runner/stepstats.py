@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from curation.atomic import read_json
-from curation.stages.base import STEP_DONE, GlobalStep, StageContext, files_dir
+from curation.layout import PROGRESS_FILE, STEP_DONE, files_dir
+from curation.stages.base import GlobalStep, StageContext
 
-PROGRESS_FILE = "_PROGRESS.json"
 
 
 def progress_path(step_dir: Path, kind: str) -> Path:
@@ -144,12 +144,12 @@ def placement_text(placement: Any) -> str:
     return f"{where} ({', '.join(parts)})" if parts else str(where)
 
 
-def run_states(run_dir: Path, data: dict[str, Any], stages: list[str]) -> list[StepState]:
-    """Every step of the given stages, in pipeline order."""
-    from curation.stages.registry import get_stage
+def run_states(run_dir: Path, config: Any, stages: list[str]) -> list[StepState]:
+    """Every step of the given stages (of the validated ``config``), in pipeline order."""
+    from curation.stages.registry import get_stage, stage_context
 
     active = run_active(run_dir)
-    return [step_state(StageContext(Path(run_dir), data, name), step_cls, active)
+    return [step_state(stage_context(config, name, run_dir), step_cls, active)
             for name in stages for step_cls in get_stage(name).steps]
 
 

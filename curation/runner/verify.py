@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from curation.atomic import read_json
-from curation.stages.base import STEP_DONE, GlobalStep, committed_partitions, part_path, partition_path
+from curation.layout import STEP_DONE, committed_partitions, part_path, partition_path, stage_dir
+from curation.stages.base import GlobalStep
 from curation.stages.registry import get_stage
 
 log = logging.getLogger("curation")
@@ -137,7 +138,7 @@ def inspect_run(run_dir: Path, stages: list[str], checksums: bool = False) -> li
     seen: set[int] = set()  # partitions committed by the map steps so far
     out = []
     for name in stages:
-        stage_root = run_dir / "stages" / name
+        stage_root = stage_dir(run_dir, name)
         done = (stage_root / STEP_DONE).exists()
         checks = []
         for i, step_cls in enumerate(get_stage(name).steps):
@@ -206,9 +207,9 @@ def repair(run_dir: Path, checks: list[StageCheck]) -> list[str]:
     dropped = []
     for stage in checks:
         if stage.done and not stage.intact:
-            (run_dir / "stages" / stage.name / STEP_DONE).unlink(missing_ok=True)
+            (stage_dir(run_dir, stage.name) / STEP_DONE).unlink(missing_ok=True)
         for step in stage.steps:
-            step_dir = run_dir / "stages" / stage.name / step.step
+            step_dir = stage_dir(run_dir, stage.name) / step.step
             for unit in step.redo:
                 why = "; ".join(step.damaged.get(unit, [])) or "derived from work that is redone"
                 where = f"{stage.name}/{step.step}" + ("" if unit is None else f" partition {unit}")

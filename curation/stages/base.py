@@ -20,38 +20,24 @@ onto it. Batches are Arrow tables; rows carry the status columns of
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Protocol
+from typing import Any, ClassVar, Protocol
 
 import pyarrow as pa
 
 from curation import tables
 from curation.atomic import tmp_name
-from curation.config import Section
-
-STEP_DONE = "_SUCCESS.json"
-
-# A map step's directory holds its Parquet parts and nothing else, so that
-# pyarrow, pandas, DuckDB and Polars open it as one dataset. Its completion
-# markers, side files (tars, arrays) and temporaries live in the sibling
-# ``<step>.files/``.
-FILES_SUFFIX = ".files"
-
-
-def files_dir(step_dir: Path) -> Path:
-    return step_dir.with_name(step_dir.name + FILES_SUFFIX)
-
-
-def part_path(step_dir: Path, name: str) -> Path:
-    """Where a map step's file ``name`` (``part-NNNNNN.<suffix>``) lives."""
-    return step_dir / name if name.endswith(".parquet") else files_dir(step_dir) / name
-
-
-def partition_path(step_dir: Path, partition: int, suffix: str) -> Path:
-    return part_path(step_dir, f"{tables.partition_name(partition)}.{suffix}")
-
+from curation.layout import FILES_SUFFIX as FILES_SUFFIX  # re-exported: the layout's names, for steps
+from curation.layout import STEP_DONE as STEP_DONE
+from curation.layout import committed_partitions as committed_partitions
+from curation.layout import files_dir as files_dir
+from curation.layout import part_path as part_path
+from curation.layout import partition_path as partition_path
+from curation.layout import step_dir as _step_dir
+from curation.layout import step_done as step_done
+from curation.section import Section
 
 AUTO = "auto"
 
@@ -105,21 +91,21 @@ class Grant:
 
 @dataclass
 class StageContext:
-    """What a step sees of the run: its directory and the resolved config.
+    """What a step sees of the run: the validated config and where the stages' tables are.
 
-    It holds plain data only, so that it travels to Ray workers; the typed
-    config is rebuilt on first use.
+    The runner builds it (:func:`curation.stages.registry.stage_context`), so
+    that a step never looks up the registry or validates a config itself. It
+    travels to workers by pickle: the config as plain data, validated again
+    where it lands (see ``PipelineBase.__reduce__``).
     """
 
     run_dir: Path
-    config_data: dict[str, Any]
+    config: Any  # the validated pipeline config (curation.config.PipelineBase)
     stage: str
-
-    @cached_property
-    def config(self):
-        from curation.config import validate
-
-        return validate(self.config_data)
+    # Every registered stage -> the step whose partitions are its table.
+    table_steps: dict[str, str] = field(default_factory=dict)
+    # The stages this stage reads, in order (the first is a map step's default input).
+    inputs: tuple[str, ...] = ()
 
     @property
     def stage_config(self) -> Any:
@@ -130,16 +116,14 @@ class StageContext:
         return self.config.seed
 
     def step_dir(self, step: str, stage: str | None = None) -> Path:
-        return self.run_dir / "stages" / (stage or self.stage) / step
+        return _step_dir(self.run_dir, stage or self.stage, step)
 
     def files_dir(self, step: str, stage: str | None = None) -> Path:
-        """A map step's markers and side files (see :func:`files_dir`)."""
+        """A map step's markers and side files (see :func:`curation.layout.files_dir`)."""
         return files_dir(self.step_dir(step, stage))
 
     def table_dir(self, stage: str) -> Path:
-        from curation.stages.registry import get_stage
-
-        return self.step_dir(get_stage(stage).table_step, stage)
+        return self.step_dir(self.table_steps[stage], stage)
 
     def partitions(self, stage: str) -> list[int]:
         """Committed partitions of a stage's table, in order."""
@@ -154,9 +138,6 @@ class StageContext:
         if not parts:
             return pa.table({})
         return pa.concat_tables(parts, promote_options="default")
-
-    def for_stage(self, stage: str) -> "StageContext":
-        return StageContext(self.run_dir, self.config_data, stage)
 
 
 class PartitionOutput:
@@ -188,7 +169,7 @@ class PartitionOutput:
     def commit(self) -> dict[str, int]:
         """Rename every written file to its final name; return sizes in bytes."""
         sizes = {}
-        for suffix, (tmp, final) in self._files.items():
+        for tmp, final in self._files.values():
             if tmp.exists():
                 tmp.replace(final)
                 sizes[final.name] = final.stat().st_size
@@ -263,9 +244,7 @@ class MapStep(_Step):
         return 256
 
     def input_stage(self) -> str:
-        from curation.stages.registry import get_stage
-
-        return get_stage(self.ctx.stage).inputs[0]
+        return self.ctx.inputs[0]
 
     def partitions(self) -> list[int]:
         return self.ctx.partitions(self.input_stage())
@@ -282,6 +261,15 @@ class MapStep(_Step):
 
     def setup(self) -> None:
         """Load heavy state (models, indexes) once per worker."""
+
+    def prefetch(self, batch: pa.Table) -> None:
+        """Start the slow reading that ``process_batch(batch)`` will need (decoding its images, say).
+
+        The runner calls it on the next batch before it hands the current one
+        to :meth:`process_batch`, so that the two overlap. ``batch`` holds the
+        rows ``process_batch`` will get: only the alive ones for an alive-only
+        step; a batch without any is never prefetched, nor processed.
+        """
 
     def open(self, partition: int, out: PartitionOutput) -> None:
         """Start a partition; side files go through ``out.path(suffix)``."""
@@ -351,21 +339,6 @@ class Stage:
         except ConfigError as err:
             return [str(err)]
         return []
-
-
-def committed_partitions(step_dir: Path) -> list[int]:
-    """Partitions whose stats JSON (the completion marker) exists."""
-    markers = files_dir(step_dir)
-    if not markers.exists():
-        return []
-    out = []
-    for marker in markers.glob("part-*.stats.json"):
-        out.append(int(marker.name[len("part-") :].split(".")[0]))
-    return sorted(out)
-
-
-def step_done(step_dir: Path) -> bool:
-    return (step_dir / STEP_DONE).exists()
 
 
 @dataclass

@@ -39,8 +39,8 @@ from pydantic import Field, model_validator
 
 from curation import embeddings, tables
 from curation.atomic import read_json, write_json
-from curation.config import RUNTIME, Section
 from curation.errors import ConfigError, RunError
+from curation.section import RUNTIME, Section
 from curation.stages.base import GlobalStep, MapStep, Resources, Stage, device_gpus
 from curation.stages.registry import register
 

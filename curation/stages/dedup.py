@@ -32,42 +32,30 @@ from curation import tables
 from curation.algorithms.knn import unit_rows
 from curation.atomic import write_json
 from curation.errors import ConfigError, PartitionError
-from curation.stages.base import GlobalStep, MapStep, PartitionOutput, Resources, Stage, device_gpus, partition_path
+from curation.stages.base import (
+    GlobalStep,
+    MapStep,
+    PartitionOutput,
+    Resources,
+    Stage,
+    device_gpus,
+    partition_path,
+)
 from curation.stages.dedup_config import DedupConfig
 from curation.stages.dedup_decisions import STATUSES  # noqa: F401  (the stage's statuses, in funnel order)
+from curation.stages.dedup_descriptors import (
+    DESCRIPTORS,
+    SOURCES,
+    THUMBS,
+    load_descriptor_model,
+)
 from curation.stages.registry import register
 
 log = logging.getLogger("curation")
 STAGE = "dedup"
-THUMBS, SOURCES, DESCRIPTORS = "thumbs.npy", "sources.npy", "desc.npy"
 FUNNEL_FILE = "funnel.json"
 _FEATURE_COLUMNS = pa.schema([("key", pa.string()), ("width", pa.int64()), ("height", pa.int64()),
                               ("feature_row", pa.int64())])
-
-
-def load_descriptor_model(cfg: DedupConfig, seed: int):
-    """``(embedder, preprocess spec, weights source)`` of the configured descriptor.
-
-    The embedder decodes on two threads per CPU of ``descriptor.num_cpus``.
-    Without copy or relative dedup there is no model (``None``, ``"none"``)
-    and images decode straight to the hash's sizes.
-    """
-    from curation.models import sscd
-    from curation.models.inference import decode_thread_count
-
-    d, h = cfg.descriptor, cfg.hashing
-    v = h.variants
-    source_size = v.source_size if v.enabled else 0
-    if not cfg.describes:
-        # Borders are found, and everything area-averaged down, from 4x the variant source (256 px).
-        size = 4 * max(h.thumb_size, source_size)
-        return None, sscd.Preprocess("square", size, h.thumb_size, h.method == "phash", source_size,
-                                     v.enabled and v.trim), "none"
-    model, source = sscd.load(d.weights, d.backbone, d.dims, d.gem_p, seed=seed, image_size=d.image_size)
-    spec = sscd.Preprocess(d.resize, d.image_size, h.thumb_size, h.method == "phash", source_size,
-                           v.enabled and v.trim)
-    threads = decode_thread_count(0, d.num_cpus)
-    return sscd.Embedder(model, d.device, d.batch_size, d.dims, threads), spec, source
 
 
 class Features(MapStep):
@@ -89,12 +77,11 @@ class Features(MapStep):
         from curation.models.sscd import decoder
 
         self.embed, self.spec, self.source = load_descriptor_model(self.cfg, self.ctx.seed)
-        decode = decoder(self.spec, self.cfg.descriptor.draft)
+        decode = decoder(self.spec)
         # Hash only (no model): the decode threads are the step's own.
         pool = self.embed.pool if self.embed is not None else ThreadPoolExecutor(
             decode_thread_count(0, self.cfg.descriptor.num_cpus))
-        self.prefetch = Prefetch(
-            lambda batch: submit(batch.column("key").to_pylist(), decode, pool, self._fetch), self.alive_only)
+        self.decoding = Prefetch(lambda batch: submit(batch.column("key").to_pylist(), decode, pool, self._fetch))
 
     def _fetch(self, key: str) -> bytes | None:
         # On the decode threads: TarImages opens the file per read. None: missing_image.
@@ -108,18 +95,17 @@ class Features(MapStep):
         self.sources: list[np.ndarray] = []
         self.descs: list[np.ndarray] = []
         self.rows = 0
-        self.prefetch.clear()
+        self.decoding.clear()
 
-    def read(self, partition: int) -> Iterator[pa.Table]:
-        """Input batches, each yielded once the next one's decoding has started."""
-        return self.prefetch.ahead(super().read(partition))
+    def prefetch(self, batch: pa.Table) -> None:
+        self.decoding.start(batch)
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
         from curation.models.sscd import describe_decoded
 
         keys = batch.column("key").to_pylist()
         sources, thumbs, desc, width, height, reasons, errors = describe_decoded(
-            self.prefetch.take(batch), self.embed, self.spec)
+            self.decoding.take(batch), self.embed, self.spec)
         failed = np.array([r is not None for r in reasons], dtype=bool)
         out = tables.drop(batch.select(tables.STATUS_COLUMNS), failed, STAGE, reasons, errors)
         row = np.full(len(keys), -1, np.int64)
@@ -207,7 +193,7 @@ class Graph(GlobalStep):
         names, parts, info = [], [], {}
         for bench in self.cfg.relative.benchmarks:
             images = ((key, data) for key, data, _ in iter_images(bench))
-            keys, desc, failed = describe_all(images, embed, spec, self.cfg.descriptor.draft)
+            keys, desc, failed = describe_all(images, embed, spec)
             names += [f"{bench.name}:{key}" for key in keys]
             parts.append(desc)
             info[bench.name] = {"images": len(keys), "failed": failed}
@@ -319,23 +305,6 @@ class _Pool:
 
     def gather(self, suffix: str, nodes: np.ndarray) -> np.ndarray:
         return np.concatenate(list(self.arrays(suffix, nodes)))
-
-
-def _descriptors(pool: _Pool, nodes: np.ndarray, center: bool, path: Path, mean: np.ndarray | None = None):
-    """Unit descriptors of ``nodes`` in a memory-mapped ``.npy`` ``(len(nodes), d)`` float16, and the
-    mean (computed over ``nodes`` unless given)."""
-    first = np.load(pool._file(pool.parts[0], DESCRIPTORS), mmap_mode="r") if pool.parts else None
-    dims = first.shape[1] if first is not None else 0
-    if center and len(nodes) and mean is None:
-        total = sum(chunk.astype(np.float64).sum(axis=0) for chunk in pool.arrays(DESCRIPTORS, nodes))
-        mean = (total / len(nodes)).astype(np.float32)
-    x = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(len(nodes), dims))
-    start = 0
-    for chunk in pool.arrays(DESCRIPTORS, nodes):
-        x[start : start + len(chunk)] = unit_rows(chunk, mean)
-        start += len(chunk)
-    x.flush()
-    return x, mean
 
 
 @register

@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from curation.algorithms.index import IndexConfig
-from curation.config import RUNTIME, Section
+from curation.index_config import IndexConfig
+from curation.section import RUNTIME, Section
 from curation.sources import ImageSetConfig
 
 

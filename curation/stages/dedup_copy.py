@@ -37,7 +37,7 @@ def copy_pass(step: Any, pool: Any, survivors: np.ndarray, rank: np.ndarray, out
     """Self-dedup over the hash survivors, then relative dedup over what self-dedup keeps (as in the paper)."""
     from curation.algorithms import components as cc
     from curation.algorithms import knn
-    from curation.stages.dedup import _descriptors
+    from curation.stages.dedup_descriptors import pool_descriptors
 
     cfg, n1 = step.cfg, len(survivors)
     none = _CopyResult(np.arange(n1), np.zeros(0, np.int64), np.full(n1, -1, np.int64),
@@ -45,7 +45,7 @@ def copy_pass(step: Any, pool: Any, survivors: np.ndarray, rank: np.ndarray, out
     if not cfg.describes:
         return none
     c, r = cfg.copy_dedup, cfg.relative
-    x, mean = _descriptors(pool, survivors, cfg.descriptor.center, out_dir / "pool-descriptors.npy")
+    x, mean = pool_descriptors(pool, survivors, cfg.descriptor.center, out_dir / "pool-descriptors.npy")
     timer.lap("descriptors")
     out = none
     if cfg.copy_on:
@@ -63,7 +63,7 @@ def copy_pass(step: Any, pool: Any, survivors: np.ndarray, rank: np.ndarray, out
         return out
     kept = np.flatnonzero(cc.representatives(out.labels, rank) == np.arange(n1))
     names, y, info = step._benchmarks(mean, x.shape[1])
-    xk, _ = _descriptors(pool, survivors[kept], cfg.descriptor.center, out_dir / "kept-descriptors.npy", mean)
+    xk, _ = pool_descriptors(pool, survivors[kept], cfg.descriptor.center, out_dir / "kept-descriptors.npy", mean)
     floor = None if c.rerank_margin is None else r.threshold - c.rerank_margin
     leak = knn.copy_graph(xk, y, c.index, r.k, r.threshold, r.k, r.threshold, step.ctx.seed, floor)
     # Back to survivor space: survivors that self-dedup drops stay singletons.
@@ -80,7 +80,7 @@ def benchmark_thumbs(step: Any) -> tuple[list[str], np.ndarray, dict]:
     """Names and hash thumbnails ``(m, s, s)`` of the benchmark images (relative dedup by hash)."""
     from curation.models.sscd import describe
     from curation.sources import iter_images
-    from curation.stages.dedup import load_descriptor_model
+    from curation.stages.dedup_descriptors import load_descriptor_model
 
     _, spec, _ = load_descriptor_model(step.cfg, step.ctx.seed)
     s = step.cfg.hashing.thumb_size
@@ -89,7 +89,7 @@ def benchmark_thumbs(step: Any) -> tuple[list[str], np.ndarray, dict]:
         stream, before = iter_images(bench), len(names)
         failed = 0
         while chunk := list(itertools.islice(stream, 256)):
-            thumbs, _, _, _, reasons, _ = describe([d for _, d, _ in chunk], None, spec, step.cfg.descriptor.draft)
+            thumbs, _, _, _, reasons, _ = describe([d for _, d, _ in chunk], None, spec)
             names += [f"{bench.name}:{k}" for (k, _, _), why in zip(chunk, reasons) if why is None]
             parts.append(thumbs)
             failed += len(chunk) - len(thumbs)

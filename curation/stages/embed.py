@@ -21,25 +21,24 @@ in their stats.
 from __future__ import annotations
 
 import collections
-import json
 import logging
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
-import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
 from curation import embeddings, tables
-from curation.config import RUNTIME, Section
 from curation.errors import ConfigError
-from curation.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, submit_batch
+from curation.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from curation.section import RUNTIME, Section
 from curation.sources import ImageSetConfig, check_exists
 from curation.stages.base import MapStep, Resources, Stage, device_gpus
+from curation.stages.embed_curated import CuratedParts, EmbedCurated
+from curation.stages.embed_model import STAGE, EmbeddingModel, decoded_columns
 from curation.stages.registry import register
 
 log = logging.getLogger("curation")
-STAGE = "embed"
 # The kinds of curation.models.checkpoints.load_model (not imported here: it imports torch).
 MODEL_KINDS = Literal["dinov2", "dino", "ibot", "timm", "open_clip", "torchscript", "curation", "random"]
 
@@ -77,62 +76,6 @@ class EmbedConfig(Section):
     )
 
 
-class Embedder:
-    """Model, device and decode threads of one worker (:class:`~curation.models.inference.Inference`)."""
-
-    def __init__(self, cfg: EmbedConfig, gpus: float = 0.0):
-        """``gpus``: the GPUs the runner granted this worker (its device follows them)."""
-        import torch
-
-        from curation.models.checkpoints import load_model
-        from curation.models.inference import Inference, decode_thread_count
-
-        if gpus and not torch.cuda.is_available():
-            if cfg.device == "cuda":
-                raise ConfigError("embed.device: cuda requested but this worker sees no GPU")
-            log.warning("embed: granted %g GPU(s) but torch sees none (CPU build?): embedding on CPU", gpus)
-        device = "cuda" if gpus and torch.cuda.is_available() else "cpu"
-        m = cfg.model
-        self.spec = PreprocessSpec(m.image_size, m.resize_size, m.interpolation, tuple(m.mean), tuple(m.std),
-                                   cfg.draft)
-        self.inference = Inference(load_model(m.kind, m.path, m.arch, **m.options), device, cfg.precision,
-                                   cfg.batch_size, decode_thread_count(cfg.decode_threads, cfg.num_cpus),
-                                   self.spec.mean, self.spec.std, config_key="embed.device")
-        self.model = self.inference.model
-        self.dim = self.inference.probe(m.image_size)
-        self.info = {
-            "kind": m.kind, "arch": m.arch, "path": m.path, "weights": getattr(self.model, "source", m.path),
-            "random_weights": m.kind == "random", "dim": self.dim, "image_size": m.image_size,
-            **self.inference.info(),
-        }
-
-    def forward(self, pixels: np.ndarray) -> np.ndarray:
-        """uint8 ``(B, S, S, 3)`` -> L2-normalised float32 embeddings ``(B, D)``."""
-        import torch
-        import torch.nn.functional as F
-
-        return F.normalize(torch.from_numpy(self.inference.forward(pixels)), dim=1).numpy()
-
-    def submit(self, items, fetch=None):
-        return submit_batch(items, self.spec, self.inference.pool, fetch)
-
-
-def _decoded_columns(table: pa.Table, decoded, first_row: int) -> pa.Table:
-    """Status columns with decode failures dropped, plus ``embedding_row``.
-
-    Rows that were not decoded at all (dropped upstream) have no reason and pass through.
-    """
-    ok = decoded.ok
-    failed = np.array([r is not None for r in decoded.reasons], dtype=bool)
-    out = table.select(tables.STATUS_COLUMNS)
-    if failed.any():
-        statuses = [f"failed_decode:{r}" if r else None for r in decoded.reasons]
-        out = tables.drop(out, failed, STAGE, statuses, decoded.errors)
-    rows = np.full(table.num_rows, -1, dtype=np.int64)
-    rows[ok] = first_row + np.arange(int(ok.sum()))
-    return out.append_column(embeddings.ROW_COLUMN, pa.array(rows))
-
-
 class EmbedPool(MapStep):
     name = embeddings.POOL_STEP
     # Dropped rows come too, so that they get embedding_row -1 rather than null.
@@ -147,15 +90,15 @@ class EmbedPool(MapStep):
     def setup(self) -> None:
         from curation.models.inference import Prefetch
 
-        self.embedder = Embedder(self.cfg, self.grant.num_gpus)
-        self.prefetch = Prefetch(self._submit, self.alive_only)
+        self.embedder = EmbeddingModel(self.cfg, self.grant.num_gpus)
+        self.decoding = Prefetch(self._submit)
 
     def open(self, partition: int, out) -> None:
         from curation.imagestore import pool_images
 
         self.images = pool_images(self.ctx.run_dir, partition)
         self.writer = embeddings.NpyAppender(out.path("npy"), self.embedder.dim, self.cfg.storage_dtype)
-        self.prefetch.clear()
+        self.decoding.clear()
         self.counts = collections.Counter()
 
     def _fetch(self, key: str | None) -> bytes | None:
@@ -166,16 +109,15 @@ class EmbedPool(MapStep):
         keys = batch.column("key").to_pylist()
         return self.embedder.submit([k if a else None for k, a in zip(keys, tables.alive(batch))], self._fetch)
 
-    def read(self, partition: int) -> Iterator[pa.Table]:
-        """Input batches, each yielded once the next one's decoding has started."""
-        return self.prefetch.ahead(super().read(partition))
+    def prefetch(self, batch: pa.Table) -> None:
+        self.decoding.start(batch)
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
-        decoded = self.prefetch.take(batch)
+        decoded = self.decoding.take(batch)
         alive = tables.alive(batch)
         decoded.ok &= alive  # dropped rows were never decoded; keep them out of the counts
         decoded.reasons = [r if a else None for r, a in zip(decoded.reasons, alive)]
-        out = _decoded_columns(batch, decoded, self.writer.rows)
+        out = decoded_columns(batch, decoded, self.writer.rows)
         if decoded.ok.any():
             self.writer.append(self.embedder.forward(decoded.pixels[decoded.ok]))
         self.counts.update(embedded=int(decoded.ok.sum()), failed_decode=int((alive & ~decoded.ok).sum()))
@@ -186,33 +128,6 @@ class EmbedPool(MapStep):
         return {**self.counts, "model": self.embedder.info}
 
 
-def _chunks(items: Iterator, size: int) -> Iterator[list]:
-    chunk: list = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def _curated_table(chunk: list, decoded, first_row: int) -> pa.Table:
-    keys = [key for key, _, _ in chunk]
-    metas = [meta for _, _, meta in chunk]
-    base = tables.status_table(keys, [tables.SUCCESS] * len(keys))
-    if decoded is None:
-        base = base.append_column(embeddings.ROW_COLUMN, pa.array([], pa.int64()))
-    else:
-        base = _decoded_columns(base, decoded, first_row)
-    label = [None if m.get("label") is None else str(m["label"]) for m in metas]
-    rest = [json.dumps({k: v for k, v in m.items() if k not in ("path", "label")}, sort_keys=True) for m in metas]
-    return (base.append_column("path", pa.array([m.get("path") for m in metas], pa.string()))
-            .append_column("label", pa.array(label, pa.string()))
-            .append_column("meta", pa.array(rest, pa.string())))
-
-
-from curation.stages.embed_curated import CuratedParts, EmbedCurated  # noqa: E402 -- they use this module
 
 @register
 class EmbedStage(Stage):

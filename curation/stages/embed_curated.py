@@ -14,9 +14,10 @@
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow as pa
 
@@ -24,6 +25,7 @@ from curation import embeddings, tables
 from curation.atomic import atomic_path, read_json
 from curation.sources import ImageSetConfig, count_images, iter_images
 from curation.stages.base import GlobalStep, MapStep, Resources, device_gpus, partition_path
+from curation.stages.embed_model import EmbeddingModel, chunks, curated_table
 
 PARTS_STEP = "curated_parts"
 
@@ -64,9 +66,7 @@ class CuratedParts(MapStep):
         return 0 if stop is None else stop - start
 
     def setup(self) -> None:
-        from curation.stages.embed import Embedder
-
-        self.embedder = Embedder(self.cfg, self.grant.num_gpus)
+        self.embedder = EmbeddingModel(self.cfg, self.grant.num_gpus)
 
     def open(self, partition: int, out) -> None:
         self.writer = embeddings.NpyAppender(out.path("npy"), self.embedder.dim, self.cfg.storage_dtype)
@@ -75,11 +75,9 @@ class CuratedParts(MapStep):
 
     def read(self, partition: int) -> Iterator[pa.Table]:
         """Batches of keys; each is yielded once the next one's decoding has started."""
-        from curation.stages.embed import _chunks
-
         image_set, start, stop = self.layout[partition]
         previous = None
-        for chunk in _chunks(iter_images(image_set, start, stop), self.cfg.batch_size):
+        for chunk in chunks(iter_images(image_set, start, stop), self.cfg.batch_size):
             self.pending.append((chunk, self.embedder.submit([blob for _, blob, _ in chunk])))
             if previous is not None:
                 yield previous
@@ -88,11 +86,9 @@ class CuratedParts(MapStep):
             yield previous
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
-        from curation.stages.embed import _curated_table
-
         chunk, job = self.pending.popleft()
         decoded = job.result()
-        out = _curated_table(chunk, decoded, self.writer.rows)
+        out = curated_table(chunk, decoded, self.writer.rows)
         if decoded.ok.any():
             self.writer.append(self.embedder.forward(decoded.pixels[decoded.ok]))
         return out
@@ -137,8 +133,6 @@ class EmbedCurated(GlobalStep):
                                               embeddings.ROW_COLUMN, shifted))
                 writer.append(x)
             writer.close()
-        from curation.stages.embed import _curated_table
-
-        table = pa.concat_tables(parts) if parts else _curated_table([], None, 0)
+        table = pa.concat_tables(parts) if parts else curated_table([], None, 0)
         tables.write_parquet(table, table_path)  # written last: marks the set done
         return embeddings.curated_counts(table_path)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from pathlib import Path
+from typing import Any
 
 from curation.errors import ConfigError
-from curation.stages.base import Stage
+from curation.stages.base import Stage, StageContext
 
 # Built-in stages in pipeline order.
 BUILTIN = ("download", "dedup", "embed", "cluster", "retrieve", "shard")
@@ -53,3 +55,11 @@ def get_stage(name: str) -> type[Stage]:
         hint = f"; did you mean '{close[0]}'?" if close else f"; known stages: {', '.join(stages)}"
         raise ConfigError(f"stage: unknown stage '{name}'{hint}")
     return stages[name]
+
+
+def stage_context(config: Any, stage: str, run_dir: Path | str | None = None) -> StageContext:
+    """The context a step of ``stage`` runs in: the validated ``config``, the table step of every
+    registered stage and the stage's inputs. ``run_dir`` defaults to ``config.run_dir``."""
+    return StageContext(Path(config.run_dir if run_dir is None else run_dir), config, stage,
+                        {name: cls.table_step for name, cls in all_stages().items()},
+                        get_stage(stage).inputs)

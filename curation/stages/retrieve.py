@@ -28,10 +28,10 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from curation.algorithms.index import IndexConfig
 from curation.atomic import write_json
-from curation.config import Section
 from curation.errors import ConfigError
+from curation.index_config import IndexConfig
+from curation.section import Section
 from curation.sources import ImageSetConfig
 from curation.stages import retrieve_io as io
 from curation.stages import retrieve_pool as rp

@@ -20,7 +20,6 @@ columns and the partition counts; of a shard: its vectors' index.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -78,9 +77,8 @@ class PoolShard(IndexShard):
     keeps Faiss on the CPU.
     """
 
-    def __init__(self, run_dir: str, config_data: dict[str, Any], partitions: list[int], index: Any,
-                 build: bool, seed: int, grant: Grant):
-        ctx = StageContext(Path(run_dir), config_data, "retrieve")
+    def __init__(self, ctx: StageContext, partitions: list[int], index: Any, build: bool, seed: int,
+                 grant: Grant):
         parts, self.counts = [], []
         for p in partitions:
             c = partition_candidates(ctx, p)
@@ -143,7 +141,7 @@ def start_shards(ctx: StageContext, workers: Any, shards: int | None, resources:
     args = []
     for lo, hi in ranges:
         n = sum(counts[p] for p in partitions[lo:hi])
-        args.append((str(ctx.run_dir), ctx.config_data, partitions[lo:hi], shard_index_config(cfg, total, n),
+        args.append((ctx, partitions[lo:hi], shard_index_config(cfg, total, n),
                      build, ctx.seed))
     group = workers.start(PoolShard, args, resources, "Shard")
     per_shard = group.call("partition_counts", [()] * len(args))

@@ -25,11 +25,11 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from curation import tables
-from curation.config import Section
+from curation.section import Section
 from curation.stages import shard_io as io
-from curation.stages.retrieve_io import join_status
 from curation.stages.base import GlobalStep, MapStep, PartitionOutput, Stage
 from curation.stages.registry import register
+from curation.stages.retrieve_io import join_status
 
 STAGE = "shard"
 NOT_WRITTEN = "not_written"
@@ -51,7 +51,6 @@ class Write(GlobalStep):
     name = "write"
 
     def run(self, out_dir: Path) -> dict[str, Any]:
-        from curation.config import content_hash
         from curation.manifest import write_manifest
 
         shards_dir = Path(self.ctx.run_dir) / io.SHARDS_DIR
@@ -67,7 +66,7 @@ class Write(GlobalStep):
         composition = io.composition(samples, [d.name for d in self.ctx.config.retrieve.datasets])
         extra = io.manifest_extra(self.ctx, samples)
         manifest = write_manifest(shards_dir / io.MANIFEST, written.entries, composition,
-                                  content_hash(self.ctx.config), self.ctx.config.name, extra)
+                                  self.ctx.config.content_hash(), self.ctx.config.name, extra)
         if not self.cfg.keep_staging:
             io.remove_staging(staging)
         return {"shards": len(written.entries), "samples": manifest.num_samples, "bytes": manifest.num_bytes,

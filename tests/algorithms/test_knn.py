@@ -7,7 +7,8 @@ import pytest
 
 from curation.algorithms import components as cc
 from curation.algorithms import knn
-from curation.algorithms.index import IndexConfig, normalize
+from curation.algorithms.index import normalize
+from curation.index_config import IndexConfig
 
 
 def planted(groups: list[int], dims: int = 128, noise: float = 0.1, seed: int = 0):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from curation.algorithms import retrieval as rt
-from curation.algorithms.index import IndexConfig, build_index, normalize
+from curation.algorithms.index import build_index, normalize
+from curation.index_config import IndexConfig
 
 
 def _hits(pool, similarity, dataset, query=None, rank=None):

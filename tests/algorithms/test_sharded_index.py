@@ -6,8 +6,9 @@ import faiss
 import numpy as np
 import pytest
 
-from curation.algorithms.index import IndexConfig, build_index, normalize, recall_at_k
+from curation.algorithms.index import build_index, normalize, recall_at_k
 from curation.algorithms.sharded_index import IndexShard, RowsView, ShardedIndex, merge_topk, shard_ranges
+from curation.index_config import IndexConfig
 from curation.runner.workers import LocalWorkers
 from curation.stages.base import Resources
 

@@ -12,6 +12,8 @@ import torch
 from curation import tables
 from curation.models.inference import Inference, Prefetch, submit
 from curation.preprocess import DecodeError
+from curation.runner.partition import read_ahead
+from curation.stages.base import MapStep
 
 
 class MeanColour(torch.nn.Module):
@@ -74,26 +76,44 @@ def batch_of(keys: list[str], statuses: list[str]) -> pa.Table:
     return tables.status_table(keys, statuses)
 
 
-def test_prefetch_decodes_the_next_batch_while_the_current_one_is_processed():
+class Decodes(MapStep):
+    """A map step on the one inference path: decodes its keys one batch ahead of the model."""
+
+    def __init__(self, submit_batch, alive_only: bool = True):
+        super().__init__(None)
+        self.alive_only = alive_only
+        self.decoding = Prefetch(submit_batch)
+
+    def prefetch(self, batch: pa.Table) -> None:
+        self.decoding.start(batch)
+
+
+def test_the_runner_prefetches_the_next_batch_while_the_current_one_is_processed():
     started = []
 
     def start(batch):
         started.append(batch.column("key").to_pylist())
         return submit([k.encode() for k in started[-1]], decode_value, None)
 
-    prefetch = Prefetch(start, alive_only=True)
+    step = Decodes(start)
     first = batch_of(["1", "2"], [tables.SUCCESS] * 2)
     dead = batch_of(["3"], ["duplicate_copy"])
     mixed = batch_of(["4", "5"], ["duplicate_copy", tables.SUCCESS])
-    stream = prefetch.ahead(iter([first, dead, mixed]))
-    assert next(stream) is first and started == [["1", "2"], []]  # the next batch has started already
-    assert [int(v[0, 0, 0]) for v in prefetch.take(first).values] == [1, 2]
-    assert next(stream) is dead and next(stream) is mixed
-    # An alive-only step gets the alive rows; the batch without any never reaches it and is skipped.
-    assert [int(v[0, 0, 0]) for v in prefetch.take(mixed.filter(tables.alive(mixed))).values] == [5]
-    other = batch_of(["7"], [tables.SUCCESS])  # not read through ahead(): decoded on the spot
-    assert int(prefetch.take(other).values[0][0, 0, 0]) == 7
+    stream = read_ahead(step, iter([first, dead, mixed]))
+    # The next batch has started already; the batch without alive rows starts nothing.
+    assert next(stream) is first and started == [["1", "2"]]
+    assert [int(v[0, 0, 0]) for v in step.decoding.take(first).values] == [1, 2]
+    assert next(stream) is dead and started == [["1", "2"], ["5"]]
+    assert next(stream) is mixed
+    # An alive-only step gets the alive rows.
+    assert [int(v[0, 0, 0]) for v in step.decoding.take(mixed.filter(tables.alive(mixed))).values] == [5]
+    other = batch_of(["7"], [tables.SUCCESS])  # never prefetched: decoded on the spot
+    assert int(step.decoding.take(other).values[0][0, 0, 0]) == 7
     assert started[-1] == ["7"]
+    # A step that takes every row gets them all prefetched.
+    started.clear()
+    list(read_ahead(Decodes(start, alive_only=False), iter([dead, mixed])))
+    assert started == [["3"], ["4", "5"]]
 
 
 def test_the_model_runs_while_the_next_batch_decodes():
@@ -113,9 +133,9 @@ def test_the_model_runs_while_the_next_batch_decodes():
             return super().forward(x)
 
     model = Inference(Waits(), "cpu", threads=2)
-    prefetch = Prefetch(lambda b: model.submit([k.encode() for k in b.column("key").to_pylist()], decode), False)
-    for batch in prefetch.ahead(iter([batch_of(["1"], [tables.SUCCESS]), batch_of(["2"], [tables.SUCCESS])])):
-        decoded = prefetch.take(batch)
+    step = Decodes(lambda b: model.submit([k.encode() for k in b.column("key").to_pylist()], decode), False)
+    for batch in read_ahead(step, iter([batch_of(["1"], [tables.SUCCESS]), batch_of(["2"], [tables.SUCCESS])])):
+        decoded = step.decoding.take(batch)
         model.forward([decoded.values[0]])
     assert seen == [True, True]
 

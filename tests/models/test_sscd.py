@@ -12,6 +12,7 @@ from PIL import Image
 
 from curation.errors import CheckpointError
 from curation.models import sscd
+from curation.preprocess import PreprocessSpec
 
 
 @pytest.fixture(scope="module")
@@ -128,20 +129,25 @@ def test_random_init_is_seeded(batch):
         assert torch.equal(a(batch), b(batch))
 
 
+def _spec(mode: str, size: int, exact_thumb: bool = False) -> sscd.FeatureSpec:
+    model = PreprocessSpec(size, mode=mode, interpolation="bilinear", draft=True)
+    return sscd.FeatureSpec(model, thumb_size=16, exact_thumb=exact_thumb)
+
+
 def test_preprocess_modes():
     img = _jpeg(skimage.data.chelsea())  # 451 x 300
-    square = sscd.decode(img, sscd.Preprocess("square", 64, 16))
+    square = sscd.decode(img, _spec("square", 64))
     assert square.pixels.shape == (64, 64, 3) and square.thumb is None  # thumbnails come from the batch
     assert (square.width, square.height) == (451, 300)
-    short = sscd.decode(img, sscd.Preprocess("short_edge", 72, 16, exact_thumb=True))
+    short = sscd.decode(img, _spec("short_edge", 72, exact_thumb=True))
     assert short.pixels.shape == (72, 108, 3) and short.thumb.shape == (16, 16)
 
 
 def test_describe_batches_and_reports_failures(model):
-    spec = sscd.Preprocess("short_edge", 48, 16)
+    spec = _spec("short_edge", 48)
     blobs = [_jpeg(skimage.data.chelsea()), b"not an image", None, _jpeg(skimage.data.astronaut()),
              _jpeg(skimage.data.chelsea())[:200]]
-    embed = sscd.Embedder(model, "cpu", batch_size=2, dims=32, threads=2)
+    embed = sscd.DescriptorModel(model, "cpu", batch_size=2, dims=32, threads=2)
     thumbs, desc, width, height, reasons, errors = sscd.describe(blobs, embed, spec)
     assert reasons == [None, "failed_decode:unidentified_image", "failed_decode:missing_image", None,
                        "failed_decode:broken_image"]
@@ -149,7 +155,7 @@ def test_describe_batches_and_reports_failures(model):
     assert thumbs.shape == (2, 16, 16) and desc.shape == (2, 32)
     assert width.tolist() == [451, 512] and height.tolist() == [300, 512]
     # Batching by shape gives the same descriptors as one image at a time.
-    single = sscd.Embedder(model, "cpu", batch_size=1, dims=32)
+    single = sscd.DescriptorModel(model, "cpu", batch_size=1, dims=32)
     assert np.allclose(single([sscd.decode(blobs[3], spec).pixels])[0], desc[1], atol=1e-5)
 
 
@@ -162,9 +168,9 @@ class _Broken(torch.nn.Module):
 
 
 def test_nan_and_zero_descriptors_are_rejected_with_a_reason():
-    spec = sscd.Preprocess("square", 32, 16)
+    spec = _spec("square", 32)
     blobs = [_jpeg(np.zeros((40, 40, 3), np.uint8)), _jpeg(np.full((40, 40, 3), 255, np.uint8))]
-    thumbs, desc, _, _, reasons, errors = sscd.describe(blobs, sscd.Embedder(_Broken(), "cpu", dims=4), spec)
+    thumbs, desc, _, _, reasons, errors = sscd.describe(blobs, sscd.DescriptorModel(_Broken(), "cpu", dims=4), spec)
     assert reasons == ["failed_descriptor:zero", "failed_descriptor:nan"]
     assert errors == ["the descriptor is zero", "the descriptor is nan"]
     assert thumbs.shape == (0, 16, 16) and desc.shape == (0, 4)

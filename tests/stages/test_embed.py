@@ -16,8 +16,8 @@ from curation import embeddings, tables
 from curation.atomic import read_json, write_json
 from curation.errors import ConfigError
 from curation.runner.local import run_stages
-from curation.stages.registry import get_stage
 from curation.stages.base import files_dir, partition_path
+from curation.stages.registry import get_stage
 
 MODEL = {
     "kind": "random",
@@ -83,7 +83,8 @@ def reference_embeddings(blobs: list[bytes]) -> np.ndarray:
     import torch
 
     from curation.models.checkpoints import load_model
-    from curation.preprocess import PreprocessSpec, decode_batch, normalise
+    from curation.models.inference import decode_batch
+    from curation.preprocess import PreprocessSpec, normalise
 
     model = load_model("random", None, MODEL["arch"], **MODEL["options"])
     pixels = decode_batch(blobs, PreprocessSpec(image_size=32)).pixels
