@@ -138,20 +138,21 @@ def commented_yaml(config: BaseModel, data: dict[str, Any] | None = None) -> str
     return "\n".join(_yaml_lines(data, type(config), "")) + "\n"
 
 
-def _yaml_lines(data: dict[str, Any], model: type[BaseModel], indent: str, first: str = "") -> list[str]:
+def _yaml_lines(data: dict[str, Any], model: type[BaseModel], indent: str, item: bool = False) -> list[str]:
+    """Lines of one section; ``item``: an item of a list, its first key after ``- ``."""
     lines: list[str] = []
-    for name, value in data.items():
+    for i, (name, value) in enumerate(data.items()):
         field = model.model_fields[name]
-        lead = (first if not lines else " " * len(first)) if first else ""
-        head = f"{indent}{lead}{name}:"
+        head = f"{indent}{('- ' if i == 0 else '  ') if item else ''}{name}:"
+        inner = indent + ("    " if item else "  ")
         nested = _model_of(field.annotation)
         if nested is not None and isinstance(value, dict):
             lines.append(_comment(head, field.description))
-            lines += _yaml_lines(value, nested, indent + "  ")
+            lines += _yaml_lines(value, nested, inner)
         elif nested is not None and isinstance(value, list) and value and _list_item_model(field.annotation):
             lines.append(_comment(head, field.description))
-            for item in value:
-                lines += _yaml_lines(item, nested, indent + "  ", "- ")
+            for entry in value:
+                lines += _yaml_lines(entry, nested, inner, item=True)
         else:
             lines.append(_comment(f"{head} {_flow(value)}", field.description))
     return lines
@@ -160,7 +161,7 @@ def _yaml_lines(data: dict[str, Any], model: type[BaseModel], indent: str, first
 def _comment(line: str, description: str | None) -> str:
     if not description:
         return line
-    return f"{line:<{COMMENT_COLUMN - 1}} # {' '.join(description.split())}"
+    return f"{line:<{COMMENT_COLUMN - 2}}  # {' '.join(description.split())}"
 
 
 def _flow(value: Any) -> str:
