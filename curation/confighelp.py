@@ -32,7 +32,7 @@ def model_keys(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, 
         key = f"{prefix}{name}"
         nested = _model_of(field.annotation)
         if nested is not None:
-            is_list = "list" in str(field.annotation).lower()
+            is_list = _list_item_model(field.annotation) is not None
             yield from model_keys(nested, f"{key}[]." if is_list else f"{key}.")
             continue
         yield key, _default(field), field.description or ""
