@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 
 from curation import __version__
 from curation.errors import ConfigError
@@ -184,12 +184,27 @@ def cmd_config(args: list[str]) -> int:
     import yaml
 
     from curation import config as cfg
+    from curation.confighelp import commented_yaml
 
-    picked, overrides = _split(args, ("pipeline",))
+    picked, overrides = _split(args, ("pipeline", "defaults"))
     _only("config", picked, [], ("pipeline",))
-    config = cfg.load(picked["pipeline"], overrides)
-    print(f"# hash {cfg.content_hash(config)}")
-    print(yaml.safe_dump(cfg.to_dict(config), sort_keys=False), end="")
+    defaults = _flag(picked.get("defaults"), "defaults")
+    path = cfg.resolve_pipeline_path(picked["pipeline"])
+    if "stages" in cfg.read_yaml(path):
+        config = cfg.load(str(path), overrides, allow_placeholders=defaults)
+        print(f"# hash {cfg.content_hash(config)}")
+    else:  # a trainer config
+        from curation.train.config import load_train_config
+
+        config = load_train_config([f"config={path}", *overrides])
+    data = cfg.to_dict(config)
+    if defaults:
+        unfilled = cfg.placeholders(data)
+        if unfilled:
+            print(f"# {len(unfilled)} unfilled <PLACEHOLDER> values: `curate run` refuses them until filled in")
+        print(commented_yaml(config, data), end="")
+    else:
+        print(yaml.safe_dump(data, sort_keys=False), end="")
     return 0
 
 
@@ -265,8 +280,11 @@ COMMANDS = {c.name: c for c in (
             (PIPELINE, ("pool_size", "number of images in the pool: plans resources, memory and time per step"),
              ("cluster_file", "a Ray cluster YAML to plan against, instead of the config's compute: section")),
             _pipeline_keys),
-    Command("config", cmd_config, "print the resolved, validated config of a pipeline",
-            "pipeline=NAME [dotted.key=value ...]", (PIPELINE,), _pipeline_keys),
+    Command("config", cmd_config, "print the resolved, validated config of a pipeline (or of a trainer config)",
+            "pipeline=NAME [defaults=true] [dotted.key=value ...]",
+            (PIPELINE, ("defaults", "true: every key, defaults included, each with its description as a YAML "
+                                    "comment; placeholders may be left unfilled [default: false]")),
+            _pipeline_keys),
     Command("train", cmd_train, "train a ViT on a shard manifest (see docs/train.md)",
             "manifest=PATH [config=NAME|PATH] [dotted.key=value ...]",
             (("config", "a YAML file of base values (a path, or a file of pipelines/ such as train_demo)"),),

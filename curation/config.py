@@ -104,9 +104,15 @@ class PipelineBase(Section):
 def pipeline_model() -> type[PipelineBase]:
     """The pipeline model with one optional section per registered stage."""
     sections: dict[str, Any] = {
-        name: (stage.config_model | None, None) for name, stage in all_stages().items()
+        name: (stage.config_model | None, Field(None, description=_stage_description(stage)))
+        for name, stage in all_stages().items()
     }
     return create_model("PipelineConfig", __base__=PipelineBase, **sections)
+
+
+def _stage_description(stage: Any) -> str:
+    reads = f"; reads {', '.join(stage.inputs)}" if stage.inputs else ""
+    return f"the {stage.name} stage: steps {', '.join(step.name for step in stage.steps)}{reads}"
 
 
 def resolve_pipeline_path(pipeline: str) -> Path:
@@ -176,8 +182,9 @@ def validate(data: dict[str, Any]) -> PipelineBase:
     return config
 
 
-def load(pipeline: str, overrides: list[str] | None = None) -> PipelineBase:
-    """Read, override and validate a pipeline; placeholders left unfilled are errors too.
+def load(pipeline: str, overrides: list[str] | None = None, allow_placeholders: bool = False) -> PipelineBase:
+    """Read, override and validate a pipeline; placeholders left unfilled are errors too
+    (unless ``allow_placeholders``: for showing a config, never for running it).
 
     Schema errors and placeholders are reported together, in one ConfigError.
     """
@@ -186,7 +193,7 @@ def load(pipeline: str, overrides: list[str] | None = None) -> PipelineBase:
     if data.get("run_dir") == "." and path.name == "config.yaml":
         data["run_dir"] = str(path.parent)  # a run directory's saved config names its own directory
     data = apply_overrides(data, parse_overrides(overrides or []))
-    problems = placeholders(data)
+    problems = [] if allow_placeholders else placeholders(data)
     try:
         config = validate(data)
     except ConfigError as err:

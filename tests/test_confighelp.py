@@ -1,9 +1,10 @@
 """Help text generated from config models: every leaf key, its default and its description."""
 
+import yaml
 from pydantic import Field
 
 from curation.config import Section
-from curation.confighelp import format_keys, model_keys
+from curation.confighelp import commented_yaml, format_keys, model_keys, restated_defaults
 
 
 class Inner(Section):
@@ -44,3 +45,46 @@ def test_format_keys_wraps_descriptions_under_their_key():
     assert all(len(line) <= 90 for line in lines)
     assert "[default: 1]" in text and lines[-2] == f"  {long_key}"
     assert lines[-1].strip() == "d [default: x]"
+
+
+def test_restated_defaults_compares_values_as_the_field_reads_them():
+    data = {"path": "p", "ratio": 0.5, "tags": ["a"], "pair": [1, 2], "mode": None, "inner": {"size": 3.0},
+            "items": [{"name": "x"}], "unknown": 1}
+    assert list(restated_defaults(data, Outer)) == ["ratio", "pair", "mode", "inner.size"]
+    assert list(restated_defaults({"ratio": 0.25, "inner": {"size": 4}, "pair": [2, 1]}, Outer)) == []
+    assert list(restated_defaults({"ratio": "not a number"}, Outer)) == []
+
+
+class Entry(Section):
+    name: str = Field(..., description="entry name")
+    k: int = Field(4, description="neighbours")
+
+
+class Listing(Section):
+    entries: list[Entry] = Field(default_factory=list, description="entries, in order")
+    sub: Inner | None = Field(None, description="optional section")
+
+
+def test_restated_defaults_walks_list_items():
+    data = {"entries": [{"name": "a", "k": 4}, {"name": "b", "k": 32}, {"name": "c", "k": 4}]}
+    assert list(restated_defaults(data, Listing)) == ["entries[].k", "entries[].k"]
+
+
+def test_commented_yaml_round_trips_and_comments_every_key():
+    config = Listing(entries=[Entry(name="a"), Entry(name="b", k=8)])
+    text = commented_yaml(config)
+    assert yaml.safe_load(text) == config.model_dump(mode="json")
+    assert text.splitlines() == [f"{line:<38}  # {comment}" for line, comment in [
+        ("entries:", "entries, in order"),
+        ("  - name: a", "entry name"),
+        ("    k: 4", "neighbours"),
+        ("  - name: b", "entry name"),
+        ("    k: 8", "neighbours"),
+        ("sub: null", "optional section"),
+    ]]
+    assert commented_yaml(Listing()).startswith(f"{'entries: []':<38}  # entries, in order\n")
+    item = Listing(entries=[Entry(name="a")], sub=Inner())
+    assert yaml.safe_load(commented_yaml(item))["sub"] == {"size": 3}
+    nested = commented_yaml(Outer(path="where: 'quoted'", inner=Inner(size=5)))
+    assert yaml.safe_load(nested)["path"] == "where: 'quoted'"
+    assert "inner:\n  size: 5" in nested and "  # how many" in nested

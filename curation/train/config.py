@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
-from curation.config import Section, explain, apply_overrides, parse_overrides, read_yaml, resolve_pipeline_path
+from curation.config import Section, apply_overrides, explain, parse_overrides, read_yaml, resolve_pipeline_path
 from curation.errors import ConfigError
 
 Range = tuple[float, float]
@@ -154,18 +154,22 @@ class TrainConfig(Section):
         None, description="backbone file written at the end (null: output_dir/backbone.safetensors)"
     )
     compile: bool = Field(False, description="torch.compile every transformer block (after FSDP sharding)")
-    vit: VitConfig = VitConfig()
-    heads: HeadsConfig = HeadsConfig()
-    loss: LossConfig = LossConfig()
-    crops: CropsConfig = CropsConfig()
-    masking: MaskingConfig = MaskingConfig()
-    optim: OptimConfig = OptimConfig()
-    data: DataConfig = DataConfig()
-    fsdp: FsdpConfig = FsdpConfig()
-    checkpoint: CheckpointConfig = CheckpointConfig()
-    highres: HighresConfig = HighresConfig()
-    knn: KnnConfig = KnnConfig()
-    distill: DistillConfig = DistillConfig()
+    vit: VitConfig = Field(VitConfig(), description="the student/teacher backbone")
+    heads: HeadsConfig = Field(HeadsConfig(), description="DINO and iBOT projection heads")
+    loss: LossConfig = Field(LossConfig(), description="objective")
+    crops: CropsConfig = Field(CropsConfig(), description="multi-crop augmentation")
+    masking: MaskingConfig = Field(MaskingConfig(), description="iBOT masks of the student's global crops")
+    optim: OptimConfig = Field(OptimConfig(), description="optimiser and schedules")
+    data: DataConfig = Field(DataConfig(), description="reading the manifest's shards")
+    fsdp: FsdpConfig = Field(FsdpConfig(), description="sharding and precision")
+    checkpoint: CheckpointConfig = Field(
+        CheckpointConfig(), description="resumable checkpoints under output_dir/checkpoints"
+    )
+    highres: HighresConfig = Field(
+        HighresConfig(), description="final high-resolution phase (paper: 10k iterations at 518 px)"
+    )
+    knn: KnnConfig = Field(KnnConfig(), description="k-NN evaluation of the EMA backbone on a labelled folder")
+    distill: DistillConfig = Field(DistillConfig(), description="distillation mode")
 
     @property
     def local_size(self) -> int:

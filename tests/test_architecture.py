@@ -1,0 +1,119 @@
+"""docs/architecture.md matches the code: its import layers, and its walk-through of adding a stage."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import yaml
+
+from curation import config as cfg
+from curation.runner.local import run_stages
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = (ROOT / "docs" / "architecture.md").read_text()
+PACKAGE = ROOT / "curation"
+
+
+def _section(title: str) -> str:
+    start = DOC.index(f"\n## {title}\n")
+    end = DOC.find("\n## ", start + 1)
+    return DOC[start:end if end > 0 else None]
+
+
+def _blocks(text: str, language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```$", text, re.M | re.S)
+
+
+def _layers() -> dict[str, int]:
+    """Top-level module or package of ``curation`` -> its layer, from the doc's table."""
+    layers: dict[str, int] = {}
+    for number, modules in re.findall(r"^\| (\d+) \| ([^|]+) \|", _section("Layers"), re.M):
+        for unit in re.findall(r"`(\w+)`", modules):
+            assert unit not in layers, f"{unit} is in two layers"
+            layers[unit] = int(number)
+    return layers
+
+
+def _departures() -> set[tuple[str, str]]:
+    items = re.findall(r"^- (`.*?):", _section("Layers"), re.M)
+    return {pair for item in items for pair in re.findall(r"`(\w+)` -> `(\w+)`", item)}
+
+
+def _unit(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return parts[0]
+
+
+def _imports() -> set[tuple[str, str, str]]:
+    """``(unit, imported unit or "ray", file)`` for every import, module-level or inside a function."""
+    units = {_unit(p) for p in PACKAGE.rglob("*.py")}
+    found = set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        source = _unit(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+                if node.module == "curation":  # `from curation import config`
+                    modules = [f"curation.{a.name}" if a.name in units else "curation" for a in node.names]
+            else:
+                continue
+            for module in modules:
+                parts = module.split(".")
+                if parts[0] == "ray":
+                    found.add((source, "ray", str(path.relative_to(ROOT))))
+                elif parts[0] == "curation":
+                    target = parts[1] if len(parts) > 1 else "__init__"
+                    if target != source:
+                        found.add((source, target, str(path.relative_to(ROOT))))
+    return found
+
+
+def test_layers_name_every_module_once():
+    layers = _layers()
+    units = {_unit(p) for p in PACKAGE.rglob("*.py")}
+    assert units == set(layers), f"missing from the table: {sorted(units - set(layers))}; " \
+                                 f"not in the package: {sorted(set(layers) - units)}"
+
+
+def test_imports_point_down_the_layers():
+    layers, allowed = _layers(), _departures()
+    ray_users = set(re.findall(r"`(\w+)`", re.search(r"Ray is imported only in (.*?);", DOC).group(1)))
+    wrong = []
+    for source, target, path in sorted(_imports()):
+        if (source, target) in allowed:
+            continue
+        if target == "ray":
+            if source not in ray_users:
+                wrong.append(f"{path}: imports ray outside {sorted(ray_users)}")
+        elif layers[target] > layers[source]:
+            wrong.append(f"{path}: {source} (layer {layers[source]}) imports {target} (layer {layers[target]})")
+    assert not wrong, "imports that point up (move the code, or fix the layer table):\n" + "\n".join(wrong)
+
+
+def test_departures_are_real():
+    """Each listed departure still exists: one that was fixed is struck from the list."""
+    edges = {(source, target) for source, target, _ in _imports()}
+    assert _departures() <= edges, sorted(_departures() - edges)
+
+
+def test_walkthrough_code_is_the_sample_stages():
+    sample = (ROOT / "tests" / "runner" / "sample_stages.py").read_text()
+    blocks = _blocks(_section("How to add a stage"), "python")
+    assert len(blocks) == 4
+    for block in blocks:
+        assert block in sample, f"not a verbatim excerpt of tests/runner/sample_stages.py:\n{block}"
+
+
+def test_walkthrough_pipeline_runs_and_leaves_the_listed_files(tmp_path):
+    section = _section("How to add a stage")
+    [pipeline] = _blocks(section, "yaml")
+    data = {**yaml.safe_load(pipeline), "run_dir": str(tmp_path)}
+    assert cfg.validate(data).parity.drop_odd is True
+    run_stages(tmp_path, data)
+    [listing] = _blocks(section, "text")
+    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert files == listing.split()
