@@ -36,6 +36,8 @@ MODES = {
     "phash, no variants": {"hashing": {"method": "phash", "variants": {"enabled": False}}},
     "phash + variants (the demo)": {"hashing": {"method": "phash"}},
     "pca hash + variants, radius 5": {"hashing": {"method": "pca", "variants": {"max_distance": 5}}},
+    "phash + variants, no pixel check": {"hashing": {"method": "phash", "min_correlation": None}},
+    "phash + variants, no rotations": {"hashing": {"method": "phash", "variants": {"rotations": []}}},
 }
 
 
