@@ -54,7 +54,7 @@ def write_download(run_dir: Path, data: list[bytes], partitions: int) -> list[st
         tables.write_parquet(tables.status_table(part, ["success"] * len(part), [None] * len(part)),
                              step / f"{tables.partition_name(p)}.parquet")
         with tarfile.open(step / f"{tables.partition_name(p)}.tar", "w") as tar:
-            for key, i in zip(part, chunk):
+            for key, i in zip(part, chunk, strict=True):
                 member = tarfile.TarInfo(f"{key}.jpg")
                 member.size = len(data[i])
                 tar.addfile(member, io.BytesIO(data[i]))

@@ -142,7 +142,7 @@ def variant_thumbnails(sources: np.ndarray, spec: VariantSpec, size: int) -> np.
 
 
 def _rotated(source: np.ndarray, angle: float, size: int) -> np.ndarray:
-    """``source`` ``(S, S) uint8`` turned by ``angle`` degrees about its centre (corners 0), area-resized to ``size``."""
+    """``source`` ``(S, S) uint8`` turned by ``angle`` degrees about its centre (corners 0), resized to ``size``."""
     import cv2
 
     s = source.shape[0]

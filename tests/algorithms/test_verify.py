@@ -44,8 +44,8 @@ def test_mask_restricts_the_pixels_and_flat_pairs_correlate_zero():
 
 
 def test_copies_pass_and_distinct_photos_do_not():
-    """Noisy copies, and copies with a small logo on a textured photo, correlate above 0.8 with their original; distinct photos, and
-    different tiles of one photo, stay below it."""
+    """Noisy copies, and copies with a small logo on a textured photo, correlate above 0.8 with their
+    original; distinct photos, and different tiles of one photo, stay below it."""
     photos = [_thumb(getattr(skimage.data, n)()) for n in ("astronaut", "camera", "coffee", "chelsea", "rocket")]
     originals = np.stack(photos)
     noisy = np.clip(originals + np.random.default_rng(2).normal(0, 6, originals.shape), 0, 255).astype(np.uint8)
