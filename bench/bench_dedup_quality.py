@@ -36,13 +36,14 @@ MODES = {
     "phash, no variants": {"hashing": {"method": "phash", "variants": {"enabled": False}}},
     "phash + variants (the demo)": {"hashing": {"method": "phash"}},
     "pca hash + variants, radius 5": {"hashing": {"method": "pca", "variants": {"max_distance": 5}}},
+    "phash + variants, no pixel check": {"hashing": {"method": "phash", "min_correlation": None}},
+    "phash + variants, no rotations": {"hashing": {"method": "phash", "variants": {"rotations": []}}},
 }
 
 
 def write_download(run_dir: Path, data: list[bytes], partitions: int) -> list[str]:
     """The download stage's output for ``data``: status tables, tars, markers. Returns the keys in order."""
     from curation import tables
-
     from curation.stages.base import files_dir
 
     step = run_dir / "stages" / "download" / "fetch"
@@ -56,7 +57,7 @@ def write_download(run_dir: Path, data: list[bytes], partitions: int) -> list[st
         tables.write_parquet(tables.status_table(part, ["success"] * len(part), [None] * len(part)),
                              step / f"{tables.partition_name(p)}.parquet")
         with tarfile.open(side / f"{tables.partition_name(p)}.tar", "w") as tar:
-            for key, i in zip(part, chunk):
+            for key, i in zip(part, chunk, strict=True):
                 member = tarfile.TarInfo(f"{key}.jpg")
                 member.size = len(data[i])
                 tar.addfile(member, io.BytesIO(data[i]))

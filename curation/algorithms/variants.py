@@ -1,4 +1,4 @@
-"""Geometric variants of hash thumbnails: mirror, crops, paddings (query side).
+"""Geometric variants of hash thumbnails: mirror, crops, paddings, rotations (query side).
 
 A hash code changes completely when an image is mirrored, cropped by a fifth
 or padded, because every pixel of its thumbnail moves. Instead of a code
@@ -17,6 +17,13 @@ resolution): a padded copy's frame is then its original's whole image (the
 ``trim`` variant), and its crops and mirror image are those of its content,
 not mostly border (on the planted corpus this took the wrong drops of pHash
 with variants from 9 to 1 and found 0.89 of the paddings instead of 0.42).
+
+Rotations turn the frame about its centre by a few degrees, corners filled
+with black, as a copy rotated in place is: the original's rotated variant
+then matches the copy's own code. Their black corners are not part of the
+image, so :func:`variant_masks` marks the thumbnail pixels each variant
+really covers, for a pixel-level check of its matches
+(:mod:`curation.algorithms.verify`).
 """
 
 from __future__ import annotations
@@ -35,7 +42,10 @@ class VariantSpec:
     ``grid`` set of positions (1: centred; 3: corners, edge midpoints and
     centre). ``pads``: padding per side as a fraction of the side, centred.
     ``trim``: the image without its uniform borders (:func:`content_box`),
-    which undoes a padding of any width and colour.
+    which undoes a padding of any width and colour. ``rotations``: angles in
+    degrees, counter-clockwise, about the centre, corners black.
+
+    Order of the variants: mirror, crops, pads, rotations, then trim (last).
     """
 
     mirror: bool = True
@@ -43,6 +53,7 @@ class VariantSpec:
     grid: int = 3
     pads: tuple[float, ...] = ()
     trim: bool = True
+    rotations: tuple[float, ...] = ()
 
     def boxes(self) -> tuple[np.ndarray, np.ndarray]:
         """``(boxes (V, 4) float64, mirrored (V,) bool)``, in a fixed order."""
@@ -64,7 +75,7 @@ class VariantSpec:
 
     @property
     def count(self) -> int:
-        return len(self.boxes()[1]) + int(self.trim)
+        return len(self.boxes()[1]) + len(self.rotations) + int(self.trim)
 
 
 def content_box(image: np.ndarray, tolerance: int = 10) -> tuple[int, int, int, int]:
@@ -105,9 +116,10 @@ def variant_thumbnails(sources: np.ndarray, spec: VariantSpec, size: int) -> np.
     """Square grayscale frames ``(B, S, S) uint8`` -> variants ``(B, V, size, size) uint8``.
 
     Each variant is its box of the frame (rounded to frame pixels; padding
-    black) area-resized to ``size``; with ``spec.trim`` the last variant is
-    the whole frame. ``S`` should be a few times ``size`` so that a crop
-    still has more pixels than the thumbnail.
+    black) area-resized to ``size``, then each rotation of the frame
+    (bilinear, corners black) area-resized; with ``spec.trim`` the last
+    variant is the whole frame. ``S`` should be a few times ``size`` so that
+    a crop still has more pixels than the thumbnail.
     """
     import cv2
 
@@ -122,6 +134,29 @@ def variant_thumbnails(sources: np.ndarray, spec: VariantSpec, size: int) -> np.
         for v, (x0, y0, x1, y1) in enumerate(px + pad):
             crop = src[y0:y1, x0:x1]
             out[i, v] = cv2.resize(crop[:, ::-1] if flips[v] else crop, (size, size), interpolation=cv2.INTER_AREA)
+        for r, angle in enumerate(spec.rotations):
+            out[i, len(px) + r] = _rotated(sources[i], angle, size)
         if spec.trim:
             out[i, -1] = cv2.resize(sources[i], (size, size), interpolation=cv2.INTER_AREA)
     return out
+
+
+def _rotated(source: np.ndarray, angle: float, size: int) -> np.ndarray:
+    """``source`` ``(S, S) uint8`` turned by ``angle`` degrees about its centre (corners 0), resized to ``size``."""
+    import cv2
+
+    s = source.shape[0]
+    turn = cv2.getRotationMatrix2D(((s - 1) / 2, (s - 1) / 2), angle, 1.0)
+    warped = cv2.warpAffine(source, turn, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.resize(warped, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def variant_masks(spec: VariantSpec, source_size: int, size: int) -> np.ndarray:
+    """``(V, size, size) bool``: the thumbnail pixels of each variant made of image pixels only.
+
+    All True but for the rotations (their black corners, and any pixel the
+    area resize mixes with them, are False) and for paddings (the border).
+    Same order as :func:`variant_thumbnails`; computed on a white frame.
+    """
+    white = np.full((1, source_size, source_size), 255, np.uint8)
+    return variant_thumbnails(white, spec, size)[0] == 255

@@ -17,6 +17,9 @@ class VariantsConfig(Section):
     crops: list[float] = Field([0.8, 0.85, 0.9], description="kept side fractions of the crop variants")
     grid: int = Field(7, ge=1, le=9, description="crop positions per axis (1: centred only): grid^2 crops per scale")
     trim: bool = Field(True, description="query with the image without its uniform borders (undoes paddings)")
+    rotations: list[float] = Field(
+        [-10, -8, -6, -4, 4, 6, 8, 10], description="angles in degrees of the rotated variants (about the centre, "
+        "corners black, as a copy rotated in place); their matches need hashing.min_correlation")
     source_size: int = Field(64, ge=16, le=256, description="side of the grayscale image the variants are cut from")
     max_distance: int = Field(4, ge=0, le=64, description="variant codes this close to an image's code are duplicates")
 
@@ -27,10 +30,17 @@ class VariantsConfig(Section):
             raise ValueError("crop fractions must be in [0.25, 1)")
         return crops
 
+    @field_validator("rotations")
+    @classmethod
+    def _angles(cls, rotations: list[float]) -> list[float]:
+        if any(not 0 < abs(a) <= 45 for a in rotations):
+            raise ValueError("rotation angles must be non-zero and within 45 degrees")
+        return rotations
+
     def spec(self):
         from curation.algorithms.variants import VariantSpec
 
-        return VariantSpec(self.mirror, tuple(self.crops), self.grid, (), self.trim)
+        return VariantSpec(self.mirror, tuple(self.crops), self.grid, (), self.trim, tuple(self.rotations))
 
 
 class HashingConfig(Section):
@@ -38,6 +48,9 @@ class HashingConfig(Section):
     thumb_size: int = Field(32, ge=8, le=64, description="side of the grayscale thumbnail hashed (phash: 32)")
     bits: int = Field(64, ge=8, le=256, multiple_of=8, description="code length in bits (phash: 64)")
     max_distance: int = Field(4, ge=0, le=64, description="codes at this Hamming distance or less are duplicates")
+    min_correlation: float | None = Field(
+        0.8, ge=-1, le=1, description="a pair within the radius (variant queries included) is a duplicate only when "
+        "the two thumbnails that matched correlate at least this much, pixel by pixel (null: no check)")
     fit_samples: int = Field(100_000, ge=1, description="pca: thumbnails sampled from the pool to fit the PCA")
     search: Literal["auto", "flat", "multihash"] = Field(
         "auto", description="Hamming search: flat (brute force) or multihash (multi-index hashing)")

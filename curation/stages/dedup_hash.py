@@ -3,9 +3,16 @@
 Pool images are read through the graph step's pool (``dedup._Pool``): base
 thumbnails (``thumbs.npy``) give one code per image, the only codes indexed;
 with ``hashing.variants`` each image's variant sources (``sources.npy``,
-``(m, S, S) uint8``) are cut into mirrored / cropped / trimmed thumbnails,
-hashed, and used as extra queries, partition by partition (memory: one
-partition's variant codes at a time, ``V * bits / 8`` bytes per image).
+``(m, S, S) uint8``) are cut into mirrored / cropped / rotated / trimmed
+thumbnails, hashed, and used as extra queries, partition by partition
+(memory: one partition's variant thumbnails and codes at a time,
+``V * (s * s + bits / 8)`` bytes per image).
+
+With ``hashing.min_correlation`` every pair the Hamming search finds is a
+candidate, kept only when the two thumbnails that matched correlate pixel by
+pixel (:mod:`curation.algorithms.verify`): the query's (the image's own or
+one of its variants', black rotation corners masked out) and the indexed
+image's, read back from ``thumbs.npy`` for the candidates only.
 """
 
 from __future__ import annotations
@@ -60,23 +67,70 @@ def hash_groups(pool, cfg: HashingConfig, seed: int, out_dir: Path) -> HashGroup
     radius = max(cfg.max_distance, v.max_distance if v.enabled else 0)
     index = hamming.build_index(codes, radius, cfg.search, cfg.flat_max) if len(codes) else None
 
+    check = _Check(pool, cfg)
+
     def edges() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for i, j, _ in hamming.near_pairs(codes, cfg.max_distance, index=index):
-            yield i, j
+            keep = check(i, None, j)
+            yield i[keep], j[keep]
         if v.enabled and index is not None:
-            for nodes, vcodes in _variant_codes(pool, cfg, code):
-                i, j, _ = hamming.variant_pairs(index, vcodes.reshape(-1, vcodes.shape[-1]),
-                                                np.repeat(nodes, vcodes.shape[1]), v.max_distance)
-                yield i, j
+            for nodes, vcodes, vthumbs in _variant_codes(pool, cfg, code):
+                count = vcodes.shape[1]
+                q, j, _ = hamming.range_pairs(index, vcodes.reshape(-1, vcodes.shape[-1]),
+                                              np.arange(vcodes.shape[0] * count), v.max_distance)
+                i = nodes[q // count]
+                other = i != j
+                q, i, j = q[other], i[other], j[other]
+                keep = check(vthumbs.reshape(-1, *vthumbs.shape[2:])[q], q % count, j)
+                yield i[keep], j[keep]
 
     labels = cc.connected_components(len(codes), edges())
     if v.enabled:
         info.update(variants=v.spec().count, variant_max_distance=v.max_distance)
+    if cfg.min_correlation is not None:
+        info.update(min_correlation=cfg.min_correlation, candidate_pairs=check.candidates,
+                    rejected_pairs=check.rejected)
     return HashGroups(codes, labels, code, info)
 
 
+class _Check:
+    """The pixel check of candidate pairs: ``check(a, variant, j)`` -> ``(k,) bool`` pairs kept.
+
+    ``a``: the query thumbnails ``(k, s, s)`` (or base node ids ``(k,)``, read
+    from the pool); ``variant`` ``(k,)``: which variant each query is (None:
+    base codes, every pixel compared); ``j`` ``(k,)``: the indexed nodes.
+    Without ``hashing.min_correlation`` every candidate is kept.
+    """
+
+    def __init__(self, pool, cfg: HashingConfig):
+        from curation.algorithms.variants import variant_masks
+
+        self.pool, self.tau, self.candidates, self.rejected = pool, cfg.min_correlation, 0, 0
+        v = cfg.variants
+        self.masks = variant_masks(v.spec(), v.source_size, cfg.thumb_size) if v.enabled else None
+
+    def __call__(self, a: np.ndarray, variant: np.ndarray | None, j: np.ndarray) -> np.ndarray:
+        from curation.algorithms.verify import masked_correlation
+
+        if self.tau is None or not len(j):
+            return np.ones(len(j), bool)
+        query = _thumbs_of(self.pool, a) if variant is None else a
+        mask = None if variant is None else self.masks[variant]
+        keep = masked_correlation(query, _thumbs_of(self.pool, j), mask) >= self.tau
+        self.candidates += len(keep)
+        self.rejected += int((~keep).sum())
+        return keep
+
+
+def _thumbs_of(pool, nodes: np.ndarray) -> np.ndarray:
+    """Base thumbnails ``(k, s, s) uint8`` of ``nodes`` (any order, repeats allowed)."""
+    uniq, inverse = np.unique(nodes, return_inverse=True)
+    return pool.gather(THUMBS, uniq)[inverse]
+
+
 def _variant_codes(pool, cfg: HashingConfig, code, nodes: np.ndarray | None = None):
-    """``(nodes, codes (k, V, bits // 8))`` per partition, for all pool nodes or sorted ``nodes``."""
+    """``(nodes, codes (k, V, bits // 8), thumbnails (k, V, s, s))`` per partition, for all pool nodes or
+    sorted ``nodes``."""
     from curation.algorithms.variants import variant_thumbnails
 
     spec = cfg.variants.spec()
@@ -85,7 +139,7 @@ def _variant_codes(pool, cfg: HashingConfig, code, nodes: np.ndarray | None = No
         ids = np.arange(start, start + len(sources)) if nodes is None else nodes[start : start + len(sources)]
         start += len(sources)
         thumbs = variant_thumbnails(sources, spec, cfg.thumb_size)
-        yield ids, code(thumbs.reshape(-1, cfg.thumb_size, cfg.thumb_size)).reshape(len(ids), spec.count, -1)
+        yield ids, code(thumbs.reshape(-1, cfg.thumb_size, cfg.thumb_size)).reshape(len(ids), spec.count, -1), thumbs
 
 
 def distances(pool, cfg: HashingConfig, groups: HashGroups, nodes: np.ndarray, kept: np.ndarray) -> np.ndarray:
@@ -104,7 +158,7 @@ def distances(pool, cfg: HashingConfig, groups: HashGroups, nodes: np.ndarray, k
     for a, b in ((nodes, kept), (kept, nodes)):
         order = np.argsort(a, kind="stable")
         uniq, inverse = np.unique(a[order], return_inverse=True)
-        variant = np.concatenate([c for _, c in _variant_codes(pool, cfg, groups.coder, uniq)])[inverse]
+        variant = np.concatenate([c for _, c, _ in _variant_codes(pool, cfg, groups.coder, uniq)])[inverse]
         d = np.unpackbits(variant ^ codes[b[order]][:, None, :], axis=-1).sum(axis=-1, dtype=np.int64).min(axis=1)
         best[order] = np.minimum(best[order], d)
     return best
@@ -136,7 +190,7 @@ def leak_labels(pool, cfg: HashingConfig, groups: HashGroups, survivors: np.ndar
         queries = [(groups.codes, pool_ids, cfg.max_distance)]
         if v.enabled:
             queries = [*queries, *((c.reshape(-1, c.shape[-1]), np.repeat(ids, c.shape[1]), v.max_distance)
-                                   for ids, c in _variant_codes(pool, cfg, groups.coder))]
+                                   for ids, c, _ in _variant_codes(pool, cfg, groups.coder))]
         for codes, owners, radius in queries:
             i, j, _ = hamming.range_pairs(index, codes, owners, radius)
             yield where[hash_rep[i]], n1 + j

@@ -60,7 +60,9 @@ def test_without_weights_the_hash_pass_catches_geometric_copies(tmp_path):
     assert np.load(features / "part-000000.desc.npy").shape == (7, 0)  # no descriptor work at all
     assert np.load(features / "part-000000.sources.npy").shape == (7, 64, 64)
     graph = json.loads((tmp_path / "run/stages/dedup/graph/_SUCCESS.json").read_text())
-    assert graph["copy_dedup"] is False and graph["index"] == "none" and graph["hash"]["variants"] == 149
+    assert graph["copy_dedup"] is False and graph["index"] == "none" and graph["hash"]["variants"] == 157
+    check = graph["hash"]  # every hash match passed the pixel check, rejected ones excluded
+    assert check["min_correlation"] == 0.8 and check["candidate_pairs"] - check["rejected_pairs"] >= 3
     # The same pool without variants: the geometric copies survive.
     rows = _run(tmp_path / "plain", pool, hashing={"variants": {"enabled": False}})
     assert [rows[KEY(0, i)]["status"] for i in range(7)] == ["success"] * 7
