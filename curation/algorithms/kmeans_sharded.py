@@ -32,15 +32,17 @@ split but for a float64 rounding tie, far below Faiss' own float32
 accumulation error); counts are exact; ``counts.sum() == n`` every iteration.
 
 Memory: a shard worker holds its rows (``n / workers * d * 4`` bytes), the
-centroids and its sums (``k * d * 12`` bytes) and one assignment block; the
-reducer holds the centroids, the summed stats and ``k`` floats
-(``k * d * 16`` bytes), never a row of the sample beyond the ``k`` initial
-ones. Nothing grows with the pool beyond the shard.
+centroids, a Faiss index of them and its sums (``k * d * 16`` bytes); the
+reducer holds the centroids, the running total and one shard's stats as it
+arrives (``k * d * 20`` bytes), never a row of the sample beyond the ``k``
+initial ones. Nothing grows with the pool beyond the shard. Network per
+iteration: the centroids out to every shard, ``k * d * 8`` bytes of sums back
+from each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -77,8 +79,8 @@ def partial_stats(x: np.ndarray, centroids: np.ndarray, *, spherical: bool = Tru
 
     Each row goes to its nearest centroid by a Faiss flat index (built here
     from ``centroids`` (k, d), on all GPUs if ``gpu``, or passed prebuilt).
-    Memory beyond ``x``: ``k * d * 8`` bytes of sums and a ``(block, k)``
-    distance block inside Faiss.
+    Memory beyond ``x``: ``k * d * 8`` bytes of sums, the index (``k * d * 4``)
+    and one block of ``block`` rows in float64 for the sums.
     """
     k, d = centroids.shape
     if index is None:
@@ -104,15 +106,23 @@ def _add_sorted(sums: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> None:
     sums[present] += np.add.reduceat(rows[order].astype(np.float64), starts, axis=0)
 
 
-def combine(stats: Sequence[ShardStats]) -> ShardStats:
-    """The stats of the union of the shards, added in the order given."""
-    sums = stats[0].sums.copy()
-    counts = stats[0].counts.copy()
-    objective = stats[0].objective
-    for s in stats[1:]:
-        sums += s.sums
-        counts += s.counts
+def combine(stats: Iterable[ShardStats]) -> ShardStats:
+    """The stats of the union of the shards, added in the order given.
+
+    Consumes an iterator one item at a time: with shards' stats fetched as
+    they are asked for, the caller holds two ``(k, d)`` float64 blocks.
+    """
+    sums = counts = None
+    objective = 0.0
+    for s in stats:
+        if sums is None:
+            sums, counts = s.sums.copy(), s.counts.copy()
+        else:
+            sums += s.sums
+            counts += s.counts
         objective += s.objective
+    if sums is None:
+        raise ValueError("combine: no shard stats")
     return ShardStats(sums, counts, objective)
 
 
@@ -244,8 +254,8 @@ class Shards(Protocol):
     def sizes(self) -> list[int]:
         """Rows per shard; the sample's row ``i`` is row ``i - start`` of the shard holding it."""
 
-    def stats(self, centroids: np.ndarray) -> list[ShardStats]:
-        """:func:`partial_stats` of every shard (in parallel), in shard order."""
+    def stats(self, centroids: np.ndarray) -> Iterable[ShardStats]:
+        """:func:`partial_stats` of every shard (computed in parallel), in shard order."""
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         """Rows ``rows`` (global, any order) of the sample, ``(len(rows), d)`` float32, in that order."""

@@ -43,6 +43,15 @@ class RayGroup:
 
         return ray.get([a.call.remote(method, *arg) for a, arg in zip(self.actors, args)])
 
+    def imap(self, method: str, args: list[tuple]) -> Iterator[Any]:
+        import ray
+
+        refs = [a.call.remote(method, *arg) for a, arg in zip(self.actors, args)]
+        for i in range(len(refs)):
+            result = ray.get(refs[i])
+            refs[i] = None  # the object store may free it once the caller drops the result
+            yield result
+
     def info(self) -> list[dict[str, Any]]:
         import ray
 
@@ -86,6 +95,10 @@ class LocalGroup:
 
     def call(self, method: str, args: list[tuple]) -> list[Any]:
         return [getattr(o, method)(*a) for o, a in zip(self.objects, args)]
+
+    def imap(self, method: str, args: list[tuple]) -> Iterator[Any]:
+        for o, a in zip(self.objects, args):
+            yield getattr(o, method)(*a)
 
     def info(self) -> list[dict[str, Any]]:
         return [usage(Grant()) for _ in self.objects]

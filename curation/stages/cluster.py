@@ -76,6 +76,18 @@ class HierarchicalConfig(Section):
         return self
 
 
+class TrainConfig(Section):
+    workers: int | None = Field(
+        None, ge=1, description="flat mode: k-means training workers, each holding 1/workers of the training "
+                                "sample (null: one per worker node)"
+    )
+    num_cpus: float | None = Field(
+        None, gt=0, description="CPUs per training worker, its Faiss threads (null: every CPU of a node, and "
+                                "every GPU of it unless device is cpu)"
+    )
+    memory_gb: float = Field(0.0, ge=0, description="memory reserved per training worker, GiB (0: none)")
+
+
 class ClusterConfig(Section):
     mode: Literal["flat", "hierarchical"] = Field("flat", description="flat k-means, or hierarchical + sampling")
     k: int = Field(100_000, ge=1, description="flat mode: number of clusters")
@@ -92,6 +104,7 @@ class ClusterConfig(Section):
     assign_batch_size: int = Field(65536, ge=1, description="rows per assignment batch",
                                    json_schema_extra=RUNTIME)
     hierarchical: HierarchicalConfig | None = Field(None, description="mode: hierarchical settings")
+    train: TrainConfig = Field(TrainConfig(), description="flat mode: the workers k-means trains on")
 
 
 def clamp_levels(wanted: list[int], n: int, clamp: bool, key: str) -> list[int]:
@@ -108,12 +121,30 @@ def clamp_levels(wanted: list[int], n: int, clamp: bool, key: str) -> list[int]:
 
 
 class Train(GlobalStep):
-    """k-means on one whole worker node: its Faiss threads (or GPUs) are all the node's."""
+    """Flat: k-means over training workers (``cluster.train``), this step only reduces their sums.
+
+    Hierarchical: the whole tree in this step, on one whole worker node (its
+    Faiss threads or GPUs are all the node's).
+    """
 
     name = "train"
 
     def resources(self) -> Resources:
+        if self.cfg.mode == "flat":
+            # The reducer: adds the workers' sums and splits empty clusters; its CPUs would idle.
+            return Resources(num_cpus=0.0, num_gpus=0.0)
         return Resources(num_gpus=device_gpus(self.cfg.device), whole_node=True)
+
+    def worker_resources(self) -> Resources:
+        t = self.cfg.train
+        return Resources(num_cpus=t.num_cpus or 1.0, num_gpus=device_gpus(self.cfg.device),
+                         memory=int(t.memory_gb * 2**30), whole_node=t.num_cpus is None,
+                         key="cluster.train.num_cpus / cluster.train.memory_gb")
+
+    def requests(self) -> list[tuple[str, Resources]]:
+        if self.cfg.mode == "flat":
+            return [*super().requests(), ("train workers", self.worker_resources())]
+        return super().requests()
 
     def run(self, out_dir: Path) -> dict[str, Any]:
         from curation.algorithms.kmeans import use_gpu
@@ -122,26 +153,36 @@ class Train(GlobalStep):
         n = sum(counts.values())
         if n == 0:
             raise RunError("cluster: the pool has no embedded samples (see the embed stage's statuses)")
-        gpu = self.grant.num_gpus > 0 and use_gpu(self.cfg.device)
         if self.cfg.mode == "hierarchical":
-            return self._hierarchical(out_dir, counts, gpu)
-        return self._flat(out_dir, n, gpu)
+            return self._hierarchical(out_dir, counts, self.grant.num_gpus > 0 and use_gpu(self.cfg.device))
+        return self._flat(out_dir, n)
 
-    def _flat(self, out_dir: Path, n: int, gpu: bool) -> dict[str, Any]:
-        from curation.algorithms.kmeans import sample_indices, train_kmeans
+    def _flat(self, out_dir: Path, n: int) -> dict[str, Any]:
+        from curation.algorithms.kmeans import kmeans_plus_plus_seeds, sample_indices
+        from curation.algorithms.kmeans_sharded import train_sharded
+        from curation.stages.cluster_train import start_train_shards
 
-        cfg = self.cfg
+        cfg, seed = self.cfg, self.ctx.seed
         (k,) = clamp_levels([cfg.k], n, cfg.clamp_k, "cluster.k")
-        idx = sample_indices(n, k, cfg.max_points_per_centroid, self.ctx.seed)
-        result = train_kmeans(
-            embeddings.take_pool_rows(self.ctx, idx), k, n_iter=cfg.n_iter, seed=self.ctx.seed,
-            max_points_per_centroid=cfg.max_points_per_centroid, n_redo=cfg.n_redo, init=cfg.init, gpu=gpu,
-        )
+        idx = sample_indices(n, k, cfg.max_points_per_centroid, seed)
+        count = min(cfg.train.workers or self.workers.nodes, len(idx))
+        shards = start_train_shards(self.ctx, self.workers, idx, count, self.worker_resources(), True, cfg.device)
+        try:
+            seeds = None
+            if cfg.init == "kmeans++":
+                seeds = kmeans_plus_plus_seeds(shards.take, len(idx), k, cfg.max_points_per_centroid, seed)
+            result = train_sharded(shards, k, n_iter=cfg.n_iter, seed=seed, n_redo=cfg.n_redo, init=seeds,
+                                   progress=self.report_progress)
+            workers = [{**info, **shard} for info, shard in zip(shards.group.info(),
+                                                                 shards.group.call("describe", [()] * count))]
+        finally:
+            shards.group.stop()
         embeddings.save_array_atomic(out_dir / "centroids.npy", result.centroids)
         if k < cfg.k:
             log.warning("cluster: k lowered from %d to the %d embedded samples", cfg.k, k)
         return {"mode": "flat", "k_requested": cfg.k, "k": k, "clamped": k < cfg.k, "points": n,
-                "train_points": result.n_train, "objective": result.objective, "gpu": gpu}
+                "train_points": result.n_train, "objective": result.objective,
+                "gpu": any(w["gpu"] for w in workers), "workers": workers}
 
     def _hierarchical(self, out_dir: Path, counts: dict[int, int], gpu: bool) -> dict[str, Any]:
         from curation.algorithms.hkmeans import KMeansOptions, LevelSpec, balanced_sample, build_hierarchy
