@@ -44,13 +44,8 @@ class RayGroup:
         return ray.get([a.call.remote(method, *arg) for a, arg in zip(self.actors, args)])
 
     def imap(self, method: str, args: list[tuple]) -> Iterator[Any]:
-        import ray
-
-        refs = [a.call.remote(method, *arg) for a, arg in zip(self.actors, args)]
-        for i in range(len(refs)):
-            result = ray.get(refs[i])
-            refs[i] = None  # the object store may free it once the caller drops the result
-            yield result
+        refs = [a.call.remote(method, *arg) for a, arg in zip(self.actors, args)]  # started now, not when read
+        return _one_by_one(refs)
 
     def info(self) -> list[dict[str, Any]]:
         import ray
@@ -63,6 +58,15 @@ class RayGroup:
         for actor in self.actors:
             ray.kill(actor)
         self.actors = []
+
+
+def _one_by_one(refs: list) -> Iterator[Any]:
+    import ray
+
+    for i in range(len(refs)):
+        result = ray.get(refs[i])
+        refs[i] = None  # the object store may free it once the caller drops the result
+        yield result
 
 
 class RayWorkers:

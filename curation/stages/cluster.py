@@ -121,18 +121,15 @@ def clamp_levels(wanted: list[int], n: int, clamp: bool, key: str) -> list[int]:
 
 
 class Train(GlobalStep):
-    """Flat: k-means over training workers (``cluster.train``), this step only reduces their sums.
+    """k-means on one whole worker node (its Faiss threads or GPUs are all the node's).
 
-    Hierarchical: the whole tree in this step, on one whole worker node (its
-    Faiss threads or GPUs are all the node's).
+    Flat mode spreads the training sample over ``cluster.train.workers``:
+    this step holds one share and reduces the others' sums.
     """
 
     name = "train"
 
     def resources(self) -> Resources:
-        if self.cfg.mode == "flat":
-            # The reducer: adds the workers' sums and splits empty clusters; its CPUs would idle.
-            return Resources(num_cpus=0.0, num_gpus=0.0)
         return Resources(num_gpus=device_gpus(self.cfg.device), whole_node=True)
 
     def worker_resources(self) -> Resources:
@@ -153,30 +150,33 @@ class Train(GlobalStep):
         n = sum(counts.values())
         if n == 0:
             raise RunError("cluster: the pool has no embedded samples (see the embed stage's statuses)")
+        gpu = self.grant.num_gpus > 0 and use_gpu(self.cfg.device)
         if self.cfg.mode == "hierarchical":
-            return self._hierarchical(out_dir, counts, self.grant.num_gpus > 0 and use_gpu(self.cfg.device))
+            return self._hierarchical(out_dir, counts, gpu)
         return self._flat(out_dir, n)
 
     def _flat(self, out_dir: Path, n: int) -> dict[str, Any]:
         from curation.algorithms.kmeans import kmeans_plus_plus_seeds, sample_indices
         from curation.algorithms.kmeans_sharded import train_sharded
-        from curation.stages.cluster_train import start_train_shards
+        from curation.stages.cluster_train import split_sample
 
         cfg, seed = self.cfg, self.ctx.seed
         (k,) = clamp_levels([cfg.k], n, cfg.clamp_k, "cluster.k")
         idx = sample_indices(n, k, cfg.max_points_per_centroid, seed)
-        count = min(cfg.train.workers or self.workers.nodes, len(idx))
-        shards = start_train_shards(self.ctx, self.workers, idx, count, self.worker_resources(), True, cfg.device)
+        m = len(idx)
+        count = min(cfg.train.workers or self.workers.nodes, m)
+        shards = split_sample(self.ctx, self.workers, self.grant, idx, count, self.worker_resources(), True,
+                              cfg.device)
+        del idx  # the shards hold their ranges
         try:
             seeds = None
             if cfg.init == "kmeans++":
-                seeds = kmeans_plus_plus_seeds(shards.take, len(idx), k, cfg.max_points_per_centroid, seed)
+                seeds = kmeans_plus_plus_seeds(shards.take, m, k, cfg.max_points_per_centroid, seed)
             result = train_sharded(shards, k, n_iter=cfg.n_iter, seed=seed, n_redo=cfg.n_redo, init=seeds,
                                    progress=self.report_progress)
-            workers = [{**info, **shard} for info, shard in zip(shards.group.info(),
-                                                                 shards.group.call("describe", [()] * count))]
+            workers = shards.describe()
         finally:
-            shards.group.stop()
+            shards.stop()
         embeddings.save_array_atomic(out_dir / "centroids.npy", result.centroids)
         if k < cfg.k:
             log.warning("cluster: k lowered from %d to the %d embedded samples", cfg.k, k)

@@ -1,16 +1,19 @@
-"""Flat k-means of the cluster stage, its training sample split over helper workers.
+"""Flat k-means of the cluster stage, its training sample split over workers.
 
 The training sample (``min(n, k * max_points_per_centroid)`` sorted pool
 indices, :func:`~curation.algorithms.kmeans.sample_indices`) is cut into
-``cluster.train.workers`` contiguous ranges; each :class:`TrainShard` reads
-its rows from the embedding files once, in its own worker, and then answers
+``cluster.train.workers`` contiguous ranges. The train step holds the first
+range itself (on its whole node, as before); each other range lives in a
+helper worker (:class:`TrainShard`) that reads its rows from the embedding
+files once and then answers
 :func:`~curation.algorithms.kmeans_sharded.partial_stats` for every
 iteration with Faiss on its grant (its CPUs' threads, or every GPU of its
-node). The train step itself only reduces: it never holds the sample.
+node). The step adds the shards' sums as they arrive, one at a time.
 
-Memory per shard: ``n_train / workers * d * 4`` bytes of rows plus
-``k * d * 16`` (centroids, index, sums); of the train step: ``k * d * 20``
-plus the sample's indices (``n_train * 8``) while the shards start.
+Memory per worker: ``n_train / workers * d * 4`` bytes of rows plus
+``k * d * 16`` (centroids, index, sums); the train step adds ``k * d * 20``
+(running total, one arriving shard's sums, new centroids) and the sample's
+indices (``n_train * 8``) while the shards start.
 """
 
 from __future__ import annotations
@@ -52,37 +55,59 @@ class TrainShard:
         return {"rows": self.size(), "gpu": self.gpu}
 
 
-class GroupShards:
-    """:class:`~curation.algorithms.kmeans_sharded.Shards` over started :class:`TrainShard` workers."""
+class SplitSample:
+    """:class:`~curation.algorithms.kmeans_sharded.Shards`: shard 0 in this process, the others in helpers."""
 
-    def __init__(self, group: WorkerGroup, sizes: list[int]):
-        self.group = group
-        self._sizes = sizes
-        self.starts = np.cumsum([0, *sizes])
+    def __init__(self, local: TrainShard, group: WorkerGroup | None, helpers: int):
+        self.local, self.group, self.helpers = local, group, helpers
+        remote = group.call("size", [()] * helpers) if group is not None else []
+        self._sizes = [local.size(), *remote]
+        self.starts = np.cumsum([0, *self._sizes])
 
     def sizes(self) -> list[int]:
         return list(self._sizes)
 
     def stats(self, centroids: np.ndarray) -> Iterator[ShardStats]:
-        # One shard's sums at a time reach this process: memory k * d * 16, not workers times that.
-        return self.group.imap("stats", [(centroids,)] * len(self._sizes))
+        # The helpers start before the local shard is computed; their sums then arrive one at a time.
+        pending = self.group.imap("stats", [(centroids,)] * self.helpers) if self.group else iter(())
+        yield self.local.stats(centroids)
+        yield from pending
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
         which = np.searchsorted(self.starts, rows, side="right") - 1
-        asks = [(rows[which == s] - self.starts[s],) for s in range(len(self._sizes))]
-        parts = self.group.call("take", asks)
-        out = np.empty((len(rows), parts[0].shape[1]), dtype=np.float32)
+        asks = [rows[which == s] - self.starts[s] for s in range(len(self._sizes))]
+        parts = [self.local.take(asks[0])]
+        if self.group is not None:
+            parts += self.group.call("take", [(a,) for a in asks[1:]])
+        out = np.empty((len(rows), self.local.x.shape[1]), dtype=np.float32)
         for s, part in enumerate(parts):
             out[which == s] = part
         return out
 
+    def describe(self) -> list[dict[str, Any]]:
+        """Per shard: rows, GPU use and, for the helpers, placement and peak memory."""
+        shards = [{**self.local.describe(), "worker": "train step"}]
+        if self.group is not None:
+            described = self.group.call("describe", [()] * self.helpers)
+            shards += [{**info, **d} for info, d in zip(self.group.info(), described, strict=True)]
+        return shards
 
-def start_train_shards(ctx: StageContext, workers: Workers, indices: np.ndarray, count: int,
-                       resources: Resources, spherical: bool, device: str) -> GroupShards:
-    """``count`` shards of the sample ``indices`` (contiguous ranges, sizes within one of each other)."""
+    def stop(self) -> None:
+        if self.group is not None:
+            self.group.stop()
+
+
+def split_sample(ctx: StageContext, workers: Workers, grant: Grant, indices: np.ndarray, count: int,
+                 resources: Resources, spherical: bool, device: str) -> SplitSample:
+    """The sample ``indices`` in ``count`` contiguous ranges: the first here, the others in helpers."""
     bounds = np.linspace(0, len(indices), count + 1).astype(np.int64)
     args = [(str(ctx.run_dir), ctx.config_data, indices[lo:hi], spherical, device)
             for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
-    group = workers.start(TrainShard, args, resources, "TrainShard")
-    return GroupShards(group, group.call("size", [()] * count))
+    group = workers.start(TrainShard, args[1:], resources, "TrainShard") if count > 1 else None
+    try:
+        return SplitSample(TrainShard(*args[0], grant=grant), group, count - 1)
+    except BaseException:
+        if group is not None:
+            group.stop()
+        raise
