@@ -66,7 +66,7 @@ class HierarchicalConfig(Section):
     target_size: int = Field(..., ge=1, description="samples to select in total")
 
     @model_validator(mode="after")
-    def _decreasing(self) -> "HierarchicalConfig":
+    def _decreasing(self) -> HierarchicalConfig:
         for t in range(1, len(self.levels)):
             if self.levels[t].n_clusters > self.levels[t - 1].n_clusters:
                 raise ValueError(
@@ -191,7 +191,8 @@ class Train(GlobalStep):
         n = sum(counts.values())
         ks = clamp_levels([lv.n_clusters for lv in hcfg.levels], n, self.cfg.clamp_k,
                           "cluster.hierarchical.levels.0.n_clusters")
-        specs = [LevelSpec(k, lv.n_resampling_steps, lv.sample_size, lv.init) for k, lv in zip(ks, hcfg.levels)]
+        specs = [LevelSpec(k, lv.n_resampling_steps, lv.sample_size, lv.init)
+                 for k, lv in zip(ks, hcfg.levels, strict=True)]
         _, x, _, _ = embeddings.load_pool_embeddings(self.ctx)
         options = KMeansOptions(n_iter=self.cfg.n_iter, strategy=hcfg.sampling_strategy, seed=self.ctx.seed,
                                 max_points_per_centroid=self.cfg.max_points_per_centroid, gpu=gpu)
@@ -208,7 +209,7 @@ class Train(GlobalStep):
         save(out_dir / "points.selected.npy", selected, "bool")
         starts = np.cumsum([0] + list(counts.values()))[:-1]
         write_json(out_dir / "points.json",
-                   {"points": n, "partitions": {str(p): int(s) for p, s in zip(counts, starts)}})
+                   {"points": n, "partitions": {str(p): int(s) for p, s in zip(counts, starts, strict=True)}})
         return {"mode": "hierarchical", "levels": ks, "levels_requested": [lv.n_clusters for lv in hcfg.levels],
                 "clamped": ks != [lv.n_clusters for lv in hcfg.levels], "points": n,
                 "target_size": hcfg.target_size, "selected": int(selected.sum()), "gpu": gpu}
