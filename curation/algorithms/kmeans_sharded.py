@@ -80,7 +80,7 @@ def partial_stats(x: np.ndarray, centroids: np.ndarray, *, spherical: bool = Tru
     Each row goes to its nearest centroid by a Faiss flat index (built here
     from ``centroids`` (k, d), on all GPUs if ``gpu``, or passed prebuilt).
     Memory beyond ``x``: ``k * d * 8`` bytes of sums, the index (``k * d * 4``)
-    and one block of ``block`` rows in float64 for the sums.
+    and one block of ``block`` rows sorted by centroid (``block * d * 4``).
     """
     k, d = centroids.shape
     if index is None:
@@ -103,7 +103,7 @@ def _add_sorted(sums: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> None:
     order = np.argsort(labels, kind="stable")
     sorted_labels = labels[order]
     present, starts = np.unique(sorted_labels, return_index=True)
-    sums[present] += np.add.reduceat(rows[order].astype(np.float64), starts, axis=0)
+    sums[present] += np.add.reduceat(rows[order], starts, axis=0, dtype=np.float64)
 
 
 def combine(stats: Iterable[ShardStats]) -> ShardStats:
