@@ -55,7 +55,7 @@ def main(out: Path) -> None:
     try:
         cases = {name: same_pool_config(out / name, train) for name, train in SAME_POOL.items()}
         cases.update({name: scaled_config(out / name, f, train) for name, (f, train) in SCALED.items()})
-        for name, data in cases.items():
+        for data in cases.values():
             data.update(ray={"address": cluster.address}, runner={"progress": False, "max_partition_retries": 0})
             run_pipeline(cfg.validate(data), ["cluster"])
         nodes = {"head": cluster.head_node.node_id, "workers": [w.node_id for w in workers]}
