@@ -104,7 +104,7 @@ def split_sample(ctx: StageContext, workers: Workers, grant: Grant, indices: np.
     bounds = np.linspace(0, len(indices), count + 1).astype(np.int64)
     args = [(str(ctx.run_dir), ctx.config_data, indices[lo:hi], spherical, device)
             for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
-    group = workers.start(TrainShard, args[1:], resources, "TrainShard") if count > 1 else None
+    group = workers.start(TrainShard, args[1:], resources, "Shard") if count > 1 else None
     try:
         return SplitSample(TrainShard(*args[0], grant=grant), group, count - 1)
     except BaseException:
