@@ -196,7 +196,7 @@ class Train(GlobalStep):
         _, x, _, _ = embeddings.load_pool_embeddings(self.ctx)
         options = KMeansOptions(n_iter=self.cfg.n_iter, strategy=hcfg.sampling_strategy, seed=self.ctx.seed,
                                 max_points_per_centroid=self.cfg.max_points_per_centroid, gpu=gpu)
-        tree = build_hierarchy(x, specs, options)
+        tree = build_hierarchy(x, specs, options, progress=self.report_progress)
         selected = balanced_sample(tree, hcfg.target_size, strategy=hcfg.sampling_strategy, seed=self.ctx.seed)
         save = embeddings.save_array_atomic
         save(out_dir / "centroids.npy", tree.centroids[0])

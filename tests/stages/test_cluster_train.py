@@ -55,3 +55,21 @@ def test_training_reports_its_iterations_as_progress(tmp_path, monkeypatch):
     run_flat(tmp_path, 2, n_redo=2)
     train = [(n, total) for label, n, total in moves if label == "cluster/train"]
     assert train == [(i, 16) for i in range(1, 17)]
+
+
+def test_hierarchical_training_reports_its_levels_as_progress(tmp_path, monkeypatch):
+    from curation.runner.progress import Progress
+
+    moves = []
+
+    class Recorder(Progress):
+        def advance_to(self, n, total=None):
+            moves.append((self.label, n, total))
+            super().advance_to(n, total)
+
+    monkeypatch.setattr("curation.runner.driver.Progress", Recorder)
+    planted_pool(tmp_path)
+    levels = [{"n_clusters": 12, "n_resampling_steps": 1, "sample_size": 5}, {"n_clusters": 4}]
+    run_stages(tmp_path, config(tmp_path, mode="hierarchical", hierarchical={"levels": levels, "target_size": 90}),
+               ["cluster"])
+    assert [(n, total) for label, n, total in moves if label == "cluster/train"] == [(1, 2), (2, 2)]
