@@ -19,13 +19,17 @@ indices (``n_train * 8``) while the shards start.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from curation import embeddings
+from curation.algorithms.hkmeans_sharded import PoolPart
 from curation.algorithms.kmeans_sharded import ShardStats, partial_stats
+from curation.algorithms.sharded_index import shard_ranges
+from curation.atomic import tmp_name
 from curation.stages.base import Grant, Resources, StageContext, WorkerGroup, Workers
 
 
@@ -107,6 +111,82 @@ def split_sample(ctx: StageContext, workers: Workers, grant: Grant, indices: np.
     group = workers.start(TrainShard, args[1:], resources, "Shard") if count > 1 else None
     try:
         return SplitSample(TrainShard(*args[0], grant=grant), group, count - 1)
+    except BaseException:
+        if group is not None:
+            group.stop()
+        raise
+
+
+class PoolShard(PoolPart):
+    """The embeddings of some pool partitions (first pool row ``offset``), read once in their worker."""
+
+    def __init__(self, run_dir: str, config_data: dict[str, Any], partitions: list[int], offset: int,
+                 device: str, grant: Grant):
+        from curation.algorithms.kmeans import as_points, use_gpu
+
+        ctx = StageContext(Path(run_dir), config_data, "cluster")
+        x = np.concatenate([as_points(embeddings.partition_embeddings(ctx, p)[1]) for p in partitions])
+        super().__init__(x, offset, True, grant.num_gpus > 0 and use_gpu(device))
+
+
+@dataclass
+class SplitPool:
+    """The pool in ``count`` shards: the first in the train step, the others in helpers."""
+
+    local: PoolShard
+    group: WorkerGroup | None
+    sizes: list[int]
+
+    @property
+    def count(self) -> int:
+        return len(self.sizes)
+
+    def fan(self, method: str, args: list[tuple]) -> Iterator[Any]:
+        # The helpers' calls start before the local one runs; their results then arrive one at a time.
+        pending = self.group.imap(method, args[1:]) if self.group is not None else iter(())
+        yield getattr(self.local, method)(*args[0])
+        yield from pending
+
+    def write_points(self, out_dir: Path) -> None:
+        """``points.{leaf,similarity,selected}.npy`` (n,), filled shard by shard, then renamed into place."""
+        n = sum(self.sizes)
+        names = (("leaf", np.int64), ("similarity", np.float32), ("selected", np.bool_))
+        tmp = {name: tmp_name(out_dir / f"points.{name}.npy") for name, _ in names}
+        arrays = {name: np.lib.format.open_memmap(tmp[name], "w+", dtype, (n,)) for name, dtype in names}
+        start = 0
+        for result in self.fan("results", [()] * self.count):
+            for (name, _), values in zip(names, result, strict=True):
+                arrays[name][start:start + len(values)] = values
+            start += len(result[0])
+        for name, _ in names:
+            arrays[name].flush()
+            del arrays[name]
+            tmp[name].replace(out_dir / f"points.{name}.npy")
+
+    def describe(self) -> list[dict[str, Any]]:
+        shards = [{"rows": self.sizes[0], "gpu": self.local.gpu, "worker": "train step"}]
+        if self.group is not None:
+            shards += [{**info, "rows": rows} for info, rows in zip(self.group.info(), self.sizes[1:], strict=True)]
+        return shards
+
+    def stop(self) -> None:
+        if self.group is not None:
+            self.group.stop()
+
+
+def split_pool(ctx: StageContext, workers: Workers, grant: Grant, count: int, resources: Resources,
+               device: str) -> SplitPool:
+    """The pool's partitions in ``count`` contiguous ranges balanced by rows: the first here, the others in helpers."""
+    partitions = embeddings.pool_partitions(ctx)
+    counts = embeddings.pool_counts(ctx)
+    ranges = shard_ranges([counts[p] for p in partitions], count)
+    sizes = [sum(counts[p] for p in partitions[lo:hi]) for lo, hi in ranges]
+    offsets = np.cumsum([0, *sizes])
+    args = [(str(ctx.run_dir), ctx.config_data, partitions[lo:hi], int(off), device)
+            for (lo, hi), off in zip(ranges, offsets[:-1], strict=True)]
+    group = workers.start(PoolShard, args[1:], resources, "PoolShard") if len(args) > 1 else None
+    try:
+        return SplitPool(PoolShard(*args[0], grant=grant), group, sizes)
     except BaseException:
         if group is not None:
             group.stop()

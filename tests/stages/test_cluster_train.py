@@ -73,3 +73,26 @@ def test_hierarchical_training_reports_its_levels_as_progress(tmp_path, monkeypa
     run_stages(tmp_path, config(tmp_path, mode="hierarchical", hierarchical={"levels": levels, "target_size": 90}),
                ["cluster"])
     assert [(n, total) for label, n, total in moves if label == "cluster/train"] == [(1, 2), (2, 2)]
+
+
+def test_hierarchical_mode_is_the_same_for_any_worker_count_and_equals_one_process(tmp_path):
+    from curation.algorithms.hkmeans import KMeansOptions, LevelSpec, balanced_sample, build_hierarchy
+
+    levels = [{"n_clusters": 20, "n_resampling_steps": 2, "sample_size": 5}, {"n_clusters": 6}]
+    tables = {}
+    for w in (1, 2, 4):
+        run_dir = tmp_path / f"w{w}"
+        planted_pool(run_dir, sizes=(300, 120, 60, 20), n_partitions=4, seed=2)
+        hier = {"levels": levels, "target_size": 100, "sampling_strategy": "random"}
+        run_stages(run_dir, config(run_dir, mode="hierarchical", hierarchical=hier, train={"workers": w}),
+                   ["cluster"])
+        tables[w] = [t.to_pylist() for t in read_assign(run_dir)]
+        assert len(read_json(run_dir / "stages/cluster/train/_SUCCESS.json")["workers"]) == w
+    assert tables[2] == tables[1] and tables[4] == tables[1]
+    x = embeddings.take_pool_rows(tmp_path / "w1", np.arange(500))
+    options = KMeansOptions(n_iter=20, strategy="random", seed=1, max_points_per_centroid=64)
+    tree = build_hierarchy(x, [LevelSpec(20, 2, 5), LevelSpec(6)], options)
+    selected = balanced_sample(tree, 100, strategy="random", seed=1)
+    rows = [r for t in tables[1] for r in t if r["cluster"] >= 0]
+    assert [r["cluster"] for r in rows] == tree.labels.tolist()
+    assert [r["selected"] for r in rows] == selected.tolist()
