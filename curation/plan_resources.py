@@ -164,24 +164,30 @@ def _cluster(config: Any, step: str, request, alive: float, dim: int, gpu: bool,
     ``k * d * 20`` (running total, one arriving share, new centroids) and the
     sample's indices (``n_train * 8``). Time: Lloyd's ``2 n_train k d`` FLOPs
     per iteration over every worker's devices, on the train row.
+    Hierarchical: the pool split over the workers (``n / workers * (d * 4 + 13)``
+    each); the step also holds the shards' proposals (``workers * max(target,
+    k_0 * sample_size) * 20`` bytes).
     """
     c = config.cluster
     rate = RATES["flops_gpu" if gpu else "flops_cpu"]
     if step not in ("cluster/train", "cluster/train workers"):
         return {"memory": 1 * GIB + c.k * dim * 4, "items": 2 * alive * c.k * dim, "rate": rate}
-    if c.mode == "hierarchical":  # the whole pool, its labels and scores in the train step
+    workers = c.train.workers or nodes
+    knob = "cluster.train.workers / cluster.max_points_per_centroid"
+    if c.mode == "hierarchical":  # the pool in shards: rows, labels, scores; the level-0 k-means on a sample
         level = c.hierarchical.levels[0]  # the finest level dominates: it trains, assigns and resamples the pool
         k0, rounds = level.n_clusters, level.n_resampling_steps
+        share = alive / workers * (dim * 4 + 13) + k0 * dim * 16
+        if step == "cluster/train workers":
+            return {"memory": share, "count": max(workers - 1, 0), "knob": knob}
         points = (min(alive, k0 * c.max_points_per_centroid) * c.n_iter + alive * (1 + rounds)
                   + rounds * k0 * level.sample_size * c.n_iter)
-        flops = 2 * points * k0 * dim
-        per = rate[0] * (request.num_gpus if gpu else request.num_cpus / 2)
-        return {"memory": alive * (dim * 4 + 16) + k0 * dim * 8, "items": flops, "rate": (per, rate[1]),
-                "single": True, "knob": "cluster.mode (hierarchical holds the pool in one process)"}
+        per = rate[0] * (request.num_gpus if gpu else request.num_cpus / 2) * workers
+        proposals = workers * max(c.hierarchical.target_size, k0 * level.sample_size) * 20
+        return {"memory": share + k0 * dim * 20 + proposals, "items": 2 * points * k0 * dim, "rate": (per, rate[1]),
+                "single": True, "knob": knob}
     n_train = min(alive, c.k * c.max_points_per_centroid)
-    workers = c.train.workers or nodes
     share = n_train / workers * dim * 4 + c.k * dim * 16
-    knob = "cluster.train.workers / cluster.max_points_per_centroid"
     if step == "cluster/train workers":
         return {"memory": share, "count": max(workers - 1, 0), "knob": knob}
     flops = 2 * n_train * c.k * dim * c.n_iter * c.n_redo

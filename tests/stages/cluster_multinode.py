@@ -21,6 +21,8 @@ NODES = 3
 # Same pool, several ways of splitting the training sample (train: null is one worker per node, whole nodes).
 SAME_POOL = {"w1": {"workers": 1}, "w2": {"workers": 2, "num_cpus": 1}, "w4": {"workers": 4, "num_cpus": 0.5},
              "per_node": {}}
+# Hierarchical mode, the pool in one process and over three (random draws and ties across shards).
+HIERARCHICAL = {"hier1": {"workers": 1}, "hier3": {"workers": 3, "num_cpus": 0.5}}
 # Pool and workers grown alike: every worker holds the same share.
 SCALED = {"mem1": (1, {"workers": 1}), "mem4": (4, {"workers": 4, "num_cpus": 0.5})}
 SCALED_ROWS, SCALED_DIM = 40_000, 256
@@ -31,6 +33,15 @@ def same_pool_config(run_dir: Path, train: dict) -> dict:
 
     planted_pool(run_dir, sizes=(150,) * 8, d=16, n_partitions=4, noise=0.3, seed=3)
     return config(run_dir, k=12, init="random", n_iter=8, max_points_per_centroid=40, train=train)
+
+
+def hierarchical_config(run_dir: Path, train: dict) -> dict:
+    from tests.stages.test_cluster import config, planted_pool
+
+    planted_pool(run_dir, sizes=(300, 120, 60, 20), n_partitions=4, seed=2)
+    levels = [{"n_clusters": 20, "n_resampling_steps": 2, "sample_size": 5}, {"n_clusters": 6}]
+    hier = {"levels": levels, "target_size": 100, "sampling_strategy": "random"}
+    return config(run_dir, mode="hierarchical", hierarchical=hier, max_points_per_centroid=10, train=train)
 
 
 def scaled_config(run_dir: Path, factor: int, train: dict) -> dict:
@@ -54,6 +65,7 @@ def main(out: Path) -> None:
     cluster.wait_for_nodes()
     try:
         cases = {name: same_pool_config(out / name, train) for name, train in SAME_POOL.items()}
+        cases.update({name: hierarchical_config(out / name, train) for name, train in HIERARCHICAL.items()})
         cases.update({name: scaled_config(out / name, f, train) for name, (f, train) in SCALED.items()})
         for data in cases.values():
             data.update(ray={"address": cluster.address}, runner={"progress": False, "max_partition_retries": 0})

@@ -46,6 +46,12 @@ def test_any_split_gives_the_same_centroids_and_table(runs):
     assert [len(_train(out / c)["workers"]) for c in SAME_POOL] == [1, 2, 4, 3]
 
 
+def test_hierarchical_mode_over_three_workers_equals_one(runs):
+    out, _ = runs
+    assert [t.to_pylist() for t in read_assign(out / "hier3")] == [t.to_pylist() for t in read_assign(out / "hier1")]
+    assert len(_train(out / "hier3")["workers"]) == 3
+
+
 def test_helpers_run_on_the_worker_nodes_with_their_resources(runs):
     out, nodes = runs
     for case, cpus in (("w2", 1), ("w4", 0.5), ("per_node", WORKER["num_cpus"])):
