@@ -90,7 +90,7 @@ def _workers(request, cluster: ClusterSection, cap: int | None = None) -> int:
     if request.num_gpus:
         per_node.append(cluster.num_gpus / request.num_gpus)
     n = int(min(per_node)) * cluster.nodes
-    return min(n, cap) if cap else n
+    return min(n, cap) if cap is not None else n
 
 
 def plan_resources(config: Any, cluster: ClusterSection, pool_size: float,
@@ -148,22 +148,50 @@ def _estimate(config: Any, step: str, request, n: float, nodes: int) -> dict[str
     if step in table:
         return table[step]
     if step.startswith("cluster/"):
-        return _cluster(config, step, request, alive, dim, gpu)
+        return _cluster(config, step, request, alive, dim, gpu, nodes)
     if step.startswith("retrieve/"):
         return _retrieve(config, step, alive, dim, curated, nodes)
     return {"memory": 1 * GIB}
 
 
-def _cluster(config: Any, step: str, request, alive: float, dim: int, gpu: bool) -> dict[str, Any]:
+def _cluster(config: Any, step: str, request, alive: float, dim: int, gpu: bool, nodes: int) -> dict[str, Any]:
+    """Flat k-means: the sample split over ``train.workers`` (the train step holds one share and reduces).
+
+    Per worker: its share of the sample (``n_train / workers * d * 4``) and
+    ``k * d * 16`` (centroids, index, partial sums); the train step adds
+    ``k * d * 20`` (running total, one arriving share, new centroids) and the
+    sample's indices (``n_train * 8``). Time: Lloyd's ``2 n_train k d`` FLOPs
+    per iteration over every worker's devices, on the train row.
+    Hierarchical: the pool split over the workers (``n / workers * (d * 4 + 13)``
+    each); the step also holds the shards' proposals (``workers * max(target,
+    k_0 * sample_size) * 20`` bytes).
+    """
     c = config.cluster
     rate = RATES["flops_gpu" if gpu else "flops_cpu"]
-    if step == "cluster/train":
-        n_train = min(alive, c.k * c.max_points_per_centroid)
-        flops = 2 * n_train * c.k * dim * c.n_iter * c.n_redo
-        per = rate[0] * (request.num_gpus if gpu else request.num_cpus / 2)
-        return {"memory": n_train * dim * 4 + c.k * dim * 8, "items": flops, "rate": (per, rate[1]), "single": True,
-                "knob": "cluster.max_points_per_centroid"}
-    return {"memory": 1 * GIB + c.k * dim * 4, "items": 2 * alive * c.k * dim, "rate": rate}
+    if step not in ("cluster/train", "cluster/train workers"):
+        return {"memory": 1 * GIB + c.k * dim * 4, "items": 2 * alive * c.k * dim, "rate": rate}
+    workers = c.train.workers or nodes
+    knob = "cluster.train.workers / cluster.max_points_per_centroid"
+    if c.mode == "hierarchical":  # the pool in shards: rows, labels, scores; the level-0 k-means on a sample
+        level = c.hierarchical.levels[0]  # the finest level dominates: it trains, assigns and resamples the pool
+        k0, rounds = level.n_clusters, level.n_resampling_steps
+        share = alive / workers * (dim * 4 + 13) + k0 * dim * 16
+        if step == "cluster/train workers":
+            return {"memory": share, "count": max(workers - 1, 0), "knob": knob}
+        points = (min(alive, k0 * c.max_points_per_centroid) * c.n_iter + alive * (1 + rounds)
+                  + rounds * k0 * level.sample_size * c.n_iter)
+        per = rate[0] * (request.num_gpus if gpu else request.num_cpus / 2) * workers
+        proposals = workers * max(c.hierarchical.target_size, k0 * level.sample_size) * 20
+        return {"memory": share + k0 * dim * 20 + proposals, "items": 2 * points * k0 * dim, "rate": (per, rate[1]),
+                "single": True, "knob": knob}
+    n_train = min(alive, c.k * c.max_points_per_centroid)
+    share = n_train / workers * dim * 4 + c.k * dim * 16
+    if step == "cluster/train workers":
+        return {"memory": share, "count": max(workers - 1, 0), "knob": knob}
+    flops = 2 * n_train * c.k * dim * c.n_iter * c.n_redo
+    per = rate[0] * (request.num_gpus if gpu else request.num_cpus / 2) * workers
+    return {"memory": share + c.k * dim * 20 + n_train * 8, "items": flops, "rate": (per, rate[1]), "single": True,
+            "knob": knob}
 
 
 def _retrieve(config: Any, step: str, alive: float, dim: int, curated: float, nodes: int) -> dict[str, Any]:
@@ -191,7 +219,7 @@ def format_resource_plan(rows: list[StepPlan], cluster: ClusterSection, pool_siz
         body.append((r.step, r.asks, str(r.workers), f"{r.per_worker / GIB:,.1f}", f"{total:,.0f}", hours,
                      "yes" if r.fits else f"NO: set {r.knob}"))
     widths = [max(len(line[c]) for line in (header, *body)) for c in range(len(header))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in (header, *body)]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in (header, *body)]
     bases = sorted({r.rate[1] for r in rows if r.rate})
     notes = [f"assumes {SURVIVING:.0%} of the pool survives dedup; hours = items / (rate x workers)"]
     notes += [f"rate: {b}" for b in bases]

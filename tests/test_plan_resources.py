@@ -25,8 +25,14 @@ def test_lvd142m_at_paper_scale_fits_the_paper_cluster():
     assert all(r.fits for r in rows.values()), [r.step for r in rows.values() if not r.fits]
     assert rows["embed/pool"].workers == 160 and rows["embed/pool"].asks.startswith("1 CPU, 1 GPU")
     assert rows["cluster/train"].asks == "96 CPU, 8 GPU (whole node)"
-    # k-means trains on k * max_points_per_centroid = 25.6M vectors of 1280 floats
-    assert rows["cluster/train"].per_worker == pytest.approx(100_000 * 256 * 1280 * 4 + 100_000 * 1280 * 8)
+    # k-means trains on k * max_points_per_centroid = 25.6M vectors of 1280 floats, a twentieth per node;
+    # the train step also reduces the others' sums.
+    n_train, kd = 100_000 * 256, 100_000 * 1280
+    share = n_train / 20 * 1280 * 4 + kd * 16
+    assert rows["cluster/train workers"].per_worker == pytest.approx(share)
+    assert rows["cluster/train workers"].workers == 19
+    assert rows["cluster/train workers"].asks == "96 CPU, 8 GPU (whole node)"
+    assert rows["cluster/train"].per_worker == pytest.approx(share + kd * 20 + n_train * 8)
     shards = rows["retrieve/search shards"]
     assert shards.workers == 20  # one per node by default
     per_vector = 64 + 8 + 1280 * 4  # IVF-PQ64 codes and ids, plus the exact re-ranking copy

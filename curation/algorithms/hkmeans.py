@@ -27,8 +27,8 @@ Everything is a pure function of arrays; shapes are in the docstrings.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import numpy as np
 
@@ -165,12 +165,14 @@ def resampled_kmeans(
 
 
 def build_hierarchy(
-    x: np.ndarray, levels: Sequence[LevelSpec], options: KMeansOptions = KMeansOptions()
+    x: np.ndarray, levels: Sequence[LevelSpec], options: KMeansOptions = KMeansOptions(),
+    progress: Callable[[int, int], None] | None = None,
 ) -> Hierarchy:
     """Cluster ``x`` (n, d), then the centroids of each level, per ``levels`` (finest first).
 
     Level t is seeded with ``options.seed + t``. Requires
     ``n >= levels[0].n_clusters`` and non-increasing cluster counts.
+    ``progress(done, total)`` is called after each level.
     """
     centroids: list[np.ndarray] = []
     parents: list[np.ndarray] = []
@@ -184,6 +186,8 @@ def build_hierarchy(
             parents.append(lab)
         centroids.append(c)
         points = c
+        if progress is not None:
+            progress(t + 1, len(levels))
     return Hierarchy(centroids, parents, labels, scores, options.spherical)
 
 

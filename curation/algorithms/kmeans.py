@@ -12,6 +12,7 @@ imported inside the functions so that importing this module stays cheap.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,10 +106,7 @@ def train_kmeans(
     )
     seeds = None
     if init == "kmeans++":
-        rng = np.random.default_rng(seed)
-        # Seeding needs far fewer points than training: it costs k passes over them.
-        sample = x[sample_indices(n, k, min(max_points_per_centroid, SEEDING_POINTS_PER_CENTROID), seed)]
-        seeds = kmeans_plus_plus(sample, k, rng)
+        seeds = kmeans_plus_plus_seeds(lambda rows: x[rows], n, k, max_points_per_centroid, seed)
     elif init != "random":
         raise ValueError(f"unknown k-means init {init!r}; known: random, kmeans++")
     objective = kmeans.train(x, init_centroids=seeds)
@@ -119,6 +117,17 @@ def train_kmeans(
         n_train=min(n, k * max_points_per_centroid),
         gpu=bool(gpu),
     )
+
+
+def kmeans_plus_plus_seeds(take: Callable[[np.ndarray], np.ndarray], n: int, k: int,
+                           max_points_per_centroid: int, seed: int) -> np.ndarray:
+    """k-means++ seeds (k, d) for a training sample of ``n`` rows; ``take(rows)`` reads rows of it.
+
+    Seeding needs far fewer points than training (it costs k passes over
+    them): it looks at ``min(max_points_per_centroid, 32)`` per centroid.
+    """
+    rows = sample_indices(n, k, min(max_points_per_centroid, SEEDING_POINTS_PER_CENTROID), seed)
+    return kmeans_plus_plus(take(rows), k, np.random.default_rng(seed))
 
 
 def kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:

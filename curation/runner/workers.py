@@ -12,7 +12,8 @@ every helper and returns the results in order.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from curation.errors import ConfigError
 from curation.runner.resources import ClusterView, Request, at_once, granted, resolve, size_thread_pools, usage
@@ -41,7 +42,12 @@ class RayGroup:
     def call(self, method: str, args: list[tuple]) -> list[Any]:
         import ray
 
-        return ray.get([a.call.remote(method, *arg) for a, arg in zip(self.actors, args)])
+        return ray.get([a.call.remote(method, *arg) for a, arg in zip(self.actors, args, strict=True)])
+
+    def imap(self, method: str, args: list[tuple]) -> Iterator[Any]:
+        # Every call starts now, not when its result is read.
+        refs = [a.call.remote(method, *arg) for a, arg in zip(self.actors, args, strict=True)]
+        return _one_by_one(refs)
 
     def info(self) -> list[dict[str, Any]]:
         import ray
@@ -54,6 +60,15 @@ class RayGroup:
         for actor in self.actors:
             ray.kill(actor)
         self.actors = []
+
+
+def _one_by_one(refs: list) -> Iterator[Any]:
+    import ray
+
+    for i in range(len(refs)):
+        result = ray.get(refs[i])
+        refs[i] = None  # the object store may free it once the caller drops the result
+        yield result
 
 
 class RayWorkers:
@@ -85,7 +100,11 @@ class LocalGroup:
         self.objects = objects
 
     def call(self, method: str, args: list[tuple]) -> list[Any]:
-        return [getattr(o, method)(*a) for o, a in zip(self.objects, args)]
+        return [getattr(o, method)(*a) for o, a in zip(self.objects, args, strict=True)]
+
+    def imap(self, method: str, args: list[tuple]) -> Iterator[Any]:
+        for o, a in zip(self.objects, args, strict=True):
+            yield getattr(o, method)(*a)
 
     def info(self) -> list[dict[str, Any]]:
         return [usage(Grant()) for _ in self.objects]

@@ -186,6 +186,10 @@ class WorkerGroup(Protocol):
     def call(self, method: str, args: list[tuple]) -> list[Any]:
         """``getattr(worker_i, method)(*args[i])`` on every worker, in parallel; results in order."""
 
+    def imap(self, method: str, args: list[tuple]) -> Iterator[Any]:
+        """Like :meth:`call`, every call started before it returns, but results yielded one by one, in
+        order: the caller holds one result at a time (large partial sums reduced as they arrive)."""
+
     def info(self) -> list[dict[str, Any]]:
         """Per worker: ``placement`` and ``peak_rss_bytes``."""
 

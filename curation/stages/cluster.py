@@ -30,6 +30,7 @@ null when not embedded); hierarchical mode adds ``cluster_path``
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,7 +67,7 @@ class HierarchicalConfig(Section):
     target_size: int = Field(..., ge=1, description="samples to select in total")
 
     @model_validator(mode="after")
-    def _decreasing(self) -> "HierarchicalConfig":
+    def _decreasing(self) -> HierarchicalConfig:
         for t in range(1, len(self.levels)):
             if self.levels[t].n_clusters > self.levels[t - 1].n_clusters:
                 raise ValueError(
@@ -74,6 +75,18 @@ class HierarchicalConfig(Section):
                     f"({self.levels[t - 1].n_clusters}): each level clusters the centroids of the one before"
                 )
         return self
+
+
+class TrainConfig(Section):
+    workers: int | None = Field(
+        None, ge=1, description="k-means workers, each holding 1/workers of the training sample (flat) or of "
+                                "the pool (hierarchical) (null: one per worker node)"
+    )
+    num_cpus: float | None = Field(
+        None, gt=0, description="CPUs per training worker, its Faiss threads (null: every CPU of a node, and "
+                                "every GPU of it unless device is cpu)"
+    )
+    memory_gb: float = Field(0.0, ge=0, description="memory reserved per training worker, GiB (0: none)")
 
 
 class ClusterConfig(Section):
@@ -92,6 +105,7 @@ class ClusterConfig(Section):
     assign_batch_size: int = Field(65536, ge=1, description="rows per assignment batch",
                                    json_schema_extra=RUNTIME)
     hierarchical: HierarchicalConfig | None = Field(None, description="mode: hierarchical settings")
+    train: TrainConfig = Field(TrainConfig(), description="the workers k-means runs on (see docs)")
 
 
 def clamp_levels(wanted: list[int], n: int, clamp: bool, key: str) -> list[int]:
@@ -108,12 +122,27 @@ def clamp_levels(wanted: list[int], n: int, clamp: bool, key: str) -> list[int]:
 
 
 class Train(GlobalStep):
-    """k-means on one whole worker node: its Faiss threads (or GPUs) are all the node's."""
+    """k-means on one whole worker node (its Faiss threads or GPUs are all the node's).
+
+    Flat mode spreads the training sample over ``cluster.train.workers``,
+    hierarchical mode the whole pool (its first level and the balanced
+    selection; the levels above cluster centroids here): this step holds one
+    share and reduces the others' results.
+    """
 
     name = "train"
 
     def resources(self) -> Resources:
         return Resources(num_gpus=device_gpus(self.cfg.device), whole_node=True)
+
+    def worker_resources(self) -> Resources:
+        t = self.cfg.train
+        return Resources(num_cpus=t.num_cpus or 1.0, num_gpus=device_gpus(self.cfg.device),
+                         memory=int(t.memory_gb * 2**30), whole_node=t.num_cpus is None,
+                         key="cluster.train.num_cpus / cluster.train.memory_gb")
+
+    def requests(self) -> list[tuple[str, Resources]]:
+        return [*super().requests(), ("train workers", self.worker_resources())]
 
     def run(self, out_dir: Path) -> dict[str, Any]:
         from curation.algorithms.kmeans import use_gpu
@@ -125,52 +154,81 @@ class Train(GlobalStep):
         gpu = self.grant.num_gpus > 0 and use_gpu(self.cfg.device)
         if self.cfg.mode == "hierarchical":
             return self._hierarchical(out_dir, counts, gpu)
-        return self._flat(out_dir, n, gpu)
+        return self._flat(out_dir, n)
 
-    def _flat(self, out_dir: Path, n: int, gpu: bool) -> dict[str, Any]:
-        from curation.algorithms.kmeans import sample_indices, train_kmeans
+    def _flat(self, out_dir: Path, n: int) -> dict[str, Any]:
+        from curation.algorithms.kmeans import kmeans_plus_plus_seeds, sample_indices
+        from curation.algorithms.kmeans_sharded import train_sharded
+        from curation.stages.cluster_train import split_sample
 
-        cfg = self.cfg
+        cfg, seed = self.cfg, self.ctx.seed
         (k,) = clamp_levels([cfg.k], n, cfg.clamp_k, "cluster.k")
-        idx = sample_indices(n, k, cfg.max_points_per_centroid, self.ctx.seed)
-        result = train_kmeans(
-            embeddings.take_pool_rows(self.ctx, idx), k, n_iter=cfg.n_iter, seed=self.ctx.seed,
-            max_points_per_centroid=cfg.max_points_per_centroid, n_redo=cfg.n_redo, init=cfg.init, gpu=gpu,
-        )
+        idx = sample_indices(n, k, cfg.max_points_per_centroid, seed)
+        m = len(idx)
+        count = min(cfg.train.workers or self.workers.nodes, m)
+        shards = split_sample(self.ctx, self.workers, self.grant, idx, count, self.worker_resources(), True,
+                              cfg.device)
+        del idx  # the shards hold their ranges
+        try:
+            seeds = None
+            if cfg.init == "kmeans++":
+                seeds = kmeans_plus_plus_seeds(shards.take, m, k, cfg.max_points_per_centroid, seed)
+            result = train_sharded(shards, k, n_iter=cfg.n_iter, seed=seed, n_redo=cfg.n_redo, init=seeds,
+                                   progress=self.report_progress)
+            workers = shards.describe()
+        finally:
+            shards.stop()
         embeddings.save_array_atomic(out_dir / "centroids.npy", result.centroids)
         if k < cfg.k:
             log.warning("cluster: k lowered from %d to the %d embedded samples", cfg.k, k)
         return {"mode": "flat", "k_requested": cfg.k, "k": k, "clamped": k < cfg.k, "points": n,
-                "train_points": result.n_train, "objective": result.objective, "gpu": gpu}
+                "train_points": result.n_train, "objective": result.objective,
+                "gpu": any(w["gpu"] for w in workers), "workers": workers}
 
     def _hierarchical(self, out_dir: Path, counts: dict[int, int], gpu: bool) -> dict[str, Any]:
-        from curation.algorithms.hkmeans import KMeansOptions, LevelSpec, balanced_sample, build_hierarchy
+        from curation.algorithms.hkmeans import KMeansOptions, LevelSpec, resampled_kmeans
+        from curation.algorithms.hkmeans_sharded import first_level, select_balanced
+        from curation.stages.cluster_train import split_pool
 
-        hcfg = self.cfg.hierarchical
+        hcfg, seed = self.cfg.hierarchical, self.ctx.seed
         n = sum(counts.values())
         ks = clamp_levels([lv.n_clusters for lv in hcfg.levels], n, self.cfg.clamp_k,
                           "cluster.hierarchical.levels.0.n_clusters")
-        specs = [LevelSpec(k, lv.n_resampling_steps, lv.sample_size, lv.init) for k, lv in zip(ks, hcfg.levels)]
-        _, x, _, _ = embeddings.load_pool_embeddings(self.ctx)
-        options = KMeansOptions(n_iter=self.cfg.n_iter, strategy=hcfg.sampling_strategy, seed=self.ctx.seed,
+        specs = [LevelSpec(k, lv.n_resampling_steps, lv.sample_size, lv.init)
+                 for k, lv in zip(ks, hcfg.levels, strict=True)]
+        options = KMeansOptions(n_iter=self.cfg.n_iter, strategy=hcfg.sampling_strategy, seed=seed,
                                 max_points_per_centroid=self.cfg.max_points_per_centroid, gpu=gpu)
-        tree = build_hierarchy(x, specs, options)
-        selected = balanced_sample(tree, hcfg.target_size, strategy=hcfg.sampling_strategy, seed=self.ctx.seed)
+        count = self.cfg.train.workers or self.workers.nodes
+        pool = split_pool(self.ctx, self.workers, self.grant, count, self.worker_resources(), self.cfg.device)
+        try:
+            # Level 0 over the pool's shards; the levels above cluster centroids, here.
+            leaves, sizes = first_level(pool.fan, pool.sizes, specs[0], options)
+            centroids, parents, level_sizes = [leaves], [], [sizes]
+            self.report_progress(1, len(specs))
+            for t, spec in enumerate(specs[1:], start=1):
+                c, parent, _ = resampled_kmeans(centroids[-1], spec, replace(options, seed=seed + t))
+                centroids.append(c)
+                parents.append(parent)
+                level_sizes.append(np.bincount(parent, weights=level_sizes[-1], minlength=len(c)).astype(np.int64))
+                self.report_progress(t + 1, len(specs))
+            selected = select_balanced(pool.fan, pool.count, level_sizes, parents, hcfg.target_size,
+                                       hcfg.sampling_strategy, seed)
+            pool.write_points(out_dir)
+            workers = pool.describe()
+        finally:
+            pool.stop()
         save = embeddings.save_array_atomic
-        save(out_dir / "centroids.npy", tree.centroids[0])
-        for t, centroids in enumerate(tree.centroids):
-            save(out_dir / f"level-{t}.centroids.npy", centroids)
-        for t, parent in enumerate(tree.parents):
+        save(out_dir / "centroids.npy", leaves)
+        for t, c in enumerate(centroids):
+            save(out_dir / f"level-{t}.centroids.npy", c)
+        for t, parent in enumerate(parents):
             save(out_dir / f"level-{t}.parents.npy", parent, "int64")
-        save(out_dir / "points.leaf.npy", tree.labels, "int64")
-        save(out_dir / "points.similarity.npy", tree.scores)
-        save(out_dir / "points.selected.npy", selected, "bool")
         starts = np.cumsum([0] + list(counts.values()))[:-1]
         write_json(out_dir / "points.json",
-                   {"points": n, "partitions": {str(p): int(s) for p, s in zip(counts, starts)}})
+                   {"points": n, "partitions": {str(p): int(s) for p, s in zip(counts, starts, strict=True)}})
         return {"mode": "hierarchical", "levels": ks, "levels_requested": [lv.n_clusters for lv in hcfg.levels],
                 "clamped": ks != [lv.n_clusters for lv in hcfg.levels], "points": n,
-                "target_size": hcfg.target_size, "selected": int(selected.sum()), "gpu": gpu}
+                "target_size": hcfg.target_size, "selected": selected, "gpu": gpu, "workers": workers}
 
 
 class Assign(MapStep):
