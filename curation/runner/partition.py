@@ -10,7 +10,9 @@ is processed, checked and committed the same way everywhere:
    input's keys in order: nothing is lost or invented;
 4. side files and the table are renamed into place, then the stats JSON
    (the completion marker, listing every file with its size and sha256) is
-   written last.
+   written last. Files a step wrote outside its step directory (final
+   shards) are listed too, under ``outputs`` and ``outputs_sha256``
+   (relative to the run directory), from what its ``close()`` returns.
 
 A global step is committed the same way: its ``_SUCCESS.json``, written
 last, lists every file under its step directory and under its
@@ -21,8 +23,9 @@ directory (see :mod:`curation.runner.verify`).
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -30,15 +33,15 @@ import pyarrow as pa
 from curation import tables
 from curation.atomic import TMP_MARK, write_json
 from curation.errors import PartitionError
-from curation.runner.verify import marker_path, marker_problems, sha256_file
 from curation.runner.resources import usage
+from curation.runner.verify import marker_path, marker_problems, sha256_file, step_run_dir
 from curation.stages.base import STEP_DONE, GlobalStep, MapStep, PartitionOutput, Timer
 
 
 def partition_complete(step_dir: Path, partition: int) -> bool:
     """Committed, and every file its stats list is present with its size."""
     marker = marker_path(step_dir, partition)
-    return marker.exists() and not marker_problems(marker, step_dir)
+    return marker.exists() and not marker_problems(marker, step_dir, run_dir=step_run_dir(step_dir))
 
 
 def clear_partition(step_dir: Path, partition: int) -> None:

@@ -65,15 +65,27 @@ def file_problems(base: Path, sizes: dict[str, int], sums: dict[str, str] | None
     return problems
 
 
-def marker_problems(marker: Path, base: Path, checksums: bool = False) -> list[str]:
-    """What is wrong with a completion marker and the files it lists ([]: intact)."""
+def marker_problems(marker: Path, base: Path, checksums: bool = False, run_dir: Path | None = None) -> list[str]:
+    """What is wrong with a completion marker and the files it lists ([]: intact).
+
+    A map partition's marker may also list ``outputs``: files it wrote
+    outside its step directory (the final shards), relative to ``run_dir``.
+    """
     try:
         stats = read_json(marker)
     except FileNotFoundError:
         return [f"{marker} is missing"]
     except (ValueError, OSError) as err:
         return [f"{marker} cannot be read ({type(err).__name__})"]
-    return file_problems(base, stats.get("files", {}), stats.get("sha256"), checksums)
+    problems = file_problems(base, stats.get("files", {}), stats.get("sha256"), checksums)
+    if run_dir is not None:
+        problems += file_problems(run_dir, stats.get("outputs", {}), stats.get("outputs_sha256"), checksums)
+    return problems
+
+
+def step_run_dir(step_dir: Path) -> Path:
+    """The run directory of a step directory (``<run_dir>/stages/<stage>/<step>``)."""
+    return Path(step_dir).parents[2]
 
 
 @dataclass
@@ -163,7 +175,7 @@ def _check_map(stage: str, step: str, step_dir: Path, checksums: bool, expected:
                dirty: set[int], all_dirty: bool) -> StepCheck:
     check = StepCheck(stage, step, False, committed_partitions(step_dir))
     for p in check.committed:
-        problems = marker_problems(marker_path(step_dir, p), step_dir, checksums)
+        problems = marker_problems(marker_path(step_dir, p), step_dir, checksums, step_run_dir(step_dir))
         if problems:
             check.damaged[p] = problems
         elif all_dirty or p in dirty:
@@ -214,12 +226,14 @@ def repair(run_dir: Path, checks: list[StageCheck]) -> list[str]:
 def _drop_partition(step_dir: Path, partition: int) -> None:
     marker = marker_path(step_dir, partition)
     try:
-        listed = list(read_json(marker).get("files", {}))
+        stats = read_json(marker)
     except (ValueError, OSError):
-        listed = []
+        stats = {}
     marker.unlink(missing_ok=True)
-    for name in listed:
+    for name in stats.get("files", {}):
         (step_dir / name).unlink(missing_ok=True)
+    for name in stats.get("outputs", {}):
+        (step_run_dir(step_dir) / name).unlink(missing_ok=True)
 
 
 def format_checks(run_dir: Path, checks: list[StageCheck], checksums: bool) -> str:
