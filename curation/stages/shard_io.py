@@ -212,23 +212,31 @@ def fsync(path: Path) -> None:
 
 
 def write_placement(step_dir: Path, samples: pa.Table, partitions: list[int]) -> None:
-    """Per pool partition: where each selected copy went (or why it did not)."""
+    """Per pool partition: where each selected copy went (or why it did not).
+
+    Sorted by partition with integer keys first, then one partition at a time,
+    so that the string work never spans more than one partition.
+    """
     pool = samples.filter(pc.equal(samples.column("source"), "pool"))
-    pool = pool.sort_by([("partition", "ascending"), ("source_key", "ascending"), ("copy", "ascending")])
+    pool = pool.take(pc.sort_indices(pool.column("partition")))
+    part = pool.column("partition").to_numpy()
+    for p in partitions:
+        lo, hi = np.searchsorted(part, [p, p + 1])
+        tables.write_parquet(_placement(pool.slice(lo, hi - lo)), placement_path(step_dir, p))
+
+
+def _placement(pool: pa.Table) -> pa.Table:
+    pool = pool.sort_by([("source_key", "ascending"), ("copy", "ascending")])
     key = pool.column("source_key").to_numpy(zero_copy_only=False)
     written = pool.column("shard").is_valid().to_numpy(zero_copy_only=False)
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, np.int64)
     per_image = np.add.reduceat(written.astype(np.int32), starts) if len(key) else np.zeros(0, np.int32)
     counts = np.diff(np.r_[starts, len(key)])
-    table = pa.table({
+    return pa.table({
         "key": pool.column("source_key"), "copy": pool.column("copy"), "dataset": pool.column("dataset"),
         "shard": pool.column("shard"), "shard_key": pool.column("key"), "error": pool.column("error"),
         "copies_written": pa.array(np.repeat(per_image, counts), pa.int32()),
     })
-    part = pool.column("partition").to_numpy()
-    for p in partitions:
-        lo, hi = np.searchsorted(part, [p, p + 1])
-        tables.write_parquet(table.slice(lo, hi - lo), placement_path(step_dir, p))
 
 
 def placement_path(step_dir: Path, partition: int) -> Path:
@@ -245,8 +253,7 @@ def read_placement(step_dir: Path, partition: int) -> pa.Table:
 def composition(samples: pa.Table, names: list[str]) -> dict[str, int]:
     """Written samples per retrieve entry (every entry listed, zeros included)."""
     written = samples.filter(samples.column("shard").is_valid())
-    names_seen, counts = np.unique(np.asarray(written.column("dataset").to_pylist(), dtype=str), return_counts=True)
-    counts = dict(zip(names_seen, counts, strict=True))
+    counts = {c["values"]: c["counts"] for c in pc.value_counts(written.column("dataset")).to_pylist()}
     return {name: int(counts.get(name, 0)) for name in names}
 
 

@@ -66,25 +66,29 @@ def _located(rows: pa.Table, columns: dict[str, list]) -> pa.Table:
 
 def _locate_rows(rows: pa.Table, images: Any, pool: bool, dedup: io.DedupDecisions | None) -> pa.Table:
     """``rows`` (sample fields, in order) with their :data:`LOCATE_FIELDS`, from one tar's index."""
-    columns: dict[str, list] = {name: [] for name in ["stage_error"] + [f.name for f in LOCATE_FIELDS]}
-    metas: dict[str, dict] = {}
+    names = ["stage_error"] + [f.name for f in LOCATE_FIELDS]
+    columns: dict[str, list] = {name: [] for name in names}
+    meta_key, meta = None, {}
     for sample in rows.to_pylist():
         key, error = sample["source_key"], sample["stage_error"]
         slot = images.image_slot(key) if error is None else None
+        values = dict.fromkeys(names)
         if error is None and slot is None:
-            error = f"LookupError: image {key} is missing from {images.path}"
-        meta_slot = images.meta_slot(key) if pool and slot else None
-        duplicates, blob_bytes = None, None
-        if slot is not None:
-            if pool and key not in metas:
-                metas = {key: images.meta(key)}  # copies of one image are adjacent: keep the last only
+            values["stage_error"] = f"LookupError: image {key} is missing from {images.path}"
+        elif slot is not None:
+            if pool and key != meta_key:  # copies of one image are adjacent: its JSON is read once
+                meta_key, meta = key, images.meta(key)
             decision = dedup.get(sample) if dedup is not None else None
-            duplicates = None if decision is None else decision.get("duplicates", 0)
-            blob_bytes = len(io.sample_json(sample, metas.get(key, {}), decision))
-        for name, value in (("stage_error", error), ("offset", slot and slot[0]), ("image_bytes", slot and slot[1]),
-                            ("meta_offset", meta_slot and meta_slot[0]), ("meta_bytes", meta_slot and meta_slot[1]),
-                            ("json_bytes", blob_bytes), ("duplicates", duplicates)):
-            columns[name].append(value)
+            meta_slot = images.meta_slot(key) if pool else None
+            if meta_slot is not None:
+                values.update(meta_offset=meta_slot[0], meta_bytes=meta_slot[1])
+            values.update(offset=slot[0], image_bytes=slot[1],
+                          json_bytes=len(io.sample_json(sample, meta if pool else {}, decision)),
+                          duplicates=None if decision is None else decision.get("duplicates", 0))
+        else:
+            values["stage_error"] = error
+        for name in names:
+            columns[name].append(values[name])
     return _located(rows, columns)
 
 
@@ -143,7 +147,7 @@ def write_plan(ctx: Any, samples: pa.Table, out_dir: Path, cfg: Any) -> dict[str
                                     samples.column("json_bytes").fill_null(0).to_numpy())
     shard = shard_plan.assign_shards(sizes, written, cfg.max_samples_per_shard, cfg.max_bytes_per_shard)
     count = int(shard.max()) + 1 if written.any() else 0
-    names = pa.array([shard_name(s) if s >= 0 else None for s in shard.tolist()], pa.string())
+    names = shard_names(shard, count)
     listed = samples.select(io.SAMPLE_FIELDS_NAMES).append_column("shard", names).append_column(
         "error", samples.column("stage_error"))
     tables.write_parquet(listed, out_dir / io.SAMPLES_FILE)
@@ -166,6 +170,13 @@ def write_plan(ctx: Any, samples: pa.Table, out_dir: Path, cfg: Any) -> dict[str
 
 def shard_name(shard: int) -> str:
     return f"{io.SHARD_PREFIX}{shard:06d}.tar"
+
+
+def shard_names(shard: np.ndarray, count: int) -> pa.Array:
+    """(n,) shard file names of shard ids (null for -1), built without a Python string per sample."""
+    indices = pa.array(shard, pa.int64(), mask=shard < 0)
+    names = pa.array([shard_name(s) for s in range(count)], pa.string())
+    return pa.DictionaryArray.from_arrays(indices, names).cast(pa.string())
 
 
 def unit_path(plan_dir: Path, unit: int) -> Path:

@@ -90,3 +90,12 @@ def test_manifest_and_shards(demo_run, capsys):
     assert main(["status", f"run_dir={demo_run}"]) == 0
     out = capsys.readouterr().out
     assert all(f"{stage}: complete" in out for stage in STAGES)
+
+
+@pytest.mark.slow
+def test_shards_are_those_of_the_single_process_writer(demo_run, tmp_path):
+    """The planned, parallel writer on the demo gives byte for byte the shards of the one loop it replaced."""
+    from curation.runner.rundir import read_config
+    from tests.stages.test_shard_write import assert_same_as_reference
+
+    assert_same_as_reference(demo_run, read_config(demo_run), tmp_path)
