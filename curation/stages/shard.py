@@ -80,11 +80,11 @@ class Plan(GlobalStep):
         io.clear_shards(shards_dir(self.ctx))
         shutil.rmtree(out_dir / sw.UNITS_DIR, ignore_errors=True)
         self.report_progress(0, 2)
-        samples = sw.planned_samples(self.ctx, self.ctx.step_dir(Locate.name), staging_dir(self.ctx))
-        if self.cfg.shuffle:
-            samples = samples.take(np.random.default_rng(self.ctx.seed).permutation(samples.num_rows))
+        samples, order = sw.planned_samples(self.ctx, self.ctx.step_dir(Locate.name), staging_dir(self.ctx))
+        if self.cfg.shuffle:  # the permutation of the config order that the single-process writer applied
+            order = order[np.random.default_rng(self.ctx.seed).permutation(len(order))]
         self.report_progress(1, 2)
-        plan = sw.write_plan(self.ctx, samples, out_dir, self.cfg)
+        plan = sw.write_plan(self.ctx, samples, order, out_dir, self.cfg)
         return {"shards": plan["shards"], "units": plan["units"], "samples": sum(plan["composition"].values()),
                 "not_written": plan["extra"]["not_written"]}
 

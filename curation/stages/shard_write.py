@@ -126,46 +126,94 @@ def ensure_staged(ctx: Any, staging: Path, dataset: str) -> None:
     stage_entry(ctx, staging, names.index(dataset))
 
 
-def planned_samples(ctx: Any, locate_dir: Path, staging: Path) -> pa.Table:
-    """Every output sample in config order (datasets in order, pool copies in pool order), located."""
+def planned_samples(ctx: Any, locate_dir: Path, staging: Path) -> tuple[pa.Table, np.ndarray]:
+    """Every output sample, located, and (n,) int64 their config order (row indices into the table).
+
+    Config order: datasets in order, pool copies in pool order. The table is
+    the located pool partitions and the staged ``as_is`` sets side by side
+    (chunks, not copied); the order is an index, so that it is never copied
+    into that order either.
+    """
     parts = [tables.read_parquet(PartitionOutput(locate_dir, p).final(LOCATE_SUFFIX))
              for p in ctx.partitions("retrieve")]
     pool = pa.concat_tables(parts) if parts else LOCATED.empty_table()
-    out = []
+    chunks, index, end = [pool], [], pool.num_rows
     for i, entry in enumerate(ctx.config.retrieve.datasets):
         if entry.mode == "as_is":
-            out.append(stage_entry(ctx, staging, i))
+            chunks.append(stage_entry(ctx, staging, i))
+            index.append(np.arange(end, end + chunks[-1].num_rows))
+            end += chunks[-1].num_rows
         else:
-            out.append(pool.filter(pc.equal(pool.column("dataset"), entry.name)))
-    return pa.concat_tables(out) if out else LOCATED.empty_table()
+            index.append(np.flatnonzero(pc.equal(pool.column("dataset"), entry.name).to_numpy(zero_copy_only=False)))
+    order = np.concatenate(index).astype(np.int64) if index else np.zeros(0, np.int64)
+    if len(order) != end:
+        raise PartitionError("the retrieve stage's selection names datasets that retrieve.datasets lacks: "
+                             "rerun the retrieve stage")
+    del parts, pool
+    return _combined(chunks), order
 
 
-def write_plan(ctx: Any, samples: pa.Table, out_dir: Path, cfg: Any) -> dict[str, Any]:
-    """Decide every sample's shard; write the unit files, ``samples.parquet``, the placement and ``plan.json``."""
+def _combined(chunks: list[pa.Table]) -> pa.Table:
+    """The tables as one table of one chunk per column (``take`` on many chunks costs the whole column).
+
+    Built column by column, dropping each from ``chunks`` once copied, so that
+    the peak is the table plus one column, not twice the table.
+    """
+    schema = chunks[0].schema
+    table = pa.concat_tables(chunks)
+    chunks.clear()
+    arrays = []
+    for name in schema.names:
+        arrays.append(table.column(name).combine_chunks())
+        table = table.drop_columns([name])
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def write_plan(ctx: Any, samples: pa.Table, order: np.ndarray, out_dir: Path, cfg: Any) -> dict[str, Any]:
+    """Decide every sample's shard; write the unit files, ``samples.parquet``, the placement and ``plan.json``.
+
+    ``order``: (n,) the output order, a permutation of ``samples``' rows. The
+    table is never copied whole: only numeric columns are permuted, and rows
+    are gathered one unit (or chunk) at a time.
+    """
     written = samples.column("stage_error").is_null().to_numpy(zero_copy_only=False)
     sizes = shard_plan.sample_bytes(samples.column("image_bytes").fill_null(0).to_numpy(),
                                     samples.column("json_bytes").fill_null(0).to_numpy())
-    shard = shard_plan.assign_shards(sizes, written, cfg.max_samples_per_shard, cfg.max_bytes_per_shard)
-    count = int(shard.max()) + 1 if written.any() else 0
-    names = shard_names(shard, count)
-    listed = samples.select(io.SAMPLE_FIELDS_NAMES).append_column("shard", names).append_column(
+    in_order = shard_plan.assign_shards(sizes[order], written[order], cfg.max_samples_per_shard,
+                                        cfg.max_bytes_per_shard)
+    shard = np.empty_like(in_order)
+    shard[order] = in_order
+    count = int(in_order.max()) + 1 if written.any() else 0
+    listed = samples.select(io.SAMPLE_FIELDS_NAMES).append_column("shard", shard_names(shard, count)).append_column(
         "error", samples.column("stage_error"))
-    tables.write_parquet(listed, out_dir / io.SAMPLES_FILE)
+    _write_taken(listed, order, out_dir / io.SAMPLES_FILE)
     io.write_placement(out_dir, listed, ctx.partitions("retrieve"))
-    kept = samples.filter(pa.array(written)).append_column("shard", pa.array(shard[written], pa.int64()))
+    rows = order[in_order >= 0]  # written samples in output order: their shards never decrease
     bounds = shard_plan.shard_units(count, cfg.shards_per_task)
-    starts = np.searchsorted(shard[written], bounds)
+    starts = np.searchsorted(in_order[in_order >= 0], bounds)
     for unit in range(len(bounds) - 1):
-        rows = kept.slice(starts[unit], starts[unit + 1] - starts[unit])
-        status = tables.status_table(rows.column("key"), ["success"] * rows.num_rows)
-        for field in UNIT_FIELDS:
-            status = status.append_column(field, rows.column(field.name))
-        tables.write_parquet(status, unit_path(out_dir, unit))
+        part = samples.take(rows[starts[unit]:starts[unit + 1]])
+        table = tables.status_table(part.column("key"), ["success"] * part.num_rows)
+        for field in UNIT_FIELDS[:-1]:
+            table = table.append_column(field, part.column(field.name))
+        table = table.append_column(UNIT_FIELDS[-1], pa.array(shard[rows[starts[unit]:starts[unit + 1]]]))
+        tables.write_parquet(table, unit_path(out_dir, unit))
     plan = {"shards": count, "units": len(bounds) - 1,
             "composition": io.composition(listed, [d.name for d in ctx.config.retrieve.datasets]),
             "extra": io.manifest_extra(ctx, listed)}
     write_json(out_dir / PLAN_FILE, plan)
     return plan
+
+
+def _write_taken(table: pa.Table, order: np.ndarray, path: Path, chunk: int = 1 << 20) -> None:
+    """``table.take(order)`` written to Parquet a chunk of rows at a time (atomically)."""
+    import pyarrow.parquet as pq
+
+    from curation.atomic import atomic_path
+
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, table.schema, compression="zstd") as writer:
+        for start in range(0, max(len(order), 1), chunk):
+            writer.write_table(table.take(order[start:start + chunk]))
 
 
 def shard_name(shard: int) -> str:
