@@ -122,7 +122,7 @@ def plan_resources(config: Any, cluster: ClusterSection, pool_size: float,
 
 
 # The shard plan's sample table, per output sample (docs/retrieve_shard.md, bench/RESULTS.md).
-PLAN_BYTES = 300
+PLAN_BYTES = 550
 
 
 def _output_samples(config: Any, alive: float) -> float:

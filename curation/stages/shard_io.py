@@ -214,15 +214,16 @@ def fsync(path: Path) -> None:
 def write_placement(step_dir: Path, samples: pa.Table, partitions: list[int]) -> None:
     """Per pool partition: where each selected copy went (or why it did not).
 
-    Sorted by partition with integer keys first, then one partition at a time,
-    so that the string work never spans more than one partition.
+    Rows are found with integer arrays and gathered one partition at a time,
+    so that no copy of ``samples`` is ever made whole.
     """
-    pool = samples.filter(pc.equal(samples.column("source"), "pool"))
-    pool = pool.take(pc.sort_indices(pool.column("partition")))
-    part = pool.column("partition").to_numpy()
+    pool = np.flatnonzero(pc.equal(samples.column("source"), "pool").to_numpy(zero_copy_only=False))
+    part = samples.column("partition").fill_null(-1).to_numpy()[pool]
+    by_part = np.argsort(part, kind="stable")
+    pool, part = pool[by_part], part[by_part]
     for p in partitions:
         lo, hi = np.searchsorted(part, [p, p + 1])
-        tables.write_parquet(_placement(pool.slice(lo, hi - lo)), placement_path(step_dir, p))
+        tables.write_parquet(_placement(samples.take(pool[lo:hi])), placement_path(step_dir, p))
 
 
 def _placement(pool: pa.Table) -> pa.Table:
@@ -252,8 +253,8 @@ def read_placement(step_dir: Path, partition: int) -> pa.Table:
 
 def composition(samples: pa.Table, names: list[str]) -> dict[str, int]:
     """Written samples per retrieve entry (every entry listed, zeros included)."""
-    written = samples.filter(samples.column("shard").is_valid())
-    counts = {c["values"]: c["counts"] for c in pc.value_counts(written.column("dataset")).to_pylist()}
+    written = samples.column("dataset").filter(samples.column("shard").is_valid())
+    counts = {c["values"]: c["counts"] for c in pc.value_counts(written).to_pylist()}
     return {name: int(counts.get(name, 0)) for name in names}
 
 
