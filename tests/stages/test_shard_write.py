@@ -138,3 +138,21 @@ def test_peak_memory_per_worker_stays_flat_at_four_times_the_pool(multinode):
     for step in ("locate", "write"):
         peaks = [max(m["peak_rss_bytes"] for m in _markers(Path(r["run_dir"]), step)) for r in (small, large)]
         assert peaks[1] - peaks[0] < 32 * 2**20 < pool_growth / 4, (step, peaks)
+
+
+def test_verify_checks_every_final_shard_against_its_units_marker(tmp_path):
+    from curation.runner.verify import verify_run_dir
+
+    run_dir, data = _build(tmp_path, {"max_samples_per_shard": 30})
+    run_stages(run_dir, data, ["shard"])
+    assert verify_run_dir(run_dir, checksums=True)[1]
+    shard = run_dir / "shards" / "lvd-000001.tar"
+    body = bytearray(shard.read_bytes())
+    body[700] ^= 0xFF  # same size, other bytes: only the checksums see it
+    shard.write_bytes(bytes(body))
+    assert verify_run_dir(run_dir)[1]
+    report, clean = verify_run_dir(run_dir, checksums=True)
+    assert not clean and "write partition 1: " in report and "lvd-000001.tar: sha256 differs" in report
+    shard.unlink()
+    report, clean = verify_run_dir(run_dir)
+    assert not clean and "lvd-000001.tar is missing" in report
