@@ -98,7 +98,7 @@ def main() -> None:
         shard_upstream.build(run_dir, args.partitions, args.rows, args.mean_kb * 1024)
         shard = {"max_samples_per_shard": args.max_samples, "shards_per_task": 1}
         data = shard_upstream.pipeline(run_dir, tmp / "sets", shard)
-        pool_bytes = sum(p.stat().st_size for p in (run_dir / "stages/download/fetch").glob("*.tar"))
+        pool_bytes = sum(p.stat().st_size for p in (run_dir / "stages/download").glob("fetch*/*.tar"))
         print(f"pool: {args.partitions} x {args.rows} images, {pool_bytes / MB:.0f} MB of tars "
               f"(built in {time.perf_counter() - start:.1f} s)")
         (tmp / "data.json").write_text(json.dumps(data))
@@ -112,8 +112,8 @@ def main() -> None:
         print(f"shards: {len(got.shards)}, samples: {got.num_samples}, {got.num_bytes / MB:.0f} MB; "
               f"identical to the sequential writer's: {same}")
         print(f"sequential writer: {old['seconds']:.2f} s, peak RSS {old['peak_rss_bytes'] / MB:.0f} MB (one process)")
-        print(f"planned writer ({args.workers} workers, whole stage: five steps incl. the stage table, Ray workers started): "
-              f"{new['seconds']:.2f} s")
+        print(f"planned writer ({args.workers} workers, whole stage: five steps incl. the stage table, "
+              f"Ray workers started): {new['seconds']:.2f} s")
         for step, s in new["steps"].items():
             print(f"  {step:9s} {s['units']:4d} units, {s['wall']:7.2f} s wall, {s['seconds']:7.2f} s summed, "
                   f"peak RSS per worker {s['peak_rss_bytes'] / MB:.0f} MB")

@@ -38,7 +38,7 @@ from curation.atomic import TMP_MARK, write_json
 from curation.errors import PartitionError
 from curation.runner.resources import usage
 from curation.runner.verify import in_step, marker_path, marker_problems, outputs_of, sha256_file
-from curation.stages.base import (STEP_DONE, GlobalStep, MapStep, PartitionOutput, Timer, files_dir, part_path)
+from curation.stages.base import STEP_DONE, GlobalStep, MapStep, PartitionOutput, Timer, files_dir, part_path
 
 
 def partition_complete(step_dir: Path, partition: int) -> bool:

@@ -52,7 +52,7 @@ def part_path(step_dir: Path, name: str) -> Path:
     (``part-NNNNNN.samples.parquet``), so that the table folder reads as one
     dataset.
     """
-    stem, _, suffix = name.partition(".")
+    suffix = name.partition(".")[2]
     return step_dir / name if suffix == "parquet" else files_dir(step_dir) / name
 
 

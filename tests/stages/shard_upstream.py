@@ -18,6 +18,7 @@ import pyarrow as pa
 from curation import tables
 from curation.atomic import write_json
 from curation.download.shardwriter import ShardWriter
+from curation.imagestore import pool_tar
 from curation.stages import retrieve_io
 from tests.stages import retrieval_upstream as up
 
@@ -59,14 +60,15 @@ def build(run_dir: Path, partitions: int, rows: int, mean_bytes: int = 4000, see
           missing: tuple[str, ...] = ()) -> None:
     rng = np.random.default_rng(seed)
     stages = Path(run_dir) / "stages"
-    fetch, search, mark = stages / "download/fetch", stages / "retrieve/search", stages / "retrieve/mark"
-    for folder in (fetch, mark):
-        folder.mkdir(parents=True, exist_ok=True)
+    search, mark = stages / "retrieve/search", stages / "retrieve/mark"
+    mark.mkdir(parents=True, exist_ok=True)
     for p in range(partitions):
         name = tables.partition_name(p)
         keys = [tables.sample_key(p, r) for r in range(rows)]
         sizes = rng.integers(mean_bytes // 4, 2 * mean_bytes - mean_bytes // 4, rows)
-        with ShardWriter(fetch / f"{name}.tar") as writer:
+        tar = pool_tar(run_dir, p)
+        tar.parent.mkdir(parents=True, exist_ok=True)
+        with ShardWriter(tar) as writer:
             for key, size in zip(keys, sizes, strict=True):
                 if key not in missing:
                     writer.write_sample(key, JPEG_MAGIC + rng.bytes(int(size) - 3),
