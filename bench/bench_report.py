@@ -220,9 +220,9 @@ def scale_globals(source: Path, out: Path, partitions: int, tiles: int, rows: in
         inside = np.array([int(k[-6:]) < rows for k in table["key"].to_pylist()], dtype=bool)
         table = table.filter(pa.array(inside))
         write_parquet(table, out / "stages/retrieve/search/selected" / f"{partition_name(p)}.parquet")
-    write = read_json(source / "stages/shard/write/_SUCCESS.json")
+    write = read_json(source / "stages/shard/manifest/_SUCCESS.json")
     write["composition"] = {k: (v if k == "queries" else round(v * factor)) for k, v in write["composition"].items()}
-    write_json(out / "stages/shard/write/_SUCCESS.json", write)
+    write_json(out / "stages/shard/manifest/_SUCCESS.json", write)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from curation.layout import IMAGES_STEP, partition_path, step_dir
 
@@ -50,6 +50,14 @@ class TarImages:
 
     def get(self, key: str) -> bytes:
         return self._read(self._images[key])
+
+    def image_slot(self, key: str) -> tuple[int, int] | None:
+        """(offset, bytes) of a key's image data in the tar; None when absent."""
+        return self._images.get(key)
+
+    def meta_slot(self, key: str) -> tuple[int, int] | None:
+        """(offset, bytes) of a key's JSON member in the tar; None when absent."""
+        return self._meta.get(key)
 
     def meta(self, key: str) -> dict:
         return json.loads(self._read(self._meta[key])) if key in self._meta else {}

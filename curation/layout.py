@@ -42,8 +42,15 @@ def files_dir(step_dir: Path) -> Path:
 
 
 def part_path(step_dir: Path, name: str) -> Path:
-    """Where a map step's file ``name`` (``part-NNNNNN.<suffix>``) lives."""
-    return step_dir / name if name.endswith(".parquet") else files_dir(step_dir) / name
+    """Where a map step's file ``name`` (``part-NNNNNN.<suffix>``) lives.
+
+    Only the table parts (``part-NNNNNN.parquet``) live in the step directory:
+    a side file is in the files directory even when it is Parquet too
+    (``part-NNNNNN.samples.parquet``), so that the table folder reads as one
+    dataset.
+    """
+    suffix = name.partition(".")[2]
+    return step_dir / name if suffix == "parquet" else files_dir(step_dir) / name
 
 
 def partition_path(step_dir: Path, partition: int, suffix: str) -> Path:

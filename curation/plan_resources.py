@@ -118,6 +118,20 @@ def plan_resources(config: Any, cluster: ClusterSection, pool_size: float,
     return rows
 
 
+# The shard plan's sample table, per output sample (docs/retrieve_shard.md, bench/RESULTS.md).
+PLAN_BYTES = 550
+
+
+def _output_samples(config: Any, alive: float) -> float:
+    """Samples the shard stage writes: the plan's final counts where every entry has one, else the alive pool."""
+    from curation.plan import plan_rows
+
+    if getattr(config, "retrieve", None) is None:
+        return alive
+    finals = [r.final for r in plan_rows(config)]
+    return alive if any(f is None for f in finals) else min(alive, sum(finals))
+
+
 def _dim(config: Any) -> int:
     """Embedding width of the configured ViT (ViT-H's 1280 when the name does not say)."""
     arch = str(getattr(getattr(getattr(config, "embed", None), "model", None), "arch", "") or "")
@@ -142,7 +156,10 @@ def _estimate(config: Any, step: str, request, n: float, nodes: int) -> dict[str
         "embed/curated": {"memory": 1 * GIB + 200 * curated, "single": True},
         "retrieve/mark": {"memory": 1 * GIB},
         "shard/table": {"memory": 1 * GIB},
-        "shard/write": {"memory": 2 * GIB + 100 * alive, "single": True},
+        "shard/locate": {"memory": 1 * GIB},
+        "shard/plan": {"memory": 2 * GIB + PLAN_BYTES * _output_samples(config, alive), "single": True},
+        "shard/write": {"memory": 1 * GIB},
+        "shard/manifest": {"memory": 1 * GIB, "single": True},
         "cluster/sizes": {"memory": 1 * GIB + 16 * n, "single": True},
     }
     if step in table:

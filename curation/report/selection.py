@@ -142,7 +142,7 @@ def composition_section(view: RunView) -> str:
 
     if view.section("retrieve") is None:
         return '<p class="muted">the pipeline has no retrieve section</p>'
-    done = view.ctx("shard").step_dir("write") / "_SUCCESS.json"
+    done = view.ctx("shard").step_dir("manifest") / "_SUCCESS.json"
     actual = read_json(done).get("composition", {}) if done.exists() else {}
     rows, total_plan, total_actual = [], 0, 0
     for r in plan_rows(view.config):

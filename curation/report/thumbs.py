@@ -126,7 +126,7 @@ class Thumbnails:
 
             from curation.stages import shard_io
 
-            samples = self.run_dir / "stages" / "shard" / "write" / shard_io.SAMPLES_FILE
+            samples = self.run_dir / "stages" / "shard" / "plan" / shard_io.SAMPLES_FILE
             self._output = {}
             if samples.exists():
                 t = tables.read_parquet(samples, ["key", "shard"])

@@ -13,6 +13,9 @@ is processed, checked and committed the same way everywhere:
    written last. The table's Parquet part goes to the step directory,
    everything else to its ``<step>.files/`` sibling
    (``curation.stages.base.part_path``).
+   Files a step wrote outside its step directory (final shards) are listed
+   too, under ``outputs`` and ``outputs_sha256`` (relative to the run
+   directory), from what its ``close()`` returns.
 
 A global step is committed the same way: its ``_SUCCESS.json``, written
 last, lists every file under its step directory and under its
@@ -35,14 +38,14 @@ from curation.atomic import TMP_MARK, write_json
 from curation.errors import PartitionError
 from curation.layout import PROGRESS_FILE, STEP_DONE, files_dir, part_path
 from curation.runner.resources import usage
-from curation.runner.verify import in_step, marker_path, marker_problems, sha256_file
+from curation.runner.verify import in_step, marker_path, marker_problems, outputs_of, sha256_file
 from curation.stages.base import GlobalStep, MapStep, PartitionOutput, Timer
 
 
 def partition_complete(step_dir: Path, partition: int) -> bool:
     """Committed, and every file its stats list is present with its size."""
     marker = marker_path(step_dir, partition)
-    return marker.exists() and not marker_problems(marker, in_step(step_dir))
+    return marker.exists() and not marker_problems(marker, in_step(step_dir), outputs=outputs_of(step_dir))
 
 
 def clear_partition(step_dir: Path, partition: int) -> None:

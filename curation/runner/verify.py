@@ -76,15 +76,29 @@ def file_problems(locate: Callable[[str], Path], sizes: dict[str, int], sums: di
     return problems
 
 
-def marker_problems(marker: Path, locate: Callable[[str], Path], checksums: bool = False) -> list[str]:
-    """What is wrong with a completion marker and the files it lists ([]: intact)."""
+def marker_problems(marker: Path, locate: Callable[[str], Path], checksums: bool = False,
+                    outputs: Callable[[str], Path] | None = None) -> list[str]:
+    """What is wrong with a completion marker and the files it lists ([]: intact).
+
+    A map partition's marker may also list ``outputs``: files it wrote
+    outside its step directory (the final shards), found with ``outputs``.
+    """
     try:
         stats = read_json(marker)
     except FileNotFoundError:
         return [f"{marker} is missing"]
     except (ValueError, OSError) as err:
         return [f"{marker} cannot be read ({type(err).__name__})"]
-    return file_problems(locate, stats.get("files", {}), stats.get("sha256"), checksums)
+    problems = file_problems(locate, stats.get("files", {}), stats.get("sha256"), checksums)
+    if outputs is not None:
+        problems += file_problems(outputs, stats.get("outputs", {}), stats.get("outputs_sha256"), checksums)
+    return problems
+
+
+def outputs_of(step_dir: Path) -> Callable[[str], Path]:
+    """Where the ``outputs`` a map partition's marker lists live: relative to the run directory
+    (``<run_dir>/stages/<stage>/<step>``)."""
+    return in_run(Path(step_dir).parents[2])
 
 
 @dataclass
@@ -174,7 +188,7 @@ def _check_map(stage: str, step: str, step_dir: Path, checksums: bool, expected:
                dirty: set[int], all_dirty: bool) -> StepCheck:
     check = StepCheck(stage, step, False, committed_partitions(step_dir))
     for p in check.committed:
-        problems = marker_problems(marker_path(step_dir, p), in_step(step_dir), checksums)
+        problems = marker_problems(marker_path(step_dir, p), in_step(step_dir), checksums, outputs_of(step_dir))
         if problems:
             check.damaged[p] = problems
         elif all_dirty or p in dirty:
@@ -225,12 +239,14 @@ def repair(run_dir: Path, checks: list[StageCheck]) -> list[str]:
 def _drop_partition(step_dir: Path, partition: int) -> None:
     marker = marker_path(step_dir, partition)
     try:
-        listed = list(read_json(marker).get("files", {}))
+        stats = read_json(marker)
     except (ValueError, OSError):
-        listed = []
+        stats = {}
     marker.unlink(missing_ok=True)
-    for name in listed:
+    for name in stats.get("files", {}):
         part_path(step_dir, name).unlink(missing_ok=True)
+    for name in stats.get("outputs", {}):
+        outputs_of(step_dir)(name).unlink(missing_ok=True)
 
 
 def format_checks(run_dir: Path, checks: list[StageCheck], checksums: bool) -> str:

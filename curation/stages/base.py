@@ -282,7 +282,12 @@ class MapStep(_Step):
         raise NotImplementedError
 
     def close(self) -> dict[str, Any]:
-        """Finish the partition; return extra stats for its stats JSON."""
+        """Finish the partition; return extra stats for its stats JSON.
+
+        Files it wrote outside the step directory go under ``outputs`` (path
+        relative to the run directory -> bytes) and ``outputs_sha256``: the
+        completion check covers them, and a lost one redoes the partition.
+        """
         return {}
 
 

@@ -13,9 +13,8 @@ import io
 import json
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -32,7 +31,6 @@ MANIFEST = "manifest.json"
 STAGING_DIR = "as_is"
 SAMPLES_FILE = "samples.parquet"
 PLACEMENT_DIR = "placement"
-TAR_BLOCK = 512
 JPEG_MAGIC = b"\xff\xd8\xff"
 
 SAMPLE_FIELDS = [
@@ -52,6 +50,7 @@ SAMPLE_FIELDS = [
     pa.field("label", pa.string()),  # as_is: class folder, if any
     pa.field("stage_error", pa.string()),  # as_is: why the image could not be staged
 ]
+SAMPLE_FIELDS_NAMES = [f.name for f in SAMPLE_FIELDS]
 JSON_FIELDS = ["dataset", "mode", "source", "source_key", "query_dataset", "query_key", "similarity",
                "rank", "cluster", "copy", "path", "label"]
 
@@ -85,7 +84,11 @@ def _table(columns: dict[str, Any], n: int) -> pa.Table:
 
 
 def pool_samples(entry_name: str, selected: pa.Table) -> pa.Table:
-    rows = selected.filter(pc.equal(selected.column("dataset"), entry_name))
+    return pool_rows(selected.filter(pc.equal(selected.column("dataset"), entry_name)))
+
+
+def pool_rows(rows: pa.Table) -> pa.Table:
+    """Output samples of selected pool copies (retrieve's selection rows), in their order."""
     copy = rows.column("copy").to_numpy()
     pool_key = np.asarray(rows.column("key").to_pylist(), dtype=object)
     key = np.where(copy == 0, pool_key, pool_key + "_" + copy.astype(str).astype(object))
@@ -133,86 +136,6 @@ def output_samples(ctx: Any, staging: Path) -> pa.Table:
     return pa.concat_tables(out) if out else _table({}, 0)
 
 
-@dataclass
-class Written:
-    entries: list  # ShardEntry, in order
-    shard: pa.Array  # (samples,) shard file name, null when not written
-    error: pa.Array  # (samples,) why not written, null when written
-
-
-class _Images:
-    """Image bytes by (source, key): pool download tars and staged as_is tars."""
-
-    def __init__(self, ctx: Any, staging: Path):
-        self.ctx, self.staging, self._tars = ctx, staging, {}
-
-    def _tar(self, source: str, partition: int | None):
-        from curation.imagestore import TarImages, pool_images
-
-        ref = (source, partition)
-        if ref not in self._tars:
-            self._tars[ref] = (pool_images(self.ctx.run_dir, partition) if source == "pool"
-                               else TarImages(self.staging / f"{source}.tar"))
-        return self._tars[ref]
-
-    def get(self, sample: dict) -> tuple[bytes, dict]:
-        is_pool = sample["source"] == "pool"
-        tar = self._tar("pool" if is_pool else sample["dataset"], sample["partition"] if is_pool else None)
-        if sample["source_key"] not in tar:
-            raise LookupError(f"image {sample['source_key']} is missing from {tar.path}")
-        return tar.get(sample["source_key"]), tar.meta(sample["source_key"]) if is_pool else {}
-
-
-def _member_bytes(size: int) -> int:
-    return TAR_BLOCK + -(-size // TAR_BLOCK) * TAR_BLOCK
-
-
-def write_shards(ctx: Any, samples: pa.Table, shards_dir: Path, staging: Path, cfg: Any,
-                 progress: Callable[[int, int], None] | None = None) -> Written:
-    """Write every sample that has an image, in order; roll by count and bytes.
-
-    ``progress(done, total)`` is called after each batch of samples.
-    """
-    from curation.download.shardwriter import ShardWriter
-    from curation.manifest import shard_entry
-
-    images = _Images(ctx, staging)
-    dedup = DedupDecisions(ctx)
-    shard_of: list[str | None] = [None] * samples.num_rows
-    errors: list[str | None] = samples.column("stage_error").to_pylist()
-    entries, current, i = [], None, -1
-    for batch in samples.to_batches(max_chunksize=4096):
-        if progress is not None:
-            progress(i + 1, samples.num_rows)
-        for sample in batch.to_pylist():
-            i += 1
-            if errors[i]:
-                continue
-            try:
-                data, pool_meta = images.get(sample)
-                data = as_jpeg(data, cfg.jpeg_quality)
-            except Exception as err:  # sample tier: the sample is left out with its reason
-                errors[i] = f"{type(err).__name__}: {err}"
-                continue
-            blob = sample_json(sample, pool_meta, dedup.get(sample))
-            size = _member_bytes(len(data)) + _member_bytes(len(blob))
-            if current and (current.samples >= cfg.max_samples_per_shard
-                            or current.size + size > cfg.max_bytes_per_shard):
-                entries.append(current.close(shard_entry))
-                current = None
-            if current is None:
-                current = _OpenShard(shards_dir / f"{SHARD_PREFIX}{len(entries):06d}.tar", ShardWriter)
-            current.writer.add(f"{sample['key']}.jpg", data)
-            current.writer.add(f"{sample['key']}.json", blob)
-            current.samples += 1
-            current.size += size
-            shard_of[i] = current.final.name
-    if current:
-        entries.append(current.close(shard_entry))
-    _fsync(shards_dir)  # the renames are durable before the manifest names them
-    return Written(entries, pa.array(shard_of, pa.string()), pa.array(errors, pa.string()))
-
-
 def sample_json(sample: dict, pool_meta: dict, dedup: dict | None = None) -> bytes:
     meta = {name: sample[name] for name in JSON_FIELDS}
     if meta["similarity"] is not None:
@@ -258,20 +181,27 @@ class DedupDecisions:
 
                 if "duplicate_count" in pq.read_schema(path).names:
                     t = pq.read_table(path, columns=["key", "duplicate_count"])
-                    self._parts[partition] = dict(zip(t["key"].to_pylist(), t["duplicate_count"].to_pylist()))
+                    keys, counts = t["key"].to_pylist(), t["duplicate_count"].to_pylist()
+                    self._parts[partition] = dict(zip(keys, counts, strict=True))
         return self._parts[partition]
 
     def get(self, sample: dict) -> dict | None:
         if sample["source"] != "pool":
             return None
         counts = self._part(sample["partition"])
-        k = counts.get(sample["source_key"]) if counts is not None else None
-        if k is None:
-            return None
-        return {"decision": "kept", "duplicates": k, "group_size": k + 1} if k else {"decision": "unique"}
+        return dedup_decision(counts.get(sample["source_key"]) if counts is not None else None)
 
 
-class _OpenShard:
+def dedup_decision(duplicates: int | None) -> dict | None:
+    """The ``dedup`` entry of a sample's JSON from the images dropped in its favour (None: no decision)."""
+    if duplicates is None:
+        return None
+    if duplicates:
+        return {"decision": "kept", "duplicates": duplicates, "group_size": duplicates + 1}
+    return {"decision": "unique"}
+
+
+class OpenShard:
     """A shard written under a temporary name, fsynced and renamed on close."""
 
     def __init__(self, final: Path, writer_cls):
@@ -279,16 +209,15 @@ class _OpenShard:
         self.tmp = tmp_name(final)
         self.writer = writer_cls(self.tmp)
         self.samples = 0
-        self.size = 0
 
     def close(self, shard_entry):
         self.writer.close()
-        _fsync(self.tmp)
+        fsync(self.tmp)
         os.replace(self.tmp, self.final)
         return shard_entry(self.final, self.final.parent, self.samples)
 
 
-def _fsync(path: Path) -> None:
+def fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -297,23 +226,32 @@ def _fsync(path: Path) -> None:
 
 
 def write_placement(step_dir: Path, samples: pa.Table, partitions: list[int]) -> None:
-    """Per pool partition: where each selected copy went (or why it did not)."""
-    pool = samples.filter(pc.equal(samples.column("source"), "pool"))
-    pool = pool.sort_by([("partition", "ascending"), ("source_key", "ascending"), ("copy", "ascending")])
+    """Per pool partition: where each selected copy went (or why it did not).
+
+    Rows are found with integer arrays and gathered one partition at a time,
+    so that no copy of ``samples`` is ever made whole.
+    """
+    pool = np.flatnonzero(pc.equal(samples.column("source"), "pool").to_numpy(zero_copy_only=False))
+    part = samples.column("partition").fill_null(-1).to_numpy()[pool]
+    by_part = np.argsort(part, kind="stable")
+    pool, part = pool[by_part], part[by_part]
+    for p in partitions:
+        lo, hi = np.searchsorted(part, [p, p + 1])
+        tables.write_parquet(_placement(samples.take(pool[lo:hi])), placement_path(step_dir, p))
+
+
+def _placement(pool: pa.Table) -> pa.Table:
+    pool = pool.sort_by([("source_key", "ascending"), ("copy", "ascending")])
     key = pool.column("source_key").to_numpy(zero_copy_only=False)
     written = pool.column("shard").is_valid().to_numpy(zero_copy_only=False)
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, np.int64)
     per_image = np.add.reduceat(written.astype(np.int32), starts) if len(key) else np.zeros(0, np.int32)
     counts = np.diff(np.r_[starts, len(key)])
-    table = pa.table({
+    return pa.table({
         "key": pool.column("source_key"), "copy": pool.column("copy"), "dataset": pool.column("dataset"),
         "shard": pool.column("shard"), "shard_key": pool.column("key"), "error": pool.column("error"),
         "copies_written": pa.array(np.repeat(per_image, counts), pa.int32()),
     })
-    part = pool.column("partition").to_numpy()
-    for p in partitions:
-        lo, hi = np.searchsorted(part, [p, p + 1])
-        tables.write_parquet(table.slice(lo, hi - lo), placement_path(step_dir, p))
 
 
 def placement_path(step_dir: Path, partition: int) -> Path:
@@ -329,8 +267,8 @@ def read_placement(step_dir: Path, partition: int) -> pa.Table:
 
 def composition(samples: pa.Table, names: list[str]) -> dict[str, int]:
     """Written samples per retrieve entry (every entry listed, zeros included)."""
-    written = samples.filter(samples.column("shard").is_valid())
-    counts = dict(zip(*np.unique(np.asarray(written.column("dataset").to_pylist(), dtype=str), return_counts=True)))
+    written = samples.column("dataset").filter(samples.column("shard").is_valid())
+    counts = {c["values"]: c["counts"] for c in pc.value_counts(written).to_pylist()}
     return {name: int(counts.get(name, 0)) for name in names}
 
 

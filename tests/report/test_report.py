@@ -86,7 +86,7 @@ def test_composition_and_steps(demo_run, report):
     for name, n in written.items():
         assert re.search(rf"<td>{name}</td>.*?<td class=n>{n}</td>", composition)
     steps = text.split('<section id="steps">')[1]
-    for step in ("download/fetch", "dedup/graph", "cluster/train", "retrieve/search", "shard/write"):
+    for step in ("download/fetch", "dedup/graph", "cluster/train", "retrieve/search", "shard/plan", "shard/write"):
         assert f"<td>{step}</td><td>" in steps
 
 

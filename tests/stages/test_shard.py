@@ -70,7 +70,7 @@ def test_shards_and_manifest_round_trip(tmp_path):
     # config order without shuffle: photos, near_knn, seeds, topics_cluster
     assert [m["dataset"] for m in metas] == ["photos"] * 3 + ["near_knn"] * 6 + ["seeds"] * 2 + ["topics_cluster"] * 3
     assert [s["__key__"] for s in samples[:3]] == ["photos-00000000", "photos-00000001", "photos-00000002"]
-    for sample, meta in zip(samples, metas):
+    for sample, meta in zip(samples, metas, strict=True):
         assert sample["jpg"][:3] == b"\xff\xd8\xff"  # PNG sources re-encoded to JPEG
         assert Image.open(io.BytesIO(sample["jpg"])).size == (8, 6)
         assert meta["key"] == sample["__key__"]
@@ -105,8 +105,8 @@ def test_stage_table_one_row_per_pool_sample(tmp_path):
     mark = [pq.read_table(p) for p in sorted((run_dir / "stages/retrieve/mark").glob("part-*.parquet"))]
     assert [t.num_rows for t in shard_table] == [up.ROWS] * up.PARTITIONS
     written = 0
-    for before, after in zip(mark, shard_table):
-        for b, a in zip(before.to_pylist(), after.to_pylist()):
+    for before, after in zip(mark, shard_table, strict=True):
+        for b, a in zip(before.to_pylist(), after.to_pylist(), strict=True):
             assert a["key"] == b["key"]
             if b["status"] != "success":
                 assert (a["status"], a["dropped_by"]) == (b["status"], b["dropped_by"])
@@ -145,7 +145,7 @@ def test_rolls_by_bytes_and_keeps_duplicates(tmp_path):
             per_shard.append([blocks[i] + blocks[i + 1] for i in range(0, len(blocks), 2)])
     assert all(sum(s) <= limit for s in per_shard if len(s) > 1)
     # rolled only when the next sample would not fit
-    assert all(sum(a) + b[0] > limit for a, b in zip(per_shard, per_shard[1:]))
+    assert all(sum(a) + b[0] > limit for a, b in zip(per_shard, per_shard[1:], strict=False))
     keys = [s["__key__"] for s in _wds_samples(manifest)]
     assert len(keys) == len(set(keys)) == manifest.num_samples
     assert manifest.composition["near_knn"] == 3 * 2  # queries x k with duplicates kept
@@ -202,8 +202,9 @@ def test_deleted_final_shard_is_written_again_by_a_rerun(tmp_path):
     assert sorted(before[0]) == ["lvd-000000.tar", "lvd-000001.tar"]
     (run_dir / "shards" / "lvd-000001.tar").unlink()
     report = run_stages(run_dir, data, ["retrieve", "shard"])
-    assert report.repaired == ["shard/write", "shard/table partition 0", "shard/table partition 1",
-                               "shard/table partition 2"]
+    # Its write unit is redone (not the plan, not the other unit), then what follows it.
+    assert report.repaired == ["shard/write partition 1", "shard/manifest", "shard/table partition 0",
+                               "shard/table partition 1", "shard/table partition 2"]
     assert written() == before
     assert verify(read_manifest(run_dir / "shards" / "manifest.json"), check_checksums=True) == []
     # The same run in another directory: the same content, the same config hash in its manifest.
