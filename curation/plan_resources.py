@@ -124,7 +124,7 @@ PLAN_BYTES = 550
 
 def _output_samples(config: Any, alive: float) -> float:
     """Samples the shard stage writes: the plan's final counts where every entry has one, else the alive pool."""
-    from curation.plan import plan_rows
+    from curation.composition import plan_rows
 
     if getattr(config, "retrieve", None) is None:
         return alive

@@ -138,7 +138,7 @@ def _by_cluster(view: RunView, rows: pa.Table, thumbs: Thumbnails) -> str:
 
 def composition_section(view: RunView) -> str:
     """Planned against written images per retrieval entry, like the paper's Table 15."""
-    from curation.plan import plan_rows
+    from curation.composition import plan_rows
 
     if view.section("retrieve") is None:
         return '<p class="muted">the pipeline has no retrieve section</p>'

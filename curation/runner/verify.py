@@ -30,7 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from curation.atomic import read_json
-from curation.layout import STEP_DONE, committed_partitions, part_path, partition_path, stage_dir
+from curation.layout import (
+    STATS_SUFFIX,
+    STEP_DONE,
+    committed_partitions,
+    part_path,
+    partition_path,
+    stage_dir,
+)
 from curation.stages.base import GlobalStep
 from curation.stages.registry import get_stage
 
@@ -38,7 +45,7 @@ log = logging.getLogger("curation")
 
 
 def marker_path(step_dir: Path, partition: int) -> Path:
-    return partition_path(step_dir, partition, "stats.json")
+    return partition_path(step_dir, partition, STATS_SUFFIX)
 
 
 def in_step(step_dir: Path) -> Callable[[str], Path]:

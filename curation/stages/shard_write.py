@@ -326,10 +326,10 @@ def _pread(f, offset: int, size: int, path: Path) -> bytes:
 
 def unit_entries(write_dir: Path, units: int) -> list:
     """The shard entries of every committed unit, in shard order (from their completion markers)."""
+    from curation.layout import STATS_SUFFIX, partition_path
     from curation.manifest import ShardEntry
-    from curation.runner.verify import marker_path
 
     entries = []
     for unit in range(units):
-        entries += [ShardEntry(**e) for e in read_json(marker_path(write_dir, unit))["shards"]]
+        entries += [ShardEntry(**e) for e in read_json(partition_path(write_dir, unit, STATS_SUFFIX))["shards"]]
     return entries
