@@ -77,3 +77,70 @@ def test_merge_candidates_keeps_the_global_top_k():
     mu, mv = knn_blocks.merge_candidates(u, v, sim, 3)
     found = set(zip(mu.tolist(), mv.tolist(), strict=True))
     assert (0, 7) in found and (0, 9) not in found
+
+
+def test_inverted_lists_probed_all_equal_flat_and_few_keep_planted_groups():
+    x, group = planted_descriptors(4000, 64, 400, seed=11)
+    blocks = _blocks(x, 4)
+    exact = knn_blocks.block_topk(x[:500], blocks, 8, len(x))
+    coarse = knn_blocks.Coarse.train(x[::4], 16, 16, seed=0)
+    every = knn_blocks.block_topk(x[:500], blocks, 8, len(x), coarse)
+    np.testing.assert_allclose(every[0], exact[0], atol=1e-5)
+    few = knn_blocks.Coarse(coarse.centroids, 4)
+    out = [knn_blocks.self_graph(q, s, blocks, 8, len(x), 0.6, chunk=1000, coarse=few) for s, q in blocks]
+    u, v = np.concatenate([o["u"] for o in out]), np.concatenate([o["v"] for o in out])
+    labels = cc.connected_components(len(x), [(u, v)])
+    planted = group >= 0
+    # A copy lands in its original's list or a near one: with 4 of 16 lists every planted group is found.
+    assert len(np.unique(labels[planted])) == len(np.unique(group[planted]))
+    assert (cc.component_sizes(labels)[~planted] == 1).all()
+
+
+# Peak RSS from VmHWM: ru_maxrss survives fork and exec, so it would report the test process's peak.
+_WORKER = """
+import sys
+from pathlib import Path
+import numpy as np
+from curation.algorithms import knn_blocks
+
+root, parts = Path(sys.argv[1]), int(sys.argv[2])
+sizes = [np.load(root / f"{p}.npy", mmap_mode="r").shape[0] for p in range(parts)]
+starts = np.concatenate([[0], np.cumsum(sizes)])
+
+
+class Stream:  # every partition file read whole, one at a time, like a helper's work files
+    def __iter__(self):
+        for p in range(parts):
+            yield int(starts[p]), np.load(root / f"{p}.npy")
+
+
+out = knn_blocks.self_graph(np.load(root / "0.npy").astype(np.float32), 0, Stream(), 16, int(starts[-1]), 0.6,
+                            chunk=sizes[0])
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print(int(hwm.split()[1]) * 1024, len(out["u"]))
+"""
+
+
+def _worker_peak(root, n: int, parts: int, dim: int = 64) -> tuple[int, int]:
+    """Peak RSS of worker 0 of ``parts`` over ``n`` descriptors stored one float16 file per partition."""
+    import subprocess
+    import sys
+
+    x, _ = planted_descriptors(n, dim, n // 20, seed=n)
+    root.mkdir()
+    for p, (a, b) in enumerate(zip(np.linspace(0, n, parts + 1).astype(int)[:-1],
+                                   np.linspace(0, n, parts + 1).astype(int)[1:], strict=True)):
+        np.save(root / f"{p}.npy", x[a:b].astype(np.float16))
+    done = subprocess.run([sys.executable, "-c", _WORKER, str(root), str(parts)], capture_output=True, text=True,
+                          check=True)
+    peak, edges = done.stdout.split()
+    return int(peak), int(edges)
+
+
+def test_worker_memory_stays_flat_when_pool_and_workers_grow_alike(tmp_path):
+    n = 24_000
+    small, edges_small = _worker_peak(tmp_path / "n", n, 4)
+    large, edges_large = _worker_peak(tmp_path / "4n", 4 * n, 16)
+    assert edges_small > 0 and edges_large > 0
+    pool_bytes = 4 * n * 64 * 4  # the 4N pool as float32: what holding it would add
+    assert large - small < pool_bytes // 4, (small, large)

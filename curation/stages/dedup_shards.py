@@ -1,0 +1,227 @@
+"""The dedup graph's helpers: each holds a contiguous range of feature partitions, never the pool.
+
+The graph step starts ``dedup.graph.workers`` helpers (:class:`DedupShard`,
+Ray actors or in-process objects) and drives them in passes; helpers talk
+through ``.npy`` files in a work directory shared by the run (one file per
+partition or per helper), so no pool-sized array travels or is held:
+
+1. ``codes``: hash codes of the helper's images (and of their geometric
+   variants) from the thumbnails: ``codes-part-P.npy`` ``(m, bits / 8)``,
+   ``vcodes-part-P.npy`` ``(m, V, bits / 8)``.
+2. ``pairs``: near-duplicate pairs of each own partition ``p`` against
+   every partition ``q >= p``, and of its variant codes against every
+   partition (:mod:`curation.algorithms.code_pairs`, exact):
+   ``pairs-SSSSS.npy`` ``(e, 2)`` global pool ids.
+3. ``descriptor_sum`` / ``units``: the pool mean, then the unit descriptors
+   of the hash survivors: ``units-part-P.npy`` ``(m1, d) float16``.
+4. ``knn``: the exact k-NN of its survivors against every partition's
+   units, streamed (:mod:`curation.algorithms.knn_blocks`): edges above the
+   threshold and each survivor's nearest other, ``knn-SSSSS.npz``.
+5. ``leak``: the same over the images self-dedup keeps (``kept-part-P.npy``
+   masks) with the benchmark descriptors (``benchmarks.npy``, read whole by
+   every helper): pool-pool and pool -> benchmark edges, and each benchmark's
+   local top ``k`` above the threshold, ``leak-SSSSS.npz``.
+
+Memory of a helper holding ``n_s`` of the ``N`` images (``N / S`` with ``S``
+helpers), in bytes: pass 2: ``(n_s + N / P) B + 190 N / P`` (``B``: code
+bytes; multi-index hashing per partition) plus the variants of one own
+partition (``V B N / P``); passes 4-5: ``4 d n_s`` (queries, float32) +
+``12 k n_s`` (heap) + ``4 d N / P`` (one streamed partition) + the kept
+edges. At ``N = 1.2e9``, ``S = 160`` helpers, ``P = 1200``, ``d = 512``,
+``k = 64``: about 21 GB per helper in pass 4 (7.5M queries), under 1 GB in
+passes 1-2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curation import tables
+from curation.stages.base import Grant, StageContext
+
+STEP = "features"
+
+
+def _name(kind: str, partition: int) -> str:
+    return f"{kind}-{tables.partition_name(partition)}.npy"
+
+
+class DedupShard:
+    """One helper: the alive images of ``partitions`` (a contiguous range of the pool).
+
+    ``offsets``: global pool id of the first image of every partition of the
+    pool (``{partition: start}``, all partitions); ``work``: the shared work
+    directory. Survivor-space passes use the same layout over survivors.
+    """
+
+    def __init__(self, run_dir: str, config_data: dict[str, Any], partitions: list[int], work: str,
+                 grant: Grant | None = None):
+        from curation.stages.dedup import _Pool
+
+        self.ctx = StageContext(Path(run_dir), config_data, "dedup")
+        self.cfg = self.ctx.stage_config
+        self.partitions, self.work = list(partitions), Path(work)
+        self.pool = _Pool(self.ctx.step_dir(STEP), self.partitions)
+        self.grant = grant or Grant()
+        self._threads()
+
+    def _threads(self) -> None:
+        import faiss
+
+        faiss.omp_set_num_threads(max(1, int(self.grant.num_cpus)))
+
+    def sizes(self) -> list[int]:
+        """Alive images of each own partition."""
+        return [b - a for _, a, b in self.pool.ranges()]
+
+    def _coder(self):
+        from curation.algorithms import pca_hash, phash
+
+        if self.cfg.hashing.method == "phash":
+            return phash.phash_codes
+        basis = pca_hash.PCABasis.load(self.work.parent)
+        return lambda t: pca_hash.hash_codes(pca_hash.features(t), basis)
+
+    def codes(self) -> int:
+        """Pass 1: codes and variant codes of every own partition; returns images coded."""
+        from curation.stages.dedup_hash import THUMBS, _variant_codes
+
+        code, h = self._coder(), self.cfg.hashing
+        for p, a, b in self.pool.ranges():
+            one = _PartPool(self.pool, p, a, b)
+            thumbs = list(one.arrays(THUMBS))
+            codes = code(thumbs[0]) if thumbs else np.zeros((0, h.bits // 8), np.uint8)
+            np.save(self.work / _name("codes", p), codes.astype(np.uint8))
+            if h.variants.enabled:
+                parts = [c for _, c in _variant_codes(one, h, code)]
+                v = np.concatenate(parts) if parts else np.zeros((0, h.variants.spec().count, h.bits // 8), np.uint8)
+                np.save(self.work / _name("vcodes", p), v)
+        return len(self.pool)
+
+    def pairs(self, index: int, offsets: dict[int, int]) -> int:
+        """Pass 2: near pairs of own partitions (see the module doc); returns pairs written."""
+        from curation.algorithms import code_pairs
+
+        h = self.cfg.hashing
+        v = h.variants
+        order = sorted(offsets)
+        found = [np.zeros((0, 2), np.int64)]
+        for p in self.partitions:
+            own = self._load("codes", p)
+            later = _Blocks(self.work, "codes", [q for q in order if q >= p], offsets)
+            for a, b in code_pairs.partition_pairs(own, offsets[p], later, h.max_distance, h.search, h.flat_max):
+                found.append(np.stack([a, b], axis=1))
+            if v.enabled and len(own):
+                variants = self._load("vcodes", p)
+                owners = np.repeat(offsets[p] + np.arange(len(own)), variants.shape[1])
+                every = _Blocks(self.work, "codes", order, offsets)
+                flat = variants.reshape(-1, variants.shape[-1])
+                for a, b in code_pairs.variant_block_pairs(flat, owners, every, v.max_distance, h.search, h.flat_max):
+                    found.append(np.stack([a, b], axis=1))
+        pairs = np.concatenate(found)
+        np.save(self.work / f"pairs-{index:05d}.npy", pairs)
+        return len(pairs)
+
+    def _load(self, kind: str, p: int) -> np.ndarray:
+        return np.load(self.work / _name(kind, p), allow_pickle=False)
+
+    def descriptor_sum(self, survivors: list[np.ndarray]) -> tuple[np.ndarray | None, int]:
+        """Pass 3a: float64 sum of the raw descriptors of own survivors (local ids per partition)."""
+        from curation.stages.dedup import DESCRIPTORS
+
+        total, count = None, 0
+        for (p, a, b), local in zip(self.pool.ranges(), survivors, strict=True):
+            for chunk in _PartPool(self.pool, p, a, b).arrays(DESCRIPTORS, np.asarray(local) + a):
+                s = chunk.astype(np.float64).sum(axis=0)
+                total = s if total is None else total + s
+                count += len(chunk)
+        return total, count
+
+    def units(self, survivors: list[np.ndarray], mean: np.ndarray | None) -> list[int]:
+        """Pass 3b: ``units-part-P.npy``, unit descriptors of own survivors; returns their counts."""
+        from curation.algorithms.knn import unit_rows
+        from curation.stages.dedup import DESCRIPTORS
+
+        counts = []
+        for (p, a, b), local in zip(self.pool.ranges(), survivors, strict=True):
+            parts = list(_PartPool(self.pool, p, a, b).arrays(DESCRIPTORS, np.asarray(local) + a))
+            x = unit_rows(np.concatenate(parts), mean) if parts else np.zeros((0, self._dims()), np.float32)
+            np.save(self.work / _name("units", p), x.astype(np.float16))
+            counts.append(len(x))
+        return counts
+
+    def _dims(self) -> int:
+        from curation.stages.dedup import DESCRIPTORS
+
+        first = np.load(self.pool._file(self.partitions[0], DESCRIPTORS), mmap_mode="r")
+        return int(first.shape[1])
+
+    def _own_units(self, kept: bool) -> np.ndarray:
+        blocks = _Blocks(self.work, "units", self.partitions, None, "kept" if kept else None)
+        parts = [np.asarray(x, np.float32) for _, x in blocks]
+        return np.concatenate(parts) if parts else np.zeros((0, self._dims()), np.float32)
+
+    def knn(self, index: int, offsets: dict[int, int], total: int, k: int, threshold: float) -> dict[str, int]:
+        """Pass 4: self k-NN edges of own survivors above ``threshold`` (survivor ids); ``knn-SSSSS.npz``."""
+        from curation.algorithms import knn_blocks
+
+        queries = self._own_units(kept=False)
+        every = _Blocks(self.work, "units", sorted(offsets), offsets)
+        start = offsets[self.partitions[0]]
+        out = knn_blocks.self_graph(queries, start, every, k, total, threshold, chunk=max(1, len(queries)))
+        np.savez(self.work / f"knn-{index:05d}.npz", **out)
+        return {"queries": len(queries), "edges": len(out["u"])}
+
+    def leak(self, index: int, kept_offsets: dict[int, int], total: int, k: int, threshold: float) -> dict[str, int]:
+        """Pass 5: relative-dedup edges of own kept images (kept ids) and benchmarks; ``leak-SSSSS.npz``."""
+        from curation.algorithms import knn_blocks
+
+        queries = self._own_units(kept=True)
+        start = kept_offsets[self.partitions[0]]
+        every = _Blocks(self.work, "units", sorted(kept_offsets), kept_offsets, "kept")
+        pool = knn_blocks.self_graph(queries, start, every, k, total, threshold, chunk=max(1, len(queries)))
+        bench = np.load(self.work / "benchmarks.npy")
+        to_bench = knn_blocks.block_topk(queries, [(0, bench)], k, len(bench))
+        pu, pv, _ = knn_blocks.threshold_edges(start, *to_bench, threshold) if len(bench) else (
+            np.zeros(0, np.int64),) * 3
+        bs, bi = knn_blocks.block_topk(bench, [(start, queries)], k, len(queries)) if len(bench) else (
+            np.zeros((0, 0), np.float32), np.zeros((0, 0), np.int64))
+        keep = (bi >= 0) & (bs > threshold)
+        rows = np.broadcast_to(np.arange(len(bi))[:, None], bi.shape)
+        np.savez(self.work / f"leak-{index:05d}.npz", u=pool["u"], v=pool["v"], pool=pu, bench=pv,
+                 bench_q=rows[keep], bench_pool=bi[keep], bench_sim=bs[keep])
+        return {"queries": len(queries), "edges": len(pool["u"]) + len(pu) + int(keep.sum())}
+
+
+class _PartPool:
+    """One partition of a helper's pool, read through the same ``arrays`` interface (global rows ``a:b``)."""
+
+    def __init__(self, pool: Any, p: int, a: int, b: int):
+        self.pool, self.p, self.a, self.b = pool, p, a, b
+
+    def arrays(self, suffix: str, nodes: np.ndarray | None = None):
+        ids = np.arange(self.a, self.b) if nodes is None else np.asarray(nodes, np.int64)
+        if len(ids):
+            rows = self.pool.feature_row[ids]
+            yield np.load(self.pool._file(self.p, suffix), mmap_mode="r", allow_pickle=False)[rows]
+
+
+class _Blocks:
+    """``(offset, array)`` of the partitions' work files, read one at a time, in order (re-iterable).
+
+    ``mask``: a boolean work file per partition selecting rows (the kept images).
+    """
+
+    def __init__(self, work: Path, kind: str, partitions: list[int], offsets: dict[int, int] | None,
+                 mask: str | None = None):
+        self.work, self.kind, self.partitions, self.offsets, self.mask = work, kind, partitions, offsets, mask
+
+    def __iter__(self):
+        for p in self.partitions:
+            x = np.load(self.work / _name(self.kind, p), allow_pickle=False)
+            if self.mask is not None:
+                x = x[np.load(self.work / _name(self.mask, p), allow_pickle=False)]
+            yield (self.offsets[p] if self.offsets is not None else 0), x
