@@ -73,19 +73,30 @@ class Coarse:
         """``(similarities, list ids)`` ``(q, nprobe)`` of each query's probed lists."""
         return self.quantizer.search(queries, self.nprobe)
 
-    def searcher(self, x: np.ndarray):
-        """An ``IndexIVFFlat`` over block ``x`` with these lists (built per block, dropped after)."""
+    def lists(self, x: np.ndarray) -> np.ndarray:
+        """The list ``(m,)`` int64 of each stored vector (its nearest centroid): computed once per vector."""
+        return self.quantizer.search(np.ascontiguousarray(x, dtype=np.float32), 1)[1][:, 0].copy()
+
+    def searcher(self, x: np.ndarray, lists: np.ndarray | None = None):
+        """An ``IndexIVFFlat`` over block ``x`` with these lists (built per block, dropped after).
+
+        ``lists``: the block's precomputed :meth:`lists` (the block is then only copied into its lists).
+        """
         import faiss
+        from faiss.contrib.ivf_tools import add_preassigned
 
         index = faiss.IndexIVFFlat(self.quantizer, x.shape[1], self.nlist, faiss.METRIC_INNER_PRODUCT)
-        index.add(x)
+        if lists is None:
+            index.add(x)
+        else:
+            add_preassigned(index, x, np.ascontiguousarray(lists, dtype=np.int64))
         index.nprobe = self.nprobe
         return index
 
 
-def block_topk(queries: np.ndarray, blocks: Iterable[tuple[int, np.ndarray]], k: int, total: int,
+def block_topk(queries: np.ndarray, blocks: Iterable[tuple], k: int, total: int,
                coarse: Coarse | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``min(k, total)`` of ``queries`` ``(q, d)`` over ``blocks`` of ``(offset, x (m, d))``.
+    """Top ``min(k, total)`` of ``queries`` ``(q, d)`` over ``blocks`` of ``(offset, x (m, d)[, lists (m,)])``.
 
     Exact without ``coarse``; with it, over the probed lists only (exact
     scores). ``total``: the vectors over all blocks. Returns ``(sims (q, k')
@@ -100,7 +111,7 @@ def block_topk(queries: np.ndarray, blocks: Iterable[tuple[int, np.ndarray]], k:
         heap.finalize()
         return heap.D, heap.I
     probe = coarse.assign(queries) if coarse is not None else None
-    for offset, x in blocks:
+    for offset, x, *lists in blocks:
         if not len(x):
             continue
         x = np.ascontiguousarray(x, dtype=np.float32)
@@ -109,7 +120,7 @@ def block_topk(queries: np.ndarray, blocks: Iterable[tuple[int, np.ndarray]], k:
             index.add(x)
             sims, ids = index.search(queries, min(k, len(x)))
         else:
-            sims, ids = coarse.searcher(x).search_preassigned(queries, min(k, len(x)), probe[1], probe[0])
+            sims, ids = coarse.searcher(x, *lists).search_preassigned(queries, min(k, len(x)), probe[1], probe[0])
         heap.add_result(sims, np.where(ids >= 0, ids + offset, -1))
     heap.finalize()
     return heap.D, heap.I
@@ -124,7 +135,7 @@ def threshold_edges(start: int, sims: np.ndarray, ids: np.ndarray,
     return u, v, sims[keep].astype(np.float32)
 
 
-def self_graph(queries: np.ndarray, start: int, blocks: Iterable[tuple[int, np.ndarray]], k: int, total: int,
+def self_graph(queries: np.ndarray, start: int, blocks: Iterable[tuple], k: int, total: int,
                threshold: float, chunk: int = 65536, coarse: Coarse | None = None) -> dict[str, np.ndarray]:
     """One worker's part of the self k-NN graph: queries are pool ids ``start + arange(q)``.
 

@@ -87,7 +87,8 @@ def test_inverted_lists_probed_all_equal_flat_and_few_keep_planted_groups():
     every = knn_blocks.block_topk(x[:500], blocks, 8, len(x), coarse)
     np.testing.assert_allclose(every[0], exact[0], atol=1e-5)
     few = knn_blocks.Coarse(coarse.centroids, 4)
-    out = [knn_blocks.self_graph(q, s, blocks, 8, len(x), 0.6, chunk=1000, coarse=few) for s, q in blocks]
+    listed = [(s, q, few.lists(q)) for s, q in blocks]  # lists computed once per stored vector
+    out = [knn_blocks.self_graph(q, s, listed, 8, len(x), 0.6, chunk=1000, coarse=few) for s, q in blocks]
     u, v = np.concatenate([o["u"] for o in out]), np.concatenate([o["v"] for o in out])
     labels = cc.connected_components(len(x), [(u, v)])
     planted = group >= 0
