@@ -48,28 +48,20 @@ def coder(pool, cfg: HashingConfig, seed: int, out_dir: Path) -> tuple[Callable,
     return (lambda t: pca_hash.hash_codes(pca_hash.features(t), basis)), info
 
 
-def hash_groups(pool, cfg: HashingConfig, seed: int, out_dir: Path) -> HashGroups:
-    """Codes of every pool image and the components of their near pairs (variants included)."""
-    from curation.algorithms import components as cc
-    from curation.algorithms import hamming
+def hash_groups(pool, cfg: HashingConfig, seed: int, out_dir: Path, helpers) -> HashGroups:
+    """Codes of every pool image and the components of their near pairs (variants included).
+
+    The coder is fitted here (a sample of thumbnails); codes and pairs come
+    from the graph step's helpers (:func:`dedup_passes.hash_labels`), each
+    over its range of partitions; exact, so the groups are those of one
+    search over the whole pool.
+    """
+    from curation.stages import dedup_passes
 
     code, info = coder(pool, cfg, seed, out_dir)
-    parts = [code(t) for t in pool.arrays(THUMBS)]
-    codes = np.concatenate(parts) if parts else np.zeros((0, cfg.bits // 8), np.uint8)
+    codes, labels, found = dedup_passes.hash_labels(helpers, len(pool), cfg.bits)
+    info.update(found)
     v = cfg.variants
-    radius = max(cfg.max_distance, v.max_distance if v.enabled else 0)
-    index = hamming.build_index(codes, radius, cfg.search, cfg.flat_max) if len(codes) else None
-
-    def edges() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for i, j, _ in hamming.near_pairs(codes, cfg.max_distance, index=index):
-            yield i, j
-        if v.enabled and index is not None:
-            for nodes, vcodes in _variant_codes(pool, cfg, code):
-                i, j, _ = hamming.variant_pairs(index, vcodes.reshape(-1, vcodes.shape[-1]),
-                                                np.repeat(nodes, vcodes.shape[1]), v.max_distance)
-                yield i, j
-
-    labels = cc.connected_components(len(codes), edges())
     if v.enabled:
         info.update(variants=v.spec().count, variant_max_distance=v.max_distance)
     return HashGroups(codes, labels, code, info)

@@ -93,25 +93,54 @@ def _part(p: int) -> str:
 
 @dataclass
 class Units:
-    """Where the survivors' unit descriptors are: survivor-id start per partition, the mean, the total."""
+    """Where the survivors' unit descriptors are: survivor-id start per partition, the mean, the total,
+    the dimension and the search (``flat``, or ``ivf`` over lists shared by the helpers)."""
 
     offsets: dict[int, int]
     mean: np.ndarray | None
     total: int
+    dims: int
+    kind: str
 
 
-def units(helpers: Helpers, survivors: np.ndarray, center: bool) -> Units:
-    """Pass 3: the survivors' mean (when centring) and their unit descriptors in ``units-part-P.npy``."""
+# Coarse k-means points per inverted list (Faiss warns below 39).
+TRAIN_PER_LIST = 64
+
+
+def units(helpers: Helpers, survivors: np.ndarray, center: bool, index: Any, seed: int) -> Units:
+    """Pass 3: the survivors' mean (when centring), their unit descriptors in ``units-part-P.npy`` and,
+    above ``index.exact_max`` survivors (or with an ivf ``index.kind``), the shared inverted lists."""
+    from curation.algorithms.index import default_nlist, resolve_kind
+    from curation.algorithms.knn_blocks import Coarse
+
     local = helpers.per_partition(survivors)
     mean = None
     if center and len(survivors):
         sums = helpers.call("descriptor_sum", [(s,) for s in local])
         total = sum(s for s, c in sums if c)
         mean = (total / len(survivors)).astype(np.float32)
-    counts = [c for per in helpers.call("units", [(s, mean) for s in local]) for c in per]
+    written = helpers.call("units", [(s, mean) for s in local])
+    counts = [c for per, _ in written for c in per]
     parts = [p for r in helpers.ranges for p in r]
     starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return Units({p: int(starts[j]) for j, p in enumerate(parts)}, mean, len(survivors))
+    at = Units({p: int(starts[j]) for j, p in enumerate(parts)}, mean, len(survivors), written[0][1], "flat")
+    if resolve_kind(at.total, index) != "flat":
+        nlist = index.nlist or default_nlist(at.total)
+        rng = np.random.default_rng(seed)
+        sample = np.sort(rng.choice(at.total, size=min(at.total, TRAIN_PER_LIST * nlist), replace=False))
+        rows = np.concatenate(helpers.call("rows", [(s, at.offsets) for s in _per_range(helpers, at, sample)]))
+        coarse = Coarse.train(rows, nlist, index.nprobe, seed)
+        np.save(helpers.work / "centroids.npy", coarse.centroids)
+        helpers.call("assign", [(index.nprobe,)] * len(helpers.ranges))
+        at.kind = f"ivf{coarse.nlist},nprobe{coarse.nprobe},exact"
+    return at
+
+
+def _per_range(helpers: Helpers, at: Units, ids: np.ndarray) -> list[np.ndarray]:
+    """Sorted survivor ``ids`` split by helper (still survivor ids)."""
+    firsts = [at.offsets[r[0]] if r else at.total for r in helpers.ranges] + [at.total]
+    cut = np.searchsorted(ids, firsts)
+    return [ids[cut[i] : cut[i + 1]] for i in range(len(helpers.ranges))]
 
 
 def self_edges(helpers: Helpers, at: Units, k: int, threshold: float) -> dict[str, Any]:

@@ -140,38 +140,64 @@ class DedupShard:
                 count += len(chunk)
         return total, count
 
-    def units(self, survivors: list[np.ndarray], mean: np.ndarray | None) -> list[int]:
-        """Pass 3b: ``units-part-P.npy``, unit descriptors of own survivors; returns their counts."""
+    def units(self, survivors: list[np.ndarray], mean: np.ndarray | None) -> tuple[list[int], int]:
+        """Pass 3b: ``units-part-P.npy``, unit descriptors of own survivors; returns their counts and the dimension."""
         from curation.algorithms.knn import unit_rows
         from curation.stages.dedup import DESCRIPTORS
 
-        counts = []
+        counts, dims = [], self._dims()
         for (p, a, b), local in zip(self.pool.ranges(), survivors, strict=True):
             parts = list(_PartPool(self.pool, p, a, b).arrays(DESCRIPTORS, np.asarray(local) + a))
-            x = unit_rows(np.concatenate(parts), mean) if parts else np.zeros((0, self._dims()), np.float32)
+            x = unit_rows(np.concatenate(parts), mean) if parts else np.zeros((0, dims), np.float32)
             np.save(self.work / _name("units", p), x.astype(np.float16))
             counts.append(len(x))
-        return counts
+        return counts, dims
 
     def _dims(self) -> int:
         from curation.stages.dedup import DESCRIPTORS
 
-        first = np.load(self.pool._file(self.partitions[0], DESCRIPTORS), mmap_mode="r")
-        return int(first.shape[1])
+        if not self.partitions:
+            return 0
+        return int(np.load(self.pool._file(self.partitions[0], DESCRIPTORS), mmap_mode="r").shape[1])
+
+    def rows(self, ids: np.ndarray, offsets: dict[int, int]) -> np.ndarray:
+        """Unit descriptors ``(len(ids), d)`` float32 of own survivors ``ids`` (sorted survivor ids)."""
+        out = [np.zeros((0, self._dims()), np.float32)]
+        for p in self.partitions:
+            x = self._load("units", p)
+            at = ids[(ids >= offsets[p]) & (ids < offsets[p] + len(x))] - offsets[p]
+            out.append(x[at].astype(np.float32))
+        return np.concatenate(out)
+
+    def assign(self, nprobe: int) -> None:
+        """Pass 3c: the shared inverted lists; ``lists-part-P.npy``, each own unit's list."""
+        from curation.algorithms.knn_blocks import Coarse
+
+        self.coarse = Coarse(np.load(self.work / "centroids.npy"), nprobe)
+        for p in self.partitions:
+            np.save(self.work / _name("lists", p), self.coarse.lists(self._load("units", p)))
+
+    def _blocks(self, partitions: list[int], offsets: dict[int, int] | None, kept: bool) -> _Blocks:
+        lists = "lists" if getattr(self, "coarse", None) is not None else None
+        return _Blocks(self.work, "units", partitions, offsets, "kept" if kept else None, lists)
 
     def _own_units(self, kept: bool) -> np.ndarray:
-        blocks = _Blocks(self.work, "units", self.partitions, None, "kept" if kept else None)
-        parts = [np.asarray(x, np.float32) for _, x in blocks]
+        parts = [np.asarray(x, np.float32) for _, x, *_ in self._blocks(self.partitions, None, kept)]
         return np.concatenate(parts) if parts else np.zeros((0, self._dims()), np.float32)
+
+    def _search(self, queries: np.ndarray, start: int, offsets: dict[int, int], kept: bool, total: int, k: int,
+                threshold: float) -> dict[str, np.ndarray]:
+        from curation.algorithms import knn_blocks
+
+        every = self._blocks(sorted(offsets), offsets, kept)
+        return knn_blocks.self_graph(queries, start, every, k, total, threshold, chunk=max(1, len(queries)),
+                                     coarse=getattr(self, "coarse", None))
 
     def knn(self, index: int, offsets: dict[int, int], total: int, k: int, threshold: float) -> dict[str, int]:
         """Pass 4: self k-NN edges of own survivors above ``threshold`` (survivor ids); ``knn-SSSSS.npz``."""
-        from curation.algorithms import knn_blocks
-
         queries = self._own_units(kept=False)
-        every = _Blocks(self.work, "units", sorted(offsets), offsets)
-        start = offsets[self.partitions[0]]
-        out = knn_blocks.self_graph(queries, start, every, k, total, threshold, chunk=max(1, len(queries)))
+        start = offsets[self.partitions[0]] if self.partitions else 0
+        out = self._search(queries, start, offsets, False, total, k, threshold)
         np.savez(self.work / f"knn-{index:05d}.npz", **out)
         return {"queries": len(queries), "edges": len(out["u"])}
 
@@ -180,15 +206,13 @@ class DedupShard:
         from curation.algorithms import knn_blocks
 
         queries = self._own_units(kept=True)
-        start = kept_offsets[self.partitions[0]]
-        every = _Blocks(self.work, "units", sorted(kept_offsets), kept_offsets, "kept")
-        pool = knn_blocks.self_graph(queries, start, every, k, total, threshold, chunk=max(1, len(queries)))
+        start = kept_offsets[self.partitions[0]] if self.partitions else 0
+        pool = self._search(queries, start, kept_offsets, True, total, k, threshold)
         bench = np.load(self.work / "benchmarks.npy")
-        to_bench = knn_blocks.block_topk(queries, [(0, bench)], k, len(bench))
-        pu, pv, _ = knn_blocks.threshold_edges(start, *to_bench, threshold) if len(bench) else (
-            np.zeros(0, np.int64),) * 3
-        bs, bi = knn_blocks.block_topk(bench, [(start, queries)], k, len(queries)) if len(bench) else (
-            np.zeros((0, 0), np.float32), np.zeros((0, 0), np.int64))
+        # Benchmarks are few: searched exactly, both ways, against this helper's kept images.
+        ps, pi = knn_blocks.block_topk(queries, [(0, bench)], k, len(bench))
+        pu, pv, _ = knn_blocks.threshold_edges(start, ps, pi, threshold)
+        bs, bi = knn_blocks.block_topk(bench, [(start, queries)], k, len(queries))
         keep = (bi >= 0) & (bs > threshold)
         rows = np.broadcast_to(np.arange(len(bi))[:, None], bi.shape)
         np.savez(self.work / f"leak-{index:05d}.npz", u=pool["u"], v=pool["v"], pool=pu, bench=pv,
@@ -212,16 +236,20 @@ class _PartPool:
 class _Blocks:
     """``(offset, array)`` of the partitions' work files, read one at a time, in order (re-iterable).
 
-    ``mask``: a boolean work file per partition selecting rows (the kept images).
+    ``mask``: a boolean work file per partition selecting rows (the kept images); ``lists``: a work file of
+    each row's inverted list, yielded third.
     """
 
     def __init__(self, work: Path, kind: str, partitions: list[int], offsets: dict[int, int] | None,
-                 mask: str | None = None):
-        self.work, self.kind, self.partitions, self.offsets, self.mask = work, kind, partitions, offsets, mask
+                 mask: str | None = None, lists: str | None = None):
+        self.work, self.kind, self.partitions, self.offsets = work, kind, partitions, offsets
+        self.mask, self.lists = mask, lists
 
     def __iter__(self):
         for p in self.partitions:
-            x = np.load(self.work / _name(self.kind, p), allow_pickle=False)
+            names = [self.kind] + ([self.lists] if self.lists else [])
+            arrays = [np.load(self.work / _name(name, p), allow_pickle=False) for name in names]
             if self.mask is not None:
-                x = x[np.load(self.work / _name(self.mask, p), allow_pickle=False)]
-            yield (self.offsets[p] if self.offsets is not None else 0), x
+                keep = np.load(self.work / _name(self.mask, p), allow_pickle=False)
+                arrays = [a[keep] for a in arrays]
+            yield ((self.offsets[p] if self.offsets is not None else 0), *arrays)
