@@ -110,3 +110,36 @@ def test_one_two_and_four_helpers_give_the_single_process_decisions(described, t
         assert rows[key]["nearest_duplicate_key"] == (keys[survivors[near]] if near >= 0 else None)
     stats = _graph(described[0])
     assert stats["index"] == "flat" and stats["edges"]["self"] == 2 and stats["hash"]["pairs"] == 3
+
+
+
+def test_helpers_on_simulated_nodes_keep_their_memory_when_pool_and_helpers_grow_4x(tmp_path):
+    """N images and 1 helper, then 4N and 4 helpers, on a cluster of three 2-CPU nodes: every planted copy is
+    found across partitions, helpers run on the worker nodes, and the largest helper's recorded peak RSS stays
+    flat while the pool grows 4x."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    done = subprocess.run([sys.executable, "-m", "tests.stages.dedup_multinode", str(tmp_path), "2"], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    peaks = {}
+    for label, helpers in (("n", 1), ("4n", 4)):
+        graph, planted = result[label]["graph"], result[label]["planted"]
+        rows = {r["key"]: r for r in read_stage(tmp_path / label)}
+        for kind, pairs in planted.items():
+            for a, b in pairs:
+                first, second = sorted((a, b))
+                assert rows[second]["status"] == f"duplicate_{kind}" and rows[second]["duplicate_of"] == first
+        workers = graph["workers"]
+        assert len(workers) == helpers
+        assert all(w["placement"]["node_id"] != result[label]["nodes"][0] for w in workers)  # not the head
+        peaks[label] = max(w["peak_rss_bytes"] for w in workers)
+        assert graph["edges"]["self"] >= len(planted["copy"])
+    # A helper holding the whole 4N pool would add 4N x (4 x 128 + 12 x 8) bytes of queries alone: ~60 MB.
+    assert peaks["4n"] - peaks["n"] < 30 * 2**20, peaks
