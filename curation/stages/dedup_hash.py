@@ -1,11 +1,14 @@
 """The hash pass of the dedup graph step: codes, Hamming groups with geometric variants.
 
-Pool images are read through the graph step's pool (``dedup._Pool``): base
-thumbnails (``thumbs.npy``) give one code per image, the only codes indexed;
+The coder (PCA fitted on a seeded sample of thumbnails, or pHash) is made
+here; codes and pairs come from the graph step's helpers
+(:mod:`curation.stages.dedup_shards`), each over its partitions: base
+thumbnails (``thumbs.npy``) give one code per image, the only codes searched;
 with ``hashing.variants`` each image's variant sources (``sources.npy``,
 ``(m, S, S) uint8``) are cut into mirrored / cropped / trimmed thumbnails,
-hashed, and used as extra queries, partition by partition (memory: one
+hashed, and used as extra queries against every partition (memory: one
 partition's variant codes at a time, ``V * bits / 8`` bytes per image).
+Distances of duplicates and relative dedup by hash read the pool here.
 """
 
 from __future__ import annotations
