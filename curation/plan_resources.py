@@ -96,11 +96,10 @@ def _workers(request, cluster: ClusterSection, cap: int | None = None) -> int:
 def plan_resources(config: Any, cluster: ClusterSection, pool_size: float,
                    stages: list[str] | None = None) -> list[StepPlan]:
     """One row per step of the pipeline's stages (or ``stages``) at ``pool_size`` downloaded images."""
+    from curation import config as cfg
     from curation.runner.resources import resolve
     from curation.stages.base import StageContext
     from curation.stages.registry import get_stage
-
-    from curation import config as cfg
 
     view, data, rows = _view(cluster), cfg.to_dict(config), []
     for name in stages or config.stages:
@@ -205,7 +204,7 @@ def format_resource_plan(rows: list[StepPlan], cluster: ClusterSection, pool_siz
         body.append((r.step, r.asks, str(r.workers), f"{r.per_worker / GIB:,.1f}", f"{total:,.0f}", hours,
                      "yes" if r.fits else f"NO: set {r.knob}"))
     widths = [max(len(line[c]) for line in (header, *body)) for c in range(len(header))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(line, widths)).rstrip() for line in (header, *body)]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in (header, *body)]
     bases = sorted({r.rate[1] for r in rows if r.rate})
     notes = [f"assumes {SURVIVING:.0%} of the pool survives dedup; hours = items / (rate x workers)"]
     notes += [f"rate: {b}" for b in bases]

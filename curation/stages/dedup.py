@@ -195,7 +195,7 @@ class Graph(GlobalStep):
         copy = dedup_copy.copy_pass(self, pool, helpers, survivors, rank[survivors], timer)
         if cfg.relative.benchmarks and not cfg.relative_on and cfg.relative.enabled is None:  # matched by hash
             copy.bench_names, thumbs, copy.bench_info = dedup_copy.benchmark_thumbs(self)
-            copy.leak_labels = dedup_hash.leak_labels(pool, cfg.hashing, hashed, survivors, hash_rep, thumbs)
+            copy.leak_labels = dedup_hash.leak_labels(cfg.hashing, hashed, survivors, hash_rep, thumbs, helpers)
             timer.lap("relative_hash")
         dec = cc.decide(hash_rep, survivors, copy.labels, copy.leak_labels, rank[survivors])
         dup = np.flatnonzero(dec.status == cc.HASH_DUPLICATE)

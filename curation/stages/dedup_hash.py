@@ -13,7 +13,7 @@ Distances of duplicates and relative dedup by hash read the pool here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,35 +105,22 @@ def distances(pool, cfg: HashingConfig, groups: HashGroups, nodes: np.ndarray, k
     return best
 
 
-def leak_labels(pool, cfg: HashingConfig, groups: HashGroups, survivors: np.ndarray, hash_rep: np.ndarray,
-                bench_thumbs: np.ndarray) -> np.ndarray:
+def leak_labels(cfg: HashingConfig, groups: HashGroups, survivors: np.ndarray, hash_rep: np.ndarray,
+                bench_thumbs: np.ndarray, helpers) -> np.ndarray:
     """Relative dedup by hash (no descriptor): leak components ``(n1 + m,)`` in survivor space.
 
     ``bench_thumbs`` ``(m, s, s) uint8``: benchmark thumbnails. A pool image
     whose code, or one of its variants' codes, is within reach of a benchmark
     code links its hash group's kept image to that benchmark (node ``n1 + j``).
+    The pool side is searched by the helpers, each over its partitions' code files.
     """
     from curation.algorithms import components as cc
-    from curation.algorithms import hamming
 
     n1, m = len(survivors), len(bench_thumbs)
     if not m or not len(groups.codes):
         return np.arange(n1 + m, dtype=np.int64)
     bench = groups.coder(bench_thumbs)
-    v = cfg.variants
-    index = hamming.build_index(bench, max(cfg.max_distance, v.max_distance if v.enabled else 0),
-                                cfg.search, cfg.flat_max)
     where = np.full(len(groups.codes), -1, np.int64)
     where[survivors] = np.arange(n1)
-
-    def edges() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        pool_ids = np.arange(len(groups.codes))
-        queries = [(groups.codes, pool_ids, cfg.max_distance)]
-        if v.enabled:
-            queries = [*queries, *((c.reshape(-1, c.shape[-1]), np.repeat(ids, c.shape[1]), v.max_distance)
-                                   for ids, c in _variant_codes(pool, cfg, groups.coder))]
-        for codes, owners, radius in queries:
-            i, j, _ = hamming.range_pairs(index, codes, owners, radius)
-            yield where[hash_rep[i]], n1 + j
-
-    return cc.connected_components(n1 + m, edges())
+    found = helpers.call("hash_leaks", [(bench, helpers.offsets)] * len(helpers.ranges))
+    return cc.connected_components(n1 + m, ((where[hash_rep[f[:, 0]]], n1 + f[:, 1]) for f in found))

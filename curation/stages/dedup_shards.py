@@ -125,6 +125,28 @@ class DedupShard:
         np.save(self.work / f"pairs-{index:05d}.npy", pairs)
         return len(pairs)
 
+    def hash_leaks(self, bench: np.ndarray, offsets: dict[int, int]) -> np.ndarray:
+        """``(e, 2)`` (global pool id, benchmark index) of own codes and variant codes near a benchmark code."""
+        from curation.algorithms import hamming
+
+        h = self.cfg.hashing
+        v = h.variants
+        index = hamming.build_index(bench, max(h.max_distance, v.max_distance if v.enabled else 0), h.search,
+                                    h.flat_max)
+        found = [np.zeros((0, 2), np.int64)]
+        for p in self.partitions:
+            codes = self._load("codes", p)
+            ids = offsets[p] + np.arange(len(codes))
+            queries = [(codes, ids, h.max_distance)]
+            if v.enabled:
+                variants = self._load("vcodes", p)
+                queries.append((variants.reshape(-1, variants.shape[-1]), np.repeat(ids, variants.shape[1]),
+                                v.max_distance))
+            for q, owners, radius in queries:
+                i, j, _ = hamming.range_pairs(index, q, owners, radius)
+                found.append(np.stack([i, j], axis=1))
+        return np.concatenate(found)
+
     def _load(self, kind: str, p: int) -> np.ndarray:
         return np.load(self.work / _name(kind, p), allow_pickle=False)
 
