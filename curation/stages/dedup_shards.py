@@ -8,9 +8,9 @@ partition or per helper), so no pool-sized array travels or is held:
 1. ``codes``: hash codes of the helper's images (and of their geometric
    variants) from the thumbnails: ``codes-part-P.npy`` ``(m, bits / 8)``,
    ``vcodes-part-P.npy`` ``(m, V, bits / 8)``.
-2. ``pairs``: near-duplicate pairs of each own partition ``p`` against
-   every partition ``q >= p``, and of its variant codes against every
-   partition (:mod:`curation.algorithms.code_pairs`, exact):
+2. ``pairs``: one index over the helper's codes; its own codes, every later
+   partition's codes and every partition's variant codes are searched in it
+   (:func:`curation.algorithms.code_pairs.range_pairs`, exact):
    ``pairs-SSSSS.npy`` ``(e, 2)`` global pool ids.
 3. ``descriptor_sum`` / ``units``: the pool mean, then the unit descriptors
    of the hash survivors: ``units-part-P.npy`` ``(m1, d) float16``.
@@ -23,13 +23,13 @@ partition or per helper), so no pool-sized array travels or is held:
    local top ``k`` above the threshold, ``leak-SSSSS.npz``.
 
 Memory of a helper holding ``n_s`` of the ``N`` images (``N / S`` with ``S``
-helpers), in bytes: pass 2: ``(n_s + N / P) B + 190 N / P`` (``B``: code
-bytes; multi-index hashing per partition) plus the variants of one own
-partition (``V B N / P``); passes 4-5: ``4 d n_s`` (queries, float32) +
+helpers), in bytes: pass 2: ``n_s (B + 190)`` (``B``: code bytes; its
+multi-index hashing tables) plus one streamed partition's variant codes
+(``V B N / P``); passes 4-5: ``4 d n_s`` (queries, float32) +
 ``12 k n_s`` (heap) + ``4 d N / P`` (one streamed partition) + the kept
 edges. At ``N = 1.2e9``, ``S = 160`` helpers, ``P = 1200``, ``d = 512``,
-``k = 64``: about 21 GB per helper in pass 4 (7.5M queries), under 1 GB in
-passes 1-2.
+``k = 64``: about 21 GB per helper in pass 4 (7.5M queries), about 1.5 GB in
+pass 2.
 """
 
 from __future__ import annotations
@@ -102,25 +102,22 @@ class DedupShard:
         return len(self.pool)
 
     def pairs(self, index: int, offsets: dict[int, int]) -> int:
-        """Pass 2: near pairs of own partitions (see the module doc); returns pairs written."""
+        """Pass 2: near pairs found by this helper's range (see the module doc); returns pairs written."""
         from curation.algorithms import code_pairs
 
         h = self.cfg.hashing
         v = h.variants
         order = sorted(offsets)
+        own_parts = [self._load("codes", p) for p in self.partitions]
+        own = np.concatenate(own_parts) if own_parts else np.zeros((0, h.bits // 8), np.uint8)
+        later = _Blocks(self.work, "codes", [q for q in order if self.partitions and q > self.partitions[-1]],
+                        offsets)
+        variants = _Variants(self.work, order, offsets) if v.enabled else ()
+        start = offsets[self.partitions[0]] if self.partitions else 0
         found = [np.zeros((0, 2), np.int64)]
-        for p in self.partitions:
-            own = self._load("codes", p)
-            later = _Blocks(self.work, "codes", [q for q in order if q >= p], offsets)
-            for a, b in code_pairs.partition_pairs(own, offsets[p], later, h.max_distance, h.search, h.flat_max):
-                found.append(np.stack([a, b], axis=1))
-            if v.enabled and len(own):
-                variants = self._load("vcodes", p)
-                owners = np.repeat(offsets[p] + np.arange(len(own)), variants.shape[1])
-                every = _Blocks(self.work, "codes", order, offsets)
-                flat = variants.reshape(-1, variants.shape[-1])
-                for a, b in code_pairs.variant_block_pairs(flat, owners, every, v.max_distance, h.search, h.flat_max):
-                    found.append(np.stack([a, b], axis=1))
+        for a, b in code_pairs.range_pairs(own, start, later, h.max_distance, variants, v.max_distance,
+                                           h.search, h.flat_max):
+            found.append(np.stack([a, b], axis=1))
         pairs = np.concatenate(found)
         np.save(self.work / f"pairs-{index:05d}.npy", pairs)
         return len(pairs)
@@ -253,6 +250,19 @@ class _PartPool:
         if len(ids):
             rows = self.pool.feature_row[ids]
             yield np.load(self.pool._file(self.p, suffix), mmap_mode="r", allow_pickle=False)[rows]
+
+
+class _Variants:
+    """``(variant codes (m V, bytes), owners (m V,))`` of every partition's ``vcodes`` file, in order."""
+
+    def __init__(self, work: Path, partitions: list[int], offsets: dict[int, int]):
+        self.work, self.partitions, self.offsets = work, partitions, offsets
+
+    def __iter__(self):
+        for p in self.partitions:
+            v = np.load(self.work / _name("vcodes", p), allow_pickle=False)
+            owners = np.repeat(self.offsets[p] + np.arange(len(v), dtype=np.int64), v.shape[1])
+            yield v.reshape(-1, v.shape[-1]), owners
 
 
 class _Blocks:

@@ -88,3 +88,35 @@ def test_planted_components_over_200k_codes():
     for parts in (2, 4):
         labels = cc.connected_components(n, distributed_pairs(codes, 2, parts, "multihash"))
         assert (labels == expected).all()
+
+
+@pytest.mark.parametrize("ranges", [1, 2, 4])
+def test_ranges_with_variants_equal_one_index(ranges):
+    """Helpers holding contiguous ranges: own, later blocks and every block's variants against one index each."""
+    rng = np.random.default_rng(ranges)
+    codes = _planted_codes(800, 8, 4, seed=9)
+    owners = np.repeat(np.arange(len(codes)), 3)
+    bits = np.unpackbits(codes[owners], axis=1)
+    bits[np.arange(len(owners))[:, None], rng.integers(0, 64, (len(owners), 4))] ^= 1
+    variants = np.packbits(bits, axis=1)
+    index = hamming.build_index(codes, 4, "multihash")
+    expected = _brute_force(codes, 2)
+    i, j, _ = hamming.variant_pairs(index, variants, owners, 4)
+    expected_variants = set(zip(i.tolist(), j.tolist(), strict=True))
+    blocks = _blocks(codes, _split(len(codes), 8))
+    per_block = []
+    for offset, block in blocks:
+        mine = (owners >= offset) & (owners < offset + len(block))
+        per_block.append((variants[mine], owners[mine]))
+    cuts = np.linspace(0, 8, ranges + 1).astype(int)
+    base, var, count = set(), set(), 0
+    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+        own = np.concatenate([c for _, c in blocks[lo:hi]])
+        for a, b in code_pairs.range_pairs(own, blocks[lo][0], blocks[hi:], 2, method="multihash"):
+            base |= set(zip(a.tolist(), b.tolist(), strict=True))
+            count += len(a)
+        # Radius -1 for the codes: only the variant queries.
+        for a, b in code_pairs.range_pairs(own, blocks[lo][0], blocks[hi:], -1, per_block, 4, "multihash"):
+            var |= set(zip(a.tolist(), b.tolist(), strict=True))
+    assert base == expected and count == len(expected)  # every pair once
+    assert var == expected_variants and len(expected_variants) > 100
