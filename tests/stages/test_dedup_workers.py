@@ -92,6 +92,7 @@ def test_one_two_and_four_helpers_give_the_single_process_decisions(described, t
         placements = _graph(run)["workers"]
         assert len(placements) == w and all(p["partitions"] == 4 // w for p in placements)
         assert all(p["peak_rss_bytes"] > 0 for p in placements)
+        assert not (run / "stages/dedup/graph/work").exists()  # the helpers' files are gone
     status = {r["key"]: r["status"] for r in one}
     assert status[KEY(1, 2)] == status[KEY(3, 2)] == "duplicate_hash"  # byte copies of partition 0's coffee
     assert status[KEY(2, 1)] == "duplicate_copy" and status[KEY(3, 0)] == "benchmark_leak"
