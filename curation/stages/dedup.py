@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +185,7 @@ class Graph(GlobalStep):
 
     def _run(self, out_dir: Path, pool: _Pool, helpers: Any) -> dict[str, Any]:
         from curation.algorithms import components as cc
-        from curation.stages import dedup_copy, dedup_decisions, dedup_hash
+        from curation.stages import dedup_copy, dedup_decisions, dedup_hash, dedup_passes
 
         timer, cfg = _Timer(lambda n: self.report_progress(n, len(_Timer.PHASES))), self.cfg
         hashed = dedup_hash.hash_groups(pool, cfg.hashing, self.ctx.seed, out_dir, helpers)
@@ -200,7 +201,8 @@ class Graph(GlobalStep):
         dec = cc.decide(hash_rep, survivors, copy.labels, copy.leak_labels, rank[survivors])
         dup = np.flatnonzero(dec.status == cc.HASH_DUPLICATE)
         distance = np.full(len(pool), -1, np.int64)
-        distance[dup] = dedup_hash.distances(pool, cfg.hashing, hashed, dup, dec.ref[dup])
+        variants = partial(dedup_passes.gather, helpers.work, "vcodes", helpers.offsets, len(pool))
+        distance[dup] = dedup_hash.distances(cfg.hashing, hashed, dup, dec.ref[dup], variants)
         dedup_decisions.write_decisions(out_dir, pool, dec, hashed.codes, copy, distance, cfg.hashing.method)
         funnel = dedup_decisions.funnel(pool, dec.status, len(copy.bench_names))
         write_json(out_dir / FUNNEL_FILE, funnel)

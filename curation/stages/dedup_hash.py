@@ -83,12 +83,15 @@ def _variant_codes(pool, cfg: HashingConfig, code, nodes: np.ndarray | None = No
         yield ids, code(thumbs.reshape(-1, cfg.thumb_size, cfg.thumb_size)).reshape(len(ids), spec.count, -1)
 
 
-def distances(pool, cfg: HashingConfig, groups: HashGroups, nodes: np.ndarray, kept: np.ndarray) -> np.ndarray:
+def distances(cfg: HashingConfig, groups: HashGroups, nodes: np.ndarray, kept: np.ndarray,
+              variant_codes: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """Hamming distance ``(k,) int64`` of each of ``nodes`` to its ``kept`` image.
 
     The smallest over the two codes and, with variants, over either image's
-    variant codes against the other's code: the distance that makes them
-    duplicates (a group is chained, so it can exceed the radius).
+    variant codes (``variant_codes(sorted unique ids) -> (u, V, bytes)``,
+    read back from the helpers' files) against the other's code: the
+    distance that makes them duplicates (a group is chained, so it can
+    exceed the radius).
     """
     from curation.algorithms.hamming import hamming
 
@@ -99,7 +102,7 @@ def distances(pool, cfg: HashingConfig, groups: HashGroups, nodes: np.ndarray, k
     for a, b in ((nodes, kept), (kept, nodes)):
         order = np.argsort(a, kind="stable")
         uniq, inverse = np.unique(a[order], return_inverse=True)
-        variant = np.concatenate([c for _, c in _variant_codes(pool, cfg, groups.coder, uniq)])[inverse]
+        variant = variant_codes(uniq)[inverse]
         d = np.unpackbits(variant ^ codes[b[order]][:, None, :], axis=-1).sum(axis=-1, dtype=np.int64).min(axis=1)
         best[order] = np.minimum(best[order], d)
     return best

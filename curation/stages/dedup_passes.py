@@ -164,23 +164,31 @@ def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:
     return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
 
 
-def similarity(helpers: Helpers, at: Units, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine ``(len(a),)`` float32 of survivors ``a[i]`` and ``b[i]``, reading each units file once, in order."""
-    ids = np.concatenate([a, b])
+def gather(work: Path, kind: str, offsets: dict[int, int], total: int, ids: np.ndarray) -> np.ndarray:
+    """Rows ``ids`` (any order) of the per-partition work files ``{kind}-part-P.npy``, whose first rows have
+    ids ``offsets[P]``; each file is read once, in partition order, and only if a row of it is asked for."""
+    ids = np.asarray(ids, np.int64)
     order = np.argsort(ids, kind="stable")
-    vectors = np.zeros((len(ids), 0), np.float32)
-    parts = [p for r in helpers.ranges for p in r]
-    starts = np.array([at.offsets[p] for p in parts] + [at.total])
+    parts = sorted(offsets)
+    starts = np.array([offsets[p] for p in parts] + [total])
     cut = np.searchsorted(ids[order], starts)
+    out = None
     for j, p in enumerate(parts):
         if cut[j + 1] > cut[j]:
-            x = np.load(helpers.work / f"units-{_part(p)}.npy")
-            if not vectors.shape[1]:
-                vectors = np.zeros((len(ids), x.shape[1]), np.float32)
-            at_ = order[cut[j] : cut[j + 1]]
-            vectors[at_] = x[ids[at_] - starts[j]]
-    n = len(a)
-    return np.einsum("nd,nd->n", vectors[:n], vectors[n:]) if n else np.zeros(0, np.float32)
+            x = np.load(work / f"{kind}-{_part(p)}.npy")
+            if out is None:
+                out = np.zeros((len(ids), *x.shape[1:]), x.dtype)
+            at = order[cut[j] : cut[j + 1]]
+            out[at] = x[ids[at] - starts[j]]
+    return out if out is not None else np.zeros((0,), np.float32)
+
+
+def similarity(helpers: Helpers, at: Units, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine ``(len(a),)`` float32 of survivors ``a[i]`` and ``b[i]``, reading each units file once, in order."""
+    if not len(a):
+        return np.zeros(0, np.float32)
+    vectors = gather(helpers.work, "units", at.offsets, at.total, np.concatenate([a, b])).astype(np.float32)
+    return np.einsum("nd,nd->n", vectors[: len(a)], vectors[len(a) :])
 
 
 def leak_labels(helpers: Helpers, at: Units, kept: np.ndarray, bench: np.ndarray, k: int,
