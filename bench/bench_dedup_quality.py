@@ -43,20 +43,24 @@ def write_download(run_dir: Path, data: list[bytes], partitions: int) -> list[st
     """The download stage's output for ``data``: status tables, tars, markers. Returns the keys in order."""
     from curation import tables
 
+    from curation.stages.base import files_dir
+
     step = run_dir / "stages" / "download" / "fetch"
-    step.mkdir(parents=True)
+    side = files_dir(step)
+    side.mkdir(parents=True)
+    step.mkdir()
     keys = []
     for p, chunk in enumerate(np.array_split(np.arange(len(data)), partitions)):
         part = [tables.sample_key(p, i) for i in range(len(chunk))]
         keys += part
         tables.write_parquet(tables.status_table(part, ["success"] * len(part), [None] * len(part)),
                              step / f"{tables.partition_name(p)}.parquet")
-        with tarfile.open(step / f"{tables.partition_name(p)}.tar", "w") as tar:
+        with tarfile.open(side / f"{tables.partition_name(p)}.tar", "w") as tar:
             for key, i in zip(part, chunk):
                 member = tarfile.TarInfo(f"{key}.jpg")
                 member.size = len(data[i])
                 tar.addfile(member, io.BytesIO(data[i]))
-        (step / f"{tables.partition_name(p)}.stats.json").write_text(json.dumps({"rows": len(part)}))
+        (side / f"{tables.partition_name(p)}.stats.json").write_text(json.dumps({"rows": len(part)}))
     (run_dir / "stages" / "download" / "_SUCCESS.json").write_text("{}")
     return keys
 

@@ -208,10 +208,12 @@ def run_curation(url_list: Path, out: Path, args) -> dict:
 
         ray.shutdown()  # so that the other tool runs on a machine without an idle cluster
     counts = report.stages["download"]["counts"]
+    from curation.stages.base import files_dir
+
     step = out / "stages/download/fetch"
     return {"seconds": meter.seconds, "machine": meter.machine, "tool": meter.tool,
             "success": counts.get("success", 0), "counts": counts,
-            "bytes": sum(p.stat().st_size for p in step.glob("*.tar")), "megapixels": _megapixels(step)}
+            "bytes": sum(p.stat().st_size for p in files_dir(step).glob("*.tar")), "megapixels": _megapixels(step)}
 
 
 def _megapixels(folder: Path) -> float:

@@ -87,7 +87,7 @@ def timed(cmd: list[str]) -> tuple[float, int]:
 
 def build(source: Path, out: Path, partitions: int, rows: int) -> None:
     from curation.atomic import read_json, write_json
-    from curation.stages.base import StageContext
+    from curation.stages.base import StageContext, files_dir, partition_path
     from curation.stages.registry import get_stage
 
     import yaml
@@ -109,10 +109,11 @@ def build(source: Path, out: Path, partitions: int, rows: int) -> None:
             if done.exists():  # a global step
                 write_json(target / "_SUCCESS.json", read_json(done))
                 continue
+            files_dir(target).mkdir(exist_ok=True)
             base = read_parquet(step_dir / "part-000000.parquet")
             n0 = base.num_rows
             tiles = math.ceil(rows / n0)
-            stats = read_json(step_dir / "part-000000.stats.json")
+            stats = read_json(partition_path(step_dir, 0, "stats.json"))
             for p in range(partitions):
                 write_partition(target, p, tile_table(base, p, tiles, rows), stats)
         scale_stage(source, out, stage, partitions * rows / n0)
@@ -148,11 +149,12 @@ def tile_table(base: pa.Table, p: int, tiles: int, rows: int) -> pa.Table:
 def write_partition(target: Path, p: int, table: pa.Table, stats: dict) -> None:
     from curation.atomic import write_json
     from curation.runner.partition import count_statuses
+    from curation.stages.base import partition_path
     from curation.tables import partition_name, write_parquet
 
     path = target / f"{partition_name(p)}.parquet"
     write_parquet(table, path)
-    write_json(target / f"{partition_name(p)}.stats.json", {
+    write_json(partition_path(target, p, "stats.json"), {
         **stats, "partition": p, "rows": table.num_rows, "counts": count_statuses(table),
         "files": {path.name: path.stat().st_size}})
 
@@ -175,7 +177,7 @@ def write_tars(source: Path, out: Path, partitions: int, tiles: int, rows: int, 
     from curation.imagestore import TarImages
     from curation.tables import partition_name, sample_key
 
-    images = TarImages(source / "stages/download/fetch/part-000000.tar")
+    images = TarImages(source / "stages/download/fetch.files/part-000000.tar")
     small = {}
     for key in images.keys():
         im = Image.open(io.BytesIO(images.get(key))).convert("RGB")
@@ -183,7 +185,7 @@ def write_tars(source: Path, out: Path, partitions: int, tiles: int, rows: int, 
         buf = io.BytesIO()
         im.save(buf, "JPEG", quality=70)
         small[int(key[-6:])] = buf.getvalue()
-    fetch = out / "stages/download/fetch"
+    fetch = out / "stages/download/fetch.files"
     for p in range(partitions):
         path = fetch / f"{partition_name(p)}.tar"
         with tarfile.open(path, "w") as tar:

@@ -39,6 +39,7 @@ def write_pool(run_dir: Path, n: int, d: int, partitions: int, seed: int) -> Non
 
     from curation import embeddings, tables
     from curation.atomic import write_json
+    from curation.stages.base import files_dir, partition_path
 
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((1000, d)).astype(np.float32)
@@ -53,13 +54,13 @@ def write_pool(run_dir: Path, n: int, d: int, partitions: int, seed: int) -> Non
         for step, extra in (("embed/pool", {embeddings.ROW_COLUMN: pa.array(np.arange(m))}),
                             ("cluster/assign", {"cluster": pa.array(np.zeros(m, np.int64)),
                                                 "similarity": pa.array(np.ones(m, np.float32))})):
-            (stages / step).mkdir(parents=True, exist_ok=True)
+            files_dir(stages / step).mkdir(parents=True, exist_ok=True)
             table = status
             for column, values in extra.items():
                 table = table.append_column(column, values)
             tables.write_parquet(table, stages / step / f"{name}.parquet")
-            write_json(stages / step / f"{name}.stats.json", {"rows": m, "counts": {}, "files": {}})
-        embeddings.save_array(stages / "embed/pool" / f"{name}.npy", x, "float16")
+            write_json(partition_path(stages / step, p, "stats.json"), {"rows": m, "counts": {}, "files": {}})
+        embeddings.save_array(partition_path(stages / "embed/pool", p, "npy"), x, "float16")
     for stage in ("embed", "cluster"):
         write_json(stages / stage / "_SUCCESS.json", {"stage": stage})
 

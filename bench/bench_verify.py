@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from curation.atomic import write_json
 from curation.runner.verify import inspect_run
-from curation.stages.base import STEP_DONE
+from curation.stages.base import STEP_DONE, files_dir, part_path, partition_path
 from tests.runner import sample_stages  # noqa: F401 -- registers the stages built below
 
 
@@ -35,13 +35,14 @@ def build(run_dir: Path, partitions: int) -> list[Path]:
     for stage, step, suffixes in (("numbers", "make", ("parquet", "txt")), ("parity", "mark", ("parquet",))):
         step_dir = run_dir / "stages" / stage / step
         step_dir.mkdir(parents=True)
+        files_dir(step_dir).mkdir()
         for p in range(partitions):
             files = {}
             for suffix in suffixes:
-                path = step_dir / f"part-{p:06d}.{suffix}"
+                path = part_path(step_dir, f"part-{p:06d}.{suffix}")
                 path.write_bytes(b"x" * (100 + p % 7))
                 files[path.name] = path.stat().st_size
-            marker = step_dir / f"part-{p:06d}.stats.json"
+            marker = partition_path(step_dir, p, "stats.json")
             write_json(marker, {"rows": 10000, "files": files, "sha256": {n: "0" * 64 for n in files}})
             markers.append(marker)
         write_json(run_dir / "stages" / stage / STEP_DONE, {"partitions": partitions})

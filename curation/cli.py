@@ -1,37 +1,35 @@
-"""``curate``: run pipelines, watch them, inspect their manifests.
+"""``curate``: run pipelines, watch them, inspect and export their outputs.
 
-Every command takes dotted ``key=value`` arguments. Besides config keys,
-``pipeline=NAME|PATH``, ``stage=a,b``, ``force=true`` and ``backend=ray|local``
-are understood by ``run``.
+Every command takes dotted ``key=value`` arguments: a few of its own
+(``pipeline=NAME``, ``stage=a,b``, ...) and, for the commands that load a
+pipeline or a trainer config, any config key (``dedup.copy_dedup.threshold=0.6``).
+``curate COMMAND --help`` lists them all, with defaults and descriptions
+generated from the config models. ``python -m curation`` is the same program.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 
-from curation.errors import ConfigError, CurationError
+from curation import __version__
+from curation.errors import ConfigError
 
-USAGE = """usage: curate COMMAND [key=value ...]
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
-commands:
-  run      pipeline=NAME [stage=a,b] [force=true] [backend=ray|local] [dotted.key=value ...]
-           run a pipeline's stages (all, in order, or just those named), resumably
-  demo     [run_dir=runs/demo] [size=small|tiny] [dotted.key=value ...]
-           build a small offline corpus, serve it on loopback and run the demo pipeline
-  status   run_dir=DIR            per-step state of a run directory: done/running/pending, durations, ETA
-  verify   run_dir=DIR [checksums=true]   check every stage's files against its markers; changes nothing
-  report   run_dir=DIR [out=FILE] [seed=N]   a self-contained HTML report of a run (see docs/report.md)
-  inspect  MANIFEST [checksums=true]   validate a shard manifest (and verify sha256)
-  plan     pipeline=NAME [pool_size=N] [cluster_file=ray_cluster.yaml]
-           the expected composition of a pipeline, like Table 15; with a pool size, the
-           resources, memory and time of every step on the cluster (cluster: section or YAML)
-  config   pipeline=NAME [dotted.key=value ...]   print the resolved, validated config
-  train    manifest=PATH [dotted.key=value ...]   train a ViT on a shard manifest (see docs/train.md)
-"""
 
-RUN_KEYS = ("pipeline", "stage", "force", "backend")
+@dataclass(frozen=True)
+class Command:
+    name: str
+    run: Callable[[list[str]], int]
+    summary: str
+    usage: str
+    own_keys: tuple[tuple[str, str], ...] = ()  # (key, description) of the command's own arguments
+    config_keys: Callable[[], str] | None = None  # help text of the config keys it accepts
 
 
 def _split(args: list[str], reserved: tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
@@ -49,31 +47,43 @@ def _split(args: list[str], reserved: tuple[str, ...]) -> tuple[dict[str, str], 
     return picked, rest
 
 
-def _flag(value: str | None) -> bool:
+def _flag(value: str | None, key: str = "") -> bool:
     if value is None:
         return False
     if value.lower() in ("1", "true", "yes"):
         return True
     if value.lower() in ("0", "false", "no"):
         return False
-    raise ConfigError(f"expected true or false, got '{value}'")
+    raise ConfigError(f"{key + ': ' if key else ''}expected true or false, got '{value}'")
+
+
+def _only(command: str, picked: dict[str, str], rest: list[str], required: tuple[str, ...] = ()) -> None:
+    """Refuse arguments a command does not take, and missing required ones, naming them."""
+    if rest:
+        raise ConfigError(f"{command}: unknown argument '{rest[0]}'; see curate {command} --help")
+    for key in required:
+        if key not in picked:
+            raise ConfigError(f"{command}: {key}=... is required; see curate {command} --help")
 
 
 def cmd_run(args: list[str]) -> int:
     from curation import config as cfg
     from curation.runner import run_pipeline
 
-    picked, overrides = _split(args, RUN_KEYS)
-    if "pipeline" not in picked:
-        raise ConfigError("run: pipeline=NAME is required (a file in pipelines/ or a YAML path)")
+    picked, overrides = _split(args, ("pipeline", "stage", "force", "backend"))
+    _only("run", picked, [], ("pipeline",))
     config = cfg.load(picked["pipeline"], overrides)
     stages = [s for s in picked.get("stage", "").split(",") if s] or None
+    report = run_pipeline(config, stages, _flag(picked.get("force"), "force"), _backend(picked))
+    _print_report(report)
+    return 0
+
+
+def _backend(picked: dict[str, str]) -> str:
     backend = picked.get("backend", "ray")
     if backend not in ("ray", "local"):
         raise ConfigError(f"backend: expected ray or local, got '{backend}'")
-    report = run_pipeline(config, stages, _flag(picked.get("force")), backend)
-    _print_report(report)
-    return 0
+    return backend
 
 
 def _print_report(report) -> None:
@@ -87,21 +97,22 @@ def cmd_demo(args: list[str]) -> int:
     from curation.demo.run import run_demo
 
     picked, overrides = _split(args, ("run_dir", "size", "backend"))
-    return run_demo(
-        Path(picked.get("run_dir", "runs/demo")),
-        size=picked.get("size", "small"),
-        overrides=overrides,
-        backend=picked.get("backend", "ray"),
-    )
+    if picked.get("size", "small") not in ("small", "tiny"):
+        raise ConfigError(f"size: expected small or tiny, got '{picked['size']}'")
+    backend = _backend(picked)
+    return run_demo(Path(picked.get("run_dir", "runs/demo")), size=picked.get("size", "small"), overrides=overrides,
+                    backend=backend)
 
 
 def cmd_status(args: list[str]) -> int:
     from curation.status import format_status
 
     picked, rest = _split(args, ("run_dir",))
-    if rest or "run_dir" not in picked:
-        raise ConfigError("status: usage: curate status run_dir=DIR")
-    print(format_status(Path(picked["run_dir"])))
+    _only("status", picked, rest, ("run_dir",))
+    run_dir = Path(picked["run_dir"])
+    if not run_dir.is_dir():
+        raise ConfigError(f"run_dir: {run_dir} is not a directory")
+    print(format_status(run_dir))
     return 0
 
 
@@ -109,8 +120,7 @@ def cmd_verify(args: list[str]) -> int:
     from curation.runner.verify import verify_run_dir
 
     picked, rest = _split(args, ("run_dir", "checksums"))
-    if rest or "run_dir" not in picked:
-        raise ConfigError("verify: usage: curate verify run_dir=DIR [checksums=true]")
+    _only("verify", picked, rest, ("run_dir",))
     report, intact = verify_run_dir(Path(picked["run_dir"]), _flag(picked.get("checksums")))
     print(report)
     return 0 if intact else 1
@@ -120,8 +130,7 @@ def cmd_report(args: list[str]) -> int:
     from curation.report import write_report
 
     picked, rest = _split(args, ("run_dir", "out", "seed"))
-    if rest or "run_dir" not in picked:
-        raise ConfigError("report: usage: curate report run_dir=DIR [out=FILE] [seed=N]")
+    _only("report", picked, rest, ("run_dir",))
     try:
         seed = int(picked.get("seed", 0))
     except ValueError:
@@ -136,20 +145,26 @@ def cmd_inspect(args: list[str]) -> int:
     positional = [a for a in args if "=" not in a]
     picked, rest = _split([a for a in args if "=" in a], ("checksums", "manifest"))
     location = picked.get("manifest") or (positional[0] if positional else None)
-    if not location or rest or len(positional) > 1:
-        raise ConfigError("inspect: usage: curate inspect MANIFEST [checksums=true]")
+    _only("inspect", picked, rest + positional[1:])
+    if not location:
+        raise ConfigError("inspect: a manifest is required: curate inspect MANIFEST [checksums=true]")
+    if Path(location).is_dir():
+        hint = Path(location) / "shards" / "manifest.json"
+        raise ConfigError(f"inspect: {location} is a directory, not a manifest"
+                          + (f"; did you mean {hint}?" if hint.exists() else ""))
+    checksums = _flag(picked.get("checksums"), "checksums")
     manifest = read_manifest(location)
     print(f"manifest {location}: valid (format version 1)")
     print(f"  pipeline {manifest.pipeline}, config {manifest.config_hash}, created {manifest.created}")
     print(f"  {len(manifest.shards)} shards, {manifest.num_samples} samples, {manifest.num_bytes} bytes")
     for source, n in manifest.composition.items():
         print(f"  {source:<24} {n:>10}")
-    problems = verify(manifest, check_checksums=_flag(picked.get("checksums")))
+    problems = verify(manifest, check_checksums=checksums)
     for problem in problems:
         print(f"  problem: {problem}", file=sys.stderr)
     if problems:
         return 1
-    print("  shards: all present" + (", checksums verified" if _flag(picked.get("checksums")) else ""))
+    print("  shards: all present" + (", checksums verified" if checksums else ""))
     return 0
 
 
@@ -158,8 +173,7 @@ def cmd_plan(args: list[str]) -> int:
     from curation.plan import plan_command
 
     picked, overrides = _split(args, ("pipeline", "cluster_file"))
-    if "pipeline" not in picked:
-        raise ConfigError("plan: pipeline=NAME is required")
+    _only("plan", picked, [], ("pipeline",))
     data = cfg.apply_overrides(cfg.read_yaml(cfg.resolve_pipeline_path(picked["pipeline"])),
                                cfg.parse_overrides(overrides))
     print(plan_command(data, cluster_path=picked.get("cluster_file")))
@@ -172,8 +186,7 @@ def cmd_config(args: list[str]) -> int:
     from curation import config as cfg
 
     picked, overrides = _split(args, ("pipeline",))
-    if "pipeline" not in picked:
-        raise ConfigError("config: pipeline=NAME is required")
+    _only("config", picked, [], ("pipeline",))
     config = cfg.load(picked["pipeline"], overrides)
     print(f"# hash {cfg.content_hash(config)}")
     print(yaml.safe_dump(cfg.to_dict(config), sort_keys=False), end="")
@@ -183,45 +196,196 @@ def cmd_config(args: list[str]) -> int:
 def cmd_train(args: list[str]) -> int:
     from curation.train.cli import train_main
 
+    _split(args, ())  # every argument is key=value
     return train_main(args)
 
 
-COMMANDS = {
-    "run": cmd_run,
-    "demo": cmd_demo,
-    "status": cmd_status,
-    "verify": cmd_verify,
-    "report": cmd_report,
-    "inspect": cmd_inspect,
-    "plan": cmd_plan,
-    "config": cmd_config,
-    "train": cmd_train,
-}
+def cmd_export(args: list[str]) -> int:
+    from curation.export import export_img2dataset
+
+    picked, rest = _split(args, ("run_dir", "manifest", "out", "copy"))
+    _only("export", picked, rest, ("out",))
+    if ("run_dir" in picked) == ("manifest" in picked):
+        raise ConfigError("export: give exactly one of run_dir=DIR or manifest=PATH")
+    manifest = picked.get("manifest") or str(Path(picked["run_dir"]) / "shards" / "manifest.json")
+    result = export_img2dataset(manifest, Path(picked["out"]), copy=_flag(picked.get("copy"), "copy"))
+    print(f"exported {result['shards']} shards, {result['samples']} samples to {picked['out']} (img2dataset layout)")
+    return 0
+
+
+def _pipeline_keys() -> str:
+    from curation.confighelp import pipeline_keys_help
+
+    return pipeline_keys_help()
+
+
+def _train_keys() -> str:
+    from curation.confighelp import train_keys_help
+
+    return train_keys_help()
+
+
+PIPELINE = ("pipeline", "a file of pipelines/ (demo, lvd142m) or a YAML path, e.g. a run's config.yaml")
+COMMANDS = {c.name: c for c in (
+    Command("run", cmd_run, "run a pipeline's stages (all, in order, or those named), resumably",
+            "pipeline=NAME [stage=a,b] [force=true] [backend=ray|local] [dotted.key=value ...]",
+            (PIPELINE, ("stage", "comma-separated stages to run (default: all); their inputs must be complete"),
+             ("force", "true: redo the stages whose config section changed, and those after them [default: false]"),
+             ("backend", "ray (default) or local: in-process, for debugging")),
+            _pipeline_keys),
+    Command("demo", cmd_demo, "build a small offline corpus, serve it on loopback and run the demo pipeline",
+            "[run_dir=runs/demo] [size=small|tiny] [backend=ray|local] [dotted.key=value ...]",
+            (("run_dir", "where the corpus and the run go [default: runs/demo]"),
+             ("size", "small or tiny [default: small]"), ("backend", "ray (default) or local")),
+            _pipeline_keys),
+    Command("status", cmd_status, "per-stage progress of a run directory", "run_dir=DIR",
+            (("run_dir", "the run directory"),)),
+    Command("verify", cmd_verify, "check every stage's files against its markers; changes nothing",
+            "run_dir=DIR [checksums=true]",
+            (("run_dir", "the run directory"),
+             ("checksums", "true: also verify every file's sha256, not only its size [default: false]"))),
+    Command("report", cmd_report, "a self-contained HTML report of a run (see docs/report.md)",
+            "run_dir=DIR [out=FILE] [seed=N]",
+            (("run_dir", "the run directory"),
+             ("out", "the HTML file to write [default: RUN_DIR/report.html]"),
+             ("seed", "seed of the sampled example images [default: 0]"))),
+    Command("inspect", cmd_inspect, "validate a shard manifest (and verify its shards' sha256)",
+            "MANIFEST [checksums=true]",
+            (("MANIFEST", "path of a manifest.json (or manifest=PATH)"),
+             ("checksums", "true: also verify every shard's sha256 [default: false]"))),
+    Command("export", cmd_export, "copy or link the final shards into an img2dataset-compatible folder",
+            "run_dir=DIR|manifest=PATH out=DIR [copy=false]",
+            (("run_dir", "a finished run (its shards/manifest.json is exported)"),
+             ("manifest", "or the manifest to export"),
+             ("out", "output folder: NNNNN.tar, NNNNN.parquet and NNNNN_stats.json per shard"),
+             ("copy", "true: copy the tars; false: hard-link them where possible [default: false]"))),
+    Command("plan", cmd_plan, "the expected composition of a pipeline, like the paper's Table 15; with a pool "
+            "size, the resources, memory and time of every step on the cluster",
+            "pipeline=NAME [pool_size=N] [cluster_file=ray_cluster.yaml] [dotted.key=value ...]",
+            (PIPELINE, ("pool_size", "number of images in the pool: plans resources, memory and time per step"),
+             ("cluster_file", "a Ray cluster YAML to plan against, instead of the config's compute: section")),
+            _pipeline_keys),
+    Command("config", cmd_config, "print the resolved, validated config of a pipeline",
+            "pipeline=NAME [dotted.key=value ...]", (PIPELINE,), _pipeline_keys),
+    Command("train", cmd_train, "train a ViT on a shard manifest (see docs/train.md)",
+            "manifest=PATH [config=NAME|PATH] [dotted.key=value ...]",
+            (("config", "a YAML file of base values (a path, or a file of pipelines/ such as train_demo)"),),
+            _train_keys),
+)}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as ConfigError (one ``curate:`` line, exit 2)."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{self.prog}: {message}; see {self.prog} --help")
+
+
+def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """The output options, accepted before and after the command.
+
+    A subcommand's copy has no defaults (``suppress``): argparse would
+    otherwise overwrite what was given before the command.
+    """
+    def default(value):
+        return argparse.SUPPRESS if suppress else value
+
+    group = parser.add_argument_group("output")
+    group.add_argument("--log-level", choices=LOG_LEVELS, default=default("info"),
+                       help="log messages from this level up [default: info]")
+    group.add_argument("--quiet", "-q", action="store_true", default=default(False),
+                       help="warnings and errors only, no progress bars")
+    group.add_argument("--debug", action="store_true", default=default(False),
+                       help="debug logging, and a traceback with every error")
+
+
+def _epilog(command: Command) -> str:
+    lines = []
+    if command.own_keys:
+        width = max(len(k) for k, _ in command.own_keys) + 2
+        lines += ["arguments:"] + [f"  {k:<{width}}{d}" for k, d in command.own_keys]
+    if command.config_keys is not None:
+        lines += ["", "config keys (dotted.key=value; defaults from the code, values in YAML syntax):",
+                  command.config_keys()]
+    return "\n".join(lines)
+
+
+def build_parser(help_for: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``help_for``'s config keys are generated (they import every stage)."""
+    parser = _Parser(prog="curate", formatter_class=argparse.RawDescriptionHelpFormatter,
+                     description="Curate web-scale image URL lists into LVD-style pretraining shards.",
+                     epilog="commands take key=value arguments; curate COMMAND --help lists them.\n"
+                            "python -m curation ... is the same program (for Ray Jobs).")
+    parser.add_argument("--version", action="version", version=f"curate {__version__}")
+    _global_options(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser, title="commands")
+    for command in COMMANDS.values():
+        child = sub.add_parser(command.name, help=command.summary, description=command.summary,
+                               usage=f"curate {command.name} {command.usage}",
+                               epilog=_epilog(command) if command.name == help_for else None,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+        _global_options(child, suppress=True)
+        child.add_argument("args", nargs="*", metavar="key=value", help=argparse.SUPPRESS)
+    return parser
+
+
+def _help_target(argv: list[str]) -> str | None:
+    wants_help = any(a in ("-h", "--help") for a in argv)
+    return next((a for a in argv if a in COMMANDS), None) if wants_help else None
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
+                        force=True)
+    if level != "debug":
+        logging.getLogger("faiss").setLevel(logging.WARNING)  # its CPU-feature probing is noise to users
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = build_parser(_help_target(argv))
+    options, extra = parser.parse_known_args(argv)
+    for arg in extra:  # key=value arguments after an option land here, in order
+        if arg.startswith("-"):
+            prog = " ".join(["curate"] + ([options.command] if options.command else []))
+            raise ConfigError(f"{prog}: unknown option '{arg}'; see {prog} --help")
+    options.args = list(getattr(options, "args", None) or []) + extra
+    if options.command is None:
+        parser.print_help()
+        raise SystemExit(0 if not argv else 2)
+    if options.quiet and options.command in ("run", "demo") and not any(
+            a.startswith("runner.progress=") for a in options.args):
+        options.args.append("runner.progress=false")
+    return options
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE, end="")
-        return 0
-    command, args = argv[0], argv[1:]
-    if command not in COMMANDS:
-        import difflib
+    from curation.exits import run_command
 
-        close = difflib.get_close_matches(command, list(COMMANDS), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        print(f"curate: unknown command '{command}'{hint}\n\n{USAGE}", file=sys.stderr, end="")
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    logging.getLogger("faiss").setLevel(logging.WARNING)  # its CPU-feature probing is noise to users
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["help"]:  # `curate help [COMMAND]`
+        argv = argv[1:2] + ["--help"]
     try:
-        return COMMANDS[command](args)
+        options = _parse(argv)
+    except SystemExit as done:  # --help, --version
+        return int(done.code or 0)
     except ConfigError as err:
-        print(f"curate: config error: {err}", file=sys.stderr)
+        print(f"curate: {_unknown_command_hint(argv, err)}", file=sys.stderr)
         return 2
-    except CurationError as err:
-        print(f"curate: error: {err}", file=sys.stderr)
-        return 1
+    level = "debug" if options.debug else "warning" if options.quiet else options.log_level
+    _configure_logging(level)
+    return run_command(lambda: COMMANDS[options.command].run(options.args), debug=options.debug)
+
+
+def _unknown_command_hint(argv: list[str], err: ConfigError) -> str:
+    import difflib
+
+    text = str(err)
+    if "argument COMMAND: invalid choice" not in text:
+        return f"usage error: {text}"
+    word = next((a for a in argv if not a.startswith("-") and a not in COMMANDS), "")
+    close = difflib.get_close_matches(word, list(COMMANDS), n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown command '{word}'{hint}; commands: {', '.join(COMMANDS)}"
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Layout written by the ``embed`` stage (``part-NNNNNN`` = partition id)::
 
     <run_dir>/stages/embed/pool/part-NNNNNN.parquet   status columns + embedding_row (int64)
-    <run_dir>/stages/embed/pool/part-NNNNNN.npy       (m, d) float16|float32, L2-normalised
+    <run_dir>/stages/embed/pool.files/part-NNNNNN.npy (m, d) float16|float32, L2-normalised
     <run_dir>/stages/embed/curated/<dataset>.parquet  key, path, label, meta (JSON), status columns, embedding_row
     <run_dir>/stages/embed/curated/<dataset>.npy      (m, d) float16|float32, L2-normalised
 
@@ -37,7 +37,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation import tables
 from curation.atomic import atomic_path
 
 STAGE = "embed"
@@ -129,7 +128,9 @@ def pool_partitions(ctx_or_run_dir: Any) -> list[int]:
 
 
 def _partition_path(ctx_or_run_dir: Any, partition: int, suffix: str) -> Path:
-    return pool_dir(ctx_or_run_dir) / f"{tables.partition_name(partition)}.{suffix}"
+    from curation.stages.base import partition_path
+
+    return partition_path(pool_dir(ctx_or_run_dir), partition, suffix)
 
 
 def embedded_rows(table: pa.Table) -> np.ndarray:

@@ -67,9 +67,9 @@ class TarImages:
 
 def pool_tar(run_dir: Path, partition: int) -> Path:
     """The tar of the download stage's images of one partition."""
-    from curation.tables import partition_name
+    from curation.stages.base import partition_path
 
-    return Path(run_dir) / "stages" / "download" / "fetch" / f"{partition_name(partition)}.tar"
+    return partition_path(Path(run_dir) / "stages" / "download" / "fetch", partition, "tar")
 
 
 def pool_images(run_dir: Path, partition: int) -> TarImages:
@@ -83,16 +83,16 @@ def pool_images(run_dir: Path, partition: int) -> TarImages:
     """
     from curation.atomic import read_json
     from curation.errors import PartitionError
-    from curation.runner.verify import file_problems, marker_path
+    from curation.runner.verify import file_problems, in_step, marker_path
 
     tar = pool_tar(run_dir, partition)
-    step_dir = tar.parent
+    step_dir = Path(run_dir) / "stages" / "download" / "fetch"
     marker = marker_path(step_dir, partition)
     try:
         listed = read_json(marker).get("files", {})
     except (OSError, ValueError):
         listed = {}  # outputs made by other means than this runner: taken as they are
-    problems = file_problems(step_dir, {tar.name: listed[tar.name]}) if tar.name in listed else []
+    problems = file_problems(in_step(step_dir), {tar.name: listed[tar.name]}) if tar.name in listed else []
     if problems:
         raise PartitionError(f"{problems[0]}: rerun the download stage to redo partition {partition}")
     return TarImages(tar)

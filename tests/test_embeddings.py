@@ -12,6 +12,7 @@ from curation import embeddings, tables
 from curation.atomic import write_json
 from curation.stages.base import StageContext
 from curation.algorithms.knn import unit_rows as unit
+from curation.stages.base import files_dir, partition_path
 
 
 def write_pool(run_dir: Path, parts: dict[int, tuple[list[str], np.ndarray, np.ndarray]], dtype="float32") -> None:
@@ -20,7 +21,7 @@ def write_pool(run_dir: Path, parts: dict[int, tuple[list[str], np.ndarray, np.n
     Rows with ``embedding_row == -1`` are written as dropped by dedup.
     """
     root = embeddings.pool_dir(run_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    files_dir(root).mkdir(parents=True, exist_ok=True)
     for p, (keys, emb_row, x) in parts.items():
         emb_row = np.asarray(emb_row, dtype=np.int64)
         status = [tables.SUCCESS if r >= 0 else "duplicate_copy" for r in emb_row]
@@ -28,8 +29,8 @@ def write_pool(run_dir: Path, parts: dict[int, tuple[list[str], np.ndarray, np.n
         table = tables.status_table(keys, status, dropped).append_column(embeddings.ROW_COLUMN, pa.array(emb_row))
         name = tables.partition_name(p)
         tables.write_parquet(table, root / f"{name}.parquet")
-        embeddings.save_array(root / f"{name}.npy", x, dtype)
-        write_json(root / f"{name}.stats.json", {"rows": len(keys), "counts": {}})
+        embeddings.save_array(partition_path(root, p, "npy"), x, dtype)
+        write_json(partition_path(root, p, "stats.json"), {"rows": len(keys), "counts": {}})
     write_json(root.parent / "_SUCCESS.json", {"stage": "embed"})
 
 
@@ -71,7 +72,7 @@ def test_take_pool_rows_gathers_global_indices(pool):
 def test_float16_storage_is_returned_as_float32(tmp_path):
     x = unit(np.random.default_rng(1).normal(size=(4, 16)))
     write_pool(tmp_path, {0: (["k0", "k1", "k2", "k3"], [0, 1, 2, 3], x)}, dtype="float16")
-    assert np.load(embeddings.pool_dir(tmp_path) / "part-000000.npy").dtype == np.float16
+    assert np.load(partition_path(embeddings.pool_dir(tmp_path), 0, "npy")).dtype == np.float16
     _, got, _, _ = embeddings.load_pool_embeddings(tmp_path)
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, x, atol=1e-3)

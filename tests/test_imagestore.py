@@ -6,17 +6,18 @@ from curation.atomic import write_json
 from curation.download.shardwriter import ShardWriter
 from curation.errors import PartitionError
 from curation.imagestore import pool_images
+from curation.stages.base import files_dir
 from tests.download.images import jpeg
 
 
 def _committed_partition(run_dir):
-    step = run_dir / "stages/download/fetch"
-    step.mkdir(parents=True)
-    with ShardWriter(step / "part-000000.tar") as writer:
+    side = files_dir(run_dir / "stages/download/fetch")
+    side.mkdir(parents=True)
+    with ShardWriter(side / "part-000000.tar") as writer:
         writer.write_sample("000000000000", jpeg(32, 32), {"url": "http://pool.test/a.jpg"})
-    write_json(step / "part-000000.stats.json", {"files": {"part-000000.tar": (step / "part-000000.tar").stat().st_size}})
-    write_json(step / "part-000001.stats.json", {"files": {}})  # a partition without images has no tar
-    return step / "part-000000.tar"
+    write_json(side / "part-000000.stats.json", {"files": {"part-000000.tar": (side / "part-000000.tar").stat().st_size}})
+    write_json(side / "part-000001.stats.json", {"files": {}})  # a partition without images has no tar
+    return side / "part-000000.tar"
 
 
 def test_lost_or_torn_tar_is_a_partition_error_naming_it(tmp_path):

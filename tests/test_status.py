@@ -4,7 +4,7 @@ import threading
 import time
 
 from curation.runner.local import run_stages
-from curation.runner.stepstats import PROGRESS_FILE, placement_text, run_active
+from curation.runner.stepstats import PROGRESS_FILE, placement_text, progress_path, run_active
 from curation.status import format_status
 from tests.runner.helpers import sample_pipeline
 
@@ -51,14 +51,14 @@ def test_a_fresh_progress_file_means_running_a_stale_one_does_not(tmp_path):
     from curation.atomic import write_json
 
     run_stages(tmp_path, sample_pipeline(tmp_path, partitions=2, rows=3), ["numbers"])
-    step_dir = tmp_path / "stages/parity/mark"
-    step_dir.mkdir(parents=True)
+    progress = progress_path(tmp_path / "stages/parity/mark", "map")
+    progress.parent.mkdir(parents=True)
     state = {"done": 3, "total": 6, "unit": "sample", "rate": 1.5, "eta_s": 2.0, "started": time.time() - 2}
-    write_json(step_dir / PROGRESS_FILE, {**state, "updated": time.time()})  # e.g. a driver on another node
+    write_json(progress, {**state, "updated": time.time()})  # e.g. a driver on another node
     out = format_status(tmp_path)
     assert ": running" in out.splitlines()[0] and "parity: running" in out
     assert "3/6 (50%) samples, 1.5/s" in out and "ETA 2s" in out
-    write_json(step_dir / PROGRESS_FILE, {**state, "updated": time.time() - 3600})  # left by a crash
+    write_json(progress, {**state, "updated": time.time() - 3600})  # left by a crash
     out = format_status(tmp_path)
     assert ": not running" in out.splitlines()[0] and "parity: pending" in out
 
@@ -68,7 +68,7 @@ def test_memory_and_placement_when_the_stats_record_them(tmp_path):
 
     run_stages(tmp_path, sample_pipeline(tmp_path, partitions=2, rows=3), ["numbers"])
     for p, node in ((0, "10.0.0.5"), (1, "10.0.0.6")):
-        marker = tmp_path / f"stages/numbers/make/part-00000{p}.stats.json"
+        marker = tmp_path / f"stages/numbers/make.files/part-00000{p}.stats.json"
         stats = read_json(marker)
         write_json(marker, {**stats, "peak_rss_bytes": (p + 1) * 2**30,
                             "placement": {"node_ip": node, "num_cpus": 4.0, "num_gpus": 0.0}})

@@ -125,12 +125,24 @@ def vit_from_timm(model: nn.Module, **overrides: Any) -> VisionTransformer:
     return _vit(config, state, optional=("mask_token",))
 
 
+def _optional(module: str):
+    """timm and open_clip are the optional ``models`` extra: a missing one is named with its install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise CheckpointError(
+            f"checkpoints of kind {module} need the '{module}' package: pip install 'curation[models]'"
+        ) from None
+
+
 def load_timm(
     path: str | Path, arch: str, source_kwargs: dict[str, Any] | None = None, **overrides: Any
 ) -> VisionTransformer:
     """A timm ViT checkpoint: ``timm.create_model(arch, **source_kwargs)`` receives
     the state dict (classifier dropped), then is converted."""
-    import timm
+    timm = _optional("timm")
 
     state = convert.unwrap_checkpoint(read_checkpoint(path), which="model")
     state = {k: v for k, v in state.items() if not k.startswith("head.")}
@@ -154,7 +166,7 @@ def load_openclip(
     path: str | Path, arch: str, source_kwargs: dict[str, Any] | None = None, **overrides: Any
 ) -> VisionTransformer:
     """An OpenCLIP image tower: ``open_clip.create_model(arch, pretrained=<local path>)``."""
-    import open_clip
+    open_clip = _optional("open_clip")
 
     if not Path(path).is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")

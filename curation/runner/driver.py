@@ -28,9 +28,9 @@ from curation.errors import ConfigError, RunError
 from curation.runner.partition import partition_complete
 from curation.runner.progress import Progress
 from curation.runner.rundir import RunLock, changed_sections, save_config
-from curation.runner.stepstats import PROGRESS_FILE
+from curation.runner.stepstats import progress_path
 from curation.runner.verify import StageCheck, inspect_run, repair
-from curation.stages.base import STEP_DONE, GlobalStep, MapStep, Resources, StageContext, Timer, step_done
+from curation.stages.base import STEP_DONE, GlobalStep, MapStep, Resources, StageContext, Timer, files_dir, step_done
 from curation.stages.registry import get_stage
 
 log = logging.getLogger("curation")
@@ -270,9 +270,10 @@ def _run_step(ctx: StageContext, step: MapStep | GlobalStep, backend: Backend, s
 
 @contextmanager
 def _progress(label: str, total: int, unit: str, show: bool, step_dir: Path, kind: str):
-    """A step's :class:`Progress`, its file in the step directory, closed however the step ends."""
-    step_dir.mkdir(parents=True, exist_ok=True)
-    progress = Progress(label, total, unit, enabled=show, state_file=step_dir / PROGRESS_FILE, kind=kind)
+    """A step's :class:`Progress`, with its progress file, closed however the step ends."""
+    state_file = progress_path(step_dir, kind)
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    progress = Progress(label, total, unit, enabled=show, state_file=state_file, kind=kind)
     try:
         yield progress
     finally:
@@ -283,7 +284,7 @@ def summarize(step_dir: Path) -> dict[str, Any]:
     """Counts by status, rows and partitions over a map step's stats files."""
     counts: dict[str, int] = {}
     rows = partitions = 0
-    for marker in sorted(step_dir.glob("part-*.stats.json")):
+    for marker in sorted(files_dir(step_dir).glob("part-*.stats.json")):
         stats = read_json(marker)
         partitions += 1
         rows += stats.get("rows", 0)

@@ -10,7 +10,9 @@ is processed, checked and committed the same way everywhere:
    input's keys in order: nothing is lost or invented;
 4. side files and the table are renamed into place, then the stats JSON
    (the completion marker, listing every file with its size and sha256) is
-   written last.
+   written last. The table's Parquet part goes to the step directory,
+   everything else to its ``<step>.files/`` sibling
+   (``curation.stages.base.part_path``).
 
 A global step is committed the same way: its ``_SUCCESS.json``, written
 last, lists every file under its step directory and under its
@@ -30,23 +32,24 @@ import pyarrow as pa
 from curation import tables
 from curation.atomic import TMP_MARK, write_json
 from curation.errors import PartitionError
-from curation.runner.verify import marker_path, marker_problems, sha256_file
 from curation.runner.resources import usage
-from curation.stages.base import STEP_DONE, GlobalStep, MapStep, PartitionOutput, Timer
+from curation.runner.verify import in_step, marker_path, marker_problems, sha256_file
+from curation.stages.base import (STEP_DONE, GlobalStep, MapStep, PartitionOutput, Timer, files_dir, part_path)
 
 
 def partition_complete(step_dir: Path, partition: int) -> bool:
     """Committed, and every file its stats list is present with its size."""
     marker = marker_path(step_dir, partition)
-    return marker.exists() and not marker_problems(marker, step_dir)
+    return marker.exists() and not marker_problems(marker, in_step(step_dir))
 
 
 def clear_partition(step_dir: Path, partition: int) -> None:
     """Remove whatever an interrupted attempt left of a partition."""
     prefix = tables.partition_name(partition)
-    for path in step_dir.glob(f"{prefix}.*"):
-        if TMP_MARK in path.name or path.name.endswith(".stats.json"):
-            path.unlink(missing_ok=True)
+    for folder in (step_dir, files_dir(step_dir)):
+        for path in folder.glob(f"{prefix}.*"):
+            if TMP_MARK in path.name or path.name.endswith(".stats.json"):
+                path.unlink(missing_ok=True)
 
 
 def run_map_partition(step: MapStep, partition: int,
@@ -82,7 +85,7 @@ def run_map_partition(step: MapStep, partition: int,
         "rows": table.num_rows,
         "counts": count_statuses(table),
         "files": files,
-        "sha256": {name: sha256_file(step_dir / name) for name in files},
+        "sha256": {name: sha256_file(part_path(step_dir, name)) for name in files},
         **timer.stamp(),
         **extra,
         **usage(step.grant),

@@ -65,6 +65,9 @@ def init_ray(ray_cfg: RayConfig, job_name: str | None = None) -> dict[str, Any]:
         else:
             kwargs["address"] = cluster_address(ray_cfg.address, ray_cfg.connect_timeout_s)
         dashboard = getattr(ray.init(**kwargs), "dashboard_url", None) or None
+        from curation.exits import rearm
+
+        rearm()  # ray.init replaced the CLI's SIGTERM handler with one that aborts the driver
     ports = sorted({n.get("MetricsExportPort") for n in ray.nodes() if n.get("Alive")} - {None})
     grafana = install_grafana_dashboard()
     log.info("Ray dashboard: %s; metrics (Prometheus) on ports %s of each node%s",

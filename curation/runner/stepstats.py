@@ -15,9 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from curation.atomic import read_json
-from curation.stages.base import STEP_DONE, GlobalStep, StageContext
+from curation.stages.base import STEP_DONE, GlobalStep, StageContext, files_dir
 
 PROGRESS_FILE = "_PROGRESS.json"
+
+
+def progress_path(step_dir: Path, kind: str) -> Path:
+    """A running step's progress file: beside a map step's markers, in a global step's directory."""
+    return (files_dir(step_dir) if kind == "map" else step_dir) / PROGRESS_FILE
 STALE_S = 30.0  # a progress file not rewritten for this long was left by a run that stopped
 LOCK_FILE = ".lock"
 
@@ -70,7 +75,7 @@ def step_state(ctx: StageContext, step_cls, active: bool) -> StepState:
             _add_usage(out, stats)
     else:
         _add_partitions(out, step, step_dir)
-    live = _live_progress(step_dir / PROGRESS_FILE, active) if out.state != "done" else None
+    live = _live_progress(progress_path(step_dir, kind), active) if out.state != "done" else None
     if live is not None:
         out.progress, out.state = live, "running"
     elif out.state == "pending" and out.partitions_done:

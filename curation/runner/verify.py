@@ -1,8 +1,8 @@
 """Checks what a run directory's completion markers promise, and works out what a rerun redoes.
 
 Every commit lists its files: a map partition's marker
-``part-NNNNNN.stats.json`` lists ``files`` (name relative to its step
-directory -> bytes) and ``sha256``; a global step's ``_SUCCESS.json`` lists
+``<step>.files/part-NNNNNN.stats.json`` lists ``files`` (name -> bytes, placed
+by :func:`~curation.stages.base.part_path`) and ``sha256``; a global step's ``_SUCCESS.json`` lists
 them relative to the run directory. A file is intact when it exists with its
 listed size: one ``stat`` call, so checking a finished billion-row run costs
 a stat per file (about 5 per partition). Checksums are compared only on
@@ -25,19 +25,29 @@ redoes exactly that.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from curation import tables
 from curation.atomic import read_json
-from curation.stages.base import STEP_DONE, GlobalStep, committed_partitions
+from curation.stages.base import STEP_DONE, GlobalStep, committed_partitions, part_path, partition_path
 from curation.stages.registry import get_stage
 
 log = logging.getLogger("curation")
 
 
 def marker_path(step_dir: Path, partition: int) -> Path:
-    return step_dir / f"{tables.partition_name(partition)}.stats.json"
+    return partition_path(step_dir, partition, "stats.json")
+
+
+def in_step(step_dir: Path) -> Callable[[str], Path]:
+    """Where the files a map partition's marker lists live."""
+    return lambda name: part_path(step_dir, name)
+
+
+def in_run(run_dir: Path) -> Callable[[str], Path]:
+    """Where the files a global step's marker lists live (relative to the run directory)."""
+    return lambda name: run_dir / name
 
 
 def sha256_file(path: Path) -> str:
@@ -47,12 +57,12 @@ def sha256_file(path: Path) -> str:
         return sha256_stream(f)
 
 
-def file_problems(base: Path, sizes: dict[str, int], sums: dict[str, str] | None = None,
+def file_problems(locate: Callable[[str], Path], sizes: dict[str, int], sums: dict[str, str] | None = None,
                   checksums: bool = False) -> list[str]:
-    """What is wrong with the files a marker lists (names relative to ``base``)."""
+    """What is wrong with the files a marker lists (``locate`` maps a listed name to its path)."""
     problems = []
     for name, size in sizes.items():
-        path = base / name
+        path = locate(name)
         try:
             actual = path.stat().st_size
         except FileNotFoundError:
@@ -65,7 +75,7 @@ def file_problems(base: Path, sizes: dict[str, int], sums: dict[str, str] | None
     return problems
 
 
-def marker_problems(marker: Path, base: Path, checksums: bool = False) -> list[str]:
+def marker_problems(marker: Path, locate: Callable[[str], Path], checksums: bool = False) -> list[str]:
     """What is wrong with a completion marker and the files it lists ([]: intact)."""
     try:
         stats = read_json(marker)
@@ -73,7 +83,7 @@ def marker_problems(marker: Path, base: Path, checksums: bool = False) -> list[s
         return [f"{marker} is missing"]
     except (ValueError, OSError) as err:
         return [f"{marker} cannot be read ({type(err).__name__})"]
-    return file_problems(base, stats.get("files", {}), stats.get("sha256"), checksums)
+    return file_problems(locate, stats.get("files", {}), stats.get("sha256"), checksums)
 
 
 @dataclass
@@ -163,7 +173,7 @@ def _check_map(stage: str, step: str, step_dir: Path, checksums: bool, expected:
                dirty: set[int], all_dirty: bool) -> StepCheck:
     check = StepCheck(stage, step, False, committed_partitions(step_dir))
     for p in check.committed:
-        problems = marker_problems(marker_path(step_dir, p), step_dir, checksums)
+        problems = marker_problems(marker_path(step_dir, p), in_step(step_dir), checksums)
         if problems:
             check.damaged[p] = problems
         elif all_dirty or p in dirty:
@@ -178,7 +188,7 @@ def _check_global(run_dir: Path, stage: str, step: str, step_dir: Path, checksum
     check = StepCheck(stage, step, True, done=marker.exists())
     if not check.done:
         return check
-    problems = marker_problems(marker, run_dir, checksums)
+    problems = marker_problems(marker, in_run(run_dir), checksums)
     if problems:
         check.damaged[None] = problems
     elif upstream_redone:
@@ -219,7 +229,7 @@ def _drop_partition(step_dir: Path, partition: int) -> None:
         listed = []
     marker.unlink(missing_ok=True)
     for name in listed:
-        (step_dir / name).unlink(missing_ok=True)
+        part_path(step_dir, name).unlink(missing_ok=True)
 
 
 def format_checks(run_dir: Path, checks: list[StageCheck], checksums: bool) -> str:

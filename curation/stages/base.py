@@ -33,6 +33,25 @@ from curation.config import Section
 
 STEP_DONE = "_SUCCESS.json"
 
+# A map step's directory holds its Parquet parts and nothing else, so that
+# pyarrow, pandas, DuckDB and Polars open it as one dataset. Its completion
+# markers, side files (tars, arrays) and temporaries live in the sibling
+# ``<step>.files/``.
+FILES_SUFFIX = ".files"
+
+
+def files_dir(step_dir: Path) -> Path:
+    return step_dir.with_name(step_dir.name + FILES_SUFFIX)
+
+
+def part_path(step_dir: Path, name: str) -> Path:
+    """Where a map step's file ``name`` (``part-NNNNNN.<suffix>``) lives."""
+    return step_dir / name if name.endswith(".parquet") else files_dir(step_dir) / name
+
+
+def partition_path(step_dir: Path, partition: int, suffix: str) -> Path:
+    return part_path(step_dir, f"{tables.partition_name(partition)}.{suffix}")
+
 
 AUTO = "auto"
 
@@ -113,6 +132,10 @@ class StageContext:
     def step_dir(self, step: str, stage: str | None = None) -> Path:
         return self.run_dir / "stages" / (stage or self.stage) / step
 
+    def files_dir(self, step: str, stage: str | None = None) -> Path:
+        """A map step's markers and side files (see :func:`files_dir`)."""
+        return files_dir(self.step_dir(step, stage))
+
     def table_dir(self, stage: str) -> Path:
         from curation.stages.registry import get_stage
 
@@ -123,7 +146,7 @@ class StageContext:
         return committed_partitions(self.table_dir(stage))
 
     def table_path(self, stage: str, partition: int) -> Path:
-        return self.table_dir(stage) / f"{tables.partition_name(partition)}.parquet"
+        return partition_path(self.table_dir(stage), partition, "parquet")
 
     def read_table(self, stage: str, columns: list[str] | None = None) -> pa.Table:
         """The whole table of a stage, partitions concatenated in order."""
@@ -140,7 +163,9 @@ class PartitionOutput:
     """Side files of one partition (tar shards, arrays), committed with it.
 
     ``path(suffix)`` returns a temporary path to write; the runner renames it
-    to ``<step_dir>/part-NNNNNN.<suffix>`` when the partition commits.
+    to its final place (:func:`partition_path`) when the partition commits.
+    Temporaries are written in the files directory, so that readers of the
+    step directory never meet a half-written Parquet file.
     """
 
     def __init__(self, step_dir: Path, partition: int):
@@ -149,13 +174,15 @@ class PartitionOutput:
         self._files: dict[str, tuple[Path, Path]] = {}
 
     def final(self, suffix: str) -> Path:
-        return self.step_dir / f"{tables.partition_name(self.partition)}.{suffix}"
+        return partition_path(self.step_dir, self.partition, suffix)
 
     def path(self, suffix: str) -> Path:
         if suffix not in self._files:
             final = self.final(suffix)
             final.parent.mkdir(parents=True, exist_ok=True)
-            self._files[suffix] = (tmp_name(final), final)
+            tmp_dir = files_dir(self.step_dir)
+            tmp_dir.mkdir(parents=True, exist_ok=True)
+            self._files[suffix] = (tmp_dir / tmp_name(final).name, final)
         return self._files[suffix][0]
 
     def commit(self) -> dict[str, int]:
@@ -328,10 +355,11 @@ class Stage:
 
 def committed_partitions(step_dir: Path) -> list[int]:
     """Partitions whose stats JSON (the completion marker) exists."""
-    if not step_dir.exists():
+    markers = files_dir(step_dir)
+    if not markers.exists():
         return []
     out = []
-    for marker in step_dir.glob("part-*.stats.json"):
+    for marker in markers.glob("part-*.stats.json"):
         out.append(int(marker.name[len("part-") :].split(".")[0]))
     return sorted(out)
 

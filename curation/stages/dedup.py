@@ -5,8 +5,8 @@ Steps (see ``docs/dedup.md``):
 - ``features`` (map): each image is decoded once into a grayscale thumbnail
   (hash input), the source of its geometric variants and, when copy or
   relative dedup is on, an SSCD descriptor; side files
-  ``part-NNNNNN.thumbs.npy`` ``(m, s, s) uint8``, ``part-NNNNNN.sources.npy``
-  ``(m, S, S) uint8`` and ``part-NNNNNN.desc.npy`` ``(m, d)`` (``d = 0``
+  ``features.files/part-NNNNNN.thumbs.npy`` ``(m, s, s) uint8``, ``.sources.npy``
+  ``(m, S, S) uint8`` and ``.desc.npy`` ``(m, d)`` (``d = 0``
   without a descriptor); row ``j`` belongs to the table row whose
   ``feature_row`` is ``j``.
 - ``graph`` (global): the PCA hash fitted on a sample, then helpers
@@ -36,7 +36,7 @@ from curation import tables
 from curation.algorithms.knn import unit_rows
 from curation.atomic import write_json
 from curation.errors import ConfigError, PartitionError
-from curation.stages.base import GlobalStep, MapStep, PartitionOutput, Resources, Stage, device_gpus
+from curation.stages.base import GlobalStep, MapStep, PartitionOutput, Resources, Stage, device_gpus, partition_path
 from curation.stages.dedup_config import DedupConfig
 from curation.stages.dedup_decisions import STATUSES  # noqa: F401  (the stage's statuses, in funnel order)
 from curation.stages.registry import register
@@ -320,7 +320,7 @@ class _Pool:
         return len(self.feature_row)
 
     def _file(self, p: int, suffix: str) -> Path:
-        return self.step_dir / f"{tables.partition_name(p)}.{suffix}"
+        return partition_path(self.step_dir, p, suffix)
 
     def ranges(self) -> Iterator[tuple[int, int, int]]:
         for j, p in enumerate(self.parts):

@@ -1,9 +1,9 @@
 """The download stage: URL lists to filtered, decoded, resized images in tar shards.
 
 One map step, ``fetch``. It reads URL lists (not an upstream table), splits
-them into partitions by a plan stored in its step directory, and writes per
-partition ``part-NNNNNN.parquet`` (one row per input URL) and
-``part-NNNNNN.tar`` (``{key}.jpg`` + ``{key}.json`` per success). See
+them into partitions by a plan stored in ``fetch.files/``, and writes per
+partition ``fetch/part-NNNNNN.parquet`` (one row per input URL) and
+``fetch.files/part-NNNNNN.tar`` (``{key}.jpg`` + ``{key}.json`` per success). See
 ``docs/download.md``.
 """
 
@@ -43,7 +43,7 @@ class FetchStep(MapStep):
         if self._plan is None:
             from curation.download.inputs import load_or_make_plan
 
-            self._plan = load_or_make_plan(self.ctx.step_dir(self.name) / PLAN_FILE, self.cfg.input)
+            self._plan = load_or_make_plan(self.ctx.files_dir(self.name) / PLAN_FILE, self.cfg.input)
         return self._plan
 
     def partitions(self) -> list[int]:
@@ -67,7 +67,7 @@ class FetchStep(MapStep):
                 from curation.download.inputs import duplicates_path
 
                 self._reader = PartitionReader(self.plan(), self.cfg.input.url_column, self.cfg.input.columns,
-                                               duplicates_path(self.ctx.step_dir(self.name) / PLAN_FILE))
+                                               duplicates_path(self.ctx.files_dir(self.name) / PLAN_FILE))
             self._loaded = (partition, self._reader.read(partition))
         return self._loaded[1]
 

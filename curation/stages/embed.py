@@ -5,7 +5,7 @@ Steps:
 - ``pool`` (map, the stage table): one actor per GPU (or CPU workers), each
   loading the model once. Inside an actor a thread pool reads and decodes
   the next batch of images while the model runs on the current one. Alive
-  rows are embedded (L2-normalised) into ``part-NNNNNN.npy``; the table
+  rows are embedded (L2-normalised) into ``pool.files/part-NNNNNN.npy``; the table
   adds ``embedding_row`` (row in that ``.npy``, -1 if not embedded). Images
   that cannot be decoded are dropped with ``failed_decode:<reason>``.
 - ``curated_parts`` (map) and ``curated`` (global): each dataset of

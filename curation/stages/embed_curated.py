@@ -23,7 +23,7 @@ import pyarrow as pa
 from curation import embeddings, tables
 from curation.atomic import atomic_path, read_json
 from curation.sources import ImageSetConfig, count_images, iter_images
-from curation.stages.base import GlobalStep, MapStep, Resources, device_gpus
+from curation.stages.base import GlobalStep, MapStep, Resources, device_gpus, partition_path
 
 PARTS_STEP = "curated_parts"
 
@@ -115,7 +115,7 @@ class EmbedCurated(GlobalStep):
         done, model = {}, None
         for name, partitions in by_set.items():
             done[name] = self._join(name, partitions, parts_dir, out_dir)
-            model = read_json(parts_dir / f"{tables.partition_name(partitions[0])}.stats.json").get("model")
+            model = read_json(partition_path(parts_dir, partitions[0], "stats.json")).get("model")
         return {"datasets": done, **({"model": model} if model else {})}
 
     def _join(self, name: str, partitions: list[int], parts_dir: Path, out_dir: Path) -> dict[str, int]:
@@ -126,10 +126,9 @@ class EmbedCurated(GlobalStep):
         with atomic_path(out_dir / f"{name}.npy") as tmp:
             writer = None
             for p in partitions:
-                stem = parts_dir / tables.partition_name(p)
-                x = embeddings._load(Path(f"{stem}.npy"))
+                x = embeddings._load(partition_path(parts_dir, p, "npy"))
                 writer = writer or embeddings.NpyAppender(tmp, x.shape[1], str(x.dtype))
-                table = tables.read_parquet(Path(f"{stem}.parquet"))
+                table = tables.read_parquet(partition_path(parts_dir, p, "parquet"))
                 if table.num_rows == 0:
                     continue
                 rows = table.column(embeddings.ROW_COLUMN).to_numpy()

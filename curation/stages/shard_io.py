@@ -220,7 +220,21 @@ def sample_json(sample: dict, pool_meta: dict, dedup: dict | None = None) -> byt
     meta.update(key=sample["key"], url=pool_meta.get("url"))
     if dedup is not None:
         meta["dedup"] = dedup
+    meta.update(input_columns(pool_meta, meta))
     return json.dumps(meta, sort_keys=True).encode()
+
+
+def input_columns(pool_meta: dict, taken: dict) -> dict:
+    """The URL list's own columns of a pool sample (caption, licence, any extra column).
+
+    ``pool_meta`` is the download stage's per-sample JSON: its own columns are
+    left out; an input column whose name ``taken`` already has gets an
+    ``input_`` prefix, so that nothing of the user's is overwritten or lost.
+    """
+    from curation.download.rows import COLUMNS
+
+    return {(f"input_{name}" if name in taken else name): value
+            for name, value in pool_meta.items() if name not in COLUMNS}
 
 
 class DedupDecisions:

@@ -65,7 +65,9 @@ def _train(cfg: TrainConfig, ctx) -> Path:
         losses, norms = train_step(meta, optimizer, batch, values, cfg.optim.clip_grad, scaler)
         if norms is None:
             raise diverged(losses, it, last_ckpt)
-        metrics.step(it, losses, values, norms, tracker.counters(), log_now=(it + 1) % cfg.log_every == 0)
+        # The first iteration is logged too: on a CPU it can take minutes to reach log_every.
+        log_now = (it + 1) % cfg.log_every == 0 or it == start
+        metrics.step(it, losses, values, norms, tracker.counters(), log_now=log_now)
         done = it + 1 == cfg.total_iterations
         with metrics.paused():  # checkpoints and evaluations do not count against throughput
             if (it + 1) % cfg.checkpoint.every == 0 or done:

@@ -30,10 +30,13 @@ def _worker_loop(config: dict) -> None:
 
 def launch(overrides: list[str], workers: int, gpus: bool, cpus_per_worker: float = 8.0):
     """Validate the trainer config, then run it on ``workers`` Ray Train workers."""
-    from ray.train import ScalingConfig
-    from ray.train.torch import TorchTrainer
-
     from curation.train.config import load_train_config
+
+    try:
+        from ray.train import ScalingConfig
+        from ray.train.torch import TorchTrainer
+    except ImportError as err:
+        raise ConfigError(f"Ray Train is not installed ({err}): pip install 'curation[raytrain]'") from None
 
     load_train_config(overrides)  # fail on the driver, before any worker starts
     trainer = TorchTrainer(

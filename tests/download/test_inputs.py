@@ -203,5 +203,5 @@ def test_a_run_over_a_list_with_broken_lines_goes_on(tmp_path, server):
         ("000000000002", "filtered_url:unparseable", "urls.csv line 4: not UTF-8", None, None),
         ("000001000000", "filtered_url:private_address", None, "http://10.0.0.1/3", "d"),
     ]
-    stats = json.loads((step / "part-000000.stats.json").read_text())
+    stats = json.loads((step.with_name("fetch.files") / "part-000000.stats.json").read_text())
     assert stats["counts"]["filtered_url:unparseable"] == 2

@@ -24,6 +24,7 @@ def upstream(run_dir: Path) -> dict:
     """The synthetic pool with a dedup table; embed and cluster are left to run."""
     from curation import tables
     from curation.atomic import write_json
+    from curation.stages.base import partition_path
     from tests.stages import retrieval_upstream as up
 
     up.build(run_dir)
@@ -32,7 +33,7 @@ def upstream(run_dir: Path) -> dict:
     for p in range(up.PARTITIONS):
         name = tables.partition_name(p)
         shutil.copy(run_dir / f"stages/embed/pool/{name}.parquet", table_dir / f"{name}.parquet")
-        write_json(table_dir / f"{name}.stats.json", {"rows": up.ROWS, "counts": {}, "files": {}})
+        write_json(partition_path(table_dir, p, "stats.json"), {"rows": up.ROWS, "counts": {}, "files": {}})
     write_json(run_dir / "stages/dedup/_SUCCESS.json", {"stage": "dedup"})
     for stage in ("embed", "cluster"):
         shutil.rmtree(run_dir / "stages" / stage)

@@ -35,7 +35,7 @@ def _pipeline(tmp_path: Path, name: str) -> Path:
 @pytest.mark.parametrize("backend", ["ray", "local"])
 def test_kill_mid_stage_then_rerun_gives_identical_tables(tmp_path, backend):
     pipeline = _pipeline(tmp_path, "killed")
-    markers = tmp_path / "killed/stages/numbers/make"
+    markers = tmp_path / "killed/stages/numbers/make.files"
     proc = _curate(pipeline, f"backend={backend}")
     deadline = time.time() + 120
     while time.time() < deadline and len(list(markers.glob("*.stats.json"))) < 2:

@@ -14,9 +14,11 @@ def test_run_writes_tables_stats_and_markers(tmp_path):
     report = run_stages(tmp_path, sample_pipeline(tmp_path))
     assert report.stages["parity"]["counts"] == {"odd": 20, "success": 20}
     mark = tmp_path / "stages/parity/mark"
-    assert sorted(p.name for p in mark.iterdir()) == [
-        f"part-{i:06d}.{ext}" for i in range(4) for ext in ("parquet", "stats.json")]
-    stats = json.loads((mark / "part-000002.stats.json").read_text())
+    # The table folder holds only its Parquet parts; markers live beside it.
+    assert sorted(p.name for p in mark.iterdir()) == [f"part-{i:06d}.parquet" for i in range(4)]
+    assert sorted(p.name for p in (tmp_path / "stages/parity/mark.files").iterdir()) == [
+        f"part-{i:06d}.stats.json" for i in range(4)]
+    stats = json.loads((tmp_path / "stages/parity/mark.files/part-000002.stats.json").read_text())
     assert stats["rows"] == 10 and stats["counts"] == {"odd": 5, "success": 5}
     assert json.loads((tmp_path / "stages/parity/total/total.json").read_text()) == {
         "total": sum(v for p in range(4) for v in range(100 * p, 100 * p + 10) if v % 2 == 0)}
@@ -25,8 +27,9 @@ def test_run_writes_tables_stats_and_markers(tmp_path):
     assert rows[1]["status"] == "odd" and rows[1]["dropped_by"] == "parity" and rows[1]["error"] == "value 101 is odd"
     assert rows[0]["dropped_by"] is None and rows[0]["half"] == 50
     # Side files are committed with their partition and listed in its stats.
-    assert (tmp_path / "stages/numbers/make/part-000003.txt").read_text().count("\n") == 10
-    assert "part-000003.txt" in json.loads((tmp_path / "stages/numbers/make/part-000003.stats.json").read_text())["files"]
+    assert (tmp_path / "stages/numbers/make.files/part-000003.txt").read_text().count("\n") == 10
+    assert "part-000003.txt" in json.loads(
+        (tmp_path / "stages/numbers/make.files/part-000003.stats.json").read_text())["files"]
 
 
 def test_rerun_of_a_finished_run_does_no_work(tmp_path):
@@ -39,17 +42,17 @@ def test_rerun_of_a_finished_run_does_no_work(tmp_path):
 def test_partial_and_corrupt_partitions_are_redone(tmp_path):
     run_stages(tmp_path, sample_pipeline(tmp_path), ["numbers"])
     expected = read_tables(tmp_path)
-    make = tmp_path / "stages/numbers/make"
-    (make / "part-000001.txt").write_text("truncated")  # size no longer matches its stats
-    (make / "part-000002.stats.json").unlink()           # crashed before its marker
-    (make / f"part-000002.parquet{TMP_MARK}dead").write_bytes(b"half a file")
+    make, side = tmp_path / "stages/numbers/make", tmp_path / "stages/numbers/make.files"
+    (side / "part-000001.txt").write_text("truncated")  # size no longer matches its stats
+    (side / "part-000002.stats.json").unlink()           # crashed before its marker
+    (side / f"part-000002.parquet{TMP_MARK}dead").write_bytes(b"half a file")
     (tmp_path / "stages/numbers/_SUCCESS.json").unlink()
     untouched = (make / "part-000000.parquet").stat().st_mtime_ns
     run_stages(tmp_path, sample_pipeline(tmp_path), ["numbers"])
     assert read_tables(tmp_path) == expected
     assert (make / "part-000000.parquet").stat().st_mtime_ns == untouched
-    assert not list(make.glob(f"*{TMP_MARK}*"))
-    assert (make / "part-000001.txt").read_text().count("\n") == 10
+    assert not list(side.glob(f"*{TMP_MARK}*"))
+    assert (side / "part-000001.txt").read_text().count("\n") == 10
 
 
 def test_failing_partition_is_retried_then_reported_and_run_stays_resumable(tmp_path):
@@ -57,7 +60,7 @@ def test_failing_partition_is_retried_then_reported_and_run_stays_resumable(tmp_
     data["runner"] = {"max_partition_retries": 1}
     with pytest.raises(RunError, match=r"make partition 2: RuntimeError: partition 2 is configured to fail"):
         run_stages(tmp_path, data)
-    make = tmp_path / "stages/numbers/make"
+    make = tmp_path / "stages/numbers/make.files"
     assert sorted(p.name for p in make.glob("*.stats.json")) == [f"part-00000{i}.stats.json" for i in (0, 1, 3)]
     assert not (tmp_path / "stages/numbers/_SUCCESS.json").exists()
     # Fixed config: only the failed partition is done, then the rest of the pipeline.
@@ -124,3 +127,20 @@ def test_progress_counts_batches_and_forgets_failed_attempts(tmp_path, monkeypat
     local.run_stages(tmp_path, data, ["numbers"])
     # Batches of 4 rows move the bar within a partition; a failed attempt's rows are taken back.
     assert seen == [4, 0, 4, 8, 10, 14, 10, 14, 18, 20]
+
+
+def test_table_folders_open_in_standard_readers(tmp_path):
+    """pyarrow, pandas, DuckDB and Polars read a step folder as one dataset (side files live elsewhere)."""
+    import duckdb
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    run_stages(tmp_path, sample_pipeline(tmp_path))
+    for folder, rows in (("numbers/make", 40), ("parity/mark", 40)):
+        path = tmp_path / "stages" / folder
+        assert pq.read_table(path).num_rows == rows
+        assert len(pd.read_parquet(path)) == rows
+        assert duckdb.sql(f"select count(*) from read_parquet('{path}')").fetchall() == [(rows,)]
+        polars = pytest.importorskip("polars")
+        assert polars.read_parquet(path).height == rows
+    assert len(pd.read_parquet(tmp_path / "stages/parity/mark").query("status == 'odd'")) == 20

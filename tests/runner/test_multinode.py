@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from curation.atomic import read_json
+from curation.stages.base import files_dir
 from tests.runner.multinode import WORKER
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +34,7 @@ def run(tmp_path_factory) -> tuple[Path, dict]:
 
 
 def _placements(step_dir: Path) -> list[dict]:
-    return [read_json(m) for m in sorted(step_dir.glob("part-*.stats.json"))]
+    return [read_json(m) for m in sorted(files_dir(step_dir).glob("part-*.stats.json"))]
 
 
 def test_map_steps_run_on_workers_with_auto_gpus(run):

@@ -48,7 +48,7 @@ def test_workers_that_cannot_start_are_reported_after_retries(ray_session, tmp_p
 def test_ray_failure_is_reported_after_retries(ray_session, tmp_path):
     with pytest.raises(RunError, match="make partition 1: RuntimeError: partition 1 is configured to fail"):
         run_pipeline(_config(tmp_path, fail_partitions=[1]))
-    assert len(list((tmp_path / "stages/numbers/make").glob("*.stats.json"))) == 3
+    assert len(list((tmp_path / "stages/numbers/make.files").glob("*.stats.json"))) == 3
 
 
 @pytest.mark.slow
@@ -192,7 +192,7 @@ data["runner"] = {"max_partition_retries": 1, "max_workers": 2, "progress": Fals
 
 
 def kill_node_once_work_commits():
-    markers = Path(sys.argv[1]) / "stages/numbers/make"
+    markers = Path(sys.argv[1]) / "stages/numbers/make.files"
     while not list(markers.glob("*.stats.json")):
         time.sleep(0.05)
     cluster.remove_node(doomed)

@@ -54,19 +54,19 @@ def test_lost_upstream_file_with_a_later_stage_pending_is_redone_not_read_as_mis
     ref = _finished(tmp_path, "ref")
     run = tmp_path / "run"
     run_stages(run, sample_pipeline(run), ["numbers"])
-    (run / "stages/numbers/make/part-000002.txt").unlink()
+    (run / "stages/numbers/make.files/part-000002.txt").unlink()
     # The stage that would read it alone is refused, naming the file, before anything changes.
     with pytest.raises(ConfigError, match=r"part-000002.txt is missing\).*select it too \(stage=numbers,parity\)"):
         run_stages(run, sample_pipeline(run), ["parity"])
     assert not (run / "stages/parity").exists()
     run_stages(run, sample_pipeline(run))
     assert read_tables(run) == read_tables(ref)
-    assert (run / "stages/numbers/make/part-000002.txt").read_text().count("\n") == 10
+    assert (run / "stages/numbers/make.files/part-000002.txt").read_text().count("\n") == 10
 
 
 def test_stage_marked_complete_with_a_partition_marker_gone_is_finished(tmp_path):
     ref, run = _finished(tmp_path, "ref"), _finished(tmp_path, "run")
-    (run / "stages/numbers/make/part-000003.stats.json").unlink()
+    (run / "stages/numbers/make.files/part-000003.stats.json").unlink()
     report = run_stages(run, sample_pipeline(run))
     assert report.repaired == ["parity/mark partition 3", "parity/total"]
     assert read_tables(run) == read_tables(ref) and report.stages["numbers"]["partitions"] == 4
@@ -78,7 +78,7 @@ def test_verify_reports_damage_and_changes_nothing(tmp_path, capsys):
     assert "numbers: complete, intact" in capsys.readouterr().out
     table = run / "stages/numbers/make/part-000001.parquet"
     table.write_bytes(table.read_bytes()[:-7])
-    side = run / "stages/numbers/make/part-000003.txt"
+    side = run / "stages/numbers/make.files/part-000003.txt"
     side.write_text(side.read_text().replace("0", "9"))  # same size: only a checksum sees it
     before = _snapshot(run)
     assert cli.main(["verify", f"run_dir={run}"]) == 1
@@ -126,9 +126,9 @@ def test_saved_config_of_a_moved_run_dir_is_a_pipeline_for_that_dir(tmp_path):
 
 def test_repair_of_a_selected_stage_drops_what_unselected_stages_derived_from_it(tmp_path):
     ref, run = _finished(tmp_path, "ref"), _finished(tmp_path, "run")
-    (run / "stages/numbers/make/part-000001.txt").unlink()
+    (run / "stages/numbers/make.files/part-000001.txt").unlink()
     run_stages(run, sample_pipeline(run), ["numbers"])
-    mark = run / "stages/parity/mark"
+    mark = run / "stages/parity/mark.files"
     assert not (mark / "part-000001.stats.json").exists() and (mark / "part-000002.stats.json").exists()
     assert not (run / "stages/parity/_SUCCESS.json").exists()
     assert run_stages(run, sample_pipeline(run), ["parity"]).stages["parity"]["rows"] == 40

@@ -21,7 +21,7 @@ from curation import embeddings, tables
 from curation.algorithms.knn import unit_rows as unit
 from curation.atomic import write_json
 from curation.download.shardwriter import ShardWriter
-from curation.stages.base import STEP_DONE, GlobalStep
+from curation.stages.base import STEP_DONE, GlobalStep, files_dir, partition_path
 from curation.stages.registry import get_stage
 
 PARTITIONS, ROWS, DIM, CLUSTERS = 3, 20, 16, 4
@@ -51,8 +51,14 @@ def jpeg(seed: int, fmt: str = "JPEG") -> bytes:
 
 
 def _marker(step_dir: Path, partition: int, table: pa.Table) -> None:
-    write_json(step_dir / f"{tables.partition_name(partition)}.stats.json",
+    write_json(partition_path(step_dir, partition, "stats.json"),
                {"rows": table.num_rows, "counts": {}, "files": {}})
+
+
+def download_meta(key: str) -> dict:
+    """A download-stage JSON: its own columns, and the URL list's (caption, license, a clashing 'dataset')."""
+    return {"url": f"http://pool.test/{key}.jpg", "status": "success", "width": 8, "height": 6,
+            "sha256": "0" * 64, "caption": f"caption of {key}", "license": "cc-by", "dataset": "web"}
 
 
 def build(run_dir: Path, missing_images: tuple[str, ...] = ()) -> None:
@@ -66,18 +72,19 @@ def build(run_dir: Path, missing_images: tuple[str, ...] = ()) -> None:
         status = tables.status_table(keys, np.where(gone, "duplicate_copy", "success").tolist(),
                                      np.where(gone, "dedup", None).tolist())
         fetch = stage / "download" / "fetch"
-        fetch.mkdir(parents=True, exist_ok=True)
-        with ShardWriter(fetch / f"{tables.partition_name(p)}.tar") as writer:
+        files_dir(fetch).mkdir(parents=True, exist_ok=True)
+        with ShardWriter(partition_path(fetch, p, "tar")) as writer:
             for r, key in enumerate(keys):
                 if key not in missing_images:
-                    writer.write_sample(key, jpeg(p * ROWS + r), {"url": f"http://pool.test/{key}.jpg"})
+                    writer.write_sample(key, jpeg(p * ROWS + r), download_meta(key))
         emb_row = np.where(gone, -1, np.cumsum(~gone) - 1)
         xs = x[p * ROWS : (p + 1) * ROWS][~gone]
         embed_dir = stage / "embed" / "pool"
-        embed_dir.mkdir(parents=True, exist_ok=True)
+        files_dir(embed_dir).mkdir(parents=True, exist_ok=True)
+        embed_dir.mkdir(exist_ok=True)
         table = status.append_column(embeddings.ROW_COLUMN, pa.array(emb_row, pa.int64()))
         tables.write_parquet(table, embed_dir / f"{tables.partition_name(p)}.parquet")
-        embeddings.save_array(embed_dir / f"{tables.partition_name(p)}.npy", xs, "float16")
+        embeddings.save_array(partition_path(embed_dir, p, "npy"), xs, "float16")
         _marker(embed_dir, p, table)
         half = x[p * ROWS : (p + 1) * ROWS].astype(np.float16).astype(np.float32)
         cluster = np.where(gone, -1, (p * ROWS + np.arange(ROWS)) % CLUSTERS)

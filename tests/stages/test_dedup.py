@@ -24,6 +24,7 @@ from sklearn.datasets import load_sample_images
 from curation import tables
 from curation.errors import ConfigError
 from curation.runner.local import run_stages
+from curation.stages.base import files_dir, partition_path
 
 pytestmark = pytest.mark.slow
 KEY = tables.sample_key
@@ -45,19 +46,20 @@ def write_download(run_dir: Path, partitions: list[list[bytes | None]]) -> None:
     """Download-stage output: ``None`` is a failed download (row, no image)."""
     step = run_dir / "stages" / "download" / "fetch"
     step.mkdir(parents=True)
+    files_dir(step).mkdir()
     for p, blobs in enumerate(partitions):
         keys = [KEY(p, i) for i in range(len(blobs))]
         failed = [b is None for b in blobs]
         status = tables.status_table(keys, ["failed_download:http_404" if f else "success" for f in failed],
                                      ["download" if f else None for f in failed])
         tables.write_parquet(status, step / f"part-{p:06d}.parquet")
-        with tarfile.open(step / f"part-{p:06d}.tar", "w") as tar:
+        with tarfile.open(partition_path(step, p, "tar"), "w") as tar:
             for key, blob in zip(keys, blobs):
                 if blob is not None:
                     member = tarfile.TarInfo(f"{key}.jpg")
                     member.size = len(blob)
                     tar.addfile(member, io.BytesIO(blob))
-        (step / f"part-{p:06d}.stats.json").write_text(json.dumps({"rows": len(blobs)}))
+        partition_path(step, p, "stats.json").write_text(json.dumps({"rows": len(blobs)}))
     (run_dir / "stages" / "download" / "_SUCCESS.json").write_text("{}")
 
 
@@ -149,7 +151,7 @@ def test_planted_pool_funnel_and_columns(planted, tmp_path):
     graph = json.loads((run / "stages/dedup/graph/_SUCCESS.json").read_text())
     assert graph["funnel"] == funnel and graph["index"] == "flat"
     # Side files: thumbnails and descriptors of the 6 + 6 described images; the PCA basis.
-    features = run / "stages/dedup/features"
+    features = run / "stages/dedup/features.files"
     assert np.load(features / "part-000001.desc.npy").shape == (6, 64)
     assert np.load(features / "part-000000.thumbs.npy").shape == (6, 32, 32)
     assert (run / "stages/dedup/graph/pca_components.npy").exists()

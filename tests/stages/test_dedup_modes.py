@@ -56,7 +56,7 @@ def test_without_weights_the_hash_pass_catches_geometric_copies(tmp_path):
         assert row["error"] == f"hash duplicate of {KEY(0, original)} (kept; pca distance {row['duplicate_distance']})"
         assert rows[KEY(0, original)]["duplicate_count"] == 1
     assert rows[KEY(0, 3)]["benchmark_hit"] == "b:b-00000000"
-    features = tmp_path / "run/stages/dedup/features"
+    features = tmp_path / "run/stages/dedup/features.files"
     assert np.load(features / "part-000000.desc.npy").shape == (7, 0)  # no descriptor work at all
     assert np.load(features / "part-000000.sources.npy").shape == (7, 64, 64)
     graph = json.loads((tmp_path / "run/stages/dedup/graph/_SUCCESS.json").read_text())
@@ -114,7 +114,7 @@ def test_sscd_torchscript_end_to_end(tmp_path, sscd_file):
     assert rotated["duplicate_of"] == KEY(0, 0) and rotated["duplicate_similarity"] > 0.6
     assert rotated["duplicate_distance"] is None and rows[KEY(0, 0)]["duplicate_count"] == 1
     assert rows[KEY(1, 1)]["benchmark_hit"] == "b:b-00000000"
-    desc = np.load(tmp_path / "run/stages/dedup/features/part-000001.desc.npy")
+    desc = np.load(tmp_path / "run/stages/dedup/features.files/part-000001.desc.npy")
     assert desc.shape == (3, 512)
     graph = json.loads((tmp_path / "run/stages/dedup/graph/_SUCCESS.json").read_text())
     assert graph["copy_dedup"] and graph["relative_dedup"] and graph["index"] == "flat"

@@ -10,6 +10,7 @@ import pytest
 from curation import tables
 from curation.download.decode import decode
 from curation.runner.local import run_stages
+from curation.stages.base import files_dir as side
 from tests.download import images
 from tests.download.server import LoopbackServer
 
@@ -119,7 +120,7 @@ def test_every_case_gets_its_status(tmp_path, server):
     rotated = rows[22]
     assert (rotated["original_width"], rotated["original_height"]) == (40, 60)
     _check_tar(step, rows)
-    stats = json.loads((step / "part-000000.stats.json").read_text())
+    stats = json.loads((side(step) / "part-000000.stats.json").read_text())
     assert stats["rows"] == 16 and stats["download"]["tar_samples"] == 1 == stats["counts"]["success"]
     assert stats["download"]["retries"] == 2  # one 429, one 500
 
@@ -127,7 +128,7 @@ def test_every_case_gets_its_status(tmp_path, server):
 def _check_tar(step, rows):
     successes = {r["key"]: r for r in rows if r["status"] == "success"}
     stored = {}
-    for tar_path in sorted(step.glob("part-*.tar")):
+    for tar_path in sorted(side(step).glob("part-*.tar")):
         with tarfile.open(tar_path) as tar:
             for member in tar:
                 stored[member.name] = tar.extractfile(member).read()
@@ -145,18 +146,18 @@ def test_rerun_is_deterministic_and_resumes(tmp_path, server):
     step, first = _read(tmp_path / "run")
     # A crash before the stage finished, after partition 0 committed: only partition 1 is redone.
     (step.parent / "_SUCCESS.json").unlink()
-    (step / "part-000001.stats.json").unlink()
-    (step / "part-000001.tar").unlink()
-    before = (step / "part-000000.tar").stat().st_mtime_ns
+    (side(step) / "part-000001.stats.json").unlink()
+    (side(step) / "part-000001.tar").unlink()
+    before = (side(step) / "part-000000.tar").stat().st_mtime_ns
     run_stages(tmp_path / "run", config, ["download"])
-    assert (step / "part-000000.tar").stat().st_mtime_ns == before
-    assert (step / "part-000001.stats.json").exists() and _read(tmp_path / "run")[1] == first
+    assert (side(step) / "part-000000.tar").stat().st_mtime_ns == before
+    assert (side(step) / "part-000001.stats.json").exists() and _read(tmp_path / "run")[1] == first
     # Another run dir from the same inputs: identical tables and byte-identical tars.
     run_stages(tmp_path / "again", dict(config, run_dir=str(tmp_path / "again")), ["download"])
     again_step, again = _read(tmp_path / "again")
     assert again == first
     for name in ("part-000000.tar", "part-000001.tar"):
-        assert (again_step / name).read_bytes() == (step / name).read_bytes()
+        assert (side(again_step) / name).read_bytes() == (side(step) / name).read_bytes()
 
 
 @pytest.mark.slow

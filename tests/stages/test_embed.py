@@ -17,6 +17,7 @@ from curation.atomic import read_json, write_json
 from curation.errors import ConfigError
 from curation.runner.local import run_stages
 from curation.stages.registry import get_stage
+from curation.stages.base import files_dir, partition_path
 
 MODEL = {
     "kind": "random",
@@ -56,7 +57,7 @@ def write_input_table(run_dir: Path, partition: int, keys: list[str], status: li
     step = run_dir / "stages" / "dedup" / get_stage("dedup").table_step
     dropped = [None if s == tables.SUCCESS else "dedup" for s in status]
     tables.write_parquet(tables.status_table(keys, status, dropped), step / f"{tables.partition_name(partition)}.parquet")
-    write_json(step / f"{tables.partition_name(partition)}.stats.json", {"rows": len(keys), "counts": {}})
+    write_json(partition_path(step, partition, "stats.json"), {"rows": len(keys), "counts": {}})
     write_json(run_dir / "stages" / "dedup" / "_SUCCESS.json", {"stage": "dedup"})
 
 
@@ -64,11 +65,11 @@ def write_input_table(run_dir: Path, partition: int, keys: list[str], status: li
 def pool(tmp_path, photos):
     """Partition 0: 4 images, one corrupt, one dropped upstream; partition 1: 4 images, one missing."""
     k = [tables.sample_key(0, i) for i in range(6)]
-    write_tar(tmp_path / "stages/download/fetch/part-000000.tar",
+    write_tar(tmp_path / "stages/download/fetch.files/part-000000.tar",
               {k[0]: photos[0], k[1]: photos[1], k[2]: b"\xff\xd8 corrupt", k[3]: photos[2], k[5]: photos[3]})
     write_input_table(tmp_path, 0, k[:6], ["success", "success", "success", "success", "duplicate_copy", "success"])
     k1 = [tables.sample_key(1, i) for i in range(4)]
-    write_tar(tmp_path / "stages/download/fetch/part-000001.tar", {k1[0]: photos[4], k1[1]: photos[5], k1[3]: photos[6]})
+    write_tar(tmp_path / "stages/download/fetch.files/part-000001.tar", {k1[0]: photos[4], k1[1]: photos[5], k1[3]: photos[6]})
     write_input_table(tmp_path, 1, k1, ["success"] * 4)
     return tmp_path
 
@@ -104,12 +105,12 @@ def test_embed_pool_tables_arrays_and_failures(pool, photos):
     t1 = pq.read_table(root / "part-000001.parquet")
     assert t1.column("status").to_pylist()[2] == "failed_decode:missing_image"
     assert t1.column("embedding_row").to_pylist() == [0, 1, -1, 2]
-    x0 = np.load(root / "part-000000.npy")
+    x0 = np.load(files_dir(root) / "part-000000.npy")
     assert x0.shape == (4, 32) and x0.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(x0, axis=1), 1.0, atol=1e-5)
     # Same numbers as the model run directly on the same preprocessing.
     np.testing.assert_allclose(x0, reference_embeddings([photos[0], photos[1], photos[2], photos[3]]), atol=1e-5)
-    stats = read_json(root / "part-000000.stats.json")
+    stats = read_json(files_dir(root) / "part-000000.stats.json")
     assert stats["embedded"] == 4 and stats["failed_decode"] == 1
     assert stats["model"]["random_weights"] is True and stats["model"]["kind"] == "random"
     assert stats["model"]["dim"] == 32 and stats["model"]["device"] == "cpu"
@@ -187,7 +188,7 @@ def test_curated_sets_embedded_in_partitions_give_the_same_files(pool, photos, t
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(path.read_bytes())
         run_stages(run_dir, config(run_dir, curated=sets, curated_partition_size=size), ["embed"])
-        parts = sorted(p.name for p in (run_dir / "stages/embed/curated_parts").glob("*.stats.json"))
+        parts = sorted(p.name for p in (run_dir / "stages/embed/curated_parts.files").glob("*.stats.json"))
         # five images in partitions of 2: three partitions, then one (empty) for the empty set
         assert len(parts) == (4 if size == 2 else 2)
         outputs[size] = {name: (pq.read_table(run_dir / f"stages/embed/curated/{name}.parquet").to_pylist(),

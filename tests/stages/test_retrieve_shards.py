@@ -14,6 +14,7 @@ from curation import embeddings, tables
 from curation.algorithms.knn import unit_rows
 from curation.atomic import read_json, write_json
 from curation.runner.local import run_stages
+from curation.stages.base import files_dir, partition_path
 from tests.stages import retrieval_upstream as up
 
 
@@ -37,10 +38,10 @@ def synthetic_pool(run_dir: Path, partitions: int, rows: int, dim: int, clusters
              .append_column("similarity", pa.array(np.einsum("ij,ij->i", x, centroids[label]), pa.float32(),
                                                    mask=gone))),
         ):
-            (stages / step).mkdir(parents=True, exist_ok=True)
+            files_dir(stages / step).mkdir(parents=True, exist_ok=True)
             tables.write_parquet(table, stages / step / f"{name}.parquet")
-            write_json(stages / step / f"{name}.stats.json", {"rows": rows, "counts": {}, "files": {}})
-        embeddings.save_array(stages / "embed/pool" / f"{name}.npy", x[~gone], "float16")
+            write_json(partition_path(stages / step, p, "stats.json"), {"rows": rows, "counts": {}, "files": {}})
+        embeddings.save_array(partition_path(stages / "embed/pool", p, "npy"), x[~gone], "float16")
     (stages / "cluster/train").mkdir(parents=True)
     np.save(stages / "cluster/train/centroids.npy", centroids)
     up.mark_done(run_dir, ("embed", "cluster"))

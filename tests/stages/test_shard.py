@@ -79,6 +79,9 @@ def test_shards_and_manifest_round_trip(tmp_path):
         else:
             assert meta["source"] == "pool" and meta["source_key"] == sample["__key__"]
             assert meta["url"] == f"http://pool.test/{meta['source_key']}.jpg"
+            # The URL list's columns ride along; the download stage's own do not.
+            assert meta["caption"] == f"caption of {meta['source_key']}" and meta["license"] == "cc-by"
+            assert meta["input_dataset"] == "web" and "sha256" not in meta and "width" not in meta
             assert meta["query_dataset"] in ("near", "topics") and meta["query_key"].startswith(meta["query_dataset"])
             assert isinstance(meta["similarity"], float) and meta["cluster"] >= 0 and meta["rank"] >= 0
     cluster_metas = [m for m in metas if m["mode"] == "cluster"]
