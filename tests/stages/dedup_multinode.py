@@ -31,6 +31,7 @@ def write_features(run_dir: Path, partitions: int, seed: int = 0) -> dict[str, l
     """
     from curation import tables
     from curation.atomic import write_json
+    from curation.stages.base import files_dir, partition_path
 
     rng = np.random.default_rng(seed)
     n = partitions * PER_PARTITION
@@ -45,23 +46,22 @@ def write_features(run_dir: Path, partitions: int, seed: int = 0) -> dict[str, l
     near = desc[originals[half:]] + 0.1 * rng.standard_normal((len(originals) - half, DIMS)).astype(np.float32)
     desc[copies[half:]] = near  # near copies of the descriptor
     keys = [tables.sample_key(p, i) for p in range(partitions) for i in range(PER_PARTITION)]
-    for stage, step in (("download", "fetch"), ("dedup", "features")):
-        (run_dir / "stages" / stage / step).mkdir(parents=True)
+    fetch, step = run_dir / "stages/download/fetch", run_dir / "stages/dedup/features"
+    for d in (fetch, step):
+        files_dir(d).mkdir(parents=True)
     for p in range(partitions):
         rows = slice(p * PER_PARTITION, (p + 1) * PER_PARTITION)
         part = keys[rows]
-        name = tables.partition_name(p)
         status = tables.status_table(part, ["success"] * len(part))
-        tables.write_parquet(status, run_dir / f"stages/download/fetch/{name}.parquet")
-        write_json(run_dir / f"stages/download/fetch/{name}.stats.json", {"rows": len(part), "files": {}})
-        step = run_dir / "stages/dedup/features"
+        tables.write_parquet(status, partition_path(fetch, p, "parquet"))
+        write_json(partition_path(fetch, p, "stats.json"), {"rows": len(part), "files": {}})
         table = status.append_column("width", pa.array(np.full(len(part), 64))).append_column(
             "height", pa.array(np.full(len(part), 64))).append_column("feature_row", pa.array(np.arange(len(part))))
-        tables.write_parquet(table, step / f"{name}.parquet")
-        np.save(step / f"{name}.thumbs.npy", thumbs[rows])
-        np.save(step / f"{name}.sources.npy", np.zeros((len(part), 0, 0), np.uint8))
-        np.save(step / f"{name}.desc.npy", desc[rows].astype(np.float16))
-        write_json(step / f"{name}.stats.json", {"rows": len(part), "files": {}})
+        tables.write_parquet(table, partition_path(step, p, "parquet"))
+        np.save(partition_path(step, p, "thumbs.npy"), thumbs[rows])
+        np.save(partition_path(step, p, "sources.npy"), np.zeros((len(part), 0, 0), np.uint8))
+        np.save(partition_path(step, p, "desc.npy"), desc[rows].astype(np.float16))
+        write_json(partition_path(step, p, "stats.json"), {"rows": len(part), "files": {}})
     write_json(run_dir / "stages/download/_SUCCESS.json", {"stage": "download"})
     pairs = [(keys[o], keys[c]) for o, c in zip(originals, copies, strict=True)]
     return {"hash": pairs[:half], "copy": pairs[half:]}

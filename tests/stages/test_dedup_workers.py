@@ -54,7 +54,7 @@ def _rerun_graph(described, tmp_path, workers: int):
     src, bench = described
     run = tmp_path / f"w{workers}"
     shutil.copytree(src, run)
-    for step in ("graph", "table"):
+    for step in ("graph", "table", "table.files"):
         shutil.rmtree(run / "stages/dedup" / step)
     (run / "stages/dedup/_SUCCESS.json").unlink(missing_ok=True)
     run_stages(run, _config(run, bench, workers), ["dedup"])
