@@ -202,10 +202,11 @@ def leak_labels(helpers: Helpers, at: Units, kept: np.ndarray, bench: np.ndarray
     mask[kept] = True
     parts = [p for r in helpers.ranges for p in r]
     starts = [at.offsets[p] for p in parts] + [n1]
-    kept_offsets = {}
+    kept_offsets, before = {}, 0
     for j, p in enumerate(parts):
         np.save(helpers.work / f"kept-{_part(p)}.npy", mask[starts[j] : starts[j + 1]])
-        kept_offsets[p] = int(mask[: starts[j]].sum())
+        kept_offsets[p] = before
+        before += int(mask[starts[j] : starts[j + 1]].sum())
     np.save(helpers.work / "benchmarks.npy", np.ascontiguousarray(bench, np.float32))
     stats = helpers.call("leak", [(i, kept_offsets, len(kept), k, threshold) for i in range(len(helpers.ranges))])
     parent = cc.new_parent(n1 + m)
