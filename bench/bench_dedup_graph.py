@@ -14,6 +14,18 @@ process's peak memory. Peer: ``scipy.sparse.csgraph.connected_components``
 on the same edges, timed against our union-find, same run.
 
     python bench/bench_dedup_graph.py --n 1000000 --nprobe 16
+
+``--workers W`` runs the distributed graph instead (what the dedup stage's
+helpers run, :mod:`curation.algorithms.knn_blocks`): the descriptors split
+into ``--partitions`` float16 files, one coarse quantizer trained on a
+sample and shared, each stored vector assigned to its list once; on a
+``ray.cluster_utils.Cluster`` of a CPU-less head and ``W`` worker nodes of
+one CPU, one actor per node owns a contiguous range of partitions as
+queries and streams every partition file past them (inverted-list blocks,
+exact scores); the driver unions the edge files. Printed per worker: queries,
+edges, seconds, peak RSS (VmHWM); recall and false merges as above.
+
+    python bench/bench_dedup_graph.py --n 2000000 --dim 256 --workers 4 --partitions 16 --nprobe 16
 """
 
 from __future__ import annotations
@@ -101,8 +113,15 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.6)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rerank-margin", type=float, default=0.15, help="ivf_pq: re-rank above threshold - this")
+    parser.add_argument("--workers", type=int, default=0, help="> 0: the distributed graph on this many nodes")
+    parser.add_argument("--partitions", type=int, default=16, help="distributed: partition files of the pool")
     args = parser.parse_args()
     faiss.omp_set_num_threads(args.threads)
+    if args.workers:
+        with tempfile.TemporaryDirectory() as tmp:
+            x, group = make_descriptors(Path(tmp) / "x.npy", args.n, args.dim, args.clusters, args.dup_frac)
+            distributed(args, x, group, Path(tmp))
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -150,6 +169,99 @@ def main() -> None:
           f"scipy {t_scipy:.2f} s (all edges in one sparse matrix); ratio x{t_scipy / t_ours:.2f}; "
           f"same partition: {same}")
     print(f"(union-find inside the graph pass took {t_union:.2f} s of it)")
+
+
+def vm_hwm() -> int:
+    """Peak RSS in bytes of this process since its exec (ru_maxrss would include a forking parent's)."""
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM"))
+
+
+class GraphWorker:
+    """One simulated node's share: its partitions as queries against every partition file."""
+
+    def __init__(self, root: str, parts: int):
+        import faiss
+
+        faiss.omp_set_num_threads(1)
+        self.root, self.parts = Path(root), parts
+
+    def run(self, own: list[int], starts: list[int], k: int, threshold: float, nprobe: int) -> dict:
+        from curation.algorithms import knn_blocks
+
+        t0 = time.perf_counter()
+        coarse = knn_blocks.Coarse(np.load(self.root / "centroids.npy"), nprobe)
+        root, parts = self.root, self.parts
+
+        class Stream:  # every partition file read whole and in order, one at a time
+            def __iter__(self):
+                for p in range(parts):
+                    yield starts[p], np.load(root / f"x-{p}.npy"), np.load(root / f"lists-{p}.npy")
+
+        queries = np.concatenate([np.load(root / f"x-{p}.npy") for p in own]).astype(np.float32)
+        out = knn_blocks.self_graph(queries, starts[own[0]], Stream(), k, starts[-1], threshold,
+                                    chunk=len(queries), coarse=coarse)
+        np.savez(root / f"edges-{own[0]}.npz", u=out["u"], v=out["v"])
+        return {"queries": len(queries), "edges": len(out["u"]), "seconds": time.perf_counter() - t0,
+                "peak_rss": vm_hwm()}
+
+
+def distributed(args, x: np.ndarray, group: np.ndarray, root: Path) -> None:
+    """The distributed graph on simulated nodes (see the module doc)."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from curation.algorithms import components as cc
+    from curation.algorithms import knn_blocks
+    from curation.algorithms.index import default_nlist
+    from curation.algorithms.sharded_index import shard_ranges
+
+    t0 = time.perf_counter()
+    cuts = np.linspace(0, args.n, args.partitions + 1).astype(np.int64)
+    nlist = args.nlist or default_nlist(args.n)
+    rng = np.random.default_rng(0)
+    sample = np.sort(rng.choice(args.n, size=min(args.n, 64 * nlist), replace=False))
+    coarse = knn_blocks.Coarse.train(np.asarray(x[sample], np.float32), nlist, args.nprobe)
+    np.save(root / "centroids.npy", coarse.centroids)
+    for p in range(args.partitions):
+        block = np.asarray(x[cuts[p] : cuts[p + 1]])
+        np.save(root / f"x-{p}.npy", block)
+        np.save(root / f"lists-{p}.npy", coarse.lists(block))
+    print(f"{args.partitions} partition files, IVF{nlist} lists trained on {len(sample)} vectors and assigned: "
+          f"{time.perf_counter() - t0:.0f} s (driver)")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    for _ in range(args.workers):
+        cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        actor = ray.remote(num_cpus=1)(GraphWorker)
+        workers = [actor.options(scheduling_strategy="SPREAD").remote(str(root), args.partitions)
+                   for _ in range(args.workers)]
+        ranges = shard_ranges(list(np.diff(cuts)), args.workers)
+        t0 = time.perf_counter()
+        stats = ray.get([w.run.remote(list(range(lo, hi)), cuts.tolist(), args.k, args.threshold, args.nprobe)
+                         for w, (lo, hi) in zip(workers, ranges, strict=True)])
+        t_search = time.perf_counter() - t0
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    for i, s in enumerate(stats):
+        print(f"worker {i}: {s['queries']} queries, {s['edges']} edges, {s['seconds']:.0f} s, "
+              f"peak RSS {s['peak_rss'] / 2**20:.0f} MiB")
+    t0 = time.perf_counter()
+
+    def edges():
+        for lo, _ in ranges:
+            with np.load(root / f"edges-{lo}.npz") as f:
+                yield f["u"], f["v"]
+
+    labels = cc.connected_components(args.n, edges())
+    recall, false_merges = planted_recall(labels, group)
+    total = sum(s["edges"] for s in stats)
+    print(f"distributed graph: {args.workers} workers, {t_search:.0f} s wall ({args.n / t_search:.0f} vectors/s), "
+          f"{total} edges > {args.threshold} ({total / args.n:.3f} per image); union of the edge files "
+          f"{time.perf_counter() - t0:.2f} s; planted pair recall {recall:.4f}; false merges {false_merges}; "
+          f"driver peak RSS {peak_gb():.2f} GB")
 
 
 if __name__ == "__main__":

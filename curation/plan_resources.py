@@ -148,8 +148,9 @@ def _estimate(config: Any, step: str, request, n: float, nodes: int) -> dict[str
     table = {
         "download/fetch": {"memory": 1 * GIB, "items": n, "rate": RATES["download"]},
         "dedup/features": {"memory": 4 * GIB, "items": n, "rate": RATES["sscd_gpu" if gpu else "sscd_cpu"]},
-        "dedup/graph": {"memory": 300 * n, "items": n, "rate": RATES["graph"], "single": True,
-                        "knob": "dedup.graph.memory_gb / dedup.copy_dedup.index.kind"},
+        # Per-image arrays only (keys, union-find parents, labels, codes, decisions); the pool is in the helpers.
+        "dedup/graph": {"memory": 1 * GIB + 200 * n, "items": n, "rate": RATES["graph"], "single": True,
+                        "knob": "dedup.graph.memory_gb"},
         "dedup/table": {"memory": 1 * GIB},
         "embed/pool": {"memory": 6 * GIB, "items": alive, "rate": RATES["vith_gpu" if gpu else "vith_cpu"]},
         "embed/curated_parts": {"memory": 6 * GIB, "items": curated, "rate": RATES["vith_gpu" if gpu else "vith_cpu"]},
@@ -164,11 +165,21 @@ def _estimate(config: Any, step: str, request, n: float, nodes: int) -> dict[str
     }
     if step in table:
         return table[step]
+    if step == "dedup/graph workers":
+        return _dedup_workers(config, n, nodes)
     if step.startswith("cluster/"):
         return _cluster(config, step, request, alive, dim, gpu, nodes)
     if step.startswith("retrieve/"):
         return _retrieve(config, step, alive, dim, curated, nodes)
     return {"memory": 1 * GIB}
+
+
+def _dedup_workers(config: Any, n: float, nodes: int) -> dict[str, Any]:
+    """A graph helper holds its share of the hash survivors as k-NN queries (float32 + a k-heap)."""
+    d = config.dedup
+    count = d.graph.workers.count or nodes  # null: one per worker node
+    per_image = 4 * d.descriptor.dims + 12 * d.copy_dedup.k + 16
+    return {"memory": 1 * GIB + per_image * n / count, "count": count, "knob": "dedup.graph.workers.count"}
 
 
 def _cluster(config: Any, step: str, request, alive: float, dim: int, gpu: bool, nodes: int) -> dict[str, Any]:

@@ -38,6 +38,10 @@ def test_lvd142m_at_paper_scale_fits_the_paper_cluster():
     per_vector = 64 + 8 + 1280 * 4  # IVF-PQ64 codes and ids, plus the exact re-ranking copy
     assert shards.per_worker == pytest.approx(GIB + per_vector * 1.2e9 * 0.62 / 20)
     assert rows["embed/pool"].hours is not None and rows["embed/pool"].hours < 48
+    # The dedup graph's helpers hold 1/20 of the pool each as k-NN queries (512-d float32 + a 64-heap).
+    helpers = rows["dedup/graph workers"]
+    assert helpers.workers == 20 and helpers.per_worker == pytest.approx(GIB + (4 * 512 + 12 * 64 + 16) * 1.2e9 / 20)
+    assert rows["dedup/graph"].per_worker == pytest.approx(GIB + 200 * 1.2e9)
 
 
 def test_plan_command_prints_composition_and_resource_plan():

@@ -9,11 +9,14 @@ Steps (see ``docs/dedup.md``):
   ``(m, S, S) uint8`` and ``.desc.npy`` ``(m, d)`` (``d = 0``
   without a descriptor); row ``j`` belongs to the table row whose
   ``feature_row`` is ``j``.
-- ``graph`` (global, the whole pool at once, never per worker): hash codes
-  (PCA fitted on a sample, or pHash), Hamming groups with variant queries, a
-  k-NN graph over the hash survivors, connected components, then the
-  components of the self-deduplicated pool that reach a benchmark image.
-  Writes ``decisions-part-NNNNNN.parquet`` (keyed by sample key) and ``funnel.json``.
+- ``graph`` (global): the PCA hash fitted on a sample, then helpers
+  (``dedup.graph.workers``, a contiguous range of partitions each; see
+  :mod:`curation.stages.dedup_shards`) compute codes, exact Hamming pairs
+  with variant queries, the k-NN edges over the hash survivors and the
+  relative-dedup edges, each streaming the other partitions' files; this
+  process only unions pairs and edges into components (per-image arrays,
+  no descriptors, no index). Writes ``decisions-part-NNNNNN.parquet``
+  (keyed by sample key) and ``funnel.json``.
 - ``table`` (map): joins the decisions onto each partition: the stage table.
 """
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -141,46 +145,63 @@ class Graph(GlobalStep):
         return Resources(num_cpus=g.num_cpus, num_gpus=g.num_gpus, memory=int(g.memory_gb * 2**30),
                          key="dedup.graph.memory_gb")
 
+    def worker_resources(self) -> Resources:
+        w = self.cfg.graph.workers
+        return Resources(num_cpus=w.num_cpus, memory=int(w.memory_gb * 2**30), key="dedup.graph.workers.memory_gb")
+
+    def requests(self) -> list[tuple[str, Resources]]:
+        return [*super().requests(), ("graph workers", self.worker_resources())]
+
     def run(self, out_dir: Path) -> dict[str, Any]:
         import faiss
 
+        from curation.stages import dedup_passes
+
         threads = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(self.cfg.graph.num_cpus)  # the CPUs this task holds
+        pool = _Pool(self.ctx.step_dir(Features.name))
+        helpers = dedup_passes.start(self, pool, out_dir, self.worker_resources())
         try:
-            return self._run(out_dir)
+            stats = self._run(out_dir, pool, helpers)
         finally:
+            workers = dedup_passes.finish(helpers)
             faiss.omp_set_num_threads(threads)
+        return {**stats, "workers": [{"partitions": len(r), **w} for r, w in zip(helpers.ranges, workers,
+                                                                                 strict=True)]}
 
-    def _run(self, out_dir: Path) -> dict[str, Any]:
+    def _run(self, out_dir: Path, pool: _Pool, helpers: Any) -> dict[str, Any]:
         from curation.algorithms import components as cc
-        from curation.stages import dedup_copy, dedup_decisions, dedup_hash
+        from curation.stages import (
+            dedup_copy,
+            dedup_decisions,
+            dedup_hash,
+            dedup_passes,
+        )
 
         timer, cfg = _Timer(lambda n: self.report_progress(n, len(_Timer.PHASES))), self.cfg
-        pool = _Pool(self.ctx.step_dir(Features.name))
-        hashed = dedup_hash.hash_groups(pool, cfg.hashing, self.ctx.seed, out_dir)
+        hashed = dedup_hash.hash_groups(pool, cfg.hashing, self.ctx.seed, out_dir, helpers)
         timer.lap("hash_groups")
         rank = -pool.area if cfg.keep == "largest" else np.zeros(len(pool), np.int64)
         hash_rep = cc.representatives(hashed.labels, rank)
         survivors = np.flatnonzero(hash_rep == np.arange(len(pool)))
-        copy = dedup_copy.copy_pass(self, pool, survivors, rank[survivors], out_dir, timer)
+        copy = dedup_copy.copy_pass(self, pool, helpers, survivors, rank[survivors], timer)
         if cfg.relative.benchmarks and not cfg.relative_on and cfg.relative.enabled is None:  # matched by hash
             copy.bench_names, thumbs, copy.bench_info = dedup_copy.benchmark_thumbs(self)
-            copy.leak_labels = dedup_hash.leak_labels(pool, cfg.hashing, hashed, survivors, hash_rep, thumbs)
+            copy.leak_labels = dedup_hash.leak_labels(cfg.hashing, hashed, survivors, hash_rep, thumbs, helpers)
             timer.lap("relative_hash")
         dec = cc.decide(hash_rep, survivors, copy.labels, copy.leak_labels, rank[survivors])
         dup = np.flatnonzero(dec.status == cc.HASH_DUPLICATE)
         distance = np.full(len(pool), -1, np.int64)
-        distance[dup] = dedup_hash.distances(pool, cfg.hashing, hashed, dup, dec.ref[dup])
+        variants = partial(dedup_passes.gather, helpers.work, "vcodes", helpers.offsets, len(pool))
+        distance[dup] = dedup_hash.distances(cfg.hashing, hashed, dup, dec.ref[dup], variants)
         dedup_decisions.write_decisions(out_dir, pool, dec, hashed.codes, copy, distance, cfg.hashing.method)
-        (out_dir / "pool-descriptors.npy").unlink(missing_ok=True)
-        (out_dir / "kept-descriptors.npy").unlink(missing_ok=True)
         funnel = dedup_decisions.funnel(pool, dec.status, len(copy.bench_names))
         write_json(out_dir / FUNNEL_FILE, funnel)
         log.info("dedup funnel: %s", funnel)
         timer.lap("write")
         return {"funnel": funnel, "hash": hashed.info, "benchmarks": copy.bench_info,
                 "copy_dedup": cfg.copy_on, "relative_dedup": cfg.relative_on, "index": copy.kind,
-                "seconds": timer.laps}
+                "edges": copy.edges, "seconds": timer.laps}
 
     def _benchmarks(self, mean: np.ndarray | None, dims: int) -> tuple[list[str], np.ndarray, dict]:
         """Names (``dataset:key``) and unit descriptors ``(m, d)`` of the benchmark images."""
@@ -256,17 +277,18 @@ class _Timer:
 
 
 class _Pool:
-    """The alive images of the features tables, in pool order (partition, then row).
+    """The alive images of the features tables (or of ``parts`` only), in pool order (partition, then row).
 
     Per image (node ``i``): ``keys`` (Arrow strings), ``feature_row`` into its
     partition's side files, ``area``. Partition ``parts[j]`` holds nodes
     ``offsets[j]:offsets[j + 1]``. ``inputs``: rows that entered the stage alive.
     """
 
-    def __init__(self, step_dir: Path):
+    def __init__(self, step_dir: Path, parts: list[int] | None = None):
         from curation.stages.base import committed_partitions
 
-        self.step_dir, self.parts = step_dir, committed_partitions(step_dir)
+        self.step_dir = step_dir
+        self.parts = committed_partitions(step_dir) if parts is None else list(parts)
         keys, rows, area, sizes, self.inputs = [], [], [], [0], 0
         for p in self.parts:
             t = tables.read_parquet(self._file(p, "parquet"))

@@ -85,10 +85,9 @@ class CopyConfig(Section):
         None, description="self-dedup by the descriptor graph (null: on when descriptor.weights is set)")
     k: int = Field(64, ge=1, description="neighbours per image in the k-NN graph (capped at the pool size)")
     threshold: float = Field(0.6, ge=-1, le=1, description="edges need cosine similarity above this")
-    index: IndexConfig = Field(IndexConfig(exact_max=200_000), description="Faiss index of the k-NN graph")
-    rerank_margin: float | None = Field(
-        0.15, ge=0, description="ivf_pq: re-rank only candidates whose approximate similarity is above the lowest "
-        "threshold minus this (null: re-rank all)")
+    index: IndexConfig = Field(
+        IndexConfig(exact_max=200_000), description="k-NN search: flat (exact) up to exact_max survivors, else "
+        "inverted lists (nlist, nprobe; any ivf kind) shared by the helpers, scores always exact")
 
 
 class RelativeConfig(Section):
@@ -100,10 +99,18 @@ class RelativeConfig(Section):
     k: int = Field(64, ge=1, description="neighbours per image, both directions, pool <-> benchmarks")
 
 
+class GraphWorkers(Section):
+    count: int | None = Field(
+        None, ge=1, description="helpers of the graph step (null: one per worker node); each holds pool/count images")
+    num_cpus: int = Field(1, ge=1, description="CPUs per helper (its Faiss threads)")
+    memory_gb: float = Field(0, ge=0, description="memory reserved per helper (0: unspecified); see `curate plan`")
+
+
 class GraphResources(Section):
-    num_cpus: int = Field(1, ge=1, description="CPUs of the graph step (Faiss threads)")
-    num_gpus: int = Field(0, ge=0, description="GPUs of the graph step (Faiss, benchmark descriptors)")
+    num_cpus: int = Field(1, ge=1, description="CPUs of the graph step (union-find, decisions)")
+    num_gpus: int = Field(0, ge=0, description="GPUs of the graph step (benchmark descriptors)")
     memory_gb: float = Field(0, ge=0, description="memory reserved for the graph step (0: unspecified)")
+    workers: GraphWorkers = Field(GraphWorkers(), description="the helpers that hold the pool, a range each")
 
 
 class DedupConfig(Section):

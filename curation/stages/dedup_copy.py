@@ -11,8 +11,7 @@ about to drop, as in the paper) against the benchmark images at
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,48 +29,44 @@ class _CopyResult:
     bench_names: list[str]
     bench_info: dict
     kind: str
+    edges: dict = field(default_factory=dict)  # edges kept per graph, and per survivor
 
 
-def copy_pass(step: Any, pool: Any, survivors: np.ndarray, rank: np.ndarray, out_dir: Path,
-               timer: Any) -> _CopyResult:
-    """Self-dedup over the hash survivors, then relative dedup over what self-dedup keeps (as in the paper)."""
+def copy_pass(step: Any, pool: Any, helpers: Any, survivors: np.ndarray, rank: np.ndarray, timer: Any) -> _CopyResult:
+    """Self-dedup over the hash survivors, then relative dedup over what self-dedup keeps (as in the paper).
+
+    The k-NN searches run in the graph step's helpers, each over its range
+    of partitions against every partition's descriptors, streamed
+    (:mod:`curation.stages.dedup_passes`); here only edges are unioned.
+    """
     from curation.algorithms import components as cc
-    from curation.algorithms import knn
-    from curation.stages.dedup_descriptors import pool_descriptors
+    from curation.stages import dedup_passes
 
     cfg, n1 = step.cfg, len(survivors)
     none = _CopyResult(np.arange(n1), np.zeros(0, np.int64), np.full(n1, -1, np.int64),
                        np.full(n1, np.nan, np.float32), np.full(n1, np.nan, np.float32), [], {}, "none")
-    if not cfg.describes:
+    if not cfg.describes or not n1:
         return none
     c, r = cfg.copy_dedup, cfg.relative
-    x, mean = pool_descriptors(pool, survivors, cfg.descriptor.center, out_dir / "pool-descriptors.npy")
+    at = dedup_passes.units(helpers, survivors, cfg.descriptor.center, c.index, step.ctx.seed)
     timer.lap("descriptors")
     out = none
     if cfg.copy_on:
-        floor = None if c.rerank_margin is None else c.threshold - c.rerank_margin
-        graph = knn.copy_graph(x, x[:0], c.index, c.k, c.threshold, 0, 1.0, step.ctx.seed, floor)  # no benchmarks
-        rep = cc.representatives(graph.labels, rank)
+        graph = dedup_passes.self_edges(helpers, at, c.k, c.threshold)
+        rep = cc.representatives(graph["labels"], rank)
         sim = np.full(n1, np.nan, np.float32)
         dup = np.flatnonzero(rep != np.arange(n1))
-        for lo in range(0, len(dup), 65536):  # direct cosine to the kept image, chunk by chunk
-            i, j = dup[lo : lo + 65536], rep[dup[lo : lo + 65536]]
-            sim[i] = np.einsum("nd,nd->n", np.asarray(x[i], np.float32), np.asarray(x[j], np.float32))
-        out = _CopyResult(graph.labels, none.leak_labels, graph.nearest, graph.nearest_sim, sim, [], {}, graph.kind)
+        sim[dup] = dedup_passes.similarity(helpers, at, dup, rep[dup])  # direct cosine to the kept image
+        out = _CopyResult(graph["labels"], none.leak_labels, graph["nearest"], graph["nearest_sim"], sim, [], {},
+                          at.kind, {"self": graph["edges"], "self_per_image": round(graph["edges"] / n1, 4)})
         timer.lap("copy_graph")
     if not cfg.relative_on:
         return out
     kept = np.flatnonzero(cc.representatives(out.labels, rank) == np.arange(n1))
-    names, y, info = step._benchmarks(mean, x.shape[1])
-    xk, _ = pool_descriptors(pool, survivors[kept], cfg.descriptor.center, out_dir / "kept-descriptors.npy", mean)
-    floor = None if c.rerank_margin is None else r.threshold - c.rerank_margin
-    leak = knn.copy_graph(xk, y, c.index, r.k, r.threshold, r.k, r.threshold, step.ctx.seed, floor)
-    # Back to survivor space: survivors that self-dedup drops stay singletons.
-    labels = np.arange(n1 + len(y), dtype=np.int64)
-    nodes = np.concatenate([kept, n1 + np.arange(len(y))])
-    if len(leak.leak_labels):
-        labels[nodes] = nodes[leak.leak_labels]
-    out.leak_labels, out.bench_names, out.bench_info = labels, names, info
+    names, y, info = step._benchmarks(at.mean, at.dims)
+    out.leak_labels, leak_edges = dedup_passes.leak_labels(helpers, at, kept, y, r.k, r.threshold)
+    out.bench_names, out.bench_info, out.kind = names, info, at.kind
+    out.edges.update(relative=leak_edges, relative_per_image=round(leak_edges / max(1, len(kept)), 4))
     timer.lap("relative_graph")
     return out
 
@@ -90,7 +85,7 @@ def benchmark_thumbs(step: Any) -> tuple[list[str], np.ndarray, dict]:
         failed = 0
         while chunk := list(itertools.islice(stream, 256)):
             thumbs, _, _, _, reasons, _ = describe([d for _, d, _ in chunk], None, spec)
-            names += [f"{bench.name}:{k}" for (k, _, _), why in zip(chunk, reasons) if why is None]
+            names += [f"{bench.name}:{k}" for (k, _, _), why in zip(chunk, reasons, strict=True) if why is None]
             parts.append(thumbs)
             failed += len(chunk) - len(thumbs)
         info[bench.name] = {"images": len(names) - before, "failed": failed}

@@ -1,17 +1,11 @@
-"""The dedup stage's descriptor model and the descriptors of the pool's survivors.
+"""The dedup stage's descriptor model and the names of its side files.
 
 Shared by the features step (:mod:`curation.stages.dedup`) and the copy
-pass (:mod:`curation.stages.dedup_copy`).
+pass (:mod:`curation.stages.dedup_copy`, benchmark descriptors).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-import numpy as np
-
-from curation.algorithms.knn import unit_rows
 from curation.preprocess import PreprocessSpec
 from curation.stages.dedup_config import DedupConfig
 
@@ -41,20 +35,3 @@ def load_descriptor_model(cfg: DedupConfig, seed: int):
     model, source = sscd.load(d.weights, d.backbone, d.dims, d.gem_p, seed=seed, image_size=d.image_size)
     threads = decode_thread_count(0, d.num_cpus)
     return sscd.DescriptorModel(model, d.device, d.batch_size, d.dims, threads), spec, source
-
-
-def pool_descriptors(pool: Any, nodes: np.ndarray, center: bool, path: Path, mean: np.ndarray | None = None):
-    """Unit descriptors of ``nodes`` in a memory-mapped ``.npy`` ``(len(nodes), d)`` float16, and the
-    mean (computed over ``nodes`` unless given)."""
-    first = np.load(pool._file(pool.parts[0], DESCRIPTORS), mmap_mode="r") if pool.parts else None
-    dims = first.shape[1] if first is not None else 0
-    if center and len(nodes) and mean is None:
-        total = sum(chunk.astype(np.float64).sum(axis=0) for chunk in pool.arrays(DESCRIPTORS, nodes))
-        mean = (total / len(nodes)).astype(np.float32)
-    x = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(len(nodes), dims))
-    start = 0
-    for chunk in pool.arrays(DESCRIPTORS, nodes):
-        x[start : start + len(chunk)] = unit_rows(chunk, mean)
-        start += len(chunk)
-    x.flush()
-    return x, mean

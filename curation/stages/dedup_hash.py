@@ -1,23 +1,26 @@
 """The hash pass of the dedup graph step: codes, Hamming groups with geometric variants.
 
-Pool images are read through the graph step's pool (``dedup._Pool``): base
-thumbnails (``thumbs.npy``) give one code per image, the only codes indexed;
+The coder (PCA fitted on a seeded sample of thumbnails, or pHash) is made
+here; codes and pairs come from the graph step's helpers
+(:mod:`curation.stages.dedup_shards`), each over its partitions: base
+thumbnails (``thumbs.npy``) give one code per image, the only codes searched;
 with ``hashing.variants`` each image's variant sources (``sources.npy``,
 ``(m, S, S) uint8``) are cut into mirrored / cropped / rotated / trimmed
-thumbnails, hashed, and used as extra queries, partition by partition
-(memory: one partition's variant thumbnails and codes at a time,
-``V * (s * s + bits / 8)`` bytes per image).
+thumbnails, hashed, and used as extra queries against every partition
+(memory: one partition's variant codes at a time, ``V * bits / 8`` bytes per
+image). Distances of duplicates and relative dedup by hash read the pool here.
 
 With ``hashing.min_correlation`` every pair the Hamming search finds is a
 candidate, kept only when the two thumbnails that matched correlate pixel by
 pixel (:mod:`curation.algorithms.verify`): the query's (the image's own or
 one of its variants', black rotation corners masked out) and the indexed
-image's, read back from ``thumbs.npy`` for the candidates only.
+image's, read back from ``thumbs.npy`` for the candidates only (:class:`Check`,
+run by the helper that found the pair).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,45 +58,30 @@ def coder(pool, cfg: HashingConfig, seed: int, out_dir: Path) -> tuple[Callable,
     return (lambda t: pca_hash.hash_codes(pca_hash.features(t), basis)), info
 
 
-def hash_groups(pool, cfg: HashingConfig, seed: int, out_dir: Path) -> HashGroups:
-    """Codes of every pool image and the components of their near pairs (variants included)."""
-    from curation.algorithms import components as cc
-    from curation.algorithms import hamming
+def hash_groups(pool, cfg: HashingConfig, seed: int, out_dir: Path, helpers) -> HashGroups:
+    """Codes of every pool image and the components of their near pairs (variants included).
+
+    The coder is fitted here (a sample of thumbnails); codes and pairs come
+    from the graph step's helpers (:func:`dedup_passes.hash_labels`), each
+    over its range of partitions; exact, so the groups are those of one
+    search over the whole pool.
+    """
+    from curation.stages import dedup_passes
 
     code, info = coder(pool, cfg, seed, out_dir)
-    parts = [code(t) for t in pool.arrays(THUMBS)]
-    codes = np.concatenate(parts) if parts else np.zeros((0, cfg.bits // 8), np.uint8)
+    codes, labels, found = dedup_passes.hash_labels(helpers, len(pool), cfg.bits)
+    info.update(found)
     v = cfg.variants
-    radius = max(cfg.max_distance, v.max_distance if v.enabled else 0)
-    index = hamming.build_index(codes, radius, cfg.search, cfg.flat_max) if len(codes) else None
-
-    check = _Check(pool, cfg)
-
-    def edges() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for i, j, _ in hamming.near_pairs(codes, cfg.max_distance, index=index):
-            keep = check(i, None, j)
-            yield i[keep], j[keep]
-        if v.enabled and index is not None:
-            for nodes, vcodes, vthumbs in _variant_codes(pool, cfg, code):
-                count = vcodes.shape[1]
-                q, j, _ = hamming.range_pairs(index, vcodes.reshape(-1, vcodes.shape[-1]),
-                                              np.arange(vcodes.shape[0] * count), v.max_distance)
-                i = nodes[q // count]
-                other = i != j
-                q, i, j = q[other], i[other], j[other]
-                keep = check(vthumbs.reshape(-1, *vthumbs.shape[2:])[q], q % count, j)
-                yield i[keep], j[keep]
-
-    labels = cc.connected_components(len(codes), edges())
     if v.enabled:
         info.update(variants=v.spec().count, variant_max_distance=v.max_distance)
     if cfg.min_correlation is not None:
-        info.update(min_correlation=cfg.min_correlation, candidate_pairs=check.candidates,
-                    rejected_pairs=check.rejected)
+        info.update(min_correlation=cfg.min_correlation)
+    else:
+        info.pop("candidate_pairs", None), info.pop("rejected_pairs", None)
     return HashGroups(codes, labels, code, info)
 
 
-class _Check:
+class Check:
     """The pixel check of candidate pairs: ``check(a, variant, j)`` -> ``(k,) bool`` pairs kept.
 
     ``a``: the query thumbnails ``(k, s, s)`` (or base node ids ``(k,)``, read
@@ -142,12 +130,15 @@ def _variant_codes(pool, cfg: HashingConfig, code, nodes: np.ndarray | None = No
         yield ids, code(thumbs.reshape(-1, cfg.thumb_size, cfg.thumb_size)).reshape(len(ids), spec.count, -1), thumbs
 
 
-def distances(pool, cfg: HashingConfig, groups: HashGroups, nodes: np.ndarray, kept: np.ndarray) -> np.ndarray:
+def distances(cfg: HashingConfig, groups: HashGroups, nodes: np.ndarray, kept: np.ndarray,
+              variant_codes: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """Hamming distance ``(k,) int64`` of each of ``nodes`` to its ``kept`` image.
 
     The smallest over the two codes and, with variants, over either image's
-    variant codes against the other's code: the distance that makes them
-    duplicates (a group is chained, so it can exceed the radius).
+    variant codes (``variant_codes(sorted unique ids) -> (u, V, bytes)``,
+    read back from the helpers' files) against the other's code: the
+    distance that makes them duplicates (a group is chained, so it can
+    exceed the radius).
     """
     from curation.algorithms.hamming import hamming
 
@@ -158,41 +149,28 @@ def distances(pool, cfg: HashingConfig, groups: HashGroups, nodes: np.ndarray, k
     for a, b in ((nodes, kept), (kept, nodes)):
         order = np.argsort(a, kind="stable")
         uniq, inverse = np.unique(a[order], return_inverse=True)
-        variant = np.concatenate([c for _, c, _ in _variant_codes(pool, cfg, groups.coder, uniq)])[inverse]
+        variant = variant_codes(uniq)[inverse]
         d = np.unpackbits(variant ^ codes[b[order]][:, None, :], axis=-1).sum(axis=-1, dtype=np.int64).min(axis=1)
         best[order] = np.minimum(best[order], d)
     return best
 
 
-def leak_labels(pool, cfg: HashingConfig, groups: HashGroups, survivors: np.ndarray, hash_rep: np.ndarray,
-                bench_thumbs: np.ndarray) -> np.ndarray:
+def leak_labels(cfg: HashingConfig, groups: HashGroups, survivors: np.ndarray, hash_rep: np.ndarray,
+                bench_thumbs: np.ndarray, helpers) -> np.ndarray:
     """Relative dedup by hash (no descriptor): leak components ``(n1 + m,)`` in survivor space.
 
     ``bench_thumbs`` ``(m, s, s) uint8``: benchmark thumbnails. A pool image
     whose code, or one of its variants' codes, is within reach of a benchmark
     code links its hash group's kept image to that benchmark (node ``n1 + j``).
+    The pool side is searched by the helpers, each over its partitions' code files.
     """
     from curation.algorithms import components as cc
-    from curation.algorithms import hamming
 
     n1, m = len(survivors), len(bench_thumbs)
     if not m or not len(groups.codes):
         return np.arange(n1 + m, dtype=np.int64)
     bench = groups.coder(bench_thumbs)
-    v = cfg.variants
-    index = hamming.build_index(bench, max(cfg.max_distance, v.max_distance if v.enabled else 0),
-                                cfg.search, cfg.flat_max)
     where = np.full(len(groups.codes), -1, np.int64)
     where[survivors] = np.arange(n1)
-
-    def edges() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        pool_ids = np.arange(len(groups.codes))
-        queries = [(groups.codes, pool_ids, cfg.max_distance)]
-        if v.enabled:
-            queries = [*queries, *((c.reshape(-1, c.shape[-1]), np.repeat(ids, c.shape[1]), v.max_distance)
-                                   for ids, c, _ in _variant_codes(pool, cfg, groups.coder))]
-        for codes, owners, radius in queries:
-            i, j, _ = hamming.range_pairs(index, codes, owners, radius)
-            yield where[hash_rep[i]], n1 + j
-
-    return cc.connected_components(n1 + m, edges())
+    found = helpers.call("hash_leaks", [(bench, helpers.offsets)] * len(helpers.ranges))
+    return cc.connected_components(n1 + m, ((where[hash_rep[f[:, 0]]], n1 + f[:, 1]) for f in found))

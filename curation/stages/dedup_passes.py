@@ -1,0 +1,224 @@
+"""The dedup graph step's passes over its helpers (:mod:`curation.stages.dedup_shards`).
+
+The graph process holds per-image arrays of the pool only (union-find
+parents, labels, hash codes: tens of bytes per image), never descriptors or
+an index; the helpers hold their range of partitions. Every pass gives the
+same pairs, edges and components as one process over the whole pool
+(exact searches, block by block; union-find labels do not depend on the
+order of the edges).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+WORK = "work"
+
+
+@dataclass
+class Helpers:
+    """The started helpers: ``ranges[i]`` are helper ``i``'s partitions; ``offsets`` global starts."""
+
+    group: Any
+    ranges: list[list[int]]
+    offsets: dict[int, int]
+    work: Path
+
+    def call(self, method: str, args: list[tuple] | None = None) -> list[Any]:
+        return self.group.call(method, args if args is not None else [()] * len(self.ranges))
+
+    def per_partition(self, ids: np.ndarray) -> list[list[np.ndarray]]:
+        """Sorted global ``ids`` as local ids per partition, grouped by helper."""
+        parts = sorted(self.offsets)
+        starts = np.array([self.offsets[p] for p in parts] + [np.iinfo(np.int64).max])
+        cut = np.searchsorted(ids, starts)
+        local = {p: ids[cut[j] : cut[j + 1]] - starts[j] for j, p in enumerate(parts)}
+        return [[local[p] for p in r] for r in self.ranges]
+
+
+def start(step: Any, pool: Any, out_dir: Path, resources: Any) -> Helpers:
+    """Start ``dedup.graph.workers.count`` helpers (null: one per worker node) over contiguous partition ranges."""
+    from curation.algorithms.sharded_index import shard_ranges
+    from curation.stages.dedup_shards import DedupShard
+
+    work = out_dir / WORK
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    sizes = [b - a for _, a, b in pool.ranges()]
+    count = step.cfg.graph.workers.count or step.workers.nodes
+    ranges = [pool.parts[lo:hi] for lo, hi in shard_ranges(sizes, count)] or [[]]
+    args = [(step.ctx, r, str(work)) for r in ranges]
+    group = step.workers.start(DedupShard, args, resources, "DedupShard")
+    offsets = {p: a for p, a, _ in pool.ranges()}
+    return Helpers(group, ranges, offsets, work)
+
+
+def finish(helpers: Helpers) -> list[dict[str, Any]]:
+    """Per helper ``placement`` and ``peak_rss_bytes``; stops them and removes the work files."""
+    try:
+        return helpers.group.info()
+    finally:
+        helpers.group.stop()
+        shutil.rmtree(helpers.work, ignore_errors=True)
+
+
+def hash_labels(helpers: Helpers, n: int, bits: int) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Passes 1-2: ``(codes (n, bits / 8) uint8, hash-group labels (n,), stats)`` from the pair files."""
+    from curation.algorithms import components as cc
+
+    helpers.call("codes")
+    found = helpers.call("pairs", [(i, helpers.offsets) for i in range(len(helpers.ranges))])
+
+    def edges():
+        for i in range(len(helpers.ranges)):
+            pairs = np.load(helpers.work / f"pairs-{i:05d}.npy")
+            yield pairs[:, 0], pairs[:, 1]
+
+    labels = cc.connected_components(n, edges())
+    parts = [np.load(helpers.work / f"codes-{_part(p)}.npy") for r in helpers.ranges for p in r]
+    codes = np.concatenate(parts) if parts else np.zeros((0, bits // 8), np.uint8)
+    return codes, labels, {key: int(sum(f[key] for f in found)) for key in ("pairs", "candidate_pairs",
+                                                                             "rejected_pairs")}
+
+
+def _part(p: int) -> str:
+    from curation import tables
+
+    return tables.partition_name(p)
+
+
+@dataclass
+class Units:
+    """Where the survivors' unit descriptors are: survivor-id start per partition, the mean, the total,
+    the dimension and the search (``flat``, or ``ivf`` over lists shared by the helpers)."""
+
+    offsets: dict[int, int]
+    mean: np.ndarray | None
+    total: int
+    dims: int
+    kind: str
+
+
+# Coarse k-means points per inverted list (Faiss warns below 39).
+TRAIN_PER_LIST = 64
+
+
+def units(helpers: Helpers, survivors: np.ndarray, center: bool, index: Any, seed: int) -> Units:
+    """Pass 3: the survivors' mean (when centring), their unit descriptors in ``units-part-P.npy`` and,
+    above ``index.exact_max`` survivors (or with an ivf ``index.kind``), the shared inverted lists."""
+    from curation.algorithms.index import default_nlist, resolve_kind
+    from curation.algorithms.knn_blocks import Coarse
+
+    local = helpers.per_partition(survivors)
+    mean = None
+    if center and len(survivors):
+        sums = helpers.call("descriptor_sum", [(s,) for s in local])
+        total = sum(s for s, c in sums if c)
+        mean = (total / len(survivors)).astype(np.float32)
+    written = helpers.call("units", [(s, mean) for s in local])
+    counts = [c for per, _ in written for c in per]
+    parts = [p for r in helpers.ranges for p in r]
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    at = Units({p: int(starts[j]) for j, p in enumerate(parts)}, mean, len(survivors), written[0][1], "flat")
+    if resolve_kind(at.total, index) != "flat":
+        nlist = index.nlist or default_nlist(at.total)
+        rng = np.random.default_rng(seed)
+        sample = np.sort(rng.choice(at.total, size=min(at.total, TRAIN_PER_LIST * nlist), replace=False))
+        rows = np.concatenate(helpers.call("rows", [(s, at.offsets) for s in _per_range(helpers, at, sample)]))
+        coarse = Coarse.train(rows, nlist, index.nprobe, seed)
+        np.save(helpers.work / "centroids.npy", coarse.centroids)
+        helpers.call("assign", [(index.nprobe,)] * len(helpers.ranges))
+        at.kind = f"ivf{coarse.nlist},nprobe{coarse.nprobe},exact"
+    return at
+
+
+def _per_range(helpers: Helpers, at: Units, ids: np.ndarray) -> list[np.ndarray]:
+    """Sorted survivor ``ids`` split by helper (still survivor ids)."""
+    firsts = [at.offsets[r[0]] if r else at.total for r in helpers.ranges] + [at.total]
+    cut = np.searchsorted(ids, firsts)
+    return [ids[cut[i] : cut[i + 1]] for i in range(len(helpers.ranges))]
+
+
+def self_edges(helpers: Helpers, at: Units, k: int, threshold: float) -> dict[str, Any]:
+    """Pass 4: copy components over survivors, each one's nearest other, and the edge count."""
+    from curation.algorithms import components as cc
+
+    stats = helpers.call("knn", [(i, at.offsets, at.total, k, threshold) for i in range(len(helpers.ranges))])
+    parent = cc.new_parent(at.total)
+    nearest, nearest_sim = [], []
+    for i in range(len(helpers.ranges)):
+        with np.load(helpers.work / f"knn-{i:05d}.npz") as f:
+            cc.union(parent, f["u"], f["v"])
+            nearest.append(f["nearest"])
+            nearest_sim.append(f["nearest_sim"])
+    edges = sum(s["edges"] for s in stats)
+    return {"labels": cc.labels(parent), "nearest": _cat(nearest, np.int64), "nearest_sim": _cat(nearest_sim,
+            np.float32), "edges": int(edges)}
+
+
+def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+
+def gather(work: Path, kind: str, offsets: dict[int, int], total: int, ids: np.ndarray) -> np.ndarray:
+    """Rows ``ids`` (any order) of the per-partition work files ``{kind}-part-P.npy``, whose first rows have
+    ids ``offsets[P]``; each file is read once, in partition order, and only if a row of it is asked for."""
+    ids = np.asarray(ids, np.int64)
+    order = np.argsort(ids, kind="stable")
+    parts = sorted(offsets)
+    starts = np.array([offsets[p] for p in parts] + [total])
+    cut = np.searchsorted(ids[order], starts)
+    out = None
+    for j, p in enumerate(parts):
+        if cut[j + 1] > cut[j]:
+            x = np.load(work / f"{kind}-{_part(p)}.npy")
+            if out is None:
+                out = np.zeros((len(ids), *x.shape[1:]), x.dtype)
+            at = order[cut[j] : cut[j + 1]]
+            out[at] = x[ids[at] - starts[j]]
+    return out if out is not None else np.zeros((0,), np.float32)
+
+
+def similarity(helpers: Helpers, at: Units, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine ``(len(a),)`` float32 of survivors ``a[i]`` and ``b[i]``, reading each units file once, in order."""
+    if not len(a):
+        return np.zeros(0, np.float32)
+    vectors = gather(helpers.work, "units", at.offsets, at.total, np.concatenate([a, b])).astype(np.float32)
+    return np.einsum("nd,nd->n", vectors[: len(a)], vectors[len(a) :])
+
+
+def leak_labels(helpers: Helpers, at: Units, kept: np.ndarray, bench: np.ndarray, k: int,
+                threshold: float) -> tuple[np.ndarray, int]:
+    """Pass 5: leak components ``(n1 + m,)`` in survivor space over the ``kept`` survivors and benchmarks."""
+    from curation.algorithms import components as cc
+    from curation.algorithms import knn_blocks
+
+    n1, m = at.total, len(bench)
+    mask = np.zeros(n1, bool)
+    mask[kept] = True
+    parts = [p for r in helpers.ranges for p in r]
+    starts = [at.offsets[p] for p in parts] + [n1]
+    kept_offsets, before = {}, 0
+    for j, p in enumerate(parts):
+        np.save(helpers.work / f"kept-{_part(p)}.npy", mask[starts[j] : starts[j + 1]])
+        kept_offsets[p] = before
+        before += int(mask[starts[j] : starts[j + 1]].sum())
+    np.save(helpers.work / "benchmarks.npy", np.ascontiguousarray(bench, np.float32))
+    stats = helpers.call("leak", [(i, kept_offsets, len(kept), k, threshold) for i in range(len(helpers.ranges))])
+    parent = cc.new_parent(n1 + m)
+    queries, pool_ids, sims = [], [], []
+    for i in range(len(helpers.ranges)):
+        with np.load(helpers.work / f"leak-{i:05d}.npz") as f:
+            cc.union(parent, kept[f["u"]], kept[f["v"]])
+            cc.union(parent, kept[f["pool"]], n1 + f["bench"])
+            queries.append(f["bench_q"])
+            pool_ids.append(f["bench_pool"])
+            sims.append(f["bench_sim"])
+    q, v = knn_blocks.merge_candidates(_cat(queries, np.int64), _cat(pool_ids, np.int64), _cat(sims, np.float32), k)
+    cc.union(parent, n1 + q, kept[v])
+    return cc.labels(parent), int(sum(s["edges"] for s in stats))

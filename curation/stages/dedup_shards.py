@@ -1,0 +1,334 @@
+"""The dedup graph's helpers: each holds a contiguous range of feature partitions, never the pool.
+
+The graph step starts ``dedup.graph.workers`` helpers (:class:`DedupShard`,
+Ray actors or in-process objects) and drives them in passes; helpers talk
+through ``.npy`` files in a work directory shared by the run (one file per
+partition or per helper), so no pool-sized array travels or is held:
+
+1. ``codes``: hash codes of the helper's images (and of their geometric
+   variants) from the thumbnails: ``codes-part-P.npy`` ``(m, bits / 8)``,
+   ``vcodes-part-P.npy`` ``(m, V, bits / 8)``, and ``rows-part-P.npy``, the
+   images' rows in the features side files (so any helper reads any image).
+2. ``pairs``: one index over the helper's codes; its own codes, every later
+   partition's codes and every partition's variant codes are searched in it
+   (:func:`curation.algorithms.code_pairs.range_pairs`, exact); with
+   ``hashing.min_correlation`` each candidate is checked pixel by pixel
+   (:class:`~curation.stages.dedup_hash.Check`, thumbnails read back for the
+   candidates only): ``pairs-SSSSS.npy`` ``(e, 2)`` global pool ids.
+3. ``descriptor_sum`` / ``units``: the pool mean, then the unit descriptors
+   of the hash survivors: ``units-part-P.npy`` ``(m1, d) float16``.
+4. ``knn``: the exact k-NN of its survivors against every partition's
+   units, streamed (:mod:`curation.algorithms.knn_blocks`): edges above the
+   threshold and each survivor's nearest other, ``knn-SSSSS.npz``.
+5. ``leak``: the same over the images self-dedup keeps (``kept-part-P.npy``
+   masks) with the benchmark descriptors (``benchmarks.npy``, read whole by
+   every helper): pool-pool and pool -> benchmark edges, and each benchmark's
+   local top ``k`` above the threshold, ``leak-SSSSS.npz``.
+
+Memory of a helper holding ``n_s`` of the ``N`` images (``N / S`` with ``S``
+helpers), in bytes: pass 2: ``n_s (B + 190)`` (``B``: code bytes; its
+multi-index hashing tables) plus one streamed partition's variant codes
+(``V B N / P``); passes 4-5: ``4 d n_s`` (queries, float32) +
+``12 k n_s`` (heap) + ``4 d N / P`` (one streamed partition) + the kept
+edges. At ``N = 1.2e9``, ``S = 160`` helpers, ``P = 1200``, ``d = 512``,
+``k = 64``: about 21 GB per helper in pass 4 (7.5M queries), about 1.5 GB in
+pass 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curation import tables
+from curation.stages.base import Grant, StageContext
+
+STEP = "features"
+
+
+def _name(kind: str, partition: int) -> str:
+    return f"{kind}-{tables.partition_name(partition)}.npy"
+
+
+class DedupShard:
+    """One helper: the alive images of ``partitions`` (a contiguous range of the pool).
+
+    ``offsets``: global pool id of the first image of every partition of the
+    pool (``{partition: start}``, all partitions); ``work``: the shared work
+    directory. Survivor-space passes use the same layout over survivors.
+    """
+
+    def __init__(self, ctx: StageContext, partitions: list[int], work: str, grant: Grant | None = None):
+        from curation.stages.dedup import _Pool
+
+        self.ctx = ctx
+        self.cfg = self.ctx.stage_config
+        self.partitions, self.work = list(partitions), Path(work)
+        self.pool = _Pool(self.ctx.step_dir(STEP), self.partitions)
+        self.grant = grant or Grant()
+        self._threads()
+
+    def _threads(self) -> None:
+        import faiss
+
+        faiss.omp_set_num_threads(max(1, int(self.grant.num_cpus)))
+
+    def sizes(self) -> list[int]:
+        """Alive images of each own partition."""
+        return [b - a for _, a, b in self.pool.ranges()]
+
+    def _coder(self):
+        from curation.algorithms import pca_hash, phash
+
+        if self.cfg.hashing.method == "phash":
+            return phash.phash_codes
+        basis = pca_hash.PCABasis.load(self.work.parent)
+        return lambda t: pca_hash.hash_codes(pca_hash.features(t), basis)
+
+    def codes(self) -> int:
+        """Pass 1: codes and variant codes of every own partition; returns images coded."""
+        from curation.stages.dedup_hash import THUMBS, _variant_codes
+
+        code, h = self._coder(), self.cfg.hashing
+        for p, a, b in self.pool.ranges():
+            one = _PartPool(self.pool, p, a, b)
+            thumbs = list(one.arrays(THUMBS))
+            codes = code(thumbs[0]) if thumbs else np.zeros((0, h.bits // 8), np.uint8)
+            np.save(self.work / _name("codes", p), codes.astype(np.uint8))
+            np.save(self.work / _name("rows", p), self.pool.feature_row[a:b].astype(np.int64))
+            if h.variants.enabled:
+                parts = [c for _, c, _ in _variant_codes(one, h, code)]
+                v = np.concatenate(parts) if parts else np.zeros((0, h.variants.spec().count, h.bits // 8), np.uint8)
+                np.save(self.work / _name("vcodes", p), v)
+        return len(self.pool)
+
+    def pairs(self, index: int, offsets: dict[int, int]) -> dict[str, int]:
+        """Pass 2: near pairs found by this helper's range (see the module doc): ``pairs-SSSSS.npy``;
+        returns the pairs kept and the candidates checked and rejected by the pixel check."""
+        from curation.algorithms import code_pairs
+        from curation.stages.dedup_hash import Check
+
+        h = self.cfg.hashing
+        v = h.variants
+        order = sorted(offsets)
+        own_parts = [self._load("codes", p) for p in self.partitions]
+        own = np.concatenate(own_parts) if own_parts else np.zeros((0, h.bits // 8), np.uint8)
+        later = _Blocks(self.work, "codes", [q for q in order if self.partitions and q > self.partitions[-1]],
+                        offsets)
+        variants = _Variants(self.work, order, offsets) if v.enabled else ()
+        start = offsets[self.partitions[0]] if self.partitions else 0
+        pool = _WorkPool(self.ctx.step_dir(STEP), self.work, offsets)
+        check = Check(pool, h)
+        found = [np.zeros((0, 2), np.int64)]
+        for a, b, rows in code_pairs.range_pairs(own, start, later, h.max_distance, variants, v.max_distance,
+                                                 h.search, h.flat_max):
+            if rows is None:
+                keep = check(a, None, b)
+            else:
+                which = rows % v.spec().count
+                keep = check(_variant_thumbs(pool, h, a, which), which, b) if check.tau is not None else None
+            if keep is not None:
+                a, b = a[keep], b[keep]
+            found.append(np.stack([a, b], axis=1))
+        pairs = np.concatenate(found)
+        np.save(self.work / f"pairs-{index:05d}.npy", pairs)
+        return {"pairs": len(pairs), "candidate_pairs": check.candidates, "rejected_pairs": check.rejected}
+
+    def hash_leaks(self, bench: np.ndarray, offsets: dict[int, int]) -> np.ndarray:
+        """``(e, 2)`` (global pool id, benchmark index) of own codes and variant codes near a benchmark code."""
+        from curation.algorithms import hamming
+
+        h = self.cfg.hashing
+        v = h.variants
+        index = hamming.build_index(bench, max(h.max_distance, v.max_distance if v.enabled else 0), h.search,
+                                    h.flat_max)
+        found = [np.zeros((0, 2), np.int64)]
+        for p in self.partitions:
+            codes = self._load("codes", p)
+            ids = offsets[p] + np.arange(len(codes))
+            queries = [(codes, ids, h.max_distance)]
+            if v.enabled:
+                variants = self._load("vcodes", p)
+                queries.append((variants.reshape(-1, variants.shape[-1]), np.repeat(ids, variants.shape[1]),
+                                v.max_distance))
+            for q, owners, radius in queries:
+                i, j, _ = hamming.range_pairs(index, q, owners, radius)
+                found.append(np.stack([i, j], axis=1))
+        return np.concatenate(found)
+
+    def _load(self, kind: str, p: int) -> np.ndarray:
+        return np.load(self.work / _name(kind, p), allow_pickle=False)
+
+    def descriptor_sum(self, survivors: list[np.ndarray]) -> tuple[np.ndarray | None, int]:
+        """Pass 3a: float64 sum of the raw descriptors of own survivors (local ids per partition)."""
+        from curation.stages.dedup_descriptors import DESCRIPTORS
+
+        total, count = None, 0
+        for (p, a, b), local in zip(self.pool.ranges(), survivors, strict=True):
+            for chunk in _PartPool(self.pool, p, a, b).arrays(DESCRIPTORS, np.asarray(local) + a):
+                s = chunk.astype(np.float64).sum(axis=0)
+                total = s if total is None else total + s
+                count += len(chunk)
+        return total, count
+
+    def units(self, survivors: list[np.ndarray], mean: np.ndarray | None) -> tuple[list[int], int]:
+        """Pass 3b: ``units-part-P.npy``, unit descriptors of own survivors; returns their counts and the dimension."""
+        from curation.algorithms.knn import unit_rows
+        from curation.stages.dedup_descriptors import DESCRIPTORS
+
+        counts, dims = [], self._dims()
+        for (p, a, b), local in zip(self.pool.ranges(), survivors, strict=True):
+            parts = list(_PartPool(self.pool, p, a, b).arrays(DESCRIPTORS, np.asarray(local) + a))
+            x = unit_rows(np.concatenate(parts), mean) if parts else np.zeros((0, dims), np.float32)
+            np.save(self.work / _name("units", p), x.astype(np.float16))
+            counts.append(len(x))
+        return counts, dims
+
+    def _dims(self) -> int:
+        from curation.stages.dedup_descriptors import DESCRIPTORS
+
+        if not self.partitions:
+            return 0
+        return int(np.load(self.pool._file(self.partitions[0], DESCRIPTORS), mmap_mode="r").shape[1])
+
+    def rows(self, ids: np.ndarray, offsets: dict[int, int]) -> np.ndarray:
+        """Unit descriptors ``(len(ids), d)`` float32 of own survivors ``ids`` (sorted survivor ids)."""
+        out = [np.zeros((0, self._dims()), np.float32)]
+        for p in self.partitions:
+            x = self._load("units", p)
+            at = ids[(ids >= offsets[p]) & (ids < offsets[p] + len(x))] - offsets[p]
+            out.append(x[at].astype(np.float32))
+        return np.concatenate(out)
+
+    def assign(self, nprobe: int) -> None:
+        """Pass 3c: the shared inverted lists; ``lists-part-P.npy``, each own unit's list."""
+        from curation.algorithms.knn_blocks import Coarse
+
+        self.coarse = Coarse(np.load(self.work / "centroids.npy"), nprobe)
+        for p in self.partitions:
+            np.save(self.work / _name("lists", p), self.coarse.lists(self._load("units", p)))
+
+    def _blocks(self, partitions: list[int], offsets: dict[int, int] | None, kept: bool) -> _Blocks:
+        lists = "lists" if getattr(self, "coarse", None) is not None else None
+        return _Blocks(self.work, "units", partitions, offsets, "kept" if kept else None, lists)
+
+    def _own_units(self, kept: bool) -> np.ndarray:
+        parts = [np.asarray(x, np.float32) for _, x, *_ in self._blocks(self.partitions, None, kept)]
+        return np.concatenate(parts) if parts else np.zeros((0, self._dims()), np.float32)
+
+    def _search(self, queries: np.ndarray, start: int, offsets: dict[int, int], kept: bool, total: int, k: int,
+                threshold: float) -> dict[str, np.ndarray]:
+        from curation.algorithms import knn_blocks
+
+        every = self._blocks(sorted(offsets), offsets, kept)
+        return knn_blocks.self_graph(queries, start, every, k, total, threshold, chunk=max(1, len(queries)),
+                                     coarse=getattr(self, "coarse", None))
+
+    def knn(self, index: int, offsets: dict[int, int], total: int, k: int, threshold: float) -> dict[str, int]:
+        """Pass 4: self k-NN edges of own survivors above ``threshold`` (survivor ids); ``knn-SSSSS.npz``."""
+        queries = self._own_units(kept=False)
+        start = offsets[self.partitions[0]] if self.partitions else 0
+        out = self._search(queries, start, offsets, False, total, k, threshold)
+        np.savez(self.work / f"knn-{index:05d}.npz", **out)
+        return {"queries": len(queries), "edges": len(out["u"])}
+
+    def leak(self, index: int, kept_offsets: dict[int, int], total: int, k: int, threshold: float) -> dict[str, int]:
+        """Pass 5: relative-dedup edges of own kept images (kept ids) and benchmarks; ``leak-SSSSS.npz``."""
+        from curation.algorithms import knn_blocks
+
+        queries = self._own_units(kept=True)
+        start = kept_offsets[self.partitions[0]] if self.partitions else 0
+        pool = self._search(queries, start, kept_offsets, True, total, k, threshold)
+        bench = np.load(self.work / "benchmarks.npy")
+        # Benchmarks are few: searched exactly, both ways, against this helper's kept images.
+        ps, pi = knn_blocks.block_topk(queries, [(0, bench)], k, len(bench))
+        pu, pv, _ = knn_blocks.threshold_edges(start, ps, pi, threshold)
+        bs, bi = knn_blocks.block_topk(bench, [(start, queries)], k, len(queries))
+        keep = (bi >= 0) & (bs > threshold)
+        rows = np.broadcast_to(np.arange(len(bi))[:, None], bi.shape)
+        np.savez(self.work / f"leak-{index:05d}.npz", u=pool["u"], v=pool["v"], pool=pu, bench=pv,
+                 bench_q=rows[keep], bench_pool=bi[keep], bench_sim=bs[keep])
+        return {"queries": len(queries), "edges": len(pool["u"]) + len(pu) + int(keep.sum())}
+
+
+class _PartPool:
+    """One partition of a helper's pool, read through the same ``arrays`` interface (global rows ``a:b``)."""
+
+    def __init__(self, pool: Any, p: int, a: int, b: int):
+        self.pool, self.p, self.a, self.b = pool, p, a, b
+
+    def arrays(self, suffix: str, nodes: np.ndarray | None = None):
+        ids = np.arange(self.a, self.b) if nodes is None else np.asarray(nodes, np.int64)
+        if len(ids):
+            rows = self.pool.feature_row[ids]
+            yield np.load(self.pool._file(self.p, suffix), mmap_mode="r", allow_pickle=False)[rows]
+
+
+class _WorkPool:
+    """Side-file rows of any pool image by global id, through the ``rows-part-P.npy`` work files (one
+    partition's rows at a time): the ``gather`` of the graph step's pool, without holding the pool."""
+
+    def __init__(self, step_dir: Path, work: Path, offsets: dict[int, int]):
+        self.step_dir, self.work = step_dir, work
+        self.parts = sorted(offsets)
+        self.starts = np.array([offsets[p] for p in self.parts], np.int64)
+
+    def gather(self, suffix: str, ids: np.ndarray) -> np.ndarray:
+        """Rows of sorted global ``ids``, in order."""
+        from curation.layout import partition_path
+
+        ids = np.asarray(ids, np.int64)
+        where = np.searchsorted(self.starts, ids, side="right") - 1
+        out = []
+        for j in np.unique(where):
+            p = self.parts[j]
+            rows = np.load(self.work / _name("rows", p), allow_pickle=False)[ids[where == j] - self.starts[j]]
+            out.append(np.load(partition_path(self.step_dir, p, suffix), mmap_mode="r", allow_pickle=False)[rows])
+        return np.concatenate(out)
+
+
+def _variant_thumbs(pool: _WorkPool, cfg: Any, owners: np.ndarray, which: np.ndarray) -> np.ndarray:
+    """Thumbnails ``(k, s, s)`` of variant ``which[i]`` of image ``owners[i]``, cut again from the sources."""
+    from curation.algorithms.variants import variant_thumbnails
+    from curation.stages.dedup_hash import SOURCES
+
+    uniq, inverse = np.unique(owners, return_inverse=True)
+    thumbs = variant_thumbnails(pool.gather(SOURCES, uniq), cfg.variants.spec(), cfg.thumb_size)
+    return thumbs[inverse, which]
+
+
+class _Variants:
+    """``(variant codes (m V, bytes), owners (m V,))`` of every partition's ``vcodes`` file, in order."""
+
+    def __init__(self, work: Path, partitions: list[int], offsets: dict[int, int]):
+        self.work, self.partitions, self.offsets = work, partitions, offsets
+
+    def __iter__(self):
+        for p in self.partitions:
+            v = np.load(self.work / _name("vcodes", p), allow_pickle=False)
+            owners = np.repeat(self.offsets[p] + np.arange(len(v), dtype=np.int64), v.shape[1])
+            yield v.reshape(-1, v.shape[-1]), owners
+
+
+class _Blocks:
+    """``(offset, array)`` of the partitions' work files, read one at a time, in order (re-iterable).
+
+    ``mask``: a boolean work file per partition selecting rows (the kept images); ``lists``: a work file of
+    each row's inverted list, yielded third.
+    """
+
+    def __init__(self, work: Path, kind: str, partitions: list[int], offsets: dict[int, int] | None,
+                 mask: str | None = None, lists: str | None = None):
+        self.work, self.kind, self.partitions, self.offsets = work, kind, partitions, offsets
+        self.mask, self.lists = mask, lists
+
+    def __iter__(self):
+        for p in self.partitions:
+            names = [self.kind] + ([self.lists] if self.lists else [])
+            arrays = [np.load(self.work / _name(name, p), allow_pickle=False) for name in names]
+            if self.mask is not None:
+                keep = np.load(self.work / _name(self.mask, p), allow_pickle=False)
+                arrays = [a[keep] for a in arrays]
+            yield ((self.offsets[p] if self.offsets is not None else 0), *arrays)
