@@ -29,7 +29,9 @@ import pyarrow as pa
 
 from curation import tables
 from curation.atomic import tmp_name
-from curation.layout import FILES_SUFFIX as FILES_SUFFIX  # re-exported: the layout's names, for steps
+from curation.layout import (
+    FILES_SUFFIX as FILES_SUFFIX,  # re-exported: the layout's names, for steps
+)
 from curation.layout import STEP_DONE as STEP_DONE
 from curation.layout import committed_partitions as committed_partitions
 from curation.layout import files_dir as files_dir
@@ -321,7 +323,7 @@ class Stage:
     name: ClassVar[str] = ""
     config_model: ClassVar[type[Section]] = Section
     inputs: ClassVar[tuple[str, ...]] = ()
-    steps: ClassVar[tuple[type[MapStep] | type[GlobalStep], ...]] = ()
+    steps: ClassVar[tuple[type[MapStep | GlobalStep], ...]] = ()
     # The step whose per-partition Parquet files are this stage's table.
     table_step: ClassVar[str] = ""
 

@@ -186,7 +186,11 @@ class Train(GlobalStep):
                 "gpu": any(w["gpu"] for w in workers), "workers": workers}
 
     def _hierarchical(self, out_dir: Path, counts: dict[int, int], gpu: bool) -> dict[str, Any]:
-        from curation.algorithms.hkmeans import KMeansOptions, LevelSpec, resampled_kmeans
+        from curation.algorithms.hkmeans import (
+            KMeansOptions,
+            LevelSpec,
+            resampled_kmeans,
+        )
         from curation.algorithms.hkmeans_sharded import first_level, select_balanced
         from curation.stages.cluster_train import split_pool
 
@@ -248,7 +252,7 @@ class Assign(MapStep):
         train = self.ctx.step_dir("train")
         self.hierarchical = self.cfg.mode == "hierarchical"
         if self.hierarchical:
-            load = lambda name: np.load(train / name, mmap_mode="r", allow_pickle=False)  # noqa: E731
+            load = lambda name: np.load(train / name, mmap_mode="r", allow_pickle=False)
             self.points = {part: load(f"points.{part}.npy") for part in ("leaf", "similarity", "selected")}
             self.parents = [load(f"level-{t}.parents.npy") for t in range(len(self.cfg.hierarchical.levels) - 1)]
             self.starts = {int(p): s for p, s in read_json(train / "points.json")["partitions"].items()}

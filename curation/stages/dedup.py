@@ -43,7 +43,6 @@ from curation.stages.base import (
     Resources,
     Stage,
     device_gpus,
-    partition_path,
 )
 from curation.stages.dedup_config import DedupConfig
 from curation.stages.dedup_decisions import STATUSES  # noqa: F401  (the stage's statuses, in funnel order)
@@ -53,13 +52,12 @@ from curation.stages.dedup_descriptors import (
     THUMBS,
     load_descriptor_model,
 )
+from curation.stages.dedup_pool import Pool
 from curation.stages.registry import register
 
 log = logging.getLogger("curation")
 STAGE = "dedup"
 FUNNEL_FILE = "funnel.json"
-_FEATURE_COLUMNS = pa.schema([("key", pa.string()), ("width", pa.int64()), ("height", pa.int64()),
-                              ("feature_row", pa.int64())])
 
 
 class Features(MapStep):
@@ -159,7 +157,7 @@ class Graph(GlobalStep):
 
         threads = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(self.cfg.graph.num_cpus)  # the CPUs this task holds
-        pool = _Pool(self.ctx.step_dir(Features.name))
+        pool = Pool(self.ctx.step_dir(Features.name))
         helpers = dedup_passes.start(self, pool, out_dir, self.worker_resources())
         try:
             stats = self._run(out_dir, pool, helpers)
@@ -169,7 +167,7 @@ class Graph(GlobalStep):
         return {**stats, "workers": [{"partitions": len(r), **w} for r, w in zip(helpers.ranges, workers,
                                                                                  strict=True)]}
 
-    def _run(self, out_dir: Path, pool: _Pool, helpers: Any) -> dict[str, Any]:
+    def _run(self, out_dir: Path, pool: Pool, helpers: Any) -> dict[str, Any]:
         from curation.algorithms import components as cc
         from curation.stages import (
             dedup_copy,
@@ -179,7 +177,9 @@ class Graph(GlobalStep):
         )
 
         timer, cfg = _Timer(lambda n: self.report_progress(n, len(_Timer.PHASES))), self.cfg
-        hashed = dedup_hash.hash_groups(pool, cfg.hashing, self.ctx.seed, out_dir, helpers)
+        code, info = dedup_hash.coder(pool, cfg.hashing, self.ctx.seed, out_dir)
+        codes, labels, found = dedup_passes.hash_labels(helpers, len(pool), cfg.hashing.bits)
+        hashed = dedup_hash.hash_groups(codes, labels, code, {**info, **found}, cfg.hashing)
         timer.lap("hash_groups")
         rank = -pool.area if cfg.keep == "largest" else np.zeros(len(pool), np.int64)
         hash_rep = cc.representatives(hashed.labels, rank)
@@ -274,59 +274,6 @@ class _Timer:
         if self.on_lap is not None:  # optional phases are skipped: never past the last one before "write"
             total = len(self.PHASES)
             self.on_lap(total if name == "write" else min(len(self.laps), total - 1))
-
-
-class _Pool:
-    """The alive images of the features tables (or of ``parts`` only), in pool order (partition, then row).
-
-    Per image (node ``i``): ``keys`` (Arrow strings), ``feature_row`` into its
-    partition's side files, ``area``. Partition ``parts[j]`` holds nodes
-    ``offsets[j]:offsets[j + 1]``. ``inputs``: rows that entered the stage alive.
-    """
-
-    def __init__(self, step_dir: Path, parts: list[int] | None = None):
-        from curation.stages.base import committed_partitions
-
-        self.step_dir = step_dir
-        self.parts = committed_partitions(step_dir) if parts is None else list(parts)
-        keys, rows, area, sizes, self.inputs = [], [], [], [0], 0
-        for p in self.parts:
-            t = tables.read_parquet(self._file(p, "parquet"))
-            earlier = pc.fill_null(pc.not_equal(t["dropped_by"], STAGE), False)  # dropped before this stage
-            self.inputs += t.num_rows - int(pc.sum(earlier).as_py() or 0)
-            t = t.filter(pc.equal(t["status"], tables.SUCCESS))
-            if "feature_row" not in t.column_names:  # a partition without any described image
-                t = _FEATURE_COLUMNS.empty_table()
-            # 64-bit offsets: a billion keys are more than 2 GB of characters.
-            keys.append(t["key"].combine_chunks().cast(pa.large_string()))
-            rows.append(t["feature_row"].to_numpy())
-            area.append(t["width"].to_numpy() * t["height"].to_numpy())
-            sizes.append(t.num_rows)
-        self.keys = pa.concat_arrays(keys) if keys else pa.array([], pa.large_string())
-        self.feature_row = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-        self.area = np.concatenate(area).astype(np.int64) if area else np.zeros(0, np.int64)
-        self.offsets = np.cumsum(sizes)
-
-    def __len__(self) -> int:
-        return len(self.feature_row)
-
-    def _file(self, p: int, suffix: str) -> Path:
-        return partition_path(self.step_dir, p, suffix)
-
-    def ranges(self) -> Iterator[tuple[int, int, int]]:
-        for j, p in enumerate(self.parts):
-            yield p, int(self.offsets[j]), int(self.offsets[j + 1])
-
-    def arrays(self, suffix: str, nodes: np.ndarray | None = None) -> Iterator[np.ndarray]:
-        """Side-file rows of every node (or of sorted ``nodes``), partition by partition."""
-        for p, a, b in self.ranges():
-            lo, hi = (a, b) if nodes is None else np.searchsorted(nodes, [a, b])
-            if hi > lo:
-                ids = np.arange(lo, hi) if nodes is None else nodes[lo:hi]
-                yield np.load(self._file(p, suffix), mmap_mode="r", allow_pickle=False)[self.feature_row[ids]]
-
-    def gather(self, suffix: str, nodes: np.ndarray) -> np.ndarray:
-        return np.concatenate(list(self.arrays(suffix, nodes)))
 
 
 @register

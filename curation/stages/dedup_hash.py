@@ -58,26 +58,19 @@ def coder(pool, cfg: HashingConfig, seed: int, out_dir: Path) -> tuple[Callable,
     return (lambda t: pca_hash.hash_codes(pca_hash.features(t), basis)), info
 
 
-def hash_groups(pool, cfg: HashingConfig, seed: int, out_dir: Path, helpers) -> HashGroups:
-    """Codes of every pool image and the components of their near pairs (variants included).
-
-    The coder is fitted here (a sample of thumbnails); codes and pairs come
-    from the graph step's helpers (:func:`dedup_passes.hash_labels`), each
-    over its range of partitions; exact, so the groups are those of one
-    search over the whole pool.
-    """
-    from curation.stages import dedup_passes
-
-    code, info = coder(pool, cfg, seed, out_dir)
-    codes, labels, found = dedup_passes.hash_labels(helpers, len(pool), cfg.bits)
-    info.update(found)
+def hash_groups(codes: np.ndarray, labels: np.ndarray, code: Callable, info: dict[str, Any],
+                cfg: HashingConfig) -> HashGroups:
+    """The hash groups from the helpers' codes and pair components
+    (:func:`curation.stages.dedup_passes.hash_labels`: exact, so the groups are
+    those of one search over the whole pool) and the coder's ``info``."""
     v = cfg.variants
     if v.enabled:
         info.update(variants=v.spec().count, variant_max_distance=v.max_distance)
     if cfg.min_correlation is not None:
         info.update(min_correlation=cfg.min_correlation)
-    else:
-        info.pop("candidate_pairs", None), info.pop("rejected_pairs", None)
+    else:  # nothing was checked
+        for key in ("candidate_pairs", "rejected_pairs"):
+            info.pop(key, None)
     return HashGroups(codes, labels, code, info)
 
 

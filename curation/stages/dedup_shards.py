@@ -61,12 +61,12 @@ class DedupShard:
     """
 
     def __init__(self, ctx: StageContext, partitions: list[int], work: str, grant: Grant | None = None):
-        from curation.stages.dedup import _Pool
+        from curation.stages.dedup_pool import Pool
 
         self.ctx = ctx
         self.cfg = self.ctx.stage_config
         self.partitions, self.work = list(partitions), Path(work)
-        self.pool = _Pool(self.ctx.step_dir(STEP), self.partitions)
+        self.pool = Pool(self.ctx.step_dir(STEP), self.partitions)
         self.grant = grant or Grant()
         self._threads()
 

@@ -9,7 +9,8 @@ partition ``fetch/part-NNNNNN.parquet`` (one row per input URL) and
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pyarrow as pa
 

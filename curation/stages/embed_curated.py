@@ -24,7 +24,13 @@ import pyarrow as pa
 from curation import embeddings, tables
 from curation.atomic import atomic_path, read_json
 from curation.sources import ImageSetConfig, count_images, iter_images
-from curation.stages.base import GlobalStep, MapStep, Resources, device_gpus, partition_path
+from curation.stages.base import (
+    GlobalStep,
+    MapStep,
+    Resources,
+    device_gpus,
+    partition_path,
+)
 from curation.stages.embed_model import EmbeddingModel, chunks, curated_table
 
 PARTS_STEP = "curated_parts"

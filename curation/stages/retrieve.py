@@ -94,7 +94,7 @@ class RetrieveConfig(Section):
     shards: ShardsConfig = Field(ShardsConfig(), description="the pool index split over workers (see docs)")
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "RetrieveConfig":
+    def _unique_names(self) -> RetrieveConfig:
         names = [d.name for d in self.datasets]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
@@ -165,7 +165,7 @@ class Search(GlobalStep):
             pool.group.stop()
         return stats
 
-    def _search(self, out_dir: Path, pool: "rp.ShardedPool") -> dict[str, Any]:
+    def _search(self, out_dir: Path, pool: rp.ShardedPool) -> dict[str, Any]:
         from curation.algorithms import retrieval as rt
 
         centroids = io.load_centroids(self.ctx)
@@ -197,7 +197,7 @@ class Search(GlobalStep):
         return [resolve_source(self.ctx.config, e, f"retrieve.datasets.{i}").name
                 for i, e in enumerate(self.cfg.datasets)]
 
-    def _retrieve(self, i: int, entry: RetrievalDataset, x: np.ndarray, pool: "rp.ShardedPool",
+    def _retrieve(self, i: int, entry: RetrievalDataset, x: np.ndarray, pool: rp.ShardedPool,
                   centroids: np.ndarray):
         from curation.algorithms import retrieval as rt
 

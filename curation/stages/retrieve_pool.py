@@ -26,7 +26,12 @@ import numpy as np
 
 from curation import embeddings, tables
 from curation.algorithms import retrieval as rt
-from curation.algorithms.sharded_index import IndexShard, RowsView, ShardedIndex, shard_ranges
+from curation.algorithms.sharded_index import (
+    IndexShard,
+    RowsView,
+    ShardedIndex,
+    shard_ranges,
+)
 from curation.errors import PartitionError
 from curation.stages.base import Grant, StageContext
 from curation.stages.retrieve_io import CLUSTER_STAGE

@@ -7,7 +7,7 @@ import pytest
 
 from curation.algorithms import components as cc
 from curation.algorithms import knn, knn_blocks
-from curation.algorithms.index import IndexConfig
+from curation.index_config import IndexConfig
 
 
 def planted_descriptors(n: int, dim: int, groups: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -69,11 +69,11 @@ def _reference(run):
     """Hash-group and copy labels of the single-process search over the whole pool (the old graph step)."""
     from curation.algorithms import components as cc
     from curation.algorithms import hamming, knn
-    from curation.algorithms.index import IndexConfig
-    from curation.stages.dedup import _Pool
+    from curation.index_config import IndexConfig
+    from curation.stages.dedup_pool import Pool
 
     rows = {r["key"]: r for r in read_stage(run)}
-    pool = _Pool(run / "stages/dedup/features")
+    pool = Pool(run / "stages/dedup/features")
     keys = pool.keys.to_pylist()
     codes = np.stack([np.frombuffer(rows[k]["hash_code"], np.uint8) for k in keys])
     hash_labels = cc.connected_components(len(codes), ((i, j) for i, j, _ in hamming.near_pairs(codes, 0, "flat")))
