@@ -86,18 +86,19 @@ def timed(cmd: list[str]) -> tuple[float, int]:
 
 
 def build(source: Path, out: Path, partitions: int, rows: int) -> None:
-    from curation.atomic import read_json, write_json
-    from curation.stages.base import StageContext, files_dir, partition_path
-    from curation.stages.registry import get_stage
-
     import yaml
+
+    from curation import config as cfg
+    from curation.atomic import read_json, write_json
+    from curation.stages.base import files_dir, partition_path
+    from curation.stages.registry import get_stage, stage_context
 
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     shutil.copy(source / "config.yaml", out / "config.yaml")
     data = yaml.safe_load((source / "config.yaml").read_text())
-    src = StageContext(source, data, "download")
+    src = stage_context(cfg.validate({**data, "run_dir": str(source)}), "download")
     n0 = None
     tiles = None
     for stage in data["stages"]:

@@ -110,10 +110,12 @@ def run(args) -> dict:
     import ray
     from ray.cluster_utils import Cluster
 
+    from curation import config as cfg
     from curation.algorithms.index import recall_at_k
     from curation.runner.resources import ray_cluster
     from curation.runner.workers import RayWorkers
-    from curation.stages.base import Resources, StageContext
+    from curation.stages.base import Resources
+    from curation.stages.registry import stage_context
     from curation.stages.retrieve_pool import start_shards
 
     root = Path(tempfile.mkdtemp(prefix="bench-scale-"))
@@ -136,7 +138,7 @@ def run(args) -> dict:
         ray.init(address=cluster.address, log_to_driver=False)
         cluster.wait_for_nodes()
         index = {"kind": args.kind, "nlist": args.nlist, "nprobe": args.nprobe, "pq_m": args.pq_m}
-        ctx = StageContext(run_dir, config_data(run_dir, index, args.nodes), "retrieve")
+        ctx = stage_context(cfg.validate(config_data(run_dir, index, args.nodes)), "retrieve")
         workers = RayWorkers(ray_cluster(), "Bench")
 
         t0 = time.perf_counter()

@@ -40,12 +40,14 @@ MB = 2**20
 
 def sequential(run_dir: Path, data_path: Path, out: Path) -> None:
     """Child process: the single-process writer; prints its time and peak RSS as JSON."""
-    from curation.stages.base import StageContext
+    from curation import config as cfg
+    from curation.stages.registry import stage_context
     from curation.stages.shard_sequential import write_sequential
 
     data = json.loads(data_path.read_text())
     start = time.perf_counter()
-    write_sequential(StageContext(run_dir, data, "shard"), out / "shards", out / "staging")
+    ctx = stage_context(cfg.validate({**data, "run_dir": str(run_dir)}), "shard")
+    write_sequential(ctx, out / "shards", out / "staging")
     print(json.dumps({"seconds": time.perf_counter() - start,
                       "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from curation import config as cfg
 from curation.atomic import read_json
 from curation.manifest import read_manifest, verify
 from curation.runner.local import run_stages
-from curation.stages.base import StageContext
+from curation.stages.registry import stage_context
 from curation.stages.shard_sequential import write_sequential
 from tests.stages import shard_upstream
 
@@ -24,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def reference(run_dir: Path, data: dict, out: Path):
     """The manifest the single-process writer makes of the same run, in ``out``."""
-    ctx = StageContext(Path(run_dir), {**data, "run_dir": str(run_dir)}, "shard")
+    ctx = stage_context(cfg.validate({**data, "run_dir": str(run_dir)}), "shard")
     return write_sequential(ctx, out / "shards", out / "staging")
 
 
