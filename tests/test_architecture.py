@@ -117,3 +117,11 @@ def test_walkthrough_pipeline_runs_and_leaves_the_listed_files(tmp_path):
     [listing] = _blocks(section, "text")
     files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
     assert files == listing.split()
+
+
+def test_the_run_directory_is_spelt_in_layout_only():
+    """Paths under a run directory come from ``curation.layout``: no other module joins its folder names."""
+    spelt = re.compile(r"""/ ["'](stages|\.files)["']|["']stages/""")
+    found = [f"{path.relative_to(ROOT)}:{n}" for path in sorted(PACKAGE.rglob("*.py")) if path.name != "layout.py"
+             for n, line in enumerate(path.read_text().splitlines(), 1) if spelt.search(line)]
+    assert not found, "run-directory names spelt outside curation/layout.py:\n" + "\n".join(found)

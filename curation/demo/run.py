@@ -60,12 +60,13 @@ def _server(root: Path, port: int) -> LoopbackServer:
 
 def _print_outputs(report, run_dir: Path) -> None:
     print(f"\ndemo finished. run directory: {run_dir}")
+    from curation.layout import step_dir
     from curation.stages.registry import get_stage
 
     for name, summary in report.stages.items():
         counts = ", ".join(f"{k}={v}" for k, v in summary.get("counts", {}).items())
         print(f"  {name:<9} {summary.get('rows', 0):>6} rows  {counts}")
-        print(f"            table: {run_dir / 'stages' / name / get_stage(name).table_step}")
+        print(f"            table: {step_dir(run_dir, name, get_stage(name).table_step)}")
     manifest = run_dir / "shards" / "manifest.json"
     if manifest.exists():
         data = json.loads(manifest.read_text())

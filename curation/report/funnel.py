@@ -9,19 +9,19 @@ import pyarrow.compute as pc
 
 from curation import tables
 from curation.atomic import read_json
+from curation.layout import STEP_DONE, stage_dir, step_dir
 from curation.report import html as h
 from curation.report.run import RunView
 from curation.report.thumbs import Thumbnails
 from curation.runner.driver import summarize
 from curation.runner.metrics import status_family
-from curation.layout import STEP_DONE
 
 EXAMPLES_PER_REASON = 6
 
 
 def stage_counts(view: RunView, stage: str) -> dict[str, int]:
     """Rows per status of a stage, from its ``_SUCCESS.json`` or, while running, its partitions' stats."""
-    done = view.run_dir / "stages" / stage / STEP_DONE
+    done = stage_dir(view.run_dir, stage) / STEP_DONE
     if done.exists():
         return read_json(done).get("counts", {})
     return summarize(view.ctx(stage).table_dir(stage))["counts"]
@@ -49,7 +49,7 @@ def _dedup_funnel(view: RunView) -> str:
     """The dedup graph's own funnel (input, after the PCA hash, after copy and relative dedup), if any."""
     from curation.stages.dedup import FUNNEL_FILE
 
-    path = view.run_dir / "stages" / "dedup" / "graph" / FUNNEL_FILE
+    path = step_dir(view.run_dir, "dedup", "graph") / FUNNEL_FILE
     if not path.exists():
         return ""
     funnel = read_json(path)

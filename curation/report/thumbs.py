@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.imagestore import TarImages, pool_tar
+from curation.layout import step_dir
 from curation.preprocess import DecodeError, open_rgb
 from curation.sources import ImageSetConfig, folder_files
 from curation.tables import key_partition
@@ -112,7 +113,7 @@ class Thumbnails:
         if name not in self._curated_paths:
             from curation import tables
 
-            table = self.run_dir / "stages" / "embed" / "curated" / f"{name}.parquet"
+            table = step_dir(self.run_dir, "embed", "curated") / f"{name}.parquet"
             paths: dict[str, Any] = {}
             if table.exists():
                 t = tables.read_parquet(table, ["key", "path"])
@@ -123,10 +124,9 @@ class Thumbnails:
     def _output_shards(self) -> dict[str, str]:
         if self._output is None:
             from curation import tables
-
             from curation.stages import shard_io
 
-            samples = self.run_dir / "stages" / "shard" / "plan" / shard_io.SAMPLES_FILE
+            samples = step_dir(self.run_dir, "shard", "plan") / shard_io.SAMPLES_FILE
             self._output = {}
             if samples.exists():
                 t = tables.read_parquet(samples, ["key", "shard"])

@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 
 from curation import tables
+from curation.layout import stage_dir
 from curation.section import Section
 from curation.stages import shard_io as io
 from curation.stages import shard_write as sw
@@ -151,7 +152,7 @@ def shards_dir(ctx: Any) -> Path:
 
 def staging_dir(ctx: Any) -> Path:
     """``as_is`` images staged for random access; outside any step directory, so no marker lists them."""
-    return Path(ctx.run_dir) / "stages" / STAGE / io.STAGING_DIR
+    return stage_dir(ctx.run_dir, STAGE) / io.STAGING_DIR
 
 
 class Table(MapStep):
