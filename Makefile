@@ -13,6 +13,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install: $(VENV)/.installed
 
 test: install
+	$(VENV)/bin/ruff check .
 	RAY_AUTH_MODE=disabled $(VENV)/bin/pytest -q -p no:cacheprovider
 
 demo: install

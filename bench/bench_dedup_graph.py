@@ -78,7 +78,7 @@ def planted_recall(labels: np.ndarray, group: np.ndarray) -> tuple[float, int]:
     # A group is recalled pairwise: count pairs (i, j) of a group in one component.
     starts = np.flatnonzero(np.r_[True, ~same])
     ends = np.r_[starts[1:], len(order)]
-    for s, e in zip(starts, ends):
+    for s, e in zip(starts, ends, strict=False):
         lab = labels[order[s:e]]
         _, counts = np.unique(lab, return_counts=True)
         together += int((counts * (counts - 1) // 2).sum())

@@ -190,7 +190,8 @@ def run_curation(url_list: Path, out: Path, args) -> dict:
         data["download"]["worker"]["decode_threads"] = args.decode_threads
     config = cfg.validate(data)
     if args.backend == "ray":
-        from curation.runner.ray_backend import RayBackend, init_ray
+        from curation.runner.ray_backend import RayBackend
+        from curation.runner.ray_init import init_ray
 
         os.environ.setdefault("RAY_ADDRESS", "local")  # a cluster of its own, not one found running
         init_ray(config.ray)  # a running cluster: its start-up is not timed

@@ -147,7 +147,7 @@ def run(args) -> dict:
         t0 = time.perf_counter()
         _, ids = pool.index.search(queries, args.k)
         search_wall = time.perf_counter() - t0
-        shards = [{**i, **w} for i, w in zip(pool.group.info(), pool.group.call("stats", [()] * args.nodes))]
+        shards = [{**i, **w} for i, w in zip(pool.group.info(), pool.group.call("stats", [()] * args.nodes), strict=False)]
         pool.group.stop()
 
         task = ray.remote(max_calls=1)(single_index).options(num_cpus=args.cpus_per_node)

@@ -67,14 +67,14 @@ class CpuMeter:
         self.exclude = set(exclude)
         self.machine = self.tool = self.seconds = 0.0
 
-    def __enter__(self) -> "CpuMeter":
+    def __enter__(self) -> CpuMeter:
         self._ticks = tree_ticks(self.root, self.exclude)
         self._machine, self._t0 = _machine(), time.perf_counter()
         return self
 
     def __exit__(self, *exc) -> None:
         self.seconds = time.perf_counter() - self._t0
-        busy, total = (b - a for a, b in zip(self._machine, _machine()))
+        busy, total = (b - a for a, b in zip(self._machine, _machine(), strict=False))
         self.machine = busy / max(total, 1)
         # A process gone since the start was reaped by one still in the tree, which now counts its time.
         ticks = sum(tree_ticks(self.root, self.exclude).values()) - sum(self._ticks.values())

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from curation import __version__
+from curation.cliargs import flag, only, split
 from curation.errors import ConfigError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -32,49 +33,15 @@ class Command:
     config_keys: Callable[[], str] | None = None  # help text of the config keys it accepts
 
 
-def _split(args: list[str], reserved: tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
-    """Reserved ``key=value`` arguments, and the rest (config overrides)."""
-    picked: dict[str, str] = {}
-    rest: list[str] = []
-    for arg in args:
-        if "=" not in arg:
-            raise ConfigError(f"argument '{arg}' is not of the form key=value")
-        key, _, value = arg.partition("=")
-        if key in reserved:
-            picked[key] = value
-        else:
-            rest.append(arg)
-    return picked, rest
-
-
-def _flag(value: str | None, key: str = "") -> bool:
-    if value is None:
-        return False
-    if value.lower() in ("1", "true", "yes"):
-        return True
-    if value.lower() in ("0", "false", "no"):
-        return False
-    raise ConfigError(f"{key + ': ' if key else ''}expected true or false, got '{value}'")
-
-
-def _only(command: str, picked: dict[str, str], rest: list[str], required: tuple[str, ...] = ()) -> None:
-    """Refuse arguments a command does not take, and missing required ones, naming them."""
-    if rest:
-        raise ConfigError(f"{command}: unknown argument '{rest[0]}'; see curate {command} --help")
-    for key in required:
-        if key not in picked:
-            raise ConfigError(f"{command}: {key}=... is required; see curate {command} --help")
-
-
 def cmd_run(args: list[str]) -> int:
     from curation import config as cfg
     from curation.runner import run_pipeline
 
-    picked, overrides = _split(args, ("pipeline", "stage", "force", "backend"))
-    _only("run", picked, [], ("pipeline",))
+    picked, overrides = split(args, ("pipeline", "stage", "force", "backend"))
+    only("run", picked, [], ("pipeline",))
     config = cfg.load(picked["pipeline"], overrides)
     stages = [s for s in picked.get("stage", "").split(",") if s] or None
-    report = run_pipeline(config, stages, _flag(picked.get("force"), "force"), _backend(picked))
+    report = run_pipeline(config, stages, flag(picked.get("force"), "force"), _backend(picked))
     _print_report(report)
     return 0
 
@@ -96,7 +63,7 @@ def _print_report(report) -> None:
 def cmd_demo(args: list[str]) -> int:
     from curation.demo.run import run_demo
 
-    picked, overrides = _split(args, ("run_dir", "size", "backend"))
+    picked, overrides = split(args, ("run_dir", "size", "backend"))
     if picked.get("size", "small") not in ("small", "tiny"):
         raise ConfigError(f"size: expected small or tiny, got '{picked['size']}'")
     backend = _backend(picked)
@@ -107,8 +74,8 @@ def cmd_demo(args: list[str]) -> int:
 def cmd_status(args: list[str]) -> int:
     from curation.status import format_status
 
-    picked, rest = _split(args, ("run_dir",))
-    _only("status", picked, rest, ("run_dir",))
+    picked, rest = split(args, ("run_dir",))
+    only("status", picked, rest, ("run_dir",))
     run_dir = Path(picked["run_dir"])
     if not run_dir.is_dir():
         raise ConfigError(f"run_dir: {run_dir} is not a directory")
@@ -119,9 +86,9 @@ def cmd_status(args: list[str]) -> int:
 def cmd_verify(args: list[str]) -> int:
     from curation.runner.verify import verify_run_dir
 
-    picked, rest = _split(args, ("run_dir", "checksums"))
-    _only("verify", picked, rest, ("run_dir",))
-    report, intact = verify_run_dir(Path(picked["run_dir"]), _flag(picked.get("checksums")))
+    picked, rest = split(args, ("run_dir", "checksums"))
+    only("verify", picked, rest, ("run_dir",))
+    report, intact = verify_run_dir(Path(picked["run_dir"]), flag(picked.get("checksums")))
     print(report)
     return 0 if intact else 1
 
@@ -129,8 +96,8 @@ def cmd_verify(args: list[str]) -> int:
 def cmd_report(args: list[str]) -> int:
     from curation.report import write_report
 
-    picked, rest = _split(args, ("run_dir", "out", "seed"))
-    _only("report", picked, rest, ("run_dir",))
+    picked, rest = split(args, ("run_dir", "out", "seed"))
+    only("report", picked, rest, ("run_dir",))
     try:
         seed = int(picked.get("seed", 0))
     except ValueError:
@@ -143,16 +110,16 @@ def cmd_inspect(args: list[str]) -> int:
     from curation.manifest import read_manifest, verify
 
     positional = [a for a in args if "=" not in a]
-    picked, rest = _split([a for a in args if "=" in a], ("checksums", "manifest"))
+    picked, rest = split([a for a in args if "=" in a], ("checksums", "manifest"))
     location = picked.get("manifest") or (positional[0] if positional else None)
-    _only("inspect", picked, rest + positional[1:])
+    only("inspect", picked, rest + positional[1:])
     if not location:
         raise ConfigError("inspect: a manifest is required: curate inspect MANIFEST [checksums=true]")
     if Path(location).is_dir():
         hint = Path(location) / "shards" / "manifest.json"
         raise ConfigError(f"inspect: {location} is a directory, not a manifest"
                           + (f"; did you mean {hint}?" if hint.exists() else ""))
-    checksums = _flag(picked.get("checksums"), "checksums")
+    checksums = flag(picked.get("checksums"), "checksums")
     manifest = read_manifest(location)
     print(f"manifest {location}: valid (format version 1)")
     print(f"  pipeline {manifest.pipeline}, config {manifest.config_hash}, created {manifest.created}")
@@ -172,8 +139,8 @@ def cmd_plan(args: list[str]) -> int:
     from curation import config as cfg
     from curation.plan import plan_command
 
-    picked, overrides = _split(args, ("pipeline", "cluster_file"))
-    _only("plan", picked, [], ("pipeline",))
+    picked, overrides = split(args, ("pipeline", "cluster_file"))
+    only("plan", picked, [], ("pipeline",))
     data = cfg.apply_overrides(cfg.read_yaml(cfg.resolve_pipeline_path(picked["pipeline"])),
                                cfg.parse_overrides(overrides))
     print(plan_command(data, cluster_path=picked.get("cluster_file")))
@@ -186,9 +153,9 @@ def cmd_config(args: list[str]) -> int:
     from curation import config as cfg
     from curation.confighelp import commented_yaml
 
-    picked, overrides = _split(args, ("pipeline", "defaults"))
-    _only("config", picked, [], ("pipeline",))
-    defaults = _flag(picked.get("defaults"), "defaults")
+    picked, overrides = split(args, ("pipeline", "defaults"))
+    only("config", picked, [], ("pipeline",))
+    defaults = flag(picked.get("defaults"), "defaults")
     path = cfg.resolve_pipeline_path(picked["pipeline"])
     if "stages" in cfg.read_yaml(path):
         config = cfg.load(str(path), overrides, allow_placeholders=defaults)
@@ -211,19 +178,19 @@ def cmd_config(args: list[str]) -> int:
 def cmd_train(args: list[str]) -> int:
     from curation.train.cli import train_main
 
-    _split(args, ())  # every argument is key=value
+    split(args, ())  # every argument is key=value
     return train_main(args)
 
 
 def cmd_export(args: list[str]) -> int:
     from curation.export import export_img2dataset
 
-    picked, rest = _split(args, ("run_dir", "manifest", "out", "copy"))
-    _only("export", picked, rest, ("out",))
+    picked, rest = split(args, ("run_dir", "manifest", "out", "copy"))
+    only("export", picked, rest, ("out",))
     if ("run_dir" in picked) == ("manifest" in picked):
         raise ConfigError("export: give exactly one of run_dir=DIR or manifest=PATH")
     manifest = picked.get("manifest") or str(Path(picked["run_dir"]) / "shards" / "manifest.json")
-    result = export_img2dataset(manifest, Path(picked["out"]), copy=_flag(picked.get("copy"), "copy"))
+    result = export_img2dataset(manifest, Path(picked["out"]), copy=flag(picked.get("copy"), "copy"))
     print(f"exported {result['shards']} shards, {result['samples']} samples to {picked['out']} (img2dataset layout)")
     return 0
 

@@ -101,7 +101,7 @@ class NpyAppender:
 
 def _npy_header(shape: tuple[int, int], dtype: np.dtype, total: int | None = None) -> bytes:
     """A version 1.0 ``.npy`` header of ``total`` bytes (default: the smallest multiple of 64)."""
-    text = "{'descr': %r, 'fortran_order': False, 'shape': %r, }" % (dtype.str, tuple(shape))
+    text = f"{{'descr': {dtype.str!r}, 'fortran_order': False, 'shape': {tuple(shape)!r}, }}"
     prefix = 10  # magic (6) + version (2) + header length (2)
     total = total or -(-(prefix + len(text) + 1) // 64) * 64
     text += " " * (total - prefix - len(text) - 1) + "\n"

@@ -176,7 +176,7 @@ def verify(manifest: Manifest, check_checksums: bool = False) -> list[str]:
     import fsspec
 
     problems = []
-    for entry, url in zip(manifest.shards, manifest.shard_urls()):
+    for entry, url in zip(manifest.shards, manifest.shard_urls(), strict=False):
         fs, fpath = fsspec.core.url_to_fs(url)
         if not fs.exists(fpath):
             problems.append(f"{entry.path}: missing")

@@ -36,7 +36,7 @@ def format_plan(rows: list[PlanRow]) -> str:
 
     def line(cells) -> str:
         return "  ".join(str(v).rjust(w) if c in right else str(v).ljust(w)
-                         for c, (v, w) in enumerate(zip(cells, widths))).rstrip()
+                         for c, (v, w) in enumerate(zip(cells, widths, strict=False))).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
     out = [line(header), rule, *map(line, body), rule, *map(line, footer)]

@@ -11,8 +11,9 @@ from __future__ import annotations
 import functools
 import glob
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 from pydantic import Field
 

@@ -16,8 +16,8 @@ has exactly one row, and one terminal status, in every stage's table.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa

@@ -125,3 +125,9 @@ def test_the_run_directory_is_spelt_in_layout_only():
     found = [f"{path.relative_to(ROOT)}:{n}" for path in sorted(PACKAGE.rglob("*.py")) if path.name != "layout.py"
              for n, line in enumerate(path.read_text().splitlines(), 1) if spelt.search(line)]
     assert not found, "run-directory names spelt outside curation/layout.py:\n" + "\n".join(found)
+
+
+def test_modules_stay_small():
+    """A module past 400 lines is split by concern (see "Where a stage's code lives")."""
+    long = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, long

@@ -29,7 +29,7 @@ def test_export_writes_img2dataset_layout(shards, tmp_path, capsys):
     table = pq.ParquetDataset(sorted(out.glob("*.parquet"))).read()  # one schema across shards
     assert table.column("key").to_pylist() == [s["__key__"] for s in samples]
     rows = table.to_pylist()
-    for row, sample in zip(rows, samples):
+    for row, sample in zip(rows, samples, strict=False):
         meta = json.loads(sample["json"])
         assert row["status"] == "success" and row["error_message"] is None
         assert (row["width"], row["height"]) == (8, 6)

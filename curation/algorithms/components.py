@@ -13,8 +13,8 @@ whatever the order of the edges and chunks.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 

@@ -201,5 +201,5 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     """Mean fraction of the true ``k`` neighbours (q, k) present in ``found`` (q, k')."""
     if truth.size == 0:
         return 1.0
-    hits = sum(len(np.intersect1d(f[f >= 0], t[t >= 0])) for f, t in zip(found, truth))
+    hits = sum(len(np.intersect1d(f[f >= 0], t[t >= 0])) for f, t in zip(found, truth, strict=False))
     return hits / max(1, int((truth >= 0).sum()))

@@ -17,8 +17,8 @@ Queries are processed in chunks, so no all-pairs matrix ever exists.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 

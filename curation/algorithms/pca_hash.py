@@ -54,7 +54,7 @@ class PCABasis:
                     np.save(fh, array, allow_pickle=False)
 
     @classmethod
-    def load(cls, directory: Path) -> "PCABasis":
+    def load(cls, directory: Path) -> PCABasis:
         try:
             mean = np.load(Path(directory) / MEAN_FILE, allow_pickle=False)
             comps = np.load(Path(directory) / COMPONENTS_FILE, allow_pickle=False)

@@ -52,16 +52,16 @@ class Hits:
     def __len__(self) -> int:
         return int(self.pool.shape[0])
 
-    def take(self, rows: np.ndarray) -> "Hits":
+    def take(self, rows: np.ndarray) -> Hits:
         return Hits(*(getattr(self, f.name)[rows] for f in fields(self)))
 
     @staticmethod
-    def empty() -> "Hits":
+    def empty() -> Hits:
         return Hits.build(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32),
                           np.zeros(0, np.int32), np.zeros(0, np.int64), 0)
 
     @staticmethod
-    def build(pool, query, similarity, rank, cluster, dataset: int) -> "Hits":
+    def build(pool, query, similarity, rank, cluster, dataset: int) -> Hits:
         pool = np.asarray(pool, dtype=np.int64)
         return Hits(
             pool,
@@ -73,7 +73,7 @@ class Hits:
         )
 
     @staticmethod
-    def concat(parts: list["Hits"]) -> "Hits":
+    def concat(parts: list[Hits]) -> Hits:
         if not parts:
             return Hits.empty()
         return Hits(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Hits)))

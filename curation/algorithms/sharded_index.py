@@ -23,8 +23,9 @@ group with ``call(method, args_per_shard) -> results``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,7 @@ def shard_ranges(counts: Sequence[int], shards: int) -> list[tuple[int, int]]:
         cut = min(max(cut, cuts[-1] + 1), n - (shards - i))
         cuts.append(cut)
     cuts.append(n)
-    return [(lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:]) if hi > lo]
+    return [(lo, hi) for lo, hi in zip(cuts[:-1], cuts[1:], strict=False) if hi > lo]
 
 
 def merge_topk(parts: list[tuple[np.ndarray, np.ndarray]], k: int, metric: str = "ip") -> tuple[np.ndarray, np.ndarray]:

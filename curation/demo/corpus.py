@@ -47,7 +47,7 @@ def base_photos() -> dict[str, Image.Image]:
     try:
         from sklearn.datasets import load_sample_images
 
-        for fname, array in zip(("china", "flower"), load_sample_images().images):
+        for fname, array in zip(("china", "flower"), load_sample_images().images, strict=False):
             photos[fname] = Image.fromarray(array)
     except ImportError:
         pass

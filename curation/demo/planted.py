@@ -133,7 +133,7 @@ def score(group: np.ndarray, kept: np.ndarray, transform: list[str]) -> dict:
     n = len(group)
     dropped = kept != np.arange(n)
     correct = dropped & (group[kept] == group)
-    original = {int(g): i for i, (g, t) in enumerate(zip(group, transform)) if t == "original"}
+    original = {int(g): i for i, (g, t) in enumerate(zip(group, transform, strict=False)) if t == "original"}
     per: dict[str, list[int]] = {}
     for i, t in enumerate(transform):
         if t != "original":
@@ -149,5 +149,6 @@ def score(group: np.ndarray, kept: np.ndarray, transform: list[str]) -> dict:
         "dropped": int(dropped.sum()),
         "wrong_drops": int((dropped & ~correct).sum()),
         "distinct_lost": int(len(set(group.tolist())) - len(survivors)),
-        "per_transform": {t: round(v[0] / v[1], 3) for t, v in sorted(per.items(), key=lambda kv: TRANSFORMS.index(kv[0]))},
+        "per_transform": {t: round(v[0] / v[1], 3)
+                          for t, v in sorted(per.items(), key=lambda kv: TRANSFORMS.index(kv[0]))},
     }

@@ -7,7 +7,7 @@ opt-out header); the original bytes of each success are returned undecoded.
 from __future__ import annotations
 
 import logging
-from typing import Iterator
+from collections.abc import Iterator
 
 from curation.download.config import HttpConfig, UrlConfig
 from curation.download.inputs import file_format, read_file

@@ -133,7 +133,7 @@ class DownloadConfig(Section):
                                  json_schema_extra=RUNTIME)
 
     @model_validator(mode="after")
-    def _window(self) -> "DownloadConfig":
+    def _window(self) -> DownloadConfig:
         if self.worker.window and self.worker.window < self.http.concurrency:
             raise ValueError("worker.window must be 0 or at least http.concurrency")
         return self

@@ -8,7 +8,7 @@ default, ``haar``, is OpenCV's frontal-face Haar cascade (needs opencv<5).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 from urllib.parse import urljoin
 
 import aiohttp
@@ -66,7 +66,7 @@ class CheckedResolver(AbstractResolver):
     async def resolve(self, host, port=0, family=0):
         results = await self._inner.resolve(host, port, family)
         reasons = [check_address(r["host"], self.policy) for r in results]
-        allowed = [r for r, reason in zip(results, reasons) if reason is None]
+        allowed = [r for r, reason in zip(results, reasons, strict=False) if reason is None]
         if not allowed:
             raise RefusedAddress(host, next((r for r in reasons if r), "no_address"))
         return allowed

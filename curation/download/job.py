@@ -40,7 +40,7 @@ class PartitionJob:
         self.unparseable = unparseable or {}
         self.pre_status, self.url_duplicate_of = precheck(keys, urls, policy, repeated or {}, self.unparseable)
         window = cfg.worker.window or 4 * cfg.http.concurrency
-        fetch = [url if status is None else None for url, status in zip(urls, self.pre_status)]
+        fetch = [url if status is None else None for url, status in zip(urls, self.pre_status, strict=False)]
         count = decode_thread_count(cfg.worker.decode_threads, cfg.worker.num_cpus)
         self.pipeline = Pipeline(cfg.http, policy, processor, fetch, window, count, seed,
                                  cfg.worker.pending_bytes, threads)
@@ -55,7 +55,7 @@ class PartitionJob:
         carried_rows = carried.to_pylist()
         rows = Rows()
         downloaded = retries = 0
-        for key, extra in zip(keys, carried_rows):
+        for key, extra in zip(keys, carried_rows, strict=False):
             row = self._row(rows, key, self._index(key))
             row_retries = row.pop("_retries", 0)
             if row["status"] == tables.SUCCESS:

@@ -12,7 +12,7 @@ an AGPL-3.0 licence file.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -21,8 +21,8 @@ import concurrent.futures
 import logging
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from curation.download.fetch import Fetcher, FetchResult
 from curation.download.process import ImageResult
@@ -83,7 +83,7 @@ class Pipeline:
             self._produce(http, policy, urls, seed), self._loop
         )
 
-    def __enter__(self) -> "Pipeline":
+    def __enter__(self) -> Pipeline:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -52,10 +52,10 @@ class Rows:
         return row
 
     def table(self, carried: pa.Table | None = None) -> pa.Table:
-        table = pa.table({name: pa.array(self.columns[name], f.type) for name, f in zip(COLUMNS, SCHEMA)},
+        table = pa.table({name: pa.array(self.columns[name], f.type) for name, f in zip(COLUMNS, SCHEMA, strict=False)},
                          schema=SCHEMA)
         if carried is not None:  # already renamed by the reader (``carried_name``)
-            for name, column in zip(carried.column_names, carried.columns):
+            for name, column in zip(carried.column_names, carried.columns, strict=False):
                 table = table.append_column(name, column)
         return table
 
@@ -74,7 +74,7 @@ def precheck(keys: list[str], urls: list[str | None], policy: UrlPolicy,
     statuses: list[str | None] = []
     duplicate_of: list[str | None] = []
     first: dict[str, str] = {}
-    for index, (key, url) in enumerate(zip(keys, urls)):
+    for index, (key, url) in enumerate(zip(keys, urls, strict=False)):
         reason = UNPARSEABLE if unparseable and index in unparseable else check_url(url, policy)
         if reason:
             statuses.append(f"filtered_url:{reason}")

@@ -39,7 +39,7 @@ class ShardWriter:
     def close(self) -> None:
         self._tar.close()
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self) -> ShardWriter:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -129,7 +129,7 @@ def _line_bounds(data: bytes):
     return np.concatenate([[0], ends[:-1]]), ends
 
 
-def _good_rows(parse, good: bytes, places: "_Places") -> pa.Table:
+def _good_rows(parse, good: bytes, places: _Places) -> pa.Table:
     """The kept records, parsed by Arrow; UnreadableList when Arrow does not find them all."""
     try:
         table = parse(good)

@@ -13,9 +13,9 @@ keys and the shape mismatches.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
-import argparse
 import pickle
 from collections.abc import Iterable
 from pathlib import Path

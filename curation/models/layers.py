@@ -124,7 +124,7 @@ class Attention(nn.Module):
 def group_rows(groups: Groups, kept: list[torch.Tensor]) -> torch.Tensor:
     """Row indices [sum k_g * t_g] of the kept samples ``kept[g]`` of each group."""
     rows, offset = [], 0
-    for (batch, seq), idx in zip(groups, kept):
+    for (batch, seq), idx in zip(groups, kept, strict=False):
         tokens = torch.arange(seq, device=idx.device)
         rows.append((offset + idx[:, None] * seq + tokens[None, :]).reshape(-1))
         offset += batch * seq
@@ -150,13 +150,13 @@ def drop_add_residual(
         kept.append(torch.randperm(batch, device=x.device)[:size])
         scales.append(batch / size)
     rows = group_rows(groups, kept)
-    sub_groups = tuple((len(idx), seq) for idx, (_, seq) in zip(kept, groups))
+    sub_groups = tuple((len(idx), seq) for idx, (_, seq) in zip(kept, groups, strict=False))
     residual = branch(x.index_select(0, rows), sub_groups).to(x.dtype)
     if len(set(scales)) == 1:
         return torch.index_add(x, 0, rows, residual, alpha=scales[0])
     row_scale = torch.cat(
         [torch.full((len(idx) * seq,), s, device=x.device, dtype=x.dtype)
-         for idx, (_, seq), s in zip(kept, groups, scales)]
+         for idx, (_, seq), s in zip(kept, groups, scales, strict=False)]
     )
     return torch.index_add(x, 0, rows, residual * row_scale[:, None])
 

@@ -172,7 +172,7 @@ class VisionTransformer(nn.Module):
         """Runs the blocks on all crop groups; returns packed rows [L, D] and groups."""
         if len(masks) != len(images):
             raise ValueError(f"{len(images)} crop groups but {len(masks)} masks")
-        tokens = [self.prepare_tokens(x, m) for x, m in zip(images, masks)]
+        tokens = [self.prepare_tokens(x, m) for x, m in zip(images, masks, strict=False)]
         groups: Groups = tuple((t.shape[0], t.shape[1]) for t in tokens)
         rows = [t.reshape(-1, t.shape[-1]) for t in tokens]
         if self.naive:  # the baseline: one pass per crop group
@@ -197,7 +197,7 @@ class VisionTransformer(nn.Module):
         x, groups = self._encode(list(images), masks)
         normed = self.norm(x)
         features, start, r = [], 0, self.num_register_tokens
-        for (batch, seq), mask in zip(groups, masks):
+        for (batch, seq), mask in zip(groups, masks, strict=False):
             norm_g = normed[start : start + batch * seq].view(batch, seq, -1)
             features.append(
                 {

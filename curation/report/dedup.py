@@ -162,5 +162,5 @@ def _kept_of_components(view: RunView, components: list[int]) -> dict[int, str]:
                               pc.is_in(t["copy_component"], value_set=wanted))
     for t in view.scan("dedup", ["key", "status", "copy_component"], where,
                        enough=lambda: len(found) == len(components)):
-        found.update(zip(t["copy_component"].to_pylist(), t["key"].to_pylist()))
+        found.update(zip(t["copy_component"].to_pylist(), t["key"].to_pylist(), strict=False))
     return found

@@ -8,7 +8,7 @@ comes from the run (keys, URLs, errors, captions) goes through :func:`esc`.
 from __future__ import annotations
 
 import html
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 # The page may load nothing: no script, no style sheet, no image other than inline ones.
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"

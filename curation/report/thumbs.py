@@ -117,7 +117,7 @@ class Thumbnails:
             paths: dict[str, Any] = {}
             if table.exists():
                 t = tables.read_parquet(table, ["key", "path"])
-                paths = dict(zip(t.column("key").to_pylist(), t.column("path").to_pylist()))
+                paths = dict(zip(t.column("key").to_pylist(), t.column("path").to_pylist(), strict=False))
             self._curated_paths[name] = paths
         return self._curated_paths[name].get(key)
 
@@ -130,5 +130,6 @@ class Thumbnails:
             self._output = {}
             if samples.exists():
                 t = tables.read_parquet(samples, ["key", "shard"])
-                self._output = {k: s for k, s in zip(t.column("key").to_pylist(), t.column("shard").to_pylist()) if s}
+                pairs = zip(t.column("key").to_pylist(), t.column("shard").to_pylist(), strict=True)
+                self._output = {k: s for k, s in pairs if s}
         return self._output

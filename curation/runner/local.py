@@ -51,7 +51,7 @@ class LocalBackend:
             return run_map_partition(step, partition, progress.update)
 
         for partition in pending:
-            result = _attempts(lambda: attempt(partition), self.max_retries)
+            result = _attempts(lambda p=partition: attempt(p), self.max_retries)
             if isinstance(result, str):
                 failures.append(Failure(ctx.stage, step.name, partition, result))
             else:

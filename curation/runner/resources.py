@@ -55,7 +55,7 @@ class ClusterView:
         return {"nodes": [n.__dict__ for n in self.nodes]}
 
     @staticmethod
-    def from_dict(data: dict[str, Any]) -> "ClusterView":
+    def from_dict(data: dict[str, Any]) -> ClusterView:
         return ClusterView(tuple(Node(**n) for n in data["nodes"]))
 
 

@@ -69,7 +69,7 @@ class RunLock:
         self.path = Path(run_dir) / LOCK_FILE
         self._fd: int | None = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -77,7 +77,8 @@ class RunLock:
         except BlockingIOError:
             holder = self.path.read_text().strip() or "another process"
             os.close(fd)
-            raise RunError(f"{self.path.parent} is in use by a running curate ({holder}); wait for it or stop it")
+            raise RunError(f"{self.path.parent} is in use by a running curate ({holder}); wait for it or stop it") \
+                from None
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()}\n".encode())
         self._fd = fd

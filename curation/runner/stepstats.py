@@ -19,7 +19,6 @@ from curation.layout import PROGRESS_FILE, STEP_DONE, files_dir
 from curation.stages.base import GlobalStep, StageContext
 
 
-
 def progress_path(step_dir: Path, kind: str) -> Path:
     """A running step's progress file: beside a map step's markers, in a global step's directory."""
     return (files_dir(step_dir) if kind == "map" else step_dir) / PROGRESS_FILE

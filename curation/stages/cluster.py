@@ -252,9 +252,9 @@ class Assign(MapStep):
         train = self.ctx.step_dir("train")
         self.hierarchical = self.cfg.mode == "hierarchical"
         if self.hierarchical:
-            load = lambda name: np.load(train / name, mmap_mode="r", allow_pickle=False)
-            self.points = {part: load(f"points.{part}.npy") for part in ("leaf", "similarity", "selected")}
-            self.parents = [load(f"level-{t}.parents.npy") for t in range(len(self.cfg.hierarchical.levels) - 1)]
+            self.points = {part: _mapped(train / f"points.{part}.npy") for part in ("leaf", "similarity", "selected")}
+            self.parents = [_mapped(train / f"level-{t}.parents.npy")
+                            for t in range(len(self.cfg.hierarchical.levels) - 1)]
             self.starts = {int(p): s for p, s in read_json(train / "points.json")["partitions"].items()}
         else:
             centroids = np.load(train / "centroids.npy", allow_pickle=False)
@@ -362,3 +362,8 @@ class ClusterStage(Stage):
             raise ConfigError("cluster.hierarchical: required when cluster.mode is hierarchical")
         if cfg.mode == "flat" and cfg.hierarchical is not None:
             raise ConfigError("cluster.hierarchical: given but cluster.mode is flat; set mode: hierarchical")
+
+
+def _mapped(path: Path) -> np.ndarray:
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+

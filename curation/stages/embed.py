@@ -107,7 +107,8 @@ class EmbedPool(MapStep):
 
     def _submit(self, batch: pa.Table):
         keys = batch.column("key").to_pylist()
-        return self.embedder.submit([k if a else None for k, a in zip(keys, tables.alive(batch))], self._fetch)
+        alive = tables.alive(batch)
+        return self.embedder.submit([k if a else None for k, a in zip(keys, alive, strict=True)], self._fetch)
 
     def prefetch(self, batch: pa.Table) -> None:
         self.decoding.start(batch)
@@ -116,7 +117,7 @@ class EmbedPool(MapStep):
         decoded = self.decoding.take(batch)
         alive = tables.alive(batch)
         decoded.ok &= alive  # dropped rows were never decoded; keep them out of the counts
-        decoded.reasons = [r if a else None for r, a in zip(decoded.reasons, alive)]
+        decoded.reasons = [r if a else None for r, a in zip(decoded.reasons, alive, strict=False)]
         out = decoded_columns(batch, decoded, self.writer.rows)
         if decoded.ok.any():
             self.writer.append(self.embedder.forward(decoded.pixels[decoded.ok]))

@@ -160,7 +160,7 @@ class Search(GlobalStep):
         try:
             stats = self._search(out_dir, pool)
             work = pool.group.call("stats", [()] * len(pool.index.sizes))
-            stats["shards"] = [{**info, **w} for info, w in zip(pool.group.info(), work)]
+            stats["shards"] = [{**info, **w} for info, w in zip(pool.group.info(), work, strict=False)]
         finally:
             pool.group.stop()
         return stats
@@ -187,7 +187,7 @@ class Search(GlobalStep):
         selected = io.selection_table(resolved, described, queries, self.cfg.datasets, self._query_sets())
         self.report_progress(len(self.cfg.datasets), len(self.cfg.datasets) + 1)
         io.write_selection(out_dir, selected, self.ctx.partitions(io.CLUSTER_STAGE))
-        for row, kept in zip(per_dataset, resolved.stats["kept_per_dataset"]):
+        for row, kept in zip(per_dataset, resolved.stats["kept_per_dataset"], strict=False):
             row["selected"] = kept if row["mode"] != "as_is" else None
         summary = {"datasets": per_dataset, "collisions": resolved.stats, "pool_candidates": pool.size}
         write_json(out_dir / "summary.json", summary)

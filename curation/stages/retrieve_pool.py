@@ -168,7 +168,7 @@ def cluster_hits(ctx: StageContext, pool: ShardedPool, qualifying: np.ndarray, s
     from curation.algorithms.hkmeans import rank_in_group
 
     ids, clusters, order = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
-    for p, start in zip(pool.partitions, pool.starts()):
+    for p, start in zip(pool.partitions, pool.starts(), strict=False):
         c = partition_candidates(ctx, p)
         draw = rt.selection_order(selection, c.closeness, rng)
         hit = np.flatnonzero(np.isin(c.clusters, qualifying) & (c.clusters >= 0))

@@ -76,8 +76,8 @@ def memory_warning(cfg) -> str | None:
     if need <= available:
         return None
     return (f"this CPU run needs about {need:.0f} GiB (optim.batch_size={cfg.optim.batch_size}) but "
-            f"{available:.0f} GiB is available: it will likely run out of memory. Lower optim.batch_size, or start from "
-            f"config=train_demo (a tiny ViT sized for a laptop)")
+            f"{available:.0f} GiB is available: it will likely run out of memory. Lower optim.batch_size, or start "
+            f"from config=train_demo (a tiny ViT sized for a laptop)")
 
 
 def main() -> int:

@@ -39,7 +39,7 @@ class DistillMetaArch(SSLMetaArch):
     def ema_target(self) -> nn.ModuleDict:
         return self.student_ema
 
-    def train(self, mode: bool = True) -> "DistillMetaArch":
+    def train(self, mode: bool = True) -> DistillMetaArch:
         super().train(mode)
         self.student_ema.eval()
         return self

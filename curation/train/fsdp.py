@@ -102,7 +102,7 @@ def shard_meta_arch(meta: nn.Module, cfg, device: torch.device) -> None:
     meta.to(device)
     compute = param_dtype(cfg.fsdp.param_dtype, device)
     reduce = compute if cfg.fsdp.reduce_dtype == "param" else DTYPES[cfg.fsdp.reduce_dtype]
-    for name, parts in meta.named_children():
+    for _name, parts in meta.named_children():
         if isinstance(parts, nn.ModuleDict):
             shard_model(parts, compute, reduce, reshard_after_forward=cfg.fsdp.reshard_after_forward)
     log.debug("sharded %s: compute %s, backbone reduce %s", type(meta).__name__, compute, reduce)

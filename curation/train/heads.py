@@ -48,7 +48,7 @@ class DINOHead(nn.Module):
         super().__init__()
         dims = [in_dim] + [hidden_dim] * (num_layers - 1) + [bottleneck_dim]
         layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=False)):
             layers.append(nn.Linear(a, b))
             if i < num_layers - 1:
                 layers.append(nn.GELU())

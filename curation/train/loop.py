@@ -14,7 +14,14 @@ from curation.manifest import read_manifest
 from curation.train import checkpoint as ckpt
 from curation.train.config import TrainConfig
 from curation.train.data.loader import StreamTracker, build_loader, resume_states
-from curation.train.fsdp import clip_grad_norms, close_distributed, compile_blocks, init_distributed, param_dtype, shard_meta_arch
+from curation.train.fsdp import (
+    clip_grad_norms,
+    close_distributed,
+    compile_blocks,
+    init_distributed,
+    param_dtype,
+    shard_meta_arch,
+)
 from curation.train.metrics import MetricsLog
 from curation.train.param_groups import apply_schedule, build_param_groups
 from curation.train.schedules import ScheduleSpec, build_run_schedules, sqrt_scaled_lr

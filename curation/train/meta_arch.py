@@ -92,7 +92,7 @@ class SSLMetaArch(nn.Module):
     def ema_target(self) -> nn.ModuleDict:
         return self.teacher
 
-    def train(self, mode: bool = True) -> "SSLMetaArch":
+    def train(self, mode: bool = True) -> SSLMetaArch:
         super().train(mode)
         self.teacher.eval()  # the teacher never trains
         return self
@@ -170,7 +170,7 @@ class SSLMetaArch(nn.Module):
         (scaler.scale(total) if scaler is not None else total).backward()
         terms.update(dino=dino, ibot=ibot, koleo=koleo, total=total)
         values = torch.stack([v.detach().float() for v in terms.values()]).tolist()  # one device sync
-        return dict(zip(terms, values))
+        return dict(zip(terms, values, strict=False))
 
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:

@@ -58,8 +58,8 @@ class MetricsLog:
         elapsed = time.perf_counter() - self.started
         record = {
             "iteration": iteration,
-            **{n: round(float(v), 6) for n, v in zip(names, values)},
-            **{k: int(v) for k, v in zip(counters, values[len(names) :].tolist())},
+            **{n: round(float(v), 6) for n, v in zip(names, values, strict=False)},
+            **{k: int(v) for k, v in zip(counters, values[len(names) :].tolist(), strict=False)},
             **{k: float(f"{v:.6g}") for k, v in schedule.items()},
             **{f"grad_norm_{k}": round(v, 4) for k, v in grad_norms.items()},
             "images_per_s": round(self.count * self.global_batch / elapsed, 2),

@@ -10,7 +10,8 @@ group; the loop sets each group's lr and weight decay every iteration.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from torch import nn
 

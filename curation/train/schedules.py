@@ -54,7 +54,7 @@ class ScheduleSpec:
     teacher_temp_warmup: int
     freeze_last_layer: int
 
-    def compressed(self, iterations: int, lr_scale: float) -> "ScheduleSpec":
+    def compressed(self, iterations: int, lr_scale: float) -> ScheduleSpec:
         """The same shapes squeezed into ``iterations``, learning rates x lr_scale."""
         ratio = iterations / max(self.iterations, 1)
 
@@ -90,7 +90,7 @@ class Schedules:
         i = min(iteration, len(self) - 1)
         return {f.name: float(getattr(self, f.name)[i]) for f in fields(self)}
 
-    def __add__(self, other: "Schedules") -> "Schedules":
+    def __add__(self, other: Schedules) -> Schedules:
         return Schedules(
             **{f.name: np.concatenate([getattr(self, f.name), getattr(other, f.name)]) for f in fields(self)}
         )

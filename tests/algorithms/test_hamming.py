@@ -22,14 +22,14 @@ def _brute_force(codes: np.ndarray, radius: int) -> set[tuple[int, int]]:
     popcount = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(1)
     dist = popcount[codes[:, None, :] ^ codes[None, :, :]].sum(-1)
     i, j = np.nonzero(np.triu(dist <= radius, 1))
-    return set(zip(i.tolist(), j.tolist()))
+    return set(zip(i.tolist(), j.tolist(), strict=False))
 
 
 def _pairs(codes, radius, method, chunk=1 << 18) -> set[tuple[int, int]]:
     out = set()
     for i, j, d in hamming.near_pairs(codes, radius, method, chunk=chunk):
         assert (d == hamming.hamming(codes[i], codes[j])).all() and (d <= radius).all()
-        out |= set(zip(i.tolist(), j.tolist()))
+        out |= set(zip(i.tolist(), j.tolist(), strict=False))
     return out
 
 
@@ -82,6 +82,6 @@ def test_variant_queries_are_exact_and_never_self_pairs(method):
     dist = popcount[queries[:, None, :] ^ codes[None, :, :]].sum(-1)
     q, jj = np.nonzero(dist <= 5)
     keep = owners[q] != jj
-    assert sorted(zip(i.tolist(), j.tolist(), d.tolist())) == sorted(
-        zip(owners[q][keep].tolist(), jj[keep].tolist(), dist[q, jj][keep].tolist()))
+    assert sorted(zip(i.tolist(), j.tolist(), d.tolist(), strict=False)) == sorted(
+        zip(owners[q][keep].tolist(), jj[keep].tolist(), dist[q, jj][keep].tolist(), strict=False))
     assert (i != j).all()

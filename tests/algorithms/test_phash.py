@@ -52,7 +52,7 @@ def test_bits_equal_imagehash_on_many_images():
     thumbs = np.stack([gray_resize(img, phash.THUMB_SIZE) for img in images])
     codes = phash.phash_codes(thumbs)
     bits = phash.phash_bits(thumbs)
-    for img, code, bit in zip(images, codes, bits):
+    for img, code, bit in zip(images, codes, bits, strict=False):
         reference = imagehash.phash(img)
         assert (bit == reference.hash).all()
         assert code.tobytes().hex() == str(reference)

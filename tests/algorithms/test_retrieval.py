@@ -58,7 +58,7 @@ def test_cluster_rule_takes_m_per_qualifying_cluster():
     order = np.arange(19, dtype=np.float64)[::-1]  # later rows first
     hits = rt.cluster_hits(qualifying, pool_clusters, order, per_cluster=4, dataset=2)
     assert sorted(hits.pool.tolist()) == [6, 7, 8, 9, 10, 11]
-    by_pool = dict(zip(hits.pool.tolist(), hits.rank.tolist()))
+    by_pool = dict(zip(hits.pool.tolist(), hits.rank.tolist(), strict=False))
     assert by_pool == {9: 0, 8: 1, 7: 2, 6: 3, 11: 0, 10: 1}
     assert set(hits.cluster.tolist()) == {0, 1}
     assert (hits.query == -1).all() and np.isnan(hits.similarity).all()

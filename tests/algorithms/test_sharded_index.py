@@ -32,7 +32,7 @@ class _Slice(IndexShard):
 
 def _sharded(x: np.ndarray, cuts: list[int], config: IndexConfig, batch: int = 64) -> ShardedIndex:
     _Slice.pool = x
-    args = [(lo, hi, config) for lo, hi in zip(cuts[:-1], cuts[1:])]
+    args = [(lo, hi, config) for lo, hi in zip(cuts[:-1], cuts[1:], strict=False)]
     group = LocalWorkers().start(_Slice, args, Resources(), "Shard")
     return ShardedIndex(group, [hi - lo for lo, hi, _ in args], "ip", batch)
 
@@ -109,7 +109,7 @@ def test_shard_ranges_are_contiguous_non_empty_and_balanced():
     assert shard_ranges([], 3) == []
     ranges = shard_ranges([10] * 13, 4)
     assert ranges[0][0] == 0 and ranges[-1][1] == 13
-    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
     assert max(hi - lo for lo, hi in ranges) - min(hi - lo for lo, hi in ranges) <= 1
 
 

@@ -21,7 +21,7 @@ MARKER = b"zqxjmarker"
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "LoopbackServer"
+    server: LoopbackServer
 
     def log_message(self, *args) -> None:  # quiet
         pass
@@ -219,7 +219,7 @@ class LoopbackServer(ThreadingHTTPServer):
             with self._lock:
                 self.in_flight[name] -= 1
 
-    def start(self) -> "LoopbackServer":
+    def start(self) -> LoopbackServer:
         self._thread.start()
         return self
 

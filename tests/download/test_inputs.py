@@ -9,8 +9,8 @@ import pytest
 from curation.download.config import InputConfig
 from curation.download.inputs import (
     PartitionReader,
-    columns_of,
     check_unchanged,
+    columns_of,
     list_files,
     load_or_make_plan,
     partition_rows,

@@ -107,7 +107,7 @@ def test_packing_equals_separate_passes(registers):
     for group_masks in ([None, None], [masks, None]):
         packed = model.forward_features_list([big, small], group_masks)
         separate = [model.forward_features(big, group_masks[0]), model.forward_features(small)]
-        for p, s in zip(packed, separate):
+        for p, s in zip(packed, separate, strict=False):
             for key in ("x_norm_clstoken", "x_norm_regtokens", "x_norm_patchtokens", "x_prenorm"):
                 torch.testing.assert_close(p[key], s[key], rtol=1e-5, atol=1e-5)
         assert packed[0]["masks"] is group_masks[0]
@@ -160,7 +160,7 @@ def test_naive_mode_equals_efficient_in_eval():
     model.naive = True
     assert all(block.naive and block.attn.naive for block in model.blocks)
     naive = model.forward_features_list([big, small], [masks, None])
-    for e, n in zip(efficient, naive):
+    for e, n in zip(efficient, naive, strict=False):
         torch.testing.assert_close(e["x_prenorm"], n["x_prenorm"], rtol=1e-4, atol=1e-4)
 
 

@@ -152,7 +152,7 @@ def test_worker_killed_by_the_memory_monitor_is_retried_then_reported_and_resuma
 
 def test_unreachable_cluster_is_a_config_error_within_the_timeout(monkeypatch):
     from curation.errors import ConfigError
-    from curation.runner.ray_backend import cluster_address
+    from curation.runner.ray_init import cluster_address
     from tests.conftest import free_port
 
     closed = f"127.0.0.1:{free_port()}"

@@ -65,7 +65,7 @@ def test_flat_kmeans_assigns_every_row_to_its_nearest_centroid(tmp_path):
     np.testing.assert_array_equal(labels[embedded], ip.argmax(axis=1))
     np.testing.assert_allclose(sims[embedded], ip.max(axis=1), atol=1e-5)
     # The planted concepts are recovered: one cluster per concept.
-    assert len(set(zip(truth.tolist(), labels[embedded].tolist()))) == 6
+    assert len(set(zip(truth.tolist(), labels[embedded].tolist(), strict=False))) == 6
     sizes = pq.read_table(tmp_path / "stages" / "cluster" / "sizes" / "sizes.parquet")
     assert sizes.column("size").to_pylist() == np.bincount(labels[embedded], minlength=6).tolist()
     assert set(sizes.column("level").to_pylist()) == {0}
@@ -120,13 +120,13 @@ def test_hierarchical_mode_selects_a_balanced_subset(tmp_path):
     status = [s for t in parts for s in t.column("status").to_pylist()]
     embedded = leaf >= 0
     assert selected.sum() == 120 and not selected[~embedded].any()
-    for lf, path in zip(leaf[embedded], [p for p, e in zip(paths, embedded) if e]):
+    for lf, path in zip(leaf[embedded], [p for p, e in zip(paths, embedded, strict=False) if e], strict=False):
         assert path == [int(parents[lf]), int(lf)]  # top level first, leaf last
-    assert all(p is None for p, e in zip(paths, embedded) if not e)
+    assert all(p is None for p, e in zip(paths, embedded, strict=False) if not e)
     # Unselected embedded samples are dropped by cluster; dropped upstream rows keep their status.
-    assert {s for s, e, sel in zip(status, embedded, selected) if e and not sel} == {"not_selected"}
-    assert {s for s, e, sel in zip(status, embedded, selected) if sel} == {"success"}
-    assert {s for s, e in zip(status, embedded) if not e} == {"duplicate_copy"}
+    assert {s for s, e, sel in zip(status, embedded, selected, strict=False) if e and not sel} == {"not_selected"}
+    assert {s for s, e, sel in zip(status, embedded, selected, strict=False) if sel} == {"success"}
+    assert {s for s, e in zip(status, embedded, strict=False) if not e} == {"duplicate_copy"}
     # Balanced: cap 16 with sum(min(16, size)) = 116, 4 more to random concepts with room;
     # the two concepts of 10 points are taken whole.
     per_concept = np.bincount(truth[selected[embedded]], minlength=len(sizes))

@@ -54,7 +54,7 @@ def write_download(run_dir: Path, partitions: list[list[bytes | None]]) -> None:
                                      ["download" if f else None for f in failed])
         tables.write_parquet(status, step / f"part-{p:06d}.parquet")
         with tarfile.open(partition_path(step, p, "tar"), "w") as tar:
-            for key, blob in zip(keys, blobs):
+            for key, blob in zip(keys, blobs, strict=False):
                 if blob is not None:
                     member = tarfile.TarInfo(f"{key}.jpg")
                     member.size = len(blob)

@@ -51,7 +51,7 @@ def _mean_over_ranks(losses: list[dict]) -> list[dict]:
     values = torch.tensor([[step[n] for n in names] for step in losses], dtype=torch.float64)
     dist.all_reduce(values)
     values /= dist.get_world_size()
-    return [dict(zip(names, row.tolist())) for row in values]
+    return [dict(zip(names, row.tolist(), strict=False)) for row in values]
 
 
 def _sinkhorn_uneven(rank: int, out: Path) -> None:

@@ -54,7 +54,7 @@ def test_centering_mode_updates_centres():
 
 def test_teacher_starts_as_student_without_drop_path():
     meta = _meta(tiny_config(vit={"drop_path_rate": 0.3}))
-    for (name, s), (_, t) in zip(meta.student.named_parameters(), meta.teacher.named_parameters()):
+    for (name, s), (_, t) in zip(meta.student.named_parameters(), meta.teacher.named_parameters(), strict=False):
         assert torch.equal(s, t) and not t.requires_grad, name
     assert all(b.drop_path == 0.3 for b in meta.student["backbone"].blocks)
     assert all(b.drop_path == 0.0 for b in meta.teacher["backbone"].blocks)
@@ -68,7 +68,7 @@ def test_ema_update():
             p.add_(1.0)
     before = [t.clone() for t in meta.teacher.parameters()]
     meta.update_teacher(0.75)
-    for b, t, s in zip(before, meta.teacher.parameters(), meta.student.parameters()):
+    for b, t, s in zip(before, meta.teacher.parameters(), meta.student.parameters(), strict=False):
         torch.testing.assert_close(t, 0.75 * b + 0.25 * s)
 
 
