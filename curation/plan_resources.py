@@ -26,6 +26,7 @@ from curation.errors import ConfigError
 
 GIB = 2**30
 SURVIVING = 0.62  # LVD-142M: 744M of 1.2B images survive dedup (paper, App. A)
+HASH_SURVIVING = 0.92  # assumed: the share of the pool left after the hash pass (1.1B of 1.2B)
 # Instance types of ray_cluster.yaml: vCPUs, GPUs, memory (GiB), GPU memory (GiB).
 INSTANCES = {"p3dn.24xlarge": (96, 8, 768, 32), "p3.16xlarge": (64, 8, 488, 16), "p4d.24xlarge": (96, 8, 1152, 40),
              "r6i.8xlarge": (32, 0, 256, 0), "m5.8xlarge": (32, 0, 128, 0)}
@@ -34,7 +35,9 @@ RATES = {
     "download": (62.6, "measured: 125.3 img/s with 2 one-CPU workers (RESULTS.md, Download)"),
     "sscd_gpu": (1650.0, "derived: ResNet-50 fp16 on V100 at 320 px (RESULTS.md, Dedup projection)"),
     "sscd_cpu": (288.0, "measured: 288 img/s per core (RESULTS.md, Dedup)"),
-    "graph": (1.2e9 / (6.5 * 3600), "derived: 6.5 h for 1.2B on one 8-GPU node (RESULTS.md, Dedup projection)"),
+    "graph": (1.2e9 / (0.2 * 3600), "derived: union-find of ~0.35 edges per image at >= 9M edges/s and the "
+              "decision rows (RESULTS.md, Dedup projection)"),
+    "knn_cpu": (2.2e9, "measured: 2.2 GMAC/s per CPU in the graph helpers' scan (RESULTS.md, Distributed dedup graph)"),
     "vith_gpu": (196.0, "derived: ViT-H/16 254.6 GFLOPs at 40 % of a V100's 125 TF fp16"),
     "vith_cpu": (0.12, "derived: ViT-B/16 1.66 img/s on 2 cores (RESULTS.md) x 35/254.6 GFLOPs"),
     "flops_gpu": (7e12, "derived: V100 fp32 15.7 TF at 45 % for Faiss k-means GEMMs"),
@@ -166,7 +169,7 @@ def _estimate(config: Any, step: str, request, n: float, nodes: int) -> dict[str
     if step in table:
         return table[step]
     if step == "dedup/graph workers":
-        return _dedup_workers(config, n, nodes)
+        return _dedup_workers(config, request, n, nodes)
     if step.startswith("cluster/"):
         return _cluster(config, step, request, alive, dim, gpu, nodes)
     if step.startswith("retrieve/"):
@@ -174,12 +177,23 @@ def _estimate(config: Any, step: str, request, n: float, nodes: int) -> dict[str
     return {"memory": 1 * GIB}
 
 
-def _dedup_workers(config: Any, n: float, nodes: int) -> dict[str, Any]:
-    """A graph helper holds its share of the hash survivors as k-NN queries (float32 + a k-heap)."""
+def _dedup_workers(config: Any, request, n: float, nodes: int) -> dict[str, Any]:
+    """A graph helper holds its share of the hash survivors as k-NN queries (float32 + a k-heap).
+
+    Work: the k-NN scan over shared inverted lists, ``n1 * (n1 * nprobe / nlist) * d`` multiply-adds for ``n1``
+    hash survivors (assumed ``HASH_SURVIVING`` of the pool), on the helpers' CPUs (the scan is CPU Faiss).
+    """
     d = config.dedup
     count = d.graph.workers.count or nodes  # null: one per worker node
     per_image = 4 * d.descriptor.dims + 12 * d.copy_dedup.k + 16
-    return {"memory": 1 * GIB + per_image * n / count, "count": count, "knob": "dedup.graph.workers.count"}
+    out = {"memory": 1 * GIB + per_image * n / count, "count": count, "knob": "dedup.graph.workers.count"}
+    if d.copy_on:
+        n1, index = n * HASH_SURVIVING, d.copy_dedup.index
+        nlist = index.nlist or 4 * n1**0.5
+        out["items"] = n1 * (n1 * min(index.nprobe, nlist) / nlist) * d.descriptor.dims
+        rate, note = RATES["knn_cpu"]
+        out["rate"] = (rate * request.num_cpus, note)
+    return out
 
 
 def _cluster(config: Any, step: str, request, alive: float, dim: int, gpu: bool, nodes: int) -> dict[str, Any]:

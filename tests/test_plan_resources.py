@@ -54,6 +54,9 @@ def test_plan_command_prints_composition_and_resource_plan():
 def test_more_shards_for_a_small_cluster_and_the_knob_when_it_does_not_fit():
     config = _lvd142m()
     small = ClusterSection(nodes=4, num_cpus=32, num_gpus=0, memory_gb=256)
+    with pytest.raises(ConfigError, match=r"dedup/graph workers: .*90 CPUs.*set dedup\.graph\.workers"):
+        plan_resources(config, small, 1.2e9)  # lvd142m's helpers take 90 of a paper node's 96 CPUs
+    config.dedup.graph.workers.num_cpus = 30
     rows = {r.step: r for r in plan_resources(config, small, 1.2e9)}
     assert not rows["retrieve/search shards"].fits and rows["retrieve/search shards"].knob == "retrieve.shards.count"
     config.retrieve.shards.count = 64

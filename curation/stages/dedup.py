@@ -145,7 +145,8 @@ class Graph(GlobalStep):
 
     def worker_resources(self) -> Resources:
         w = self.cfg.graph.workers
-        return Resources(num_cpus=w.num_cpus, memory=int(w.memory_gb * 2**30), key="dedup.graph.workers.memory_gb")
+        return Resources(num_cpus=w.num_cpus, memory=int(w.memory_gb * 2**30),
+                         key="dedup.graph.workers.num_cpus / dedup.graph.workers.memory_gb")
 
     def requests(self) -> list[tuple[str, Resources]]:
         return [*super().requests(), ("graph workers", self.worker_resources())]
