@@ -42,6 +42,11 @@ def test_lvd142m_at_paper_scale_fits_the_paper_cluster():
     helpers = rows["dedup/graph workers"]
     assert helpers.workers == 20 and helpers.per_worker == pytest.approx(GIB + (4 * 512 + 12 * 64 + 16) * 1.2e9 / 20)
     assert rows["dedup/graph"].per_worker == pytest.approx(GIB + 200 * 1.2e9)
+    # Their k-NN scan: 1.1B survivors, each scanning nprobe 32 of 4 sqrt(1.1B) lists, on 20 x 90 CPUs.
+    n1 = 0.92 * 1.2e9
+    macs = n1 * n1 * 32 / (4 * n1**0.5) * 512
+    assert helpers.hours == pytest.approx(macs / (2.2e9 * 90 * 20) / 3600)
+    assert 10 < helpers.hours < 11
 
 
 def test_plan_command_prints_composition_and_resource_plan():
