@@ -116,7 +116,7 @@ def run(args) -> dict:
     from curation.runner.workers import RayWorkers
     from curation.stages.base import Resources
     from curation.stages.registry import stage_context
-    from curation.stages.retrieve_pool import start_shards
+    from curation.stages.retrieve.pool import start_shards
 
     root = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     run_dir = root / "run"

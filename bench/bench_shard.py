@@ -42,7 +42,7 @@ def sequential(run_dir: Path, data_path: Path, out: Path) -> None:
     """Child process: the single-process writer; prints its time and peak RSS as JSON."""
     from curation import config as cfg
     from curation.stages.registry import stage_context
-    from curation.stages.shard_sequential import write_sequential
+    from curation.stages.shard.sequential import write_sequential
 
     data = json.loads(data_path.read_text())
     start = time.perf_counter()

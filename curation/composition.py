@@ -51,7 +51,7 @@ def query_set_size(source: ImageSetConfig) -> int | None:
 
 def plan_rows(config: Any) -> list[PlanRow]:
     """One row per ``retrieve.datasets`` entry of a validated pipeline config."""
-    from curation.stages.retrieve import resolve_source
+    from curation.stages.retrieve.stage import resolve_source
 
     retrieve = config.retrieve
     rows = []

@@ -87,7 +87,7 @@ def shard_table(tar_path: Path) -> pa.Table:
 
 def _type(name: str) -> pa.DataType | None:
     """Fixed types for the known fields, so that every shard's Parquet has the same schema."""
-    from curation.stages.shard_io import SAMPLE_FIELDS
+    from curation.stages.shard.io import SAMPLE_FIELDS
 
     known = {f.name: f.type for f in SAMPLE_FIELDS} | {
         "status": pa.string(), "error_message": pa.string(), "url": pa.string(),

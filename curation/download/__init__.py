@@ -7,5 +7,5 @@
 (pluggable post-processing), ``process`` (bytes to stored image), ``rows``
 (the table), ``job`` (one partition), ``shardwriter`` (tar shards),
 ``monitor`` (stats and Ray metrics), ``client`` (small URL lists outside the
-stage). The stage itself is ``curation.stages.download``.
+stage). The stage itself is ``curation.stages.download.stage``.
 """

@@ -47,7 +47,7 @@ def funnel_section(view: RunView) -> str:
 
 def _dedup_funnel(view: RunView) -> str:
     """The dedup graph's own funnel (input, after the PCA hash, after copy and relative dedup), if any."""
-    from curation.stages.dedup import FUNNEL_FILE
+    from curation.stages.dedup.stage import FUNNEL_FILE
 
     path = step_dir(view.run_dir, "dedup", "graph") / FUNNEL_FILE
     if not path.exists():

@@ -74,7 +74,7 @@ def _cluster_members(view: RunView, clusters: list[int]) -> dict[int, list[dict[
 
 
 def retrieval_section(view: RunView, thumbs: Thumbnails) -> str:
-    from curation.stages import retrieve_io
+    from curation.stages.retrieve import io as retrieve_io
 
     if not view.has("retrieve"):
         return '<p class="muted">the retrieve stage has not run</p>'

@@ -80,7 +80,7 @@ class Thumbnails:
         return images.get(key) if key in images else None
 
     def _curated_bytes(self, image_set: str, key: str) -> bytes | None:
-        from curation.stages import shard_io
+        from curation.stages.shard import io as shard_io
 
         data = self._set_image(image_set, key)
         if data is None:  # e.g. a URL set: the copy written into the output shards
@@ -124,7 +124,7 @@ class Thumbnails:
     def _output_shards(self) -> dict[str, str]:
         if self._output is None:
             from curation import tables
-            from curation.stages import shard_io
+            from curation.stages.shard import io as shard_io
 
             samples = step_dir(self.run_dir, "shard", "plan") / shard_io.SAMPLES_FILE
             self._output = {}

@@ -35,7 +35,7 @@ def _load_builtin() -> None:
         return
     _loaded = True
     for name in BUILTIN:
-        module = f"curation.stages.{name}"
+        module = f"curation.stages.{name}.stage"  # each built-in stage is a folder stages/<name>/
         if importlib.util.find_spec(module) is not None:
             importlib.import_module(module)
 

@@ -19,7 +19,7 @@ from curation import tables
 from curation.atomic import write_json
 from curation.download.shardwriter import ShardWriter
 from curation.imagestore import pool_tar
-from curation.stages import retrieve_io
+from curation.stages.retrieve import io as retrieve_io
 from tests.stages import retrieval_upstream as up
 
 JPEG_MAGIC = b"\xff\xd8\xff"

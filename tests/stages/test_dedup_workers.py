@@ -70,7 +70,7 @@ def _reference(run):
     from curation.algorithms import components as cc
     from curation.algorithms import hamming, knn
     from curation.index_config import IndexConfig
-    from curation.stages.dedup_pool import Pool
+    from curation.stages.dedup.pool import Pool
 
     rows = {r["key"]: r for r in read_stage(run)}
     pool = Pool(run / "stages/dedup/features")

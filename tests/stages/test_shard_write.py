@@ -17,7 +17,7 @@ from curation.atomic import read_json
 from curation.manifest import read_manifest, verify
 from curation.runner.local import run_stages
 from curation.stages.registry import stage_context
-from curation.stages.shard_sequential import write_sequential
+from curation.stages.shard.sequential import write_sequential
 from tests.stages import shard_upstream
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -34,7 +34,7 @@ from curation.algorithms.sharded_index import (
 )
 from curation.errors import PartitionError
 from curation.stages.base import Grant, StageContext
-from curation.stages.retrieve_io import CLUSTER_STAGE
+from curation.stages.retrieve.io import CLUSTER_STAGE
 
 CLUSTER_COLUMN = "cluster"
 # Cosine similarity of a pool sample to its centroid, in the cluster table.

@@ -1,6 +1,6 @@
 """The embed stage's model and the tables of its embedded batches, shared by the
-pool step (:mod:`curation.stages.embed`) and the curated steps
-(:mod:`curation.stages.embed_curated`).
+pool step (:mod:`curation.stages.embed.stage`) and the curated steps
+(:mod:`curation.stages.embed.curated`).
 """
 
 from __future__ import annotations

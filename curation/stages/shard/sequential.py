@@ -5,7 +5,7 @@ through an index of its source tar that is kept for the whole run (about
 364 bytes per stored image of every tar touched), rolling shards by count
 and bytes as it writes. The shard stage does not run it: its ``locate``,
 ``plan``, ``write`` and ``manifest`` steps produce the same shards and
-manifest with bounded memory per worker (:mod:`curation.stages.shard_write`).
+manifest with bounded memory per worker (:mod:`curation.stages.shard.write`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from curation.stages import shard_io as io
+from curation.stages.shard import io as io
 
 
 @dataclass

@@ -13,7 +13,7 @@ partition or per helper), so no pool-sized array travels or is held:
    partition's codes and every partition's variant codes are searched in it
    (:func:`curation.algorithms.code_pairs.range_pairs`, exact); with
    ``hashing.min_correlation`` each candidate is checked pixel by pixel
-   (:class:`~curation.stages.dedup_hash.Check`, thumbnails read back for the
+   (:class:`~curation.stages.dedup.hash.Check`, thumbnails read back for the
    candidates only): ``pairs-SSSSS.npy`` ``(e, 2)`` global pool ids.
 3. ``descriptor_sum`` / ``units``: the pool mean, then the unit descriptors
    of the hash survivors: ``units-part-P.npy`` ``(m1, d) float16``.
@@ -61,7 +61,7 @@ class DedupShard:
     """
 
     def __init__(self, ctx: StageContext, partitions: list[int], work: str, grant: Grant | None = None):
-        from curation.stages.dedup_pool import Pool
+        from curation.stages.dedup.pool import Pool
 
         self.ctx = ctx
         self.cfg = self.ctx.stage_config
@@ -89,7 +89,7 @@ class DedupShard:
 
     def codes(self) -> int:
         """Pass 1: codes and variant codes of every own partition; returns images coded."""
-        from curation.stages.dedup_hash import THUMBS, _variant_codes
+        from curation.stages.dedup.hash import THUMBS, _variant_codes
 
         code, h = self._coder(), self.cfg.hashing
         for p, a, b in self.pool.ranges():
@@ -108,7 +108,7 @@ class DedupShard:
         """Pass 2: near pairs found by this helper's range (see the module doc): ``pairs-SSSSS.npy``;
         returns the pairs kept and the candidates checked and rejected by the pixel check."""
         from curation.algorithms import code_pairs
-        from curation.stages.dedup_hash import Check
+        from curation.stages.dedup.hash import Check
 
         h = self.cfg.hashing
         v = h.variants
@@ -163,7 +163,7 @@ class DedupShard:
 
     def descriptor_sum(self, survivors: list[np.ndarray]) -> tuple[np.ndarray | None, int]:
         """Pass 3a: float64 sum of the raw descriptors of own survivors (local ids per partition)."""
-        from curation.stages.dedup_descriptors import DESCRIPTORS
+        from curation.stages.dedup.descriptors import DESCRIPTORS
 
         total, count = None, 0
         for (p, a, b), local in zip(self.pool.ranges(), survivors, strict=True):
@@ -176,7 +176,7 @@ class DedupShard:
     def units(self, survivors: list[np.ndarray], mean: np.ndarray | None) -> tuple[list[int], int]:
         """Pass 3b: ``units-part-P.npy``, unit descriptors of own survivors; returns their counts and the dimension."""
         from curation.algorithms.knn import unit_rows
-        from curation.stages.dedup_descriptors import DESCRIPTORS
+        from curation.stages.dedup.descriptors import DESCRIPTORS
 
         counts, dims = [], self._dims()
         for (p, a, b), local in zip(self.pool.ranges(), survivors, strict=True):
@@ -187,7 +187,7 @@ class DedupShard:
         return counts, dims
 
     def _dims(self) -> int:
-        from curation.stages.dedup_descriptors import DESCRIPTORS
+        from curation.stages.dedup.descriptors import DESCRIPTORS
 
         if not self.partitions:
             return 0
@@ -292,7 +292,7 @@ class _WorkPool:
 def _variant_thumbs(pool: _WorkPool, cfg: Any, owners: np.ndarray, which: np.ndarray) -> np.ndarray:
     """Thumbnails ``(k, s, s)`` of variant ``which[i]`` of image ``owners[i]``, cut again from the sources."""
     from curation.algorithms.variants import variant_thumbnails
-    from curation.stages.dedup_hash import SOURCES
+    from curation.stages.dedup.hash import SOURCES
 
     uniq, inverse = np.unique(owners, return_inverse=True)
     thumbs = variant_thumbnails(pool.gather(SOURCES, uniq), cfg.variants.spec(), cfg.thumb_size)

@@ -31,7 +31,7 @@ from curation.stages.base import (
     device_gpus,
     partition_path,
 )
-from curation.stages.embed_model import EmbeddingModel, chunks, curated_table
+from curation.stages.embed.model import EmbeddingModel, chunks, curated_table
 
 PARTS_STEP = "curated_parts"
 

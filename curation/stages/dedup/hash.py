@@ -2,7 +2,7 @@
 
 The coder (PCA fitted on a seeded sample of thumbnails, or pHash) is made
 here; codes and pairs come from the graph step's helpers
-(:mod:`curation.stages.dedup_shards`), each over its partitions: base
+(:mod:`curation.stages.dedup.shards`), each over its partitions: base
 thumbnails (``thumbs.npy``) give one code per image, the only codes searched;
 with ``hashing.variants`` each image's variant sources (``sources.npy``,
 ``(m, S, S) uint8``) are cut into mirrored / cropped / rotated / trimmed
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from curation.stages.dedup_config import HashingConfig
+from curation.stages.dedup.config import HashingConfig
 
 THUMBS, SOURCES = "thumbs.npy", "sources.npy"
 
@@ -61,7 +61,7 @@ def coder(pool, cfg: HashingConfig, seed: int, out_dir: Path) -> tuple[Callable,
 def hash_groups(codes: np.ndarray, labels: np.ndarray, code: Callable, info: dict[str, Any],
                 cfg: HashingConfig) -> HashGroups:
     """The hash groups from the helpers' codes and pair components
-    (:func:`curation.stages.dedup_passes.hash_labels`: exact, so the groups are
+    (:func:`curation.stages.dedup.passes.hash_labels`: exact, so the groups are
     those of one search over the whole pool) and the coder's ``info``."""
     v = cfg.variants
     if v.enabled:

@@ -4,7 +4,7 @@ Output samples are the pool copies the ``retrieve`` stage selected and the
 images of its ``as_is`` datasets, in config order or one seeded shuffle,
 written as ``<run_dir>/shards/lvd-NNNNNN.tar`` with ``{key}.jpg`` +
 ``{key}.json`` per sample, rolled by sample count and bytes. Steps (their
-files and memory: :mod:`curation.stages.shard_write`):
+files and memory: :mod:`curation.stages.shard.write`):
 
 1. ``locate`` (map, per pool partition): where each selected image lies in
    its download tar, and its size in a shard;
@@ -34,11 +34,11 @@ from pydantic import Field
 from curation import tables
 from curation.layout import stage_dir
 from curation.section import Section
-from curation.stages import shard_io as io
-from curation.stages import shard_write as sw
 from curation.stages.base import GlobalStep, MapStep, PartitionOutput, Stage
 from curation.stages.registry import register
-from curation.stages.retrieve_io import join_status
+from curation.stages.retrieve.io import join_status
+from curation.stages.shard import io as io
+from curation.stages.shard import write as sw
 
 STAGE = "shard"
 NOT_WRITTEN = "not_written"
@@ -180,7 +180,7 @@ class ShardStage(Stage):
     @classmethod
     def check(cls, config: Any) -> None:
         from curation.errors import ConfigError
-        from curation.stages.retrieve import check_config
+        from curation.stages.retrieve.stage import check_config
 
         if getattr(config, STAGE, None) is None:
             return

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from curation import tables
 from curation.atomic import TMP_MARK, atomic_path, read_json, tmp_name
 from curation.errors import PartitionError
-from curation.stages import retrieve_io
+from curation.stages.retrieve import io as retrieve_io
 
 SHARDS_DIR = "shards"
 SHARD_PREFIX = "lvd-"
@@ -121,7 +121,7 @@ def stage_as_is(entry: Any, source: Any, staging: Path, quality: int) -> pa.Tabl
 
 def output_samples(ctx: Any, staging: Path) -> pa.Table:
     """Every output sample, in config order: datasets in order, pool images in pool order."""
-    from curation.stages.retrieve import resolve_source
+    from curation.stages.retrieve.stage import resolve_source
 
     search_dir = ctx.step_dir("search", "retrieve")
     parts = [retrieve_io.read_selection(search_dir, p) for p in ctx.partitions("retrieve")]
@@ -273,7 +273,7 @@ def composition(samples: pa.Table, names: list[str]) -> dict[str, int]:
 
 
 def manifest_extra(ctx: Any, samples: pa.Table) -> dict[str, Any]:
-    from curation.stages.retrieve import resolve_source
+    from curation.stages.retrieve.stage import resolve_source
 
     config = ctx.config
     summary_path = ctx.step_dir("search", "retrieve") / "summary.json"

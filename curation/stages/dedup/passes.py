@@ -1,4 +1,4 @@
-"""The dedup graph step's passes over its helpers (:mod:`curation.stages.dedup_shards`).
+"""The dedup graph step's passes over its helpers (:mod:`curation.stages.dedup.shards`).
 
 The graph process holds per-image arrays of the pool only (union-find
 parents, labels, hash codes: tens of bytes per image), never descriptors or
@@ -44,7 +44,7 @@ class Helpers:
 def start(step: Any, pool: Any, out_dir: Path, resources: Any) -> Helpers:
     """Start ``dedup.graph.workers.count`` helpers (null: one per worker node) over contiguous partition ranges."""
     from curation.algorithms.sharded_index import shard_ranges
-    from curation.stages.dedup_shards import DedupShard
+    from curation.stages.dedup.shards import DedupShard
 
     work = out_dir / WORK
     shutil.rmtree(work, ignore_errors=True)

@@ -37,9 +37,9 @@ from curation import tables
 from curation.algorithms import shard_plan
 from curation.atomic import read_json, write_json
 from curation.errors import PartitionError
-from curation.stages import retrieve_io
-from curation.stages import shard_io as io
 from curation.stages.base import PartitionOutput
+from curation.stages.retrieve import io as retrieve_io
+from curation.stages.shard import io as io
 
 LOCATE_SUFFIX = "samples.parquet"
 UNITS_DIR = "units"
@@ -107,7 +107,7 @@ def staged_path(staging: Path, dataset: str) -> Path:
 def stage_entry(ctx: Any, staging: Path, index: int) -> pa.Table:
     """Stage the ``index``-th retrieve entry (``as_is``) and locate its samples in the staged tar."""
     from curation.imagestore import TarImages
-    from curation.stages.retrieve import resolve_source
+    from curation.stages.retrieve.stage import resolve_source
 
     entry = ctx.config.retrieve.datasets[index]
     source = resolve_source(ctx.config, entry, f"retrieve.datasets.{index}")

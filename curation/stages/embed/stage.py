@@ -11,7 +11,7 @@ Steps:
 - ``curated_parts`` (map) and ``curated`` (global): each dataset of
   ``embed.curated`` is embedded the same way, partition by partition, then
   joined into ``curated/<name>.npy`` + ``curated/<name>.parquet``
-  (:mod:`curation.stages.embed_curated`).
+  (:mod:`curation.stages.embed.curated`).
 
 File formats and the reading API are in :mod:`curation.embeddings`. Both
 steps record the model (kind, arch, weights, and whether they are random)
@@ -34,8 +34,8 @@ from curation.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from curation.section import RUNTIME, Section
 from curation.sources import ImageSetConfig, check_exists
 from curation.stages.base import MapStep, Resources, Stage, device_gpus
-from curation.stages.embed_curated import CuratedParts, EmbedCurated
-from curation.stages.embed_model import STAGE, EmbeddingModel, decoded_columns
+from curation.stages.embed.curated import CuratedParts, EmbedCurated
+from curation.stages.embed.model import STAGE, EmbeddingModel, decoded_columns
 from curation.stages.registry import register
 
 log = logging.getLogger("curation")

@@ -159,7 +159,7 @@ class Train(GlobalStep):
     def _flat(self, out_dir: Path, n: int) -> dict[str, Any]:
         from curation.algorithms.kmeans import kmeans_plus_plus_seeds, sample_indices
         from curation.algorithms.kmeans_sharded import train_sharded
-        from curation.stages.cluster_train import split_sample
+        from curation.stages.cluster.train import split_sample
 
         cfg, seed = self.cfg, self.ctx.seed
         (k,) = clamp_levels([cfg.k], n, cfg.clamp_k, "cluster.k")
@@ -192,7 +192,7 @@ class Train(GlobalStep):
             resampled_kmeans,
         )
         from curation.algorithms.hkmeans_sharded import first_level, select_balanced
-        from curation.stages.cluster_train import split_pool
+        from curation.stages.cluster.train import split_pool
 
         hcfg, seed = self.cfg.hierarchical, self.ctx.seed
         n = sum(counts.values())

@@ -10,7 +10,7 @@ Steps:
    entries. Writes ``selected/part-NNNNNN.parquet`` (one row per selected
    copy, for every pool partition) and ``summary.json``. The pool's
    embeddings stay in index shards (``retrieve.shards``, one worker each;
-   :mod:`curation.stages.retrieve_pool`): no process holds more than its
+   :mod:`curation.stages.retrieve.pool`): no process holds more than its
    shard.
 2. ``mark`` (map, the stage table): one row per pool sample; alive samples
    that were not selected get ``not_retrieved``.
@@ -33,10 +33,10 @@ from curation.errors import ConfigError
 from curation.index_config import IndexConfig
 from curation.section import Section
 from curation.sources import ImageSetConfig
-from curation.stages import retrieve_io as io
-from curation.stages import retrieve_pool as rp
 from curation.stages.base import GlobalStep, MapStep, PartitionOutput, Resources, Stage
 from curation.stages.registry import register
+from curation.stages.retrieve import io as io
+from curation.stages.retrieve import pool as rp
 
 STAGE = "retrieve"
 NOT_RETRIEVED = "not_retrieved"

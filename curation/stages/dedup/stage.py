@@ -11,7 +11,7 @@ Steps (see ``docs/dedup.md``):
   ``feature_row`` is ``j``.
 - ``graph`` (global): the PCA hash fitted on a sample, then helpers
   (``dedup.graph.workers``, a contiguous range of partitions each; see
-  :mod:`curation.stages.dedup_shards`) compute codes, exact Hamming pairs
+  :mod:`curation.stages.dedup.shards`) compute codes, exact Hamming pairs
   with variant queries, the k-NN edges over the hash survivors and the
   relative-dedup edges, each streaming the other partitions' files; this
   process only unions pairs and edges into components (per-image arrays,
@@ -44,15 +44,15 @@ from curation.stages.base import (
     Stage,
     device_gpus,
 )
-from curation.stages.dedup_config import DedupConfig
-from curation.stages.dedup_decisions import STATUSES  # noqa: F401  (the stage's statuses, in funnel order)
-from curation.stages.dedup_descriptors import (
+from curation.stages.dedup.config import DedupConfig
+from curation.stages.dedup.decisions import STATUSES  # noqa: F401  (the stage's statuses, in funnel order)
+from curation.stages.dedup.descriptors import (
     DESCRIPTORS,
     SOURCES,
     THUMBS,
     load_descriptor_model,
 )
-from curation.stages.dedup_pool import Pool
+from curation.stages.dedup.pool import Pool
 from curation.stages.registry import register
 
 log = logging.getLogger("curation")
@@ -154,7 +154,7 @@ class Graph(GlobalStep):
     def run(self, out_dir: Path) -> dict[str, Any]:
         import faiss
 
-        from curation.stages import dedup_passes
+        from curation.stages.dedup import passes as dedup_passes
 
         threads = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(self.cfg.graph.num_cpus)  # the CPUs this task holds
@@ -170,12 +170,10 @@ class Graph(GlobalStep):
 
     def _run(self, out_dir: Path, pool: Pool, helpers: Any) -> dict[str, Any]:
         from curation.algorithms import components as cc
-        from curation.stages import (
-            dedup_copy,
-            dedup_decisions,
-            dedup_hash,
-            dedup_passes,
-        )
+        from curation.stages.dedup import copy as dedup_copy
+        from curation.stages.dedup import decisions as dedup_decisions
+        from curation.stages.dedup import hash as dedup_hash
+        from curation.stages.dedup import passes as dedup_passes
 
         timer, cfg = _Timer(lambda n: self.report_progress(n, len(_Timer.PHASES))), self.cfg
         code, info = dedup_hash.coder(pool, cfg.hashing, self.ctx.seed, out_dir)

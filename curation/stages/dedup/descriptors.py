@@ -1,13 +1,13 @@
 """The dedup stage's descriptor model and the names of its side files.
 
-Shared by the features step (:mod:`curation.stages.dedup`) and the copy
-pass (:mod:`curation.stages.dedup_copy`, benchmark descriptors).
+Shared by the features step (:mod:`curation.stages.dedup.stage`) and the copy
+pass (:mod:`curation.stages.dedup.copy`, benchmark descriptors).
 """
 
 from __future__ import annotations
 
 from curation.preprocess import PreprocessSpec
-from curation.stages.dedup_config import DedupConfig
+from curation.stages.dedup.config import DedupConfig
 
 # Side files of the features step, per partition.
 THUMBS, SOURCES, DESCRIPTORS = "thumbs.npy", "sources.npy", "desc.npy"

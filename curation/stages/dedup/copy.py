@@ -37,10 +37,10 @@ def copy_pass(step: Any, pool: Any, helpers: Any, survivors: np.ndarray, rank: n
 
     The k-NN searches run in the graph step's helpers, each over its range
     of partitions against every partition's descriptors, streamed
-    (:mod:`curation.stages.dedup_passes`); here only edges are unioned.
+    (:mod:`curation.stages.dedup.passes`); here only edges are unioned.
     """
     from curation.algorithms import components as cc
-    from curation.stages import dedup_passes
+    from curation.stages.dedup import passes as dedup_passes
 
     cfg, n1 = step.cfg, len(survivors)
     none = _CopyResult(np.arange(n1), np.zeros(0, np.int64), np.full(n1, -1, np.int64),
@@ -75,7 +75,7 @@ def benchmark_thumbs(step: Any) -> tuple[list[str], np.ndarray, dict]:
     """Names and hash thumbnails ``(m, s, s)`` of the benchmark images (relative dedup by hash)."""
     from curation.models.sscd import describe
     from curation.sources import iter_images
-    from curation.stages.dedup_descriptors import load_descriptor_model
+    from curation.stages.dedup.descriptors import load_descriptor_model
 
     _, spec, _ = load_descriptor_model(step.cfg, step.ctx.seed)
     s = step.cfg.hashing.thumb_size

@@ -1,0 +1,1 @@
+"""The dedup stage: its steps and registration in ``stage.py``, its config and parts beside it."""

@@ -1,0 +1,1 @@
+"""The shard stage: its steps and registration in ``stage.py``, its config and parts beside it."""
