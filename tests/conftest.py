@@ -48,3 +48,19 @@ def pytest_sessionfinish(session, exitstatus):
             ray.shutdown()
     except ImportError:
         pass
+
+
+@pytest.fixture
+def progress_moves(monkeypatch) -> list[tuple[str, int, int | None]]:
+    """``(label, done, total)`` of every progress move the driver makes from here on."""
+    from curation.runner.progress import Progress
+
+    moves: list[tuple[str, int, int | None]] = []
+
+    class Recorder(Progress):
+        def advance_to(self, n, total=None):
+            moves.append((self.label, n, total))
+            super().advance_to(n, total)
+
+    monkeypatch.setattr("curation.runner.driver.Progress", Recorder)
+    return moves

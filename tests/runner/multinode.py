@@ -48,27 +48,17 @@ def upstream(run_dir: Path) -> dict:
 
 
 def main(run_dir: Path) -> None:
-    import ray
-    from ray.cluster_utils import Cluster
-
     from curation import config as cfg
     from curation.runner import run_pipeline
+    from tests.simcluster import node_ids, simulated_cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "num_gpus": 0})
-    workers = [cluster.add_node(**WORKER) for _ in range(2)]
-    ray.init(address=cluster.address, namespace="multinode", log_to_driver=False)
-    cluster.wait_for_nodes()
-    try:
+    with simulated_cluster("multinode", 2, WORKER, num_gpus=0) as cluster:
         data = upstream(run_dir)
         data["ray"] = {"address": cluster.address}
         data["runner"] = {"progress": False, "max_partition_retries": 0}
         # The curated step would re-embed "near" from its folder: keep the written queries.
         run_pipeline(cfg.validate(data), ["embed", "cluster", "retrieve"])
-        nodes = {"head": cluster.head_node.node_id, "workers": [w.node_id for w in workers]}
-        (run_dir / "nodes.json").write_text(json.dumps(nodes))
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+        (run_dir / "nodes.json").write_text(json.dumps(node_ids(cluster)))
 
 
 if __name__ == "__main__":

@@ -230,21 +230,11 @@ def _state(ray_session, kind: str, **equal: str) -> list[dict]:
         return json.loads(r.read())["data"]["result"]["result"]
 
 
-def test_names_one_counter_per_run_no_failed_helper_task_and_global_progress(ray_session, tmp_path, monkeypatch):
-    from curation.runner.progress import Progress
-
-    moves = []
-
-    class Recorder(Progress):
-        def advance_to(self, n, total=None):
-            moves.append((self.label, n, total))
-            super().advance_to(n, total)
-
-    monkeypatch.setattr("curation.runner.driver.Progress", Recorder)
+def test_names_one_counter_per_run_no_failed_helper_task_and_global_progress(ray_session, tmp_path, progress_moves):
     run_dir = tmp_path / "named"
     run_pipeline(_config(run_dir, fail_once_dir=str(tmp_path / "flaky")))
     # The global step's own reports reach the driver's progress, through the run's counter.
-    assert ("parity/total", 2, 2) in moves
+    assert ("parity/total", 2, 2) in progress_moves
     actors = _state(ray_session, "actors")
     names = sorted(a.get("name") or "" for a in actors if f"[{run_dir.name}:" in (a.get("name") or ""))
     assert sum(n.startswith("progress [") for n in names) == 1

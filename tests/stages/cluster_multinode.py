@@ -53,28 +53,18 @@ def scaled_config(run_dir: Path, factor: int, train: dict) -> dict:
 
 
 def main(out: Path) -> None:
-    import ray
-    from ray.cluster_utils import Cluster
-
     from curation import config as cfg
     from curation.runner import run_pipeline
+    from tests.simcluster import node_ids, simulated_cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    workers = [cluster.add_node(**WORKER) for _ in range(NODES)]
-    ray.init(address=cluster.address, namespace="cluster-multinode", log_to_driver=False)
-    cluster.wait_for_nodes()
-    try:
+    with simulated_cluster("cluster-multinode", NODES, WORKER) as cluster:
         cases = {name: same_pool_config(out / name, train) for name, train in SAME_POOL.items()}
         cases.update({name: hierarchical_config(out / name, train) for name, train in HIERARCHICAL.items()})
         cases.update({name: scaled_config(out / name, f, train) for name, (f, train) in SCALED.items()})
         for data in cases.values():
             data.update(ray={"address": cluster.address}, runner={"progress": False, "max_partition_retries": 0})
             run_pipeline(cfg.validate(data), ["cluster"])
-        nodes = {"head": cluster.head_node.node_id, "workers": [w.node_id for w in workers]}
-        (out / "nodes.json").write_text(json.dumps(nodes))
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+        (out / "nodes.json").write_text(json.dumps(node_ids(cluster)))
 
 
 if __name__ == "__main__":

@@ -79,19 +79,12 @@ def config(run_dir: Path, address: str, helpers: int) -> dict:
 
 
 def main(out: Path, partitions: int) -> None:
-    import ray
-    from ray.cluster_utils import Cluster
-
     from curation import config as cfg
     from curation.runner import run_pipeline
+    from tests.simcluster import simulated_cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    for _ in range(3):
-        cluster.add_node(num_cpus=2)
-    ray.init(address=cluster.address, namespace="dedup-multinode", log_to_driver=False)
-    cluster.wait_for_nodes()
     result = {}
-    try:
+    with simulated_cluster("dedup-multinode", 3, {"num_cpus": 2}, include_dashboard=False) as cluster:
         for label, parts, helpers in (("n", partitions, 1), ("4n", 4 * partitions, 4)):
             run_dir = out / label
             planted = write_features(run_dir, parts)
@@ -99,9 +92,6 @@ def main(out: Path, partitions: int) -> None:
             graph = json.loads((run_dir / "stages/dedup/graph/_SUCCESS.json").read_text())
             result[label] = {"graph": graph, "planted": planted,
                              "nodes": [n.node_id for n in [cluster.head_node, *cluster.worker_nodes]]}
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
     (out / "result.json").write_text(json.dumps(result, default=str))
 
 

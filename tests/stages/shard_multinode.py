@@ -41,21 +41,12 @@ def run_shard(out: Path, name: str, workers: int, partitions: int, rows: int, me
 
 
 def main(out: Path) -> None:
-    import ray
-    from ray.cluster_utils import Cluster
+    from tests.simcluster import node_ids, simulated_cluster
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    nodes = [cluster.add_node(**WORKER) for _ in range(2)]
-    ray.init(address=cluster.address, namespace="shard-multinode", log_to_driver=False)
-    cluster.wait_for_nodes()
-    try:
+    with simulated_cluster("shard-multinode", 2, WORKER) as cluster:
         runs = [run_shard(out, f"equal{w}", w, address=cluster.address, **EQUAL) for w in (1, 2, 4)]
         runs += [run_shard(out, f"memory{p}", w, p, address=cluster.address, **MEMORY) for w, p in ((1, 2), (4, 8))]
-        result = {"runs": runs, "head": cluster.head_node.node_id, "workers": [n.node_id for n in nodes]}
-        (out / "runs.json").write_text(json.dumps(result))
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+        (out / "runs.json").write_text(json.dumps({"runs": runs, **node_ids(cluster)}))
 
 
 if __name__ == "__main__":

@@ -41,38 +41,18 @@ def test_any_worker_count_gives_the_single_process_faiss_result(tmp_path, init):
     np.testing.assert_array_equal(labels[labels >= 0], assign(pool, ref.centroids)[0])
 
 
-def test_training_reports_its_iterations_as_progress(tmp_path, monkeypatch):
-    from curation.runner.progress import Progress
-
-    moves = []
-
-    class Recorder(Progress):
-        def advance_to(self, n, total=None):
-            moves.append((self.label, n, total))
-            super().advance_to(n, total)
-
-    monkeypatch.setattr("curation.runner.driver.Progress", Recorder)
+def test_training_reports_its_iterations_as_progress(tmp_path, progress_moves):
     run_flat(tmp_path, 2, n_redo=2)
-    train = [(n, total) for label, n, total in moves if label == "cluster/train"]
+    train = [(n, total) for label, n, total in progress_moves if label == "cluster/train"]
     assert train == [(i, 16) for i in range(1, 17)]
 
 
-def test_hierarchical_training_reports_its_levels_as_progress(tmp_path, monkeypatch):
-    from curation.runner.progress import Progress
-
-    moves = []
-
-    class Recorder(Progress):
-        def advance_to(self, n, total=None):
-            moves.append((self.label, n, total))
-            super().advance_to(n, total)
-
-    monkeypatch.setattr("curation.runner.driver.Progress", Recorder)
+def test_hierarchical_training_reports_its_levels_as_progress(tmp_path, progress_moves):
     planted_pool(tmp_path)
     levels = [{"n_clusters": 12, "n_resampling_steps": 1, "sample_size": 5}, {"n_clusters": 4}]
     run_stages(tmp_path, config(tmp_path, mode="hierarchical", hierarchical={"levels": levels, "target_size": 90}),
                ["cluster"])
-    assert [(n, total) for label, n, total in moves if label == "cluster/train"] == [(1, 2), (2, 2)]
+    assert [(n, total) for label, n, total in progress_moves if label == "cluster/train"] == [(1, 2), (2, 2)]
 
 
 def test_hierarchical_mode_is_the_same_for_any_worker_count_and_equals_one_process(tmp_path):

@@ -28,8 +28,7 @@ from typing import Any
 import numpy as np
 
 from curation.stages.dedup.config import HashingConfig
-
-THUMBS, SOURCES = "thumbs.npy", "sources.npy"
+from curation.stages.dedup.descriptors import SOURCES, THUMBS
 
 
 @dataclass

@@ -129,7 +129,6 @@ class EmbedPool(MapStep):
         return {**self.counts, "model": self.embedder.info}
 
 
-
 @register
 class EmbedStage(Stage):
     name = STAGE
