@@ -14,6 +14,7 @@ install: $(VENV)/.installed
 
 test: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	RAY_AUTH_MODE=disabled $(VENV)/bin/pytest -q -p no:cacheprovider
 
 demo: install

@@ -53,7 +53,9 @@ def make_descriptors(path: Path, n: int, dim: int, clusters: int, dup_frac: floa
     group[rows] = np.repeat(np.arange(len(sizes)), sizes)
     x = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(n, dim))
     # Each group's source vector, drawn like any other row.
-    source = 0.7 * centers[rng.integers(0, clusters, len(sizes))] + rng.standard_normal((len(sizes), dim)) / np.sqrt(dim)
+    source = 0.7 * centers[rng.integers(0, clusters, len(sizes))] + rng.standard_normal((len(sizes), dim)) / np.sqrt(
+        dim
+    )
     noise_of_group = rng.uniform(0.15, 0.5, len(sizes))
     for start in range(0, n, 1 << 16):
         stop = min(n, start + (1 << 16))
@@ -126,8 +128,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         x, group = make_descriptors(Path(tmp) / "x.npy", args.n, args.dim, args.clusters, args.dup_frac)
-        print(f"{args.n} x {args.dim} float16 descriptors, {int((group >= 0).sum())} planted in "
-              f"{group.max() + 1} groups; generated in {time.perf_counter() - t0:.0f} s")
+        print(
+            f"{args.n} x {args.dim} float16 descriptors, {int((group >= 0).sum())} planted in "
+            f"{group.max() + 1} groups; generated in {time.perf_counter() - t0:.0f} s"
+        )
         config = IndexConfig(kind=args.kind, nlist=args.nlist or None, nprobe=args.nprobe, search_batch=16384)
         t0 = time.perf_counter()
         searcher = knn.Searcher(x, config, seed=0, floor=args.threshold - args.rerank_margin)
@@ -147,10 +151,14 @@ def main() -> None:
         t_graph = time.perf_counter() - t0
         recall, false_merges = planted_recall(labels, group)
         u, v = np.concatenate(edges_u), np.concatenate(edges_v)
-        print(f"index {searcher.kind} nlist={searcher.index.index.nlist if hasattr(searcher.index.index, 'nlist') else '-'}"
-              f" nprobe={args.nprobe}: build (train + add) {t_build:.0f} s")
-        print(f"k-NN search (k={args.k}) + edges + union-find: {t_graph:.0f} s "
-              f"({args.n / t_graph:.0f} vectors/s); {len(u)} edges > {args.threshold}")
+        print(
+            f"index {searcher.kind} nlist={searcher.index.index.nlist if hasattr(searcher.index.index, 'nlist') else '-'}"
+            f" nprobe={args.nprobe}: build (train + add) {t_build:.0f} s"
+        )
+        print(
+            f"k-NN search (k={args.k}) + edges + union-find: {t_graph:.0f} s "
+            f"({args.n / t_graph:.0f} vectors/s); {len(u)} edges > {args.threshold}"
+        )
         print(f"planted pair recall {recall:.4f}; false merges {false_merges}; peak memory {peak_gb():.2f} GB")
 
     from scipy.sparse import coo_matrix
@@ -161,13 +169,16 @@ def main() -> None:
     ours = cc.connected_components(args.n, [(u[i : i + chunk], v[i : i + chunk]) for i in range(0, len(u), chunk)])
     t_ours = time.perf_counter() - t0
     t0 = time.perf_counter()
-    _, theirs = connected_components(coo_matrix((np.ones(len(u), np.int8), (u, v)), shape=(args.n, args.n)),
-                                     directed=False)
+    _, theirs = connected_components(
+        coo_matrix((np.ones(len(u), np.int8), (u, v)), shape=(args.n, args.n)), directed=False
+    )
     t_scipy = time.perf_counter() - t0
     same = len(np.unique(np.stack([ours, theirs], 1), axis=0)) == len(np.unique(theirs)) == len(np.unique(ours))
-    print(f"components of the same {len(u)} edges: ours {t_ours:.2f} s (streamed, 1M-edge chunks), "
-          f"scipy {t_scipy:.2f} s (all edges in one sparse matrix); ratio x{t_scipy / t_ours:.2f}; "
-          f"same partition: {same}")
+    print(
+        f"components of the same {len(u)} edges: ours {t_ours:.2f} s (streamed, 1M-edge chunks), "
+        f"scipy {t_scipy:.2f} s (all edges in one sparse matrix); ratio x{t_scipy / t_ours:.2f}; "
+        f"same partition: {same}"
+    )
     print(f"(union-find inside the graph pass took {t_union:.2f} s of it)")
 
 
@@ -199,11 +210,16 @@ class GraphWorker:
                     yield starts[p], np.load(root / f"x-{p}.npy"), np.load(root / f"lists-{p}.npy")
 
         queries = np.concatenate([np.load(root / f"x-{p}.npy") for p in own]).astype(np.float32)
-        out = knn_blocks.self_graph(queries, starts[own[0]], Stream(), k, starts[-1], threshold,
-                                    chunk=len(queries), coarse=coarse)
+        out = knn_blocks.self_graph(
+            queries, starts[own[0]], Stream(), k, starts[-1], threshold, chunk=len(queries), coarse=coarse
+        )
         np.savez(root / f"edges-{own[0]}.npz", u=out["u"], v=out["v"])
-        return {"queries": len(queries), "edges": len(out["u"]), "seconds": time.perf_counter() - t0,
-                "peak_rss": vm_hwm()}
+        return {
+            "queries": len(queries),
+            "edges": len(out["u"]),
+            "seconds": time.perf_counter() - t0,
+            "peak_rss": vm_hwm(),
+        }
 
 
 def distributed(args, x: np.ndarray, group: np.ndarray, root: Path) -> None:
@@ -227,27 +243,36 @@ def distributed(args, x: np.ndarray, group: np.ndarray, root: Path) -> None:
         block = np.asarray(x[cuts[p] : cuts[p + 1]])
         np.save(root / f"x-{p}.npy", block)
         np.save(root / f"lists-{p}.npy", coarse.lists(block))
-    print(f"{args.partitions} partition files, IVF{nlist} lists trained on {len(sample)} vectors and assigned: "
-          f"{time.perf_counter() - t0:.0f} s (driver)")
+    print(
+        f"{args.partitions} partition files, IVF{nlist} lists trained on {len(sample)} vectors and assigned: "
+        f"{time.perf_counter() - t0:.0f} s (driver)"
+    )
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     for _ in range(args.workers):
         cluster.add_node(num_cpus=1)
     ray.init(address=cluster.address, log_to_driver=False)
     try:
         actor = ray.remote(num_cpus=1)(GraphWorker)
-        workers = [actor.options(scheduling_strategy="SPREAD").remote(str(root), args.partitions)
-                   for _ in range(args.workers)]
+        workers = [
+            actor.options(scheduling_strategy="SPREAD").remote(str(root), args.partitions) for _ in range(args.workers)
+        ]
         ranges = shard_ranges(list(np.diff(cuts)), args.workers)
         t0 = time.perf_counter()
-        stats = ray.get([w.run.remote(list(range(lo, hi)), cuts.tolist(), args.k, args.threshold, args.nprobe)
-                         for w, (lo, hi) in zip(workers, ranges, strict=True)])
+        stats = ray.get(
+            [
+                w.run.remote(list(range(lo, hi)), cuts.tolist(), args.k, args.threshold, args.nprobe)
+                for w, (lo, hi) in zip(workers, ranges, strict=True)
+            ]
+        )
         t_search = time.perf_counter() - t0
     finally:
         ray.shutdown()
         cluster.shutdown()
     for i, s in enumerate(stats):
-        print(f"worker {i}: {s['queries']} queries, {s['edges']} edges, {s['seconds']:.0f} s, "
-              f"peak RSS {s['peak_rss'] / 2**20:.0f} MiB")
+        print(
+            f"worker {i}: {s['queries']} queries, {s['edges']} edges, {s['seconds']:.0f} s, "
+            f"peak RSS {s['peak_rss'] / 2**20:.0f} MiB"
+        )
     t0 = time.perf_counter()
 
     def edges():
@@ -258,10 +283,12 @@ def distributed(args, x: np.ndarray, group: np.ndarray, root: Path) -> None:
     labels = cc.connected_components(args.n, edges())
     recall, false_merges = planted_recall(labels, group)
     total = sum(s["edges"] for s in stats)
-    print(f"distributed graph: {args.workers} workers, {t_search:.0f} s wall ({args.n / t_search:.0f} vectors/s), "
-          f"{total} edges > {args.threshold} ({total / args.n:.3f} per image); union of the edge files "
-          f"{time.perf_counter() - t0:.2f} s; planted pair recall {recall:.4f}; false merges {false_merges}; "
-          f"driver peak RSS {peak_gb():.2f} GB")
+    print(
+        f"distributed graph: {args.workers} workers, {t_search:.0f} s wall ({args.n / t_search:.0f} vectors/s), "
+        f"{total} edges > {args.threshold} ({total / args.n:.3f} per image); union of the edge files "
+        f"{time.perf_counter() - t0:.2f} s; planted pair recall {recall:.4f}; false merges {false_merges}; "
+        f"driver peak RSS {peak_gb():.2f} GB"
+    )
 
 
 if __name__ == "__main__":

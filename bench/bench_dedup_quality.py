@@ -54,8 +54,10 @@ def write_download(run_dir: Path, data: list[bytes], partitions: int) -> list[st
     for p, chunk in enumerate(np.array_split(np.arange(len(data)), partitions)):
         part = [tables.sample_key(p, i) for i in range(len(chunk))]
         keys += part
-        tables.write_parquet(tables.status_table(part, ["success"] * len(part), [None] * len(part)),
-                             step / f"{tables.partition_name(p)}.parquet")
+        tables.write_parquet(
+            tables.status_table(part, ["success"] * len(part), [None] * len(part)),
+            step / f"{tables.partition_name(p)}.parquet",
+        )
         with tarfile.open(side / f"{tables.partition_name(p)}.tar", "w") as tar:
             for key, i in zip(part, chunk, strict=True):
                 member = tarfile.TarInfo(f"{key}.jpg")
@@ -86,8 +88,13 @@ def run_mode(data: list[bytes], dedup: dict, partitions: int) -> tuple[np.ndarra
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp)
         keys = write_download(run_dir, data, partitions)
-        pipeline = {"name": "bench", "run_dir": str(run_dir), "stages": ["dedup"], "dedup": dedup,
-                    "runner": {"max_partition_retries": 0, "progress": False}}
+        pipeline = {
+            "name": "bench",
+            "run_dir": str(run_dir),
+            "stages": ["dedup"],
+            "dedup": dedup,
+            "runner": {"max_partition_retries": 0, "progress": False},
+        }
         start = time.perf_counter()
         run_stages(run_dir, pipeline, ["dedup"])
         seconds = time.perf_counter() - start
@@ -123,8 +130,11 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=2, help="planted copies per original")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--modes", default=",".join(str(i) for i in range(len(MODES))),
-                        help="comma-separated indexes into the dedup modes (default: all)")
+    parser.add_argument(
+        "--modes",
+        default=",".join(str(i) for i in range(len(MODES))),
+        help="comma-separated indexes into the dedup modes (default: all)",
+    )
     parser.add_argument("--no-imagehash", action="store_true")
     parser.add_argument("--show-wrong", action="store_true", help="list each wrong drop: image -> kept image")
     args = parser.parse_args()
@@ -133,8 +143,10 @@ def main() -> None:
     corpus = planted.build(args.copies, args.seed)
     group = np.array(corpus.group)
     originals = corpus.transform.count("original")
-    print(f"corpus: {len(corpus.data)} images, {originals} originals, {len(corpus.data) - originals} planted copies "
-          f"({args.copies} per original), load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"corpus: {len(corpus.data)} images, {originals} originals, {len(corpus.data) - originals} planted copies "
+        f"({args.copies} per original), load average {os.getloadavg()[0]:.1f}"
+    )
     results = {}
     chosen = {int(i) for i in args.modes.split(",") if i}
     for i, (name, dedup) in enumerate(MODES.items()):
@@ -148,13 +160,14 @@ def main() -> None:
         kept, seconds = imagehash_mode(corpus.data, radius)
         results[f"imagehash pHash <= {radius}"] = (planted.score(group, kept, corpus.transform), seconds)
     transforms = list(planted.TRANSFORMS)
-    print("\n| mode | precision | recall | wrong drops | distinct lost | seconds | "
-          + " | ".join(transforms) + " |")
+    print("\n| mode | precision | recall | wrong drops | distinct lost | seconds | " + " | ".join(transforms) + " |")
     print("|---|---:|---:|---:|---:|---:|" + "---:|" * len(transforms))
     for name, (s, seconds) in results.items():
         per = " | ".join(f"{s['per_transform'].get(t, 0):.2f}" for t in transforms)
-        print(f"| {name} | {s['precision']:.3f} | {s['recall']:.3f} | {s['wrong_drops']} | {s['distinct_lost']} | "
-              f"{seconds:.1f} | {per} |")
+        print(
+            f"| {name} | {s['precision']:.3f} | {s['recall']:.3f} | {s['wrong_drops']} | {s['distinct_lost']} | "
+            f"{seconds:.1f} | {per} |"
+        )
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
 
 

@@ -48,12 +48,21 @@ STYLES = {"web": ((300, 3000), None), "camera": ((3000, 4500), (4 / 3, 3 / 2, 16
 
 # --- corpus -------------------------------------------------------------------------------------
 
+
 def _photos() -> list[np.ndarray]:
     from skimage import data
     from sklearn.datasets import load_sample_images
 
-    photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket(), data.hubble_deep_field(),
-              data.retina(), data.stereo_motorcycle()[0], data.immunohistochemistry()]
+    photos = [
+        data.astronaut(),
+        data.chelsea(),
+        data.coffee(),
+        data.rocket(),
+        data.hubble_deep_field(),
+        data.retina(),
+        data.stereo_motorcycle()[0],
+        data.immunohistochemistry(),
+    ]
     return photos + list(load_sample_images().images)
 
 
@@ -77,7 +86,7 @@ def _make_image(args: tuple[int, int, str, str]) -> int:
     long_side = int(rng.uniform(low, high))
     scale = long_side / max(cw, ch)
     size = (max(16, round(cw * scale)), max(16, round(ch * scale)))
-    image = np.asarray(Image.fromarray(photo[y:y + ch, x:x + cw]).resize(size, Image.BILINEAR), np.int16)
+    image = np.asarray(Image.fromarray(photo[y : y + ch, x : x + cw]).resize(size, Image.BILINEAR), np.int16)
     # Upscaled photos are smoother than real ones (and so decode faster): add grain from a
     # pre-drawn tile, shifted per image, to bring the entropy back to a camera's.
     reps = (-(-size[1] // grain.shape[0]), -(-size[0] // grain.shape[1]), 1)
@@ -111,12 +120,12 @@ def make_corpus(n: int, seed: int, style: str = "web") -> Path:
     with multiprocessing.Pool(2) as pool:
         sizes = pool.map(_make_image, jobs, chunksize=4)
     (root / "done.json").write_text(json.dumps({"n": n, "seed": seed, "style": style, "bytes": sum(sizes)}))
-    print(f"corpus {style}: {n} JPEGs, {sum(sizes) / 2**20:.0f} MiB, made in {time.time() - started:.0f} s",
-          flush=True)
+    print(f"corpus {style}: {n} JPEGs, {sum(sizes) / 2**20:.0f} MiB, made in {time.time() - started:.0f} s", flush=True)
     return root
 
 
 # --- server ---------------------------------------------------------------------------------------
+
 
 def _serve(root: str, port: int) -> None:
     from aiohttp import web
@@ -159,12 +168,14 @@ def write_list(root: Path, base: str, path: Path) -> int:
     import pyarrow.parquet as pq
 
     names = sorted(p.name for p in root.glob("*.jpg"))
-    pq.write_table(pa.table({"url": [f"{base}/img/{n}" for n in names],
-                             "caption": [f"image {n[:-4]}" for n in names]}), path)
+    pq.write_table(
+        pa.table({"url": [f"{base}/img/{n}" for n in names], "caption": [f"image {n[:-4]}" for n in names]}), path
+    )
     return len(names)
 
 
 # --- the two tools --------------------------------------------------------------------------------
+
 
 def run_curation(url_list: Path, out: Path, args) -> dict:
     from curation import config as cfg
@@ -179,8 +190,7 @@ def run_curation(url_list: Path, out: Path, args) -> dict:
         "download": {
             "input": {"paths": [str(url_list)], "partition_size": args.shard_size},
             "urls": {"allowed_addresses": ["127.0.0.1"]},
-            "http": {"concurrency": args.concurrency, "per_host": args.concurrency, "retries": 0,
-                     "total_timeout": 30},
+            "http": {"concurrency": args.concurrency, "per_host": args.concurrency, "retries": 0, "total_timeout": 30},
             "image": {"resize": "shorter_side", "size": args.size, "jpeg_quality": args.quality},
             "exact_dedup": False,
             "worker": {"num_cpus": 1},
@@ -212,9 +222,15 @@ def run_curation(url_list: Path, out: Path, args) -> dict:
     from curation.stages.base import files_dir
 
     step = out / "stages/download/fetch"
-    return {"seconds": meter.seconds, "machine": meter.machine, "tool": meter.tool,
-            "success": counts.get("success", 0), "counts": counts,
-            "bytes": sum(p.stat().st_size for p in files_dir(step).glob("*.tar")), "megapixels": _megapixels(step)}
+    return {
+        "seconds": meter.seconds,
+        "machine": meter.machine,
+        "tool": meter.tool,
+        "success": counts.get("success", 0),
+        "counts": counts,
+        "bytes": sum(p.stat().st_size for p in files_dir(step).glob("*.tar")),
+        "megapixels": _megapixels(step),
+    }
 
 
 def _megapixels(folder: Path) -> float:
@@ -255,25 +271,49 @@ def ensure_img2dataset(python: Path | None) -> Path:
 
 def run_img2dataset(python: Path, url_list: Path, out: Path, args) -> dict:
     options = {
-        "url_list": str(url_list), "input_format": "parquet", "url_col": "url", "caption_col": "caption",
-        "output_format": "webdataset", "output_folder": str(out), "processes_count": args.workers,
-        "thread_count": args.concurrency, "image_size": args.size, "resize_mode": "keep_ratio",
-        "resize_only_if_bigger": True, "encode_quality": args.quality, "encode_format": "jpg",
-        "number_sample_per_shard": args.shard_size, "distributor": "multiprocessing", "retries": 0,
-        "timeout": 30, "enable_wandb": False, "compute_hash": "sha256",
+        "url_list": str(url_list),
+        "input_format": "parquet",
+        "url_col": "url",
+        "caption_col": "caption",
+        "output_format": "webdataset",
+        "output_folder": str(out),
+        "processes_count": args.workers,
+        "thread_count": args.concurrency,
+        "image_size": args.size,
+        "resize_mode": "keep_ratio",
+        "resize_only_if_bigger": True,
+        "encode_quality": args.quality,
+        "encode_format": "jpg",
+        "number_sample_per_shard": args.shard_size,
+        "distributor": "multiprocessing",
+        "retries": 0,
+        "timeout": 30,
+        "enable_wandb": False,
+        "compute_hash": "sha256",
     }
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([str(python), "-c", I2D_SCRIPT, json.dumps(options), str(HERE)], capture_output=True,
-                          text=True, env=env, cwd=str(out.parent))
+    proc = subprocess.run(
+        [str(python), "-c", I2D_SCRIPT, json.dumps(options), str(HERE)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(out.parent),
+    )
     line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"img2dataset failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     stats = [json.loads(p.read_text()) for p in out.glob("*_stats.json")]
-    return {**json.loads(line[7:]), "success": sum(s["successes"] for s in stats),
-            "counts": {"success": sum(s["successes"] for s in stats),
-                       "failed_to_download": sum(s["failed_to_download"] for s in stats),
-                       "failed_to_resize": sum(s["failed_to_resize"] for s in stats)},
-            "bytes": sum(p.stat().st_size for p in out.glob("*.tar")), "megapixels": _megapixels(out)}
+    return {
+        **json.loads(line[7:]),
+        "success": sum(s["successes"] for s in stats),
+        "counts": {
+            "success": sum(s["successes"] for s in stats),
+            "failed_to_download": sum(s["failed_to_download"] for s in stats),
+            "failed_to_resize": sum(s["failed_to_resize"] for s in stats),
+        },
+        "bytes": sum(p.stat().st_size for p in out.glob("*.tar")),
+        "megapixels": _megapixels(out),
+    }
 
 
 def compare_clients(urls: list[str], concurrency: int) -> dict[str, float]:
@@ -287,9 +327,11 @@ def compare_clients(urls: list[str], concurrency: int) -> dict[str, float]:
     async def with_aiohttp() -> int:
         sem = asyncio.Semaphore(concurrency)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
             async def one(url):
                 async with sem, session.get(url) as resp:
                     return len(await resp.read())
+
             return sum(await asyncio.gather(*(one(u) for u in urls)))
 
     def with_threads() -> int:
@@ -307,6 +349,7 @@ def compare_clients(urls: list[str], concurrency: int) -> dict[str, float]:
 
 # --- main -----------------------------------------------------------------------------------------
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--styles", default="web,camera", help="corpora: web (300-3000 px), camera (3000-4500 px)")
@@ -323,8 +366,11 @@ def main() -> None:
     parser.add_argument("--backend", choices=["ray", "local"], default="ray")
     parser.add_argument("--skip-img2dataset", action="store_true")
     parser.add_argument("--img2dataset-python", type=Path, help="python of a venv with img2dataset 1.47")
-    parser.add_argument("--compare-clients", action="store_true",
-                        help="also time fetching alone with aiohttp vs a thread pool (one process)")
+    parser.add_argument(
+        "--compare-clients",
+        action="store_true",
+        help="also time fetching alone with aiohttp vs a thread pool (one process)",
+    )
     args = parser.parse_args()
 
     python = None if args.skip_img2dataset else ensure_img2dataset(args.img2dataset_python)
@@ -359,8 +405,11 @@ def bench_corpus(style: str, corpus: Path, python: Path | None, args) -> list[di
                 for tool in tools if repeat % 2 == 0 else tools[::-1]:
                     out = work / f"{tool}-{size}-{repeat}"
                     out.mkdir()
-                    result = (run_curation(url_list, out, args) if tool == "curation"
-                              else run_img2dataset(python, url_list, out, args))
+                    result = (
+                        run_curation(url_list, out, args)
+                        if tool == "curation"
+                        else run_img2dataset(python, url_list, out, args)
+                    )
                     shutil.rmtree(out, ignore_errors=True)
                     runs[tool].append(result)
                     print(f"{style} {size}px {tool:11s} run {repeat}: {_line(result)}", flush=True)
@@ -377,21 +426,31 @@ def _cpu_ms(result: dict) -> float:
 
 
 def _line(result: dict) -> str:
-    return (f"{result['success']} images in {result['seconds']:.1f} s = {result['success'] / result['seconds']:.1f} "
-            f"img/s, CPU busy: machine {result['machine']:.0%}, tool {result['tool']:.0%} "
-            f"({_cpu_ms(result):.1f} ms of CPU per image); "
-            f"{result['megapixels']:.1f} stored Mpx, {result['bytes'] / 2**20:.1f} MiB of tars, {result['counts']}")
+    return (
+        f"{result['success']} images in {result['seconds']:.1f} s = {result['success'] / result['seconds']:.1f} "
+        f"img/s, CPU busy: machine {result['machine']:.0%}, tool {result['tool']:.0%} "
+        f"({_cpu_ms(result):.1f} ms of CPU per image); "
+        f"{result['megapixels']:.1f} stored Mpx, {result['bytes'] / 2**20:.1f} MiB of tars, {result['counts']}"
+    )
 
 
 def _row(style: str, size: int, count: int, runs: dict[str, list[dict]], load: tuple[float, float]) -> dict:
-    row = {"style": style, "size": size, "urls": count, "load_before": round(load[0], 1),
-           "load_after": round(load[1], 1)}
+    row = {
+        "style": style,
+        "size": size,
+        "urls": count,
+        "load_before": round(load[0], 1),
+        "load_after": round(load[1], 1),
+    }
     for tool, results in runs.items():
         if results:
-            row[tool] = {"img_s": statistics.median(r["success"] / r["seconds"] for r in results),
-                         "machine": statistics.median(r["machine"] for r in results),
-                         "tool": statistics.median(r["tool"] for r in results),
-                         "cpu_ms": statistics.median(_cpu_ms(r) for r in results), "runs": len(results)}
+            row[tool] = {
+                "img_s": statistics.median(r["success"] / r["seconds"] for r in results),
+                "machine": statistics.median(r["machine"] for r in results),
+                "tool": statistics.median(r["tool"] for r in results),
+                "cpu_ms": statistics.median(_cpu_ms(r) for r in results),
+                "runs": len(results),
+            }
     if "curation" in row and "img2dataset" in row:
         row["ratio"] = row["curation"]["img_s"] / row["img2dataset"]["img_s"]
     return row
@@ -399,20 +458,29 @@ def _row(style: str, size: int, count: int, runs: dict[str, list[dict]], load: t
 
 def _summary(rows: list[dict], args) -> None:
     where = "Ray (local cluster)" if args.backend == "ray" else "in-process runner"
-    print(f"\n{args.workers} workers x {args.concurrency} requests, q{args.quality}, curation on {where}, "
-          f"{os.cpu_count()} CPUs; medians; busy = machine (/proc/stat) / the tool's own processes; "
-          "ms/img = the tool's CPU time per image")
-    print(f"{'corpus':8s} {'size':>5s} | {'curation img/s':>14s} {'busy':>9s} {'ms/img':>6s} | "
-          f"{'img2dataset img/s':>17s} {'busy':>9s} {'ms/img':>6s} | {'ratio':>6s} {'load avg':>10s}")
+    print(
+        f"\n{args.workers} workers x {args.concurrency} requests, q{args.quality}, curation on {where}, "
+        f"{os.cpu_count()} CPUs; medians; busy = machine (/proc/stat) / the tool's own processes; "
+        "ms/img = the tool's CPU time per image"
+    )
+    print(
+        f"{'corpus':8s} {'size':>5s} | {'curation img/s':>14s} {'busy':>9s} {'ms/img':>6s} | "
+        f"{'img2dataset img/s':>17s} {'busy':>9s} {'ms/img':>6s} | {'ratio':>6s} {'load avg':>10s}"
+    )
     for row in rows:
         cells = []
         for tool, width in (("curation", 14), ("img2dataset", 17)):
             r = row.get(tool)
-            cells.append(f"{r['img_s']:{width}.1f} {r['machine']:4.0%}/{r['tool']:4.0%} {r['cpu_ms']:6.1f} |" if r
-                         else f"{'-':>{width}s} {'':16s} |")
+            cells.append(
+                f"{r['img_s']:{width}.1f} {r['machine']:4.0%}/{r['tool']:4.0%} {r['cpu_ms']:6.1f} |"
+                if r
+                else f"{'-':>{width}s} {'':16s} |"
+            )
         ratio = f"{row['ratio']:5.2f}x" if "ratio" in row else "     -"
-        print(f"{row['style']:8s} {row['size']:5d} | {cells[0]} {cells[1]} {ratio} "
-              f"{row['load_before']:4.1f}-{row['load_after']:4.1f}")
+        print(
+            f"{row['style']:8s} {row['size']:5d} | {cells[0]} {cells[1]} {ratio} "
+            f"{row['load_before']:4.1f}-{row['load_after']:4.1f}"
+        )
     print(json.dumps(rows))
 
 

@@ -44,11 +44,22 @@ def timm_twin(arch: str, img_size: int) -> torch.nn.Module:
     with torch.device("meta"):  # the dimensions only, without allocating
         config = build_vit(arch, img_size=img_size).config
     dim = config["embed_dim"]
-    kwargs = dict(img_size=img_size, patch_size=config["patch_size"], embed_dim=dim, depth=config["depth"],
-                  num_heads=config["num_heads"], num_classes=0, qkv_bias=True)
+    kwargs = dict(
+        img_size=img_size,
+        patch_size=config["patch_size"],
+        embed_dim=dim,
+        depth=config["depth"],
+        num_heads=config["num_heads"],
+        num_classes=0,
+        qkv_bias=True,
+    )
     if config["ffn"] == "swiglu":
-        kwargs.update(mlp_layer=SwiGLUPacked, act_layer=torch.nn.SiLU, init_values=1e-5,
-                      mlp_ratio=2 * swiglu_hidden_dim(4 * dim) / dim)
+        kwargs.update(
+            mlp_layer=SwiGLUPacked,
+            act_layer=torch.nn.SiLU,
+            init_values=1e-5,
+            mlp_ratio=2 * swiglu_hidden_dim(4 * dim) / dim,
+        )
     return TimmViT(**kwargs).eval()
 
 
@@ -75,10 +86,12 @@ def step_rates(name: str, inference, decode, blobs: list[bytes], batch: int, rep
     from curation.runner.partition import read_ahead
     from curation.stages.base import MapStep
 
-    chunks = [blobs[i:i + batch] for i in range(0, len(blobs), batch)]
+    chunks = [blobs[i : i + batch] for i in range(0, len(blobs), batch)]
     pixels = [[_pixels(v) for v in inference.submit(chunk, decode).result().values] for chunk in chunks]
-    batches = [tables.status_table([f"{i}:{j}" for j in range(len(c))], [tables.SUCCESS] * len(c))
-               for i, c in enumerate(chunks)]
+    batches = [
+        tables.status_table([f"{i}:{j}" for j in range(len(c))], [tables.SUCCESS] * len(c))
+        for i, c in enumerate(chunks)
+    ]
 
     def decode_only():
         for chunk in chunks:
@@ -89,8 +102,8 @@ def step_rates(name: str, inference, decode, blobs: list[bytes], batch: int, rep
             inference.forward(p)
 
     def step():
-        prefetch = Prefetch(lambda b: inference.submit(chunks[int(b.column("key")[0].as_py().split(":")[0])],
-                                                       decode))
+        prefetch = Prefetch(lambda b: inference.submit(chunks[int(b.column("key")[0].as_py().split(":")[0])], decode))
+
         class Step(MapStep):  # what the runner drives: prefetch(next batch), then process the current one
             alive_only = False
 
@@ -109,8 +122,11 @@ def step_rates(name: str, inference, decode, blobs: list[bytes], batch: int, rep
             runs[key].append(len(blobs) / (time.perf_counter() - start))
     rates = {key: statistics.median(r) for key, r in runs.items()}
     rates["serial"] = 1 / (1 / rates["decode"] + 1 / rates["model"])
-    print(f"{name:24s} decode only {rates['decode']:7.1f}   model only {rates['model']:7.1f}   "
-          f"step {rates['step']:7.1f}   (one after the other: {rates['serial']:.1f}) img/s", flush=True)
+    print(
+        f"{name:24s} decode only {rates['decode']:7.1f}   model only {rates['model']:7.1f}   "
+        f"step {rates['step']:7.1f}   (one after the other: {rates['serial']:.1f}) img/s",
+        flush=True,
+    )
     return rates
 
 
@@ -135,20 +151,40 @@ def bench_steps(args) -> None:
     store = ImageProcessor(ImageConfig(size=args.stored_size))
     blobs = [store(p.read_bytes()).data for p in sorted(corpus.glob("*.jpg"))[: args.images]]
     threads = args.decode_threads or decode_thread_count(0, args.threads)
-    print(f"{len(blobs)} JPEGs of the web corpus as stored (shorter side <= {args.stored_size}), batch {args.batch}, {threads} decode threads, "
-          f"{args.threads} torch threads, CPU, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"{len(blobs)} JPEGs of the web corpus as stored (shorter side <= {args.stored_size}), batch {args.batch}, {threads} decode threads, "
+        f"{args.threads} torch threads, CPU, load average {os.getloadavg()[0]:.1f}"
+    )
     torch.manual_seed(0)
     spec = sscd.FeatureSpec(PreprocessSpec(320, mode="square", interpolation="bilinear", draft=True), 32, False)
     descriptor = Inference(sscd.SSCD(args.sscd_backbone, 512).eval(), "cpu", "fp32", args.batch, threads, dim=512)
-    results = {"dedup descriptor": step_rates(f"dedup ({args.sscd_backbone} 320)", descriptor,
-                                              sscd.decoder(spec), blobs, args.batch, args.repeats)}
+    results = {
+        "dedup descriptor": step_rates(
+            f"dedup ({args.sscd_backbone} 320)", descriptor, sscd.decoder(spec), blobs, args.batch, args.repeats
+        )
+    }
     vit = build_vit(args.arch, img_size=args.img).eval()
     embed = Inference(vit, "cpu", "fp32", args.batch, threads)
-    results["embed"] = step_rates(f"embed ({args.arch} {args.img})", embed,
-                                  functools.partial(decode, spec=PreprocessSpec(args.img)), blobs, args.batch,
-                                  args.repeats)
-    print(json.dumps({"images": len(blobs), "batch": args.batch, "decode_threads": threads,
-                      "torch_threads": args.threads, "load": os.getloadavg()[0], "rates": results}))
+    results["embed"] = step_rates(
+        f"embed ({args.arch} {args.img})",
+        embed,
+        functools.partial(decode, spec=PreprocessSpec(args.img)),
+        blobs,
+        args.batch,
+        args.repeats,
+    )
+    print(
+        json.dumps(
+            {
+                "images": len(blobs),
+                "batch": args.batch,
+                "decode_threads": threads,
+                "torch_threads": args.threads,
+                "load": os.getloadavg()[0],
+                "rates": results,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -189,13 +225,26 @@ def main() -> None:
             timings[name].append(seconds(model, batch, args.dtype))
     rates = {name: args.batch / statistics.median(t) for name, t in timings.items()}
     ratio = rates["curation"] / rates["timm"]
-    print(f"{args.arch} @{args.img}, batch {args.batch}, {args.dtype}, {args.threads} threads, "
-          f"max |feature diff| {max_diff:.2e}")
-    print(f"curation ViT: {rates['curation']:.2f} img/s   timm: {rates['timm']:.2f} img/s   "
-          f"ratio {ratio:.3f}x")
-    print(json.dumps({"arch": args.arch, "img": args.img, "batch": args.batch, "dtype": args.dtype,
-                      "threads": args.threads, "curation_img_s": rates["curation"],
-                      "timm_img_s": rates["timm"], "ratio": ratio, "max_feature_diff": max_diff}))
+    print(
+        f"{args.arch} @{args.img}, batch {args.batch}, {args.dtype}, {args.threads} threads, "
+        f"max |feature diff| {max_diff:.2e}"
+    )
+    print(f"curation ViT: {rates['curation']:.2f} img/s   timm: {rates['timm']:.2f} img/s   ratio {ratio:.3f}x")
+    print(
+        json.dumps(
+            {
+                "arch": args.arch,
+                "img": args.img,
+                "batch": args.batch,
+                "dtype": args.dtype,
+                "threads": args.threads,
+                "curation_img_s": rates["curation"],
+                "timm_img_s": rates["timm"],
+                "ratio": ratio,
+                "max_feature_diff": max_diff,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

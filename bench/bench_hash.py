@@ -36,8 +36,19 @@ def make_images(n: int, seed: int = 0) -> list[bytes]:
     from PIL import Image
     from sklearn.datasets import load_sample_images
 
-    names = ("astronaut", "chelsea", "coffee", "rocket", "camera", "hubble_deep_field", "immunohistochemistry",
-             "retina", "coins", "moon", "clock")
+    names = (
+        "astronaut",
+        "chelsea",
+        "coffee",
+        "rocket",
+        "camera",
+        "hubble_deep_field",
+        "immunohistochemistry",
+        "retina",
+        "coins",
+        "moon",
+        "clock",
+    )
     photos = [Image.fromarray(getattr(skimage.data, k)()).convert("RGB") for k in names]
     photos += [Image.fromarray(a) for a in load_sample_images().images]
     rng = np.random.default_rng(seed)
@@ -80,8 +91,9 @@ def ours(thumbs: np.ndarray, method: str, basis) -> np.ndarray:
 def ours_arrays(arrays: list[np.ndarray], method: str, basis, batch: int = 256) -> np.ndarray:
     from curation.algorithms.pca_hash import thumbnails
 
-    return np.concatenate([ours(thumbnails(arrays[i : i + batch], 32), method, basis)
-                           for i in range(0, len(arrays), batch)])
+    return np.concatenate(
+        [ours(thumbnails(arrays[i : i + batch], 32), method, basis) for i in range(0, len(arrays), batch)]
+    )
 
 
 def ours_bytes(blobs: list[bytes], method: str, basis, batch: int = 256) -> np.ndarray:
@@ -152,15 +164,21 @@ def main() -> None:
     pixels = np.mean([a.shape[0] * a.shape[1] for a in full]) / 1e6
     print(f"{len(blobs)} JPEGs, {mb / len(blobs) * 1e3:.0f} KB and {pixels:.2f} Mpixel on average; 1 thread")
     settings = [
-        ("1. decoded at the model input size (320x320), as in the dedup stage", model_input, imagehash_arrays,
-         ours_arrays),
+        (
+            "1. decoded at the model input size (320x320), as in the dedup stage",
+            model_input,
+            imagehash_arrays,
+            ours_arrays,
+        ),
         ("2. decoded at full size", full, imagehash_arrays, ours_arrays),
         ("3. from JPEG bytes (ours: reduced-DCT-scale decode)", blobs, imagehash_bytes, ours_bytes),
     ]
     spec = sscd.FeatureSpec(PreprocessSpec(320, mode="square", interpolation="bilinear", draft=True), 32)
     seconds = best_time(lambda: pca_hash.thumbnails([sscd.decode(b, spec).pixels for b in blobs], 32), args.repeats)
-    print(f"features-step CPU work per image (decode at reduced DCT scale, 320x320 resize, thumbnail): "
-          f"{len(blobs) / seconds:.0f} img/s on one core")
+    print(
+        f"features-step CPU work per image (decode at reduced DCT scale, 320x320 resize, thumbnail): "
+        f"{len(blobs) / seconds:.0f} img/s on one core"
+    )
     for title, data, peer, mine in settings:
         times = {
             "imagehash.phash": best_time(lambda: peer(data), args.repeats),

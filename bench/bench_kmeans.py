@@ -37,8 +37,16 @@ def run_module(x: np.ndarray, args) -> tuple[np.ndarray, np.ndarray]:
 def run_faiss(x: np.ndarray, args) -> tuple[np.ndarray, np.ndarray]:
     import faiss
 
-    kmeans = faiss.Kmeans(x.shape[1], args.k, niter=args.iters, spherical=True, seed=args.seed,
-                          max_points_per_centroid=args.mppc, min_points_per_centroid=1, verbose=False)
+    kmeans = faiss.Kmeans(
+        x.shape[1],
+        args.k,
+        niter=args.iters,
+        spherical=True,
+        seed=args.seed,
+        max_points_per_centroid=args.mppc,
+        min_points_per_centroid=1,
+        verbose=False,
+    )
     kmeans.train(x)
     index = faiss.IndexFlatIP(x.shape[1])
     index.add(kmeans.centroids)
@@ -60,8 +68,10 @@ def main() -> None:
     import faiss
 
     x = synthetic(args.n, args.d, args.seed)
-    print(f"data {args.n} x {args.d} float32, k={args.k}, {args.iters} iterations, "
-          f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} OpenMP threads, GPUs: {faiss.get_num_gpus()}")
+    print(
+        f"data {args.n} x {args.d} float32, k={args.k}, {args.iters} iterations, "
+        f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} OpenMP threads, GPUs: {faiss.get_num_gpus()}"
+    )
     times: dict[str, list[float]] = {"module": [], "faiss": []}
     outputs = {}
     for _ in range(args.repeats):

@@ -44,14 +44,22 @@ def in_process(x: np.ndarray, args) -> list[str]:
     from curation.algorithms.kmeans_sharded import ArrayShards, train_sharded
 
     def direct():
-        km = faiss.Kmeans(x.shape[1], args.k, niter=args.iters, spherical=True, seed=args.seed,
-                          max_points_per_centroid=len(x), min_points_per_centroid=1)
+        km = faiss.Kmeans(
+            x.shape[1],
+            args.k,
+            niter=args.iters,
+            spherical=True,
+            seed=args.seed,
+            max_points_per_centroid=len(x),
+            min_points_per_centroid=1,
+        )
         km.train(x)
         return km.centroids
 
     def sharded(count):
-        return lambda: train_sharded(ArrayShards(x, count, spherical=True), args.k, n_iter=args.iters,
-                                     seed=args.seed).centroids
+        return lambda: (
+            train_sharded(ArrayShards(x, count, spherical=True), args.k, n_iter=args.iters, seed=args.seed).centroids
+        )
 
     runs = {"faiss.Kmeans": direct, "sharded x1": sharded(1), f"sharded x{args.nodes}": sharded(args.nodes)}
     times = {name: [] for name in runs}
@@ -62,12 +70,16 @@ def in_process(x: np.ndarray, args) -> list[str]:
             out[name] = fn()
             times[name].append(time.perf_counter() - start)
     base = statistics.median(times["faiss.Kmeans"])
-    lines = [f"in-process, {len(x)} x {x.shape[1]}, k={args.k}, {args.iters} iterations, "
-             f"{faiss.omp_get_max_threads()} threads; median of {args.repeats}"]
+    lines = [
+        f"in-process, {len(x)} x {x.shape[1]}, k={args.k}, {args.iters} iterations, "
+        f"{faiss.omp_get_max_threads()} threads; median of {args.repeats}"
+    ]
     for name, t in times.items():
         diff = float(np.abs(out[name] - out["faiss.Kmeans"]).max())
-        lines.append(f"  {name:14s} {statistics.median(t):7.2f} s  x{statistics.median(t) / base:.3f}  "
-                     f"max |centroid - faiss| {diff:.2e}  runs {', '.join(f'{v:.2f}' for v in t)}")
+        lines.append(
+            f"  {name:14s} {statistics.median(t):7.2f} s  x{statistics.median(t) / base:.3f}  "
+            f"max |centroid - faiss| {diff:.2e}  runs {', '.join(f'{v:.2f}' for v in t)}"
+        )
     return lines
 
 
@@ -83,8 +95,9 @@ def write_pool(run_dir: Path, x: np.ndarray, partitions: int) -> None:
     for p, rows in enumerate(np.array_split(np.arange(len(x)), partitions)):
         m, name = len(rows), tables.partition_name(p)
         status = tables.status_table([tables.sample_key(p, r) for r in range(m)], [tables.SUCCESS] * m)
-        tables.write_parquet(status.append_column(embeddings.ROW_COLUMN, pa.array(np.arange(m))),
-                             root / f"{name}.parquet")
+        tables.write_parquet(
+            status.append_column(embeddings.ROW_COLUMN, pa.array(np.arange(m))), root / f"{name}.parquet"
+        )
         embeddings.save_array(root / f"{name}.npy", x[rows], "float16")
         write_json(root / f"{name}.stats.json", {"rows": m, "counts": {}})
     write_json(root.parent / "_SUCCESS.json", {"stage": "embed"})
@@ -110,19 +123,34 @@ def on_cluster(x: np.ndarray, args) -> list[str]:
         for workers in (1, args.nodes):
             run_dir = tmp / f"w{workers}"
             write_pool(run_dir, x, 4 * args.nodes)
-            data = {"name": "bench", "run_dir": str(run_dir), "stages": ["cluster"], "seed": args.seed,
-                    "ray": {"address": cluster.address}, "runner": {"progress": False},
-                    "cluster": {"k": args.k, "n_iter": args.iters, "init": "random", "device": "cpu",
-                                "max_points_per_centroid": len(x), "train": {"workers": workers}}}
+            data = {
+                "name": "bench",
+                "run_dir": str(run_dir),
+                "stages": ["cluster"],
+                "seed": args.seed,
+                "ray": {"address": cluster.address},
+                "runner": {"progress": False},
+                "cluster": {
+                    "k": args.k,
+                    "n_iter": args.iters,
+                    "init": "random",
+                    "device": "cpu",
+                    "max_points_per_centroid": len(x),
+                    "train": {"workers": workers},
+                },
+            }
             run_pipeline(cfg.validate(data), ["cluster"])
             stats = read_json(run_dir / "stages/cluster/train/_SUCCESS.json")
             centroids[workers] = np.load(run_dir / "stages/cluster/train/centroids.npy")
             helpers = [w["peak_rss_bytes"] / 2**20 for w in stats["workers"][1:]]
-            lines.append(f"  workers {workers}: train {stats['duration_s']:.2f} s, step peak "
-                         f"{stats['peak_rss_bytes'] / 2**20:.0f} MiB holding {stats['workers'][0]['rows']} rows"
-                         + (f", helpers {min(helpers):.0f}-{max(helpers):.0f} MiB" if helpers else ""))
-        lines.append(f"  same centroids for 1 and {args.nodes} workers: "
-                     f"{np.array_equal(centroids[1], centroids[args.nodes])}")
+            lines.append(
+                f"  workers {workers}: train {stats['duration_s']:.2f} s, step peak "
+                f"{stats['peak_rss_bytes'] / 2**20:.0f} MiB holding {stats['workers'][0]['rows']} rows"
+                + (f", helpers {min(helpers):.0f}-{max(helpers):.0f} MiB" if helpers else "")
+            )
+        lines.append(
+            f"  same centroids for 1 and {args.nodes} workers: {np.array_equal(centroids[1], centroids[args.nodes])}"
+        )
     finally:
         ray.shutdown()
         cluster.shutdown()

@@ -29,11 +29,11 @@ import time
 def make_list(fmt: str, lines: int, bad: int) -> tuple[bytes, bytes]:
     """(clean, broken) lists; the broken one has ``bad`` lines with an extra CSV field or a missing brace."""
     if fmt == "csv":
-        rows = [b"url,caption"] + [b"http://example.com/img/%d.jpg,caption number %d" % (i, i)
-                                   for i in range(lines)]
+        rows = [b"url,caption"] + [b"http://example.com/img/%d.jpg,caption number %d" % (i, i) for i in range(lines)]
     else:
-        rows = [b""] + [b'{"url": "http://example.com/img/%d.jpg", "caption": "caption number %d"}' % (i, i)
-                        for i in range(lines)]
+        rows = [b""] + [
+            b'{"url": "http://example.com/img/%d.jpg", "caption": "caption number %d"}' % (i, i) for i in range(lines)
+        ]
     clean = b"\n".join(rows).lstrip(b"\n") + b"\n"
     step = max(1, lines // max(bad, 1))
     for i in range(1 + step // 2, lines + 1, step)[:bad]:  # not the first row: pandas would read an index
@@ -105,13 +105,19 @@ def main() -> None:
                 f.write(data)
         for _ in range(args.repeats):
             for name in methods:
-                out = subprocess.run([sys.executable, __file__, "--child", name, args.format, paths[name]],
-                                     check=True, capture_output=True, text=True).stdout
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", name, args.format, paths[name]],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
                 result = json.loads(out)
                 if name not in best or result["seconds"] < best[name]["seconds"]:
                     best[name] = result
-    print(f"{args.format}: {args.lines:,} lines ({len(broken) / 2**20:.0f} MiB), {args.bad} bad; load average "
-          f"{os.getloadavg()[0]:.1f}")
+    print(
+        f"{args.format}: {args.lines:,} lines ({len(broken) / 2**20:.0f} MiB), {args.bad} bad; load average "
+        f"{os.getloadavg()[0]:.1f}"
+    )
     print(f"{'method':<12} {'rows':>10} {'lines/s':>12} {'peak MiB':>9} {'time vs ' + reference:>20}")
     for name, r in best.items():
         ratio = r["seconds"] / best[reference]["seconds"]

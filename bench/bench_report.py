@@ -38,7 +38,9 @@ KEY_COLUMNS = ("key", "duplicate_of", "pca_duplicate_of", "nearest_duplicate_key
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--source", type=Path, required=True, help="a finished run with one partition (curate demo size=tiny)")
+    ap.add_argument(
+        "--source", type=Path, required=True, help="a finished run with one partition (curate demo size=tiny)"
+    )
     ap.add_argument("--partitions", type=int, default=200)
     ap.add_argument("--rows", type=int, default=5000)
     ap.add_argument("--out", type=Path, required=True)
@@ -49,8 +51,10 @@ def main() -> None:
     start = time.perf_counter()
     if not (args.reuse and (args.out / "config.yaml").exists()):
         build(args.source.resolve(), args.out.resolve(), args.partitions, args.rows)
-        print(f"built {args.partitions} x {args.rows} = {args.partitions * args.rows:,} rows in "
-              f"{time.perf_counter() - start:.0f} s at {args.out}")
+        print(
+            f"built {args.partitions} x {args.rows} = {args.partitions * args.rows:,} rows in "
+            f"{time.perf_counter() - start:.0f} s at {args.out}"
+        )
     report_cmd = [sys.executable, "-c", f"from curation.report import write_report; write_report({str(args.out)!r})"]
     peer_cmd = [sys.executable, "-c", PEER.format(run=str(args.out))]
     best: dict[str, tuple[float, int]] = {}
@@ -62,8 +66,10 @@ def main() -> None:
     for name, (seconds, rss) in best.items():
         print(f"{name:<14} {seconds:7.2f} s   peak RSS {rss / 2**20:7.0f} MiB")
     ratio = best["report"][0] / best["duckdb funnel"][0]
-    print(f"report / duckdb funnel time: {ratio:.2f}; report size {(args.out / 'report.html').stat().st_size:,} bytes; "
-          f"load average {open('/proc/loadavg').read().split()[:3]}")
+    print(
+        f"report / duckdb funnel time: {ratio:.2f}; report size {(args.out / 'report.html').stat().st_size:,} bytes; "
+        f"load average {open('/proc/loadavg').read().split()[:3]}"
+    )
     if not args.keep:
         shutil.rmtree(args.out)
 
@@ -78,8 +84,10 @@ for stage, step in [("download", "fetch"), ("dedup", "table"), ("embed", "pool")
 
 def timed(cmd: list[str]) -> tuple[float, int]:
     """Wall seconds and peak RSS (bytes) of a child process."""
-    script = ("import resource, subprocess, sys, time; t = time.perf_counter(); subprocess.run(sys.argv[1:], check=True);"
-              " print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)")
+    script = (
+        "import resource, subprocess, sys, time; t = time.perf_counter(); subprocess.run(sys.argv[1:], check=True);"
+        " print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)"
+    )
     out = subprocess.run([sys.executable, "-c", script, *cmd], check=True, capture_output=True, text=True).stdout
     seconds, rss = out.split()[-2:]
     return float(seconds), int(rss)
@@ -138,8 +146,14 @@ def tile_table(base: pa.Table, p: int, tiles: int, rows: int) -> pa.Table:
         for name in KEY_COLUMNS:
             if name in table.column_names:
                 keys = table[name].to_pylist()
-                table = table.set_column(table.column_names.index(name), name, pa.array(
-                    [None if k is None else sample_key(p, t * base.num_rows + int(k[-6:])) for k in keys], pa.string()))
+                table = table.set_column(
+                    table.column_names.index(name),
+                    name,
+                    pa.array(
+                        [None if k is None else sample_key(p, t * base.num_rows + int(k[-6:])) for k in keys],
+                        pa.string(),
+                    ),
+                )
         if "copy_component" in table.column_names:
             i = table.column_names.index("copy_component")
             table = table.set_column(i, "copy_component", pc.add(table["copy_component"], (p * tiles + t) * 100_000))
@@ -155,9 +169,16 @@ def write_partition(target: Path, p: int, table: pa.Table, stats: dict) -> None:
 
     path = target / f"{partition_name(p)}.parquet"
     write_parquet(table, path)
-    write_json(partition_path(target, p, "stats.json"), {
-        **stats, "partition": p, "rows": table.num_rows, "counts": count_statuses(table),
-        "files": {path.name: path.stat().st_size}})
+    write_json(
+        partition_path(target, p, "stats.json"),
+        {
+            **stats,
+            "partition": p,
+            "rows": table.num_rows,
+            "counts": count_statuses(table),
+            "files": {path.name: path.stat().st_size},
+        },
+    )
 
 
 def scale_stage(source: Path, out: Path, stage: str, factor: float) -> None:

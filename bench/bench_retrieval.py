@@ -76,9 +76,16 @@ def bench_kind(name: str, pool, queries, config, args) -> dict:
     same = bool((ids_module == ids_faiss).all())
     # The module's own work, timed alone: a stable bound on its overhead.
     post_s = min(timed(postprocess, scores, ids_module) for _ in range(args.repeats))
-    return {"kind": name, "index": type(index.index).__name__, "build_s": build_s, "same_results": same,
-            "qps": {p: len(queries) / min(t) for p, t in times.items()}, "ids": ids_module,
-            "post_s": post_s, "faiss_s": min(times["faiss"])}
+    return {
+        "kind": name,
+        "index": type(index.index).__name__,
+        "build_s": build_s,
+        "same_results": same,
+        "qps": {p: len(queries) / min(t) for p, t in times.items()},
+        "ids": ids_module,
+        "post_s": post_s,
+        "faiss_s": min(times["faiss"]),
+    }
 
 
 def main() -> None:
@@ -101,8 +108,10 @@ def main() -> None:
 
     pool = synthetic(args.n, args.d, 2000, args.seed)
     queries = synthetic(args.queries, args.d, 2000, args.seed)[::-1].copy()
-    print(f"pool {args.n} x {args.d}, {args.queries} queries, k={args.k}, "
-          f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, GPUs: {faiss.get_num_gpus()}")
+    print(
+        f"pool {args.n} x {args.d}, {args.queries} queries, k={args.k}, "
+        f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, GPUs: {faiss.get_num_gpus()}"
+    )
     kinds = {
         "exact": IndexConfig(kind="flat"),
         "ivf_pq": IndexConfig(kind="ivf_pq", nlist=args.nlist, nprobe=args.nprobe, pq_m=args.pq_m),
@@ -112,12 +121,16 @@ def main() -> None:
     for r in results:
         recall = recall_at_k(r["ids"], truth)
         faiss_qps = r["qps"]["faiss"]
-        print(f"\n{r['kind']} ({r['index']}): build {r['build_s']:.1f} s, recall@{args.k} vs exact {recall:.3f}, "
-              f"module and Faiss results identical: {r['same_results']}")
+        print(
+            f"\n{r['kind']} ({r['index']}): build {r['build_s']:.1f} s, recall@{args.k} vs exact {recall:.3f}, "
+            f"module and Faiss results identical: {r['same_results']}"
+        )
         for path, qps in r["qps"].items():
             print(f"  {path:<17} {qps:>12,.0f} queries/s   ratio to Faiss {qps / faiss_qps:.3f}")
-        print(f"  hits + cap + collisions alone: {1000 * r['post_s']:.1f} ms for {len(queries)} queries "
-              f"({100 * r['post_s'] / r['faiss_s']:.2f} % of the Faiss search time)")
+        print(
+            f"  hits + cap + collisions alone: {1000 * r['post_s']:.1f} ms for {len(queries)} queries "
+            f"({100 * r['post_s'] / r['faiss_s']:.2f} % of the Faiss search time)"
+        )
 
 
 if __name__ == "__main__":

@@ -51,9 +51,13 @@ def write_pool(run_dir: Path, n: int, d: int, partitions: int, seed: int) -> Non
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         name = tables.partition_name(p)
         status = tables.status_table([tables.sample_key(p, r) for r in range(m)], [tables.SUCCESS] * m)
-        for step, extra in (("embed/pool", {embeddings.ROW_COLUMN: pa.array(np.arange(m))}),
-                            ("cluster/assign", {"cluster": pa.array(np.zeros(m, np.int64)),
-                                                "similarity": pa.array(np.ones(m, np.float32))})):
+        for step, extra in (
+            ("embed/pool", {embeddings.ROW_COLUMN: pa.array(np.arange(m))}),
+            (
+                "cluster/assign",
+                {"cluster": pa.array(np.zeros(m, np.int64)), "similarity": pa.array(np.ones(m, np.float32))},
+            ),
+        ):
             files_dir(stages / step).mkdir(parents=True, exist_ok=True)
             table = status
             for column, values in extra.items():
@@ -78,8 +82,12 @@ def single_index(run_dir: str, index: dict, queries: np.ndarray, k: int, seed: i
     build_s = time.perf_counter() - started
     started = time.perf_counter()
     _, ids = built.search(queries, k)
-    return {"build_s": build_s, "search_s": time.perf_counter() - started, "ids": ids,
-            "peak_rss_bytes": peak_rss_bytes()}
+    return {
+        "build_s": build_s,
+        "search_s": time.perf_counter() - started,
+        "ids": ids,
+        "peak_rss_bytes": peak_rss_bytes(),
+    }
 
 
 def exact(run_dir: Path, queries: np.ndarray, k: int) -> np.ndarray:
@@ -101,9 +109,16 @@ def exact(run_dir: Path, queries: np.ndarray, k: int) -> np.ndarray:
 
 
 def config_data(run_dir: Path, index: dict, shards: int) -> dict:
-    return {"name": "bench", "run_dir": str(run_dir), "stages": ["retrieve"],
-            "retrieve": {"datasets": [{"name": "q", "source": {"name": "q", "path": "."}, "mode": "as_is"}],
-                         "index": index, "shards": {"count": shards}}}
+    return {
+        "name": "bench",
+        "run_dir": str(run_dir),
+        "stages": ["retrieve"],
+        "retrieve": {
+            "datasets": [{"name": "q", "source": {"name": "q", "path": "."}, "mode": "as_is"}],
+            "index": index,
+            "shards": {"count": shards},
+        },
+    }
 
 
 def run(args) -> dict:
@@ -147,16 +162,23 @@ def run(args) -> dict:
         t0 = time.perf_counter()
         _, ids = pool.index.search(queries, args.k)
         search_wall = time.perf_counter() - t0
-        shards = [{**i, **w} for i, w in zip(pool.group.info(), pool.group.call("stats", [()] * args.nodes), strict=False)]
+        shards = [
+            {**i, **w} for i, w in zip(pool.group.info(), pool.group.call("stats", [()] * args.nodes), strict=False)
+        ]
         pool.group.stop()
 
         task = ray.remote(max_calls=1)(single_index).options(num_cpus=args.cpus_per_node)
         single = ray.get(task.remote(str(run_dir), index, queries, args.k, args.seed))
         ray.shutdown()
         cluster.shutdown()
-        return {"shards": shards, "build_wall_s": build_wall, "search_wall_s": search_wall,
-                "recall_sharded": recall_at_k(ids, truth), "recall_single": recall_at_k(single["ids"], truth),
-                "single": {k: v for k, v in single.items() if k != "ids"}}
+        return {
+            "shards": shards,
+            "build_wall_s": build_wall,
+            "search_wall_s": search_wall,
+            "recall_sharded": recall_at_k(ids, truth),
+            "recall_single": recall_at_k(single["ids"], truth),
+            "single": {k: v for k, v in single.items() if k != "ids"},
+        }
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -166,8 +188,12 @@ def project(result: dict, args) -> list[str]:
     shards = result["shards"]
     add_rate = np.median([s["vectors"] / s["build_s"] for s in shards])  # vectors/s per shard (its CPUs)
     per_shard = np.median([s["vectors"] for s in shards])
-    scans = np.median([s["queries"] * args.nprobe * s["vectors"] / min(args.nlist, s["vectors"] // 39) / s["search_s"]
-                       for s in shards])  # codes scanned per second per shard
+    scans = np.median(
+        [
+            s["queries"] * args.nprobe * s["vectors"] / min(args.nlist, s["vectors"] // 39) / s["search_s"]
+            for s in shards
+        ]
+    )  # codes scanned per second per shard
     n, d, pq_m, nlist, nprobe = 1.2e9 * 0.62, 1280, 64, 65536, 64
     queries = 14_197_086 + 1_281_167 + 1_580_470  # the sample-mode query sets of Table 15
     cores = 20 * 96
@@ -217,15 +243,23 @@ def main() -> None:
     single = result["single"]
     print(f"{'':<10} {'vectors':>10} {'build s':>8} {'search s':>9} {'peak RSS MiB':>13}")
     for i, s in enumerate(result["shards"]):
-        print(f"shard {i:<4} {s['vectors']:>10,} {s['build_s']:>8.1f} {s['search_s']:>9.2f} "
-              f"{s['peak_rss_bytes'] / 2**20:>13,.0f}  node {s['placement']['node_id'][:8]}")
-    print(f"{'single':<10} {args.n:>10,} {single['build_s']:>8.1f} {single['search_s']:>9.2f} "
-          f"{single['peak_rss_bytes'] / 2**20:>13,.0f}")
+        print(
+            f"shard {i:<4} {s['vectors']:>10,} {s['build_s']:>8.1f} {s['search_s']:>9.2f} "
+            f"{s['peak_rss_bytes'] / 2**20:>13,.0f}  node {s['placement']['node_id'][:8]}"
+        )
+    print(
+        f"{'single':<10} {args.n:>10,} {single['build_s']:>8.1f} {single['search_s']:>9.2f} "
+        f"{single['peak_rss_bytes'] / 2**20:>13,.0f}"
+    )
     largest = max(s["peak_rss_bytes"] for s in result["shards"])
-    print(f"sharded wall: build {result['build_wall_s']:.1f} s, {args.queries:,} queries {result['search_wall_s']:.2f} s")
-    print(f"ratio build wall single/sharded: {single['build_s'] / result['build_wall_s']:.2f}; "
-          f"query wall single/sharded: {single['search_s'] / result['search_wall_s']:.2f}; "
-          f"peak RSS largest shard/single: {largest / single['peak_rss_bytes']:.2f}")
+    print(
+        f"sharded wall: build {result['build_wall_s']:.1f} s, {args.queries:,} queries {result['search_wall_s']:.2f} s"
+    )
+    print(
+        f"ratio build wall single/sharded: {single['build_s'] / result['build_wall_s']:.2f}; "
+        f"query wall single/sharded: {single['search_s'] / result['search_wall_s']:.2f}; "
+        f"peak RSS largest shard/single: {largest / single['peak_rss_bytes']:.2f}"
+    )
     print(f"recall@{args.k}: sharded {result['recall_sharded']:.4f}, single {result['recall_single']:.4f}")
     print("\n".join(project(result, args)))
 

@@ -48,8 +48,14 @@ def sequential(run_dir: Path, data_path: Path, out: Path) -> None:
     start = time.perf_counter()
     ctx = stage_context(cfg.validate({**data, "run_dir": str(run_dir)}), "shard")
     write_sequential(ctx, out / "shards", out / "staging")
-    print(json.dumps({"seconds": time.perf_counter() - start,
-                      "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+    print(
+        json.dumps(
+            {
+                "seconds": time.perf_counter() - start,
+                "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            }
+        )
+    )
 
 
 def planned(run_dir: Path, data: dict, workers: int) -> dict:
@@ -70,11 +76,15 @@ def planned(run_dir: Path, data: dict, workers: int) -> dict:
     stage = run_dir / "stages/shard"
     steps = {}
     for step in ("locate", "plan", "write", "manifest"):
-        markers = [read_json(p) for p in stage.glob(f"{step}*/part-*.stats.json")] or \
-            [read_json(stage / step / "_SUCCESS.json")]
-        steps[step] = {"units": len(markers), "seconds": sum(m["duration_s"] for m in markers),
-                       "wall": max(m["finished"] for m in markers) - min(m["started"] for m in markers),
-                       "peak_rss_bytes": max(m["peak_rss_bytes"] for m in markers)}
+        markers = [read_json(p) for p in stage.glob(f"{step}*/part-*.stats.json")] or [
+            read_json(stage / step / "_SUCCESS.json")
+        ]
+        steps[step] = {
+            "units": len(markers),
+            "seconds": sum(m["duration_s"] for m in markers),
+            "wall": max(m["finished"] for m in markers) - min(m["started"] for m in markers),
+            "peak_rss_bytes": max(m["peak_rss_bytes"] for m in markers),
+        }
     return {"seconds": seconds, "steps": steps}
 
 
@@ -101,27 +111,41 @@ def main() -> None:
         shard = {"max_samples_per_shard": args.max_samples, "shards_per_task": 1}
         data = shard_upstream.pipeline(run_dir, tmp / "sets", shard)
         pool_bytes = sum(p.stat().st_size for p in (run_dir / "stages/download").glob("fetch*/*.tar"))
-        print(f"pool: {args.partitions} x {args.rows} images, {pool_bytes / MB:.0f} MB of tars "
-              f"(built in {time.perf_counter() - start:.1f} s)")
+        print(
+            f"pool: {args.partitions} x {args.rows} images, {pool_bytes / MB:.0f} MB of tars "
+            f"(built in {time.perf_counter() - start:.1f} s)"
+        )
         (tmp / "data.json").write_text(json.dumps(data))
-        child = subprocess.run([sys.executable, __file__, "--child", str(run_dir), str(tmp / "data.json"),
-                                str(tmp / "sequential")], capture_output=True, text=True, check=True)
+        child = subprocess.run(
+            [sys.executable, __file__, "--child", str(run_dir), str(tmp / "data.json"), str(tmp / "sequential")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         old = json.loads(child.stdout.strip().splitlines()[-1])
         new = planned(run_dir, data, args.workers)
         got = read_manifest(run_dir / "shards/manifest.json")
         want = read_manifest(tmp / "sequential/shards/manifest.json")
         same = got.shards == want.shards
-        print(f"shards: {len(got.shards)}, samples: {got.num_samples}, {got.num_bytes / MB:.0f} MB; "
-              f"identical to the sequential writer's: {same}")
+        print(
+            f"shards: {len(got.shards)}, samples: {got.num_samples}, {got.num_bytes / MB:.0f} MB; "
+            f"identical to the sequential writer's: {same}"
+        )
         print(f"sequential writer: {old['seconds']:.2f} s, peak RSS {old['peak_rss_bytes'] / MB:.0f} MB (one process)")
-        print(f"planned writer ({args.workers} workers, whole stage: five steps incl. the stage table, "
-              f"Ray workers started): {new['seconds']:.2f} s")
+        print(
+            f"planned writer ({args.workers} workers, whole stage: five steps incl. the stage table, "
+            f"Ray workers started): {new['seconds']:.2f} s"
+        )
         for step, s in new["steps"].items():
-            print(f"  {step:9s} {s['units']:4d} units, {s['wall']:7.2f} s wall, {s['seconds']:7.2f} s summed, "
-                  f"peak RSS per worker {s['peak_rss_bytes'] / MB:.0f} MB")
+            print(
+                f"  {step:9s} {s['units']:4d} units, {s['wall']:7.2f} s wall, {s['seconds']:7.2f} s summed, "
+                f"peak RSS per worker {s['peak_rss_bytes'] / MB:.0f} MB"
+            )
         work = sum(s["wall"] for s in new["steps"].values())
-        print(f"planned steps' wall time (locate + plan + write + manifest): {work:.2f} s; "
-              f"ratio sequential / planned steps: {old['seconds'] / work:.2f}")
+        print(
+            f"planned steps' wall time (locate + plan + write + manifest): {work:.2f} s; "
+            f"ratio sequential / planned steps: {old['seconds'] / work:.2f}"
+        )
         print(f"ratio sequential / whole planned stage: {old['seconds'] / new['seconds']:.2f}")
         if not same:
             raise SystemExit("the two writers disagree")

@@ -32,16 +32,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def config(args):
     from curation.train.config import validate_train_config
 
-    return validate_train_config({
-        "manifest": "unused",
-        "model": "vit_small",
-        "vit": {"embed_dim": args.embed_dim, "depth": args.depth, "num_heads": args.embed_dim // 64,
-                "patch_size": args.patch_size, "drop_path_rate": args.drop_path},
-        "heads": {"dino_prototypes": args.prototypes, "ibot_prototypes": args.prototypes, "separate_ibot_head": True},
-        "crops": {"global_size": args.global_size, "local_size": args.local_size, "num_local": 8},
-        "optim": {"batch_size": args.batch, "iterations": 1000, "warmup_iterations": 0},
-        "device": "cpu",
-    })
+    return validate_train_config(
+        {
+            "manifest": "unused",
+            "model": "vit_small",
+            "vit": {
+                "embed_dim": args.embed_dim,
+                "depth": args.depth,
+                "num_heads": args.embed_dim // 64,
+                "patch_size": args.patch_size,
+                "drop_path_rate": args.drop_path,
+            },
+            "heads": {
+                "dino_prototypes": args.prototypes,
+                "ibot_prototypes": args.prototypes,
+                "separate_ibot_head": True,
+            },
+            "crops": {"global_size": args.global_size, "local_size": args.local_size, "num_local": 8},
+            "optim": {"batch_size": args.batch, "iterations": 1000, "warmup_iterations": 0},
+            "device": "cpu",
+        }
+    )
 
 
 def batch(args, step: int):
@@ -56,8 +67,12 @@ def batch(args, step: int):
         return [torch.randint(0, 256, (3, size, size), generator=g, dtype=torch.uint8) for _ in range(n)]
 
     samples = [
-        {"global": crops(2, args.global_size), "local": crops(8, args.local_size),
-         "state": torch.tensor([0, 0, step * args.batch + i + 1, 0, 0]), "key": str(i)}
+        {
+            "global": crops(2, args.global_size),
+            "local": crops(8, args.local_size),
+            "state": torch.tensor([0, 0, step * args.batch + i + 1, 0, 0]),
+            "key": str(i),
+        }
         for i in range(args.batch)
     ]
     return Collate((grid, grid), seed=step)(samples)
@@ -132,11 +147,15 @@ def main() -> None:
             "step_peak_mib": max(r["step_peak_mib"] for r in runs),
         }
         s = summary[variant]
-        print(f"{variant:>9}: {s['median_step_s']:.3f} s/step  {s['images_per_s']:.2f} img/s  "
-              f"peak RSS {s['peak_rss_mib']:.0f} MiB (+{s['step_peak_mib']:.0f} MiB during steps)")
+        print(
+            f"{variant:>9}: {s['median_step_s']:.3f} s/step  {s['images_per_s']:.2f} img/s  "
+            f"peak RSS {s['peak_rss_mib']:.0f} MiB (+{s['step_peak_mib']:.0f} MiB during steps)"
+        )
     eff, naive = summary["efficient"], summary["naive"]
-    print(f"speed-up efficient/naive: {naive['median_step_s'] / eff['median_step_s']:.2f}x; "
-          f"step memory naive/efficient: {naive['step_peak_mib'] / max(eff['step_peak_mib'], 1e-9):.2f}x")
+    print(
+        f"speed-up efficient/naive: {naive['median_step_s'] / eff['median_step_s']:.2f}x; "
+        f"step memory naive/efficient: {naive['step_peak_mib'] / max(eff['step_peak_mib'], 1e-9):.2f}x"
+    )
     print(json.dumps({"args": vars(args), **summary}))
 
 

@@ -82,9 +82,11 @@ def main() -> None:
         print(f"{name:<12} {seconds:8.3f} s   {seconds / len(markers) * 1e6:7.1f} us per marker")
     print(f"ratio inspect_run / baseline: {best['inspect_run'] / best['baseline']:.2f}")
     per_billion = 1e9 / 10000  # partitions per billion rows at 10,000 rows per partition
-    print(f"projected per map step per billion rows ({per_billion:.0f} partitions): "
-          f"{best['inspect_run'] / len(markers) * per_billion:.1f} s (local disk; a network file system adds its "
-          "per-call latency)")
+    print(
+        f"projected per map step per billion rows ({per_billion:.0f} partitions): "
+        f"{best['inspect_run'] / len(markers) * per_billion:.1f} s (local disk; a network file system adds its "
+        "per-call latency)"
+    )
 
 
 if __name__ == "__main__":

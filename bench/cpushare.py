@@ -38,7 +38,7 @@ def _processes() -> dict[int, tuple[int, int]]:
                 text = fh.read()
         except OSError:
             continue
-        fields = text[text.rindex(")") + 2:].split()  # after the command name, which may hold spaces
+        fields = text[text.rindex(")") + 2 :].split()  # after the command name, which may hold spaces
         out[int(name)] = (int(fields[1]), sum(int(v) for v in fields[11:15]))
     return out
 

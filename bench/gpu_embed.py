@@ -94,14 +94,30 @@ def main() -> None:
     peak = peak_tflops(name)
     achieved = rates["curation"] * gflops / 1e3
     fraction = achieved / peak if peak else None
-    print(f"{name}: {args.arch} @{args.img}, batch {args.batch}, bf16, compile={args.compile}, "
-          f"{gflops:.1f} GFLOPs/img, max |feature diff| {diff:.3g}")
-    print(f"curation ViT: {rates['curation']:.1f} img/s = {achieved:.1f} TFLOP/s"
-          + (f" = {fraction:.1%} of {peak:.0f} TF bf16 peak" if peak else " (peak unknown for this device)"))
+    print(
+        f"{name}: {args.arch} @{args.img}, batch {args.batch}, bf16, compile={args.compile}, "
+        f"{gflops:.1f} GFLOPs/img, max |feature diff| {diff:.3g}"
+    )
+    print(
+        f"curation ViT: {rates['curation']:.1f} img/s = {achieved:.1f} TFLOP/s"
+        + (f" = {fraction:.1%} of {peak:.0f} TF bf16 peak" if peak else " (peak unknown for this device)")
+    )
     print(f"timm: {rates['timm']:.1f} img/s   ratio {rates['curation'] / rates['timm']:.3f}x")
-    print(json.dumps({"device": name, "arch": args.arch, "batch": args.batch, "compile": args.compile,
-                      "curation_img_s": rates["curation"], "timm_img_s": rates["timm"],
-                      "tflops": achieved, "peak_tflops": peak, "fraction_of_peak": fraction}))
+    print(
+        json.dumps(
+            {
+                "device": name,
+                "arch": args.arch,
+                "batch": args.batch,
+                "compile": args.compile,
+                "curation_img_s": rates["curation"],
+                "timm_img_s": rates["timm"],
+                "tflops": achieved,
+                "peak_tflops": peak,
+                "fraction_of_peak": fraction,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

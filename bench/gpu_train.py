@@ -49,18 +49,24 @@ def recipe_config(model: str, batch: int, ffn: str, smoke: bool, device: str):
     from curation.train.config import validate_train_config
 
     vit = {"patch_size": 14, "drop_path_rate": 0.4, "ffn": ffn}
-    heads = {"dino_prototypes": 131072, "ibot_prototypes": 131072, "dino_bottleneck": 384,
-             "separate_ibot_head": True}
+    heads = {"dino_prototypes": 131072, "ibot_prototypes": 131072, "dino_bottleneck": 384, "separate_ibot_head": True}
     crops = {"global_size": 224, "local_size": 98, "num_local": 8}
     if smoke:
         vit.update(embed_dim=64, depth=2, num_heads=1)
         heads.update(dino_prototypes=256, ibot_prototypes=256, hidden_dim=64, dino_bottleneck=32, ibot_bottleneck=32)
         crops.update(global_size=56, local_size=28)
-    return validate_train_config({
-        "manifest": "unused", "model": model, "device": device, "vit": vit, "heads": heads, "crops": crops,
-        "optim": {"batch_size": batch, "iterations": 1000, "warmup_iterations": 10, "layerwise_decay": 1.0},
-        "fsdp": {"param_dtype": "bf16" if device != "cpu" else "fp32"},
-    })
+    return validate_train_config(
+        {
+            "manifest": "unused",
+            "model": model,
+            "device": device,
+            "vit": vit,
+            "heads": heads,
+            "crops": crops,
+            "optim": {"batch_size": batch, "iterations": 1000, "warmup_iterations": 10, "layerwise_decay": 1.0},
+            "fsdp": {"param_dtype": "bf16" if device != "cpu" else "fp32"},
+        }
+    )
 
 
 def synthetic_batch(cfg, seed: int, device):
@@ -75,8 +81,10 @@ def synthetic_batch(cfg, seed: int, device):
     def crops(n, size):
         return [torch.randint(0, 256, (3, size, size), generator=g, dtype=torch.uint8) for _ in range(n)]
 
-    samples = [{"global": crops(2, gs), "local": crops(n_local, ls), "state": torch.tensor([0, 0, i + 1, 0, 0]),
-                "key": str(i)} for i in range(b)]
+    samples = [
+        {"global": crops(2, gs), "local": crops(n_local, ls), "state": torch.tensor([0, 0, i + 1, 0, 0]), "key": str(i)}
+        for i in range(b)
+    ]
     batch = Collate((grid, grid), seed=seed)(samples)
     pin = device.type == "cuda"
     return {k: (v.pin_memory() if pin and hasattr(v, "pin_memory") else v) for k, v in batch.items()}
@@ -135,8 +143,12 @@ def measure(model: str, variant: str, args, ctx) -> dict:
     peak = peak_flops(name, args.peak_tflops)
     flops = flops_per_sample(meta, cfg, masked)
     return {
-        "model": model, "variant": variant, "device": name, "batch": cfg.optim.batch_size,
-        "step_s": round(step, 4), "images_per_s": round(images_per_s, 2),
+        "model": model,
+        "variant": variant,
+        "device": name,
+        "batch": cfg.optim.batch_size,
+        "step_s": round(step, 4),
+        "images_per_s": round(images_per_s, 2),
         "peak_memory_gib": round(torch.cuda.max_memory_allocated(ctx.device) / 2**30, 2) if cuda else None,
         "tflop_per_sample": round(flops / 1e12, 3),
         "achieved_tflops": round(flops * images_per_s / 1e12, 1),

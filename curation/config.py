@@ -30,8 +30,9 @@ class RayConfig(Section):
     """Where the run executes: every field is runtime (see ``PipelineBase.ray``)."""
 
     address: str | None = Field(
-        None, description="null: start a new local Ray; 'auto' (RAY_ADDRESS, else the last `ray start` here), "
-        "'host:6379' or 'ray://host:10001': join that cluster"
+        None,
+        description="null: start a new local Ray; 'auto' (RAY_ADDRESS, else the last `ray start` here), "
+        "'host:6379' or 'ray://host:10001': join that cluster",
     )
     num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray (null: all)")
     num_gpus: int | None = Field(None, ge=0, description="GPUs of the local Ray (null: all)")
@@ -41,20 +42,14 @@ class RayConfig(Section):
         None, ge=78643200, description="bytes of the local object store (null: Ray's default)"
     )
     namespace: str = Field("curation", description="Ray namespace of the run's actors")
-    connect_timeout_s: float = Field(
-        30.0, gt=0, description="seconds to wait for the cluster at ray.address to answer"
-    )
+    connect_timeout_s: float = Field(30.0, gt=0, description="seconds to wait for the cluster at ray.address to answer")
 
 
 class RunnerConfig(Section):
     """How the run executes: every field is runtime (see ``PipelineBase.runner``)."""
 
-    max_partition_retries: int = Field(
-        2, ge=0, description="retries of a failing partition before it is reported"
-    )
-    max_workers: int | None = Field(
-        None, ge=1, description="actors per map step (null: as many as resources allow)"
-    )
+    max_partition_retries: int = Field(2, ge=0, description="retries of a failing partition before it is reported")
+    max_workers: int | None = Field(None, ge=1, description="actors per map step (null: as many as resources allow)")
     progress: bool = Field(True, description="terminal progress bars")
     metrics: bool = Field(True, description="export per-stage counters with ray.util.metrics")
 
@@ -71,23 +66,25 @@ class ClusterSection(Section):
 
 class PipelineBase(Section):
     name: str = Field(..., description="pipeline name, recorded in the run and the manifest")
-    run_dir: str = Field(..., description="directory that holds every table, shard and manifest",
-                         json_schema_extra=RUNTIME)
+    run_dir: str = Field(
+        ..., description="directory that holds every table, shard and manifest", json_schema_extra=RUNTIME
+    )
     stages: list[str] = Field(..., min_length=1, description="stages of the pipeline, in order")
     seed: int = Field(0, description="seed of every random choice in the run")
-    plugins: list[str] = Field(
-        default_factory=list, description="python modules to import that register extra stages"
-    )
+    plugins: list[str] = Field(default_factory=list, description="python modules to import that register extra stages")
     ray: RayConfig = Field(RayConfig(), description="the Ray cluster", json_schema_extra=RUNTIME)
-    runner: RunnerConfig = Field(RunnerConfig(), description="retries, workers, progress",
-                                 json_schema_extra=RUNTIME)
+    runner: RunnerConfig = Field(RunnerConfig(), description="retries, workers, progress", json_schema_extra=RUNTIME)
     compute: ClusterSection | None = Field(
-        None, description="the cluster's worker nodes, for `curate plan`; with pool_size, `curate run` checks "
-        "the plan against them first", json_schema_extra=RUNTIME
+        None,
+        description="the cluster's worker nodes, for `curate plan`; with pool_size, `curate run` checks "
+        "the plan against them first",
+        json_schema_extra=RUNTIME,
     )
     pool_size: float | None = Field(
-        None, gt=0, description="expected downloaded images, for `curate plan` and the check before a run",
-        json_schema_extra=RUNTIME
+        None,
+        gt=0,
+        description="expected downloaded images, for `curate plan` and the check before a run",
+        json_schema_extra=RUNTIME,
     )
 
     def __reduce__(self):
@@ -124,8 +121,7 @@ def resolve_pipeline_path(pipeline: str) -> Path:
         return candidate
     known = sorted(p.stem for p in PIPELINES_DIR.glob("*.yaml"))
     raise ConfigError(
-        f"pipeline '{pipeline}' not found: not a YAML file, and not one of {known}"
-        + _hint(pipeline, known)
+        f"pipeline '{pipeline}' not found: not a YAML file, and not one of {known}" + _hint(pipeline, known)
     )
 
 
@@ -163,9 +159,7 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise ConfigError(
-                    f"override '{dotted}': '{'.'.join(parts[: i + 1])}' is a value, not a section"
-                )
+                raise ConfigError(f"override '{dotted}': '{'.'.join(parts[: i + 1])}' is a value, not a section")
             node = child
         node[parts[-1]] = value
     return data
@@ -361,4 +355,3 @@ def diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str
         elif a != b:
             out.append(f"{path}: {a!r} -> {b!r}")
     return out
-

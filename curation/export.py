@@ -90,14 +90,25 @@ def _type(name: str) -> pa.DataType | None:
     from curation.stages.shard.io import SAMPLE_FIELDS
 
     known = {f.name: f.type for f in SAMPLE_FIELDS} | {
-        "status": pa.string(), "error_message": pa.string(), "url": pa.string(),
-        "width": pa.int32(), "height": pa.int32(), "similarity": pa.float64()}
+        "status": pa.string(),
+        "error_message": pa.string(),
+        "url": pa.string(),
+        "width": pa.int32(),
+        "height": pa.int32(),
+        "similarity": pa.float64(),
+    }
     return known.get(name)
 
 
 def _stats(count: int, started: float, source: str) -> dict[str, Any]:
     return {
-        "count": count, "successes": count, "failed_to_download": 0, "failed_to_resize": 0,
-        "duration": round(time.time() - started, 3), "start_time": started, "end_time": time.time(),
-        "status_dict": {"success": count}, "source_shard": source,
+        "count": count,
+        "successes": count,
+        "failed_to_download": 0,
+        "failed_to_resize": 0,
+        "duration": round(time.time() - started, 3),
+        "start_time": started,
+        "end_time": time.time(),
+        "status_dict": {"success": count},
+        "source_shard": source,
     }

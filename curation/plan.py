@@ -22,21 +22,32 @@ def _num(value: int | None, bound: bool = False) -> str:
 def format_plan(rows: list[PlanRow]) -> str:
     header = ("Task", "Dataset", "Images", "Retrieval", "Retrieved", "Final")
     body = [
-        (r.task, r.title, _num(r.images), MODE_LABELS[r.mode],
-         "-" if r.mode == "as_is" else _num(r.retrieved), _num(r.final, r.upper_bound))
+        (
+            r.task,
+            r.title,
+            _num(r.images),
+            MODE_LABELS[r.mode],
+            "-" if r.mode == "as_is" else _num(r.retrieved),
+            _num(r.final, r.upper_bound),
+        )
         for r in rows
     ]
     sums = totals(rows)
     bound = {m: any(r.upper_bound for r in rows if m == "total" or r.mode == m) for m in sums}
-    footer = [("", f"Total {MODE_LABELS[m]}", "", "", "", _num(sums[m], bound[m]))
-              for m in MODES if any(r.mode == m for r in rows)]
+    footer = [
+        ("", f"Total {MODE_LABELS[m]}", "", "", "", _num(sums[m], bound[m]))
+        for m in MODES
+        if any(r.mode == m for r in rows)
+    ]
     footer.append(("", "Total", "", "", "", _num(sums["total"], bound["total"])))
     widths = [max(len(str(line[c])) for line in (header, *body, *footer)) for c in range(len(header))]
     right = {2, 4, 5}
 
     def line(cells) -> str:
-        return "  ".join(str(v).rjust(w) if c in right else str(v).ljust(w)
-                         for c, (v, w) in enumerate(zip(cells, widths, strict=False))).rstrip()
+        return "  ".join(
+            str(v).rjust(w) if c in right else str(v).ljust(w)
+            for c, (v, w) in enumerate(zip(cells, widths, strict=False))
+        ).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
     out = [line(header), rule, *map(line, body), rule, *map(line, footer)]
@@ -47,8 +58,10 @@ def format_plan(rows: list[PlanRow]) -> str:
 def _notes(rows: list[PlanRow]) -> list[str]:
     notes = []
     if any(r.mode == "cluster" for r in rows):
-        notes.append("cluster rows: retrieved = expected_clusters x per_cluster, from the config "
-                     "(the real count depends on the data)")
+        notes.append(
+            "cluster rows: retrieved = expected_clusters x per_cluster, from the config "
+            "(the real count depends on the data)"
+        )
     if any(r.upper_bound for r in rows):
         notes.append("<=: upper bound, collisions: best keeps one copy of an image hit several times")
     if any(r.images is None for r in rows):
@@ -70,8 +83,10 @@ def plan_command(data: dict[str, Any], pool_size: float | None = None, cluster_p
     config = cfg.validate(data)
     pool_size = pool_size or config.pool_size
     if getattr(config, "retrieve", None) is None and pool_size is None:
-        raise ConfigError("retrieve: the pipeline has no retrieve section, so there is nothing to plan "
-                          "(give pool_size=N for a resource plan)")
+        raise ConfigError(
+            "retrieve: the pipeline has no retrieve section, so there is nothing to plan "
+            "(give pool_size=N for a resource plan)"
+        )
     out = []
     if getattr(config, "retrieve", None) is not None:
         out.append(f"pipeline {config.name}: expected composition\n\n{format_plan(plan_rows(config))}")

@@ -28,15 +28,23 @@ GIB = 2**30
 SURVIVING = 0.62  # LVD-142M: 744M of 1.2B images survive dedup (paper, App. A)
 HASH_SURVIVING = 0.92  # assumed: the share of the pool left after the hash pass (1.1B of 1.2B)
 # Instance types of ray_cluster.yaml: vCPUs, GPUs, memory (GiB), GPU memory (GiB).
-INSTANCES = {"p3dn.24xlarge": (96, 8, 768, 32), "p3.16xlarge": (64, 8, 488, 16), "p4d.24xlarge": (96, 8, 1152, 40),
-             "r6i.8xlarge": (32, 0, 256, 0), "m5.8xlarge": (32, 0, 128, 0)}
+INSTANCES = {
+    "p3dn.24xlarge": (96, 8, 768, 32),
+    "p3.16xlarge": (64, 8, 488, 16),
+    "p4d.24xlarge": (96, 8, 1152, 40),
+    "r6i.8xlarge": (32, 0, 256, 0),
+    "m5.8xlarge": (32, 0, 128, 0),
+}
 # Rates per worker (items/s) and where they come from.
 RATES = {
     "download": (62.6, "measured: 125.3 img/s with 2 one-CPU workers (RESULTS.md, Download)"),
     "sscd_gpu": (1650.0, "derived: ResNet-50 fp16 on V100 at 320 px (RESULTS.md, Dedup projection)"),
     "sscd_cpu": (288.0, "measured: 288 img/s per core (RESULTS.md, Dedup)"),
-    "graph": (1.2e9 / (0.2 * 3600), "derived: union-find of ~0.35 edges per image at >= 9M edges/s and the "
-              "decision rows (RESULTS.md, Dedup projection)"),
+    "graph": (
+        1.2e9 / (0.2 * 3600),
+        "derived: union-find of ~0.35 edges per image at >= 9M edges/s and the "
+        "decision rows (RESULTS.md, Dedup projection)",
+    ),
     "knn_cpu": (2.2e9, "measured: 2.2 GMAC/s per CPU in the graph helpers' scan (RESULTS.md, Distributed dedup graph)"),
     "vith_gpu": (196.0, "derived: ViT-H/16 254.6 GFLOPs at 40 % of a V100's 125 TF fp16"),
     "vith_cpu": (0.12, "derived: ViT-B/16 1.66 img/s on 2 cores (RESULTS.md) x 35/254.6 GFLOPs"),
@@ -55,8 +63,13 @@ def cluster_from_ray_yaml(path: Path) -> ClusterSection:
         kind = node.get("node_config", {}).get("InstanceType")
         cpus, gpus, mem, gmem = INSTANCES.get(kind, (0, 0, 0, 0))
         res = node.get("resources") or {}
-        spec = ClusterSection(nodes=node["min_workers"], num_cpus=res.get("CPU", cpus), num_gpus=res.get("GPU", gpus),
-                              memory_gb=res.get("memory", mem * GIB) / GIB, gpu_memory_gb=gmem)
+        spec = ClusterSection(
+            nodes=node["min_workers"],
+            num_cpus=res.get("CPU", cpus),
+            num_gpus=res.get("GPU", gpus),
+            memory_gb=res.get("memory", mem * GIB) / GIB,
+            gpu_memory_gb=gmem,
+        )
         best = spec if best is None or spec.num_gpus * spec.nodes > best.num_gpus * best.nodes else best
     if best is None:
         raise ConfigError(f"cluster: {path} has no worker node type with min_workers > 0")
@@ -84,8 +97,12 @@ class StepPlan:
 def _view(cluster: ClusterSection):
     from curation.runner.resources import ClusterView, Node
 
-    return ClusterView(tuple(Node(f"node{i}", "", cluster.num_cpus, cluster.num_gpus, int(cluster.memory_gb * GIB))
-                             for i in range(cluster.nodes)))
+    return ClusterView(
+        tuple(
+            Node(f"node{i}", "", cluster.num_cpus, cluster.num_gpus, int(cluster.memory_gb * GIB))
+            for i in range(cluster.nodes)
+        )
+    )
 
 
 def _workers(request, cluster: ClusterSection, cap: int | None = None) -> int:
@@ -96,8 +113,9 @@ def _workers(request, cluster: ClusterSection, cap: int | None = None) -> int:
     return min(n, cap) if cap is not None else n
 
 
-def plan_resources(config: Any, cluster: ClusterSection, pool_size: float,
-                   stages: list[str] | None = None) -> list[StepPlan]:
+def plan_resources(
+    config: Any, cluster: ClusterSection, pool_size: float, stages: list[str] | None = None
+) -> list[StepPlan]:
     """One row per step of the pipeline's stages (or ``stages``) at ``pool_size`` downloaded images."""
     from curation.runner.resources import resolve
     from curation.stages.registry import get_stage, stage_context
@@ -111,11 +129,20 @@ def plan_resources(config: Any, cluster: ClusterSection, pool_size: float,
                 request = resolve(resources, view, f"{name}/{label}")
                 est = _estimate(config, f"{name}/{label}", request, pool_size, cluster.nodes)
                 workers = 1 if est.get("single") else _workers(request, cluster, est.get("count"))
-                asks = f"{request.num_cpus:g} CPU, {request.num_gpus:g} GPU" + (
-                    f", {request.memory / GIB:.0f} GiB" if request.memory else "") + (
-                    " (whole node)" if request.whole_node else "")
-                row = StepPlan(f"{name}/{label}", asks, workers, est["memory"], est.get("items", 0),
-                               est.get("rate"), est.get("knob", ""))
+                asks = (
+                    f"{request.num_cpus:g} CPU, {request.num_gpus:g} GPU"
+                    + (f", {request.memory / GIB:.0f} GiB" if request.memory else "")
+                    + (" (whole node)" if request.whole_node else "")
+                )
+                row = StepPlan(
+                    f"{name}/{label}",
+                    asks,
+                    workers,
+                    est["memory"],
+                    est.get("items", 0),
+                    est.get("rate"),
+                    est.get("knob", ""),
+                )
                 row.fits = row.per_worker <= cluster.memory_gb * GIB
                 rows.append(row)
     return rows
@@ -152,8 +179,13 @@ def _estimate(config: Any, step: str, request, n: float, nodes: int) -> dict[str
         "download/fetch": {"memory": 1 * GIB, "items": n, "rate": RATES["download"]},
         "dedup/features": {"memory": 4 * GIB, "items": n, "rate": RATES["sscd_gpu" if gpu else "sscd_cpu"]},
         # Per-image arrays only (keys, union-find parents, labels, codes, decisions); the pool is in the helpers.
-        "dedup/graph": {"memory": 1 * GIB + 200 * n, "items": n, "rate": RATES["graph"], "single": True,
-                        "knob": "dedup.graph.memory_gb"},
+        "dedup/graph": {
+            "memory": 1 * GIB + 200 * n,
+            "items": n,
+            "rate": RATES["graph"],
+            "single": True,
+            "knob": "dedup.graph.memory_gb",
+        },
         "dedup/table": {"memory": 1 * GIB},
         "embed/pool": {"memory": 6 * GIB, "items": alive, "rate": RATES["vith_gpu" if gpu else "vith_cpu"]},
         "embed/curated_parts": {"memory": 6 * GIB, "items": curated, "rate": RATES["vith_gpu" if gpu else "vith_cpu"]},
@@ -220,46 +252,78 @@ def _cluster(config: Any, step: str, request, alive: float, dim: int, gpu: bool,
         share = alive / workers * (dim * 4 + 13) + k0 * dim * 16
         if step == "cluster/train workers":
             return {"memory": share, "count": max(workers - 1, 0), "knob": knob}
-        points = (min(alive, k0 * c.max_points_per_centroid) * c.n_iter + alive * (1 + rounds)
-                  + rounds * k0 * level.sample_size * c.n_iter)
+        points = (
+            min(alive, k0 * c.max_points_per_centroid) * c.n_iter
+            + alive * (1 + rounds)
+            + rounds * k0 * level.sample_size * c.n_iter
+        )
         per = rate[0] * (request.num_gpus if gpu else request.num_cpus / 2) * workers
         proposals = workers * max(c.hierarchical.target_size, k0 * level.sample_size) * 20
-        return {"memory": share + k0 * dim * 20 + proposals, "items": 2 * points * k0 * dim, "rate": (per, rate[1]),
-                "single": True, "knob": knob}
+        return {
+            "memory": share + k0 * dim * 20 + proposals,
+            "items": 2 * points * k0 * dim,
+            "rate": (per, rate[1]),
+            "single": True,
+            "knob": knob,
+        }
     n_train = min(alive, c.k * c.max_points_per_centroid)
     share = n_train / workers * dim * 4 + c.k * dim * 16
     if step == "cluster/train workers":
         return {"memory": share, "count": max(workers - 1, 0), "knob": knob}
     flops = 2 * n_train * c.k * dim * c.n_iter * c.n_redo
     per = rate[0] * (request.num_gpus if gpu else request.num_cpus / 2) * workers
-    return {"memory": share + c.k * dim * 20 + n_train * 8, "items": flops, "rate": (per, rate[1]), "single": True,
-            "knob": knob}
+    return {
+        "memory": share + c.k * dim * 20 + n_train * 8,
+        "items": flops,
+        "rate": (per, rate[1]),
+        "single": True,
+        "knob": knob,
+    }
 
 
 def _retrieve(config: Any, step: str, alive: float, dim: int, curated: float, nodes: int) -> dict[str, Any]:
     r = config.retrieve
     if step == "retrieve/search":
         largest = max((s.size or 0 for s in config.embed.curated), default=0)
-        return {"memory": 1 * GIB + largest * dim * 4 + 60 * curated * 32, "single": True,
-                "knob": "retrieve.datasets (query sets are held whole)"}
+        return {
+            "memory": 1 * GIB + largest * dim * 4 + 60 * curated * 32,
+            "single": True,
+            "knob": "retrieve.datasets (query sets are held whole)",
+        }
     kind = r.index.kind if r.index.kind != "auto" else ("flat" if alive <= r.index.exact_max else "ivf_pq")
     refine = r.index.refine and kind in ("ivf_pq", "ivf_sq8")
-    per_vector = {"flat": 4 * dim, "ivf_flat": 4 * dim, "ivf_fp16": 2 * dim, "ivf_sq8": dim,
-                  "ivf_pq": r.index.pq_m or dim // 4}[kind] + 8 + (4 * dim if refine else 0)
+    per_vector = (
+        {"flat": 4 * dim, "ivf_flat": 4 * dim, "ivf_fp16": 2 * dim, "ivf_sq8": dim, "ivf_pq": r.index.pq_m or dim // 4}[
+            kind
+        ]
+        + 8
+        + (4 * dim if refine else 0)
+    )
     shards = r.shards.count or nodes  # null: one per worker node
     return {"memory": 1 * GIB + per_vector * alive / shards, "count": shards, "knob": "retrieve.shards.count"}
 
 
 def format_resource_plan(rows: list[StepPlan], cluster: ClusterSection, pool_size: float) -> str:
-    head = (f"resource plan at pool_size={pool_size:,.0f} on {cluster.nodes} nodes x "
-            f"({cluster.num_cpus} CPUs, {cluster.num_gpus} GPUs, {cluster.memory_gb:,.0f} GiB)")
+    head = (
+        f"resource plan at pool_size={pool_size:,.0f} on {cluster.nodes} nodes x "
+        f"({cluster.num_cpus} CPUs, {cluster.num_gpus} GPUs, {cluster.memory_gb:,.0f} GiB)"
+    )
     header = ("step", "asks per worker", "workers", "GiB/worker", "GiB total", "hours", "fits")
     body = []
     for r in rows:
         hours = "?" if r.hours is None else f"{r.hours:,.1f}"
         total = r.per_worker * r.workers / GIB
-        body.append((r.step, r.asks, str(r.workers), f"{r.per_worker / GIB:,.1f}", f"{total:,.0f}", hours,
-                     "yes" if r.fits else f"NO: set {r.knob}"))
+        body.append(
+            (
+                r.step,
+                r.asks,
+                str(r.workers),
+                f"{r.per_worker / GIB:,.1f}",
+                f"{total:,.0f}",
+                hours,
+                "yes" if r.fits else f"NO: set {r.knob}",
+            )
+        )
     widths = [max(len(line[c]) for line in (header, *body)) for c in range(len(header))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in (header, *body)]
     bases = sorted({r.rate[1] for r in rows if r.rate})

@@ -31,9 +31,7 @@ class ImageSetConfig(Section):
     path: str = Field(..., description="folder, tar glob (data/*.tar) or URL-list file")
     url_column: str = Field("url", description="URL column of a urls list")
     limit: int | None = Field(None, ge=1, description="read at most this many images (null: all)")
-    size: int | None = Field(
-        None, ge=0, description="number of images, for planning only (null: count them)"
-    )
+    size: int | None = Field(None, ge=0, description="number of images, for planning only (null: count them)")
     allowed_addresses: list[str] = Field(
         default_factory=list,
         description="urls: non-public IPs or networks allowed anyway, e.g. ['127.0.0.1'] (tests, demos)",

@@ -28,8 +28,10 @@ def format_status(run_dir: Path) -> str:
     config = cfg.validate(data)
     states = run_states(run_dir, config, list(config.stages))
     active = run_active(run_dir) or any(s.state == "running" for s in states)
-    lines = [f"run {run_dir} (pipeline {config.name}, config {cfg.content_hash(config)}): "
-             f"{'running' if active else 'not running'}"]
+    lines = [
+        f"run {run_dir} (pipeline {config.name}, config {cfg.content_hash(config)}): "
+        f"{'running' if active else 'not running'}"
+    ]
     for name in config.stages:
         steps = [s for s in states if s.stage == name]
         timed = [s for s in steps if s.wall_s is not None]
@@ -73,5 +75,6 @@ def _live(progress: dict) -> str:
     share = f" ({done / total:.0%})" if total else ""
     elapsed = time.time() - progress.get("started", time.time())
     eta = progress.get("eta_s")
-    return (f"{done:,}/{total:,}{share} {unit}s" if total else f"{done:,} {unit}s") + \
-        f", {progress.get('rate', 0):.1f}/s, elapsed {duration_text(elapsed)}, ETA {duration_text(eta)}"
+    return (
+        f"{done:,}/{total:,}{share} {unit}s" if total else f"{done:,} {unit}s"
+    ) + f", {progress.get('rate', 0):.1f}/s, elapsed {duration_text(elapsed)}, ETA {duration_text(eta)}"

@@ -19,7 +19,7 @@ PACKAGE = ROOT / "curation"
 def _section(title: str) -> str:
     start = DOC.index(f"\n## {title}\n")
     end = DOC.find("\n## ", start + 1)
-    return DOC[start:end if end > 0 else None]
+    return DOC[start : end if end > 0 else None]
 
 
 def _blocks(text: str, language: str) -> list[str]:
@@ -75,8 +75,9 @@ def _imports() -> set[tuple[str, str, str]]:
 def test_layers_name_every_module_once():
     layers = _layers()
     units = {_unit(p) for p in PACKAGE.rglob("*.py")}
-    assert units == set(layers), f"missing from the table: {sorted(units - set(layers))}; " \
-                                 f"not in the package: {sorted(set(layers) - units)}"
+    assert units == set(layers), (
+        f"missing from the table: {sorted(units - set(layers))}; not in the package: {sorted(set(layers) - units)}"
+    )
 
 
 def test_imports_point_down_the_layers():
@@ -122,8 +123,13 @@ def test_walkthrough_pipeline_runs_and_leaves_the_listed_files(tmp_path):
 def test_the_run_directory_is_spelt_in_layout_only():
     """Paths under a run directory come from ``curation.layout``: no other module joins its folder names."""
     spelt = re.compile(r"""/ ["'](stages|\.files)["']|["']stages/""")
-    found = [f"{path.relative_to(ROOT)}:{n}" for path in sorted(PACKAGE.rglob("*.py")) if path.name != "layout.py"
-             for n, line in enumerate(path.read_text().splitlines(), 1) if spelt.search(line)]
+    found = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.name != "layout.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if spelt.search(line)
+    ]
     assert not found, "run-directory names spelt outside curation/layout.py:\n" + "\n".join(found)
 
 

@@ -12,7 +12,7 @@ def pipeline(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text(f"""
 name: cli
-run_dir: {tmp_path / 'run'}
+run_dir: {tmp_path / "run"}
 stages: [numbers, parity]
 plugins: [{PLUGIN}]
 runner: {{progress: false}}
@@ -34,13 +34,16 @@ def test_run_stage_status_and_config(pipeline, tmp_path, capsys):
     assert "rows: 4" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args, message", [
-    (["stage=dedupe"], "unknown stage 'dedupe'"),
-    (["numbers.rowz=3"], "numbers.rowz: unknown key; did you mean 'numbers.rows'?"),
-    (["numbers.rows=-1"], "numbers.rows: Input should be greater than or equal to 0"),
-    (["backend=spark"], "backend: expected ray or local"),
-    (["force=maybe"], "expected true or false"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["stage=dedupe"], "unknown stage 'dedupe'"),
+        (["numbers.rowz=3"], "numbers.rowz: unknown key; did you mean 'numbers.rows'?"),
+        (["numbers.rows=-1"], "numbers.rows: Input should be greater than or equal to 0"),
+        (["backend=spark"], "backend: expected ray or local"),
+        (["force=maybe"], "expected true or false"),
+    ],
+)
 def test_config_errors_exit_2_before_any_work(pipeline, tmp_path, capsys, args, message):
     assert main(["run", f"pipeline={pipeline}", "backend=local", *args]) == 2
     assert message in capsys.readouterr().err
@@ -135,9 +138,11 @@ def test_python_m_curation_needs_no_script_on_path(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root), "HOME": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "curation", "--version"], env=env, capture_output=True, cwd=tmp_path,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "curation", "--version"], env=env, capture_output=True, cwd=tmp_path, check=False
+    )
     assert done.returncode == 0 and done.stdout.decode().strip() == f"curate {__version__}"
-    done = subprocess.run([sys.executable, "-m", "curation", "status"], env=env, capture_output=True, cwd=tmp_path,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "curation", "status"], env=env, capture_output=True, cwd=tmp_path, check=False
+    )
     assert done.returncode == 2 and done.stderr.decode().startswith("curate: config error: status: run_dir=")

@@ -7,7 +7,13 @@ from tests.runner.helpers import sample_pipeline
 
 def test_overrides_are_typed_by_yaml():
     assert cfg.parse_overrides(["a.b=1", "c=0.6", "d=true", "e=[1, 2]", "f=text", "g="]) == {
-        "a.b": 1, "c": 0.6, "d": True, "e": [1, 2], "f": "text", "g": ""}
+        "a.b": 1,
+        "c": 0.6,
+        "d": True,
+        "e": [1, 2],
+        "f": "text",
+        "g": "",
+    }
 
 
 @pytest.mark.parametrize("bad", ["novalue", "=1", "a..b=1", ".a=1"])
@@ -93,12 +99,23 @@ def test_every_shipped_pipeline_validates():
 
 def test_content_hash_leaves_out_location_resources_and_batch_sizes(tmp_path):
     a = cfg.validate(sample_pipeline(tmp_path / "a"))
-    b = cfg.validate(cfg.apply_overrides(sample_pipeline(tmp_path / "b"), {"runner.max_workers": 3,
-                                                                            "runner.max_partition_retries": 0}))
+    b = cfg.validate(
+        cfg.apply_overrides(
+            sample_pipeline(tmp_path / "b"), {"runner.max_workers": 3, "runner.max_partition_retries": 0}
+        )
+    )
     assert cfg.content_hash(a) == cfg.content_hash(b)
     keys = cfg.runtime_keys()
-    assert {"run_dir", "ray", "runner", "download.worker", "dedup.descriptor.batch_size", "embed.batch_size",
-            "embed.num_cpus", "cluster.assign_batch_size"} <= keys
+    assert {
+        "run_dir",
+        "ray",
+        "runner",
+        "download.worker",
+        "dedup.descriptor.batch_size",
+        "embed.batch_size",
+        "embed.num_cpus",
+        "cluster.assign_batch_size",
+    } <= keys
     assert not {"dedup.descriptor.dims", "embed.model", "download.input"} & keys
 
 

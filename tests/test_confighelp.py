@@ -48,8 +48,16 @@ def test_format_keys_wraps_descriptions_under_their_key():
 
 
 def test_restated_defaults_compares_values_as_the_field_reads_them():
-    data = {"path": "p", "ratio": 0.5, "tags": ["a"], "pair": [1, 2], "mode": None, "inner": {"size": 3.0},
-            "items": [{"name": "x"}], "unknown": 1}
+    data = {
+        "path": "p",
+        "ratio": 0.5,
+        "tags": ["a"],
+        "pair": [1, 2],
+        "mode": None,
+        "inner": {"size": 3.0},
+        "items": [{"name": "x"}],
+        "unknown": 1,
+    }
     assert list(restated_defaults(data, Outer)) == ["ratio", "pair", "mode", "inner.size"]
     assert list(restated_defaults({"ratio": 0.25, "inner": {"size": 4}, "pair": [2, 1]}, Outer)) == []
     assert list(restated_defaults({"ratio": "not a number"}, Outer)) == []
@@ -74,14 +82,17 @@ def test_commented_yaml_round_trips_and_comments_every_key():
     config = Listing(entries=[Entry(name="a"), Entry(name="b", k=8)])
     text = commented_yaml(config)
     assert yaml.safe_load(text) == config.model_dump(mode="json")
-    assert text.splitlines() == [f"{line:<38}  # {comment}" for line, comment in [
-        ("entries:", "entries, in order"),
-        ("  - name: a", "entry name"),
-        ("    k: 4", "neighbours"),
-        ("  - name: b", "entry name"),
-        ("    k: 8", "neighbours"),
-        ("sub: null", "optional section"),
-    ]]
+    assert text.splitlines() == [
+        f"{line:<38}  # {comment}"
+        for line, comment in [
+            ("entries:", "entries, in order"),
+            ("  - name: a", "entry name"),
+            ("    k: 4", "neighbours"),
+            ("  - name: b", "entry name"),
+            ("    k: 8", "neighbours"),
+            ("sub: null", "optional section"),
+        ]
+    ]
     assert commented_yaml(Listing()).startswith(f"{'entries: []':<38}  # entries, in order\n")
     item = Listing(entries=[Entry(name="a")], sub=Inner())
     assert yaml.safe_load(commented_yaml(item))["sub"] == {"size": 3}

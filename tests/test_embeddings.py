@@ -97,12 +97,15 @@ def test_curated_round_trip(tmp_path):
     root = embeddings.curated_dir(tmp_path)
     root.mkdir(parents=True)
     x = unit(np.random.default_rng(2).normal(size=(2, 4)))
-    base = tables.status_table(["s-0", "s-1", "s-2"], ["success", "failed_decode:broken_image", "success"],
-                               [None, "embed", None])
-    table = (base.append_column(embeddings.ROW_COLUMN, pa.array([0, -1, 1], pa.int64()))
-             .append_column("path", pa.array(["a/1.jpg", "a/2.jpg", "b/3.jpg"]))
-             .append_column("label", pa.array(["a", "a", "b"]))
-             .append_column("meta", pa.array(["{}", "{}", "{}"])))
+    base = tables.status_table(
+        ["s-0", "s-1", "s-2"], ["success", "failed_decode:broken_image", "success"], [None, "embed", None]
+    )
+    table = (
+        base.append_column(embeddings.ROW_COLUMN, pa.array([0, -1, 1], pa.int64()))
+        .append_column("path", pa.array(["a/1.jpg", "a/2.jpg", "b/3.jpg"]))
+        .append_column("label", pa.array(["a", "a", "b"]))
+        .append_column("meta", pa.array(["{}", "{}", "{}"]))
+    )
     tables.write_parquet(table, root / "set.parquet")
     embeddings.save_array(root / "set.npy", x)
     assert embeddings.curated_datasets(tmp_path) == ["set"]

@@ -25,8 +25,13 @@ def _start(tmp_path: Path, backend: str) -> tuple[subprocess.Popen, Path]:
     pipeline.write_text(yaml.safe_dump(data))
     # RAY_ADDRESS=local: a Ray of its own, never one that another process on this machine started.
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": "local"}
-    proc = subprocess.Popen([sys.executable, "-m", "curation", "run", f"pipeline={pipeline}", f"backend={backend}"],
-                            env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "curation", "run", f"pipeline={pipeline}", f"backend={backend}"],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     return proc, pipeline
 
 
@@ -54,8 +59,13 @@ def _group_gone(pgid: int) -> bool:
 
 def _rerun(pipeline: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled"}
-    return subprocess.run([sys.executable, "-m", "curation", "--quiet", "run", f"pipeline={pipeline}",
-                           "backend=local"], env=env, capture_output=True, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "curation", "--quiet", "run", f"pipeline={pipeline}", "backend=local"],
+        env=env,
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
 
 
 def test_ctrl_c_is_one_line_and_the_run_resumes(tmp_path):
@@ -81,8 +91,9 @@ def test_sigterm_on_ray_is_one_line_and_ray_is_released(tmp_path):
 
 def test_os_errors_name_the_path_and_the_fix():
     full = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/runs/x/part-000001.tar")
-    assert os_error(full) == (f"{os.strerror(errno.ENOSPC)}: /runs/x/part-000001.tar (free some space or point "
-                              "run_dir elsewhere)")
+    assert os_error(full) == (
+        f"{os.strerror(errno.ENOSPC)}: /runs/x/part-000001.tar (free some space or point run_dir elsewhere)"
+    )
     read_only = OSError(errno.EROFS, os.strerror(errno.EROFS), "/mnt/ro/run")
     line = f"{os.strerror(errno.EROFS)}: /mnt/ro/run (the file system is read-only; point run_dir at a writable one)"
     assert describe(read_only) == (line, 1)

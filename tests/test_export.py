@@ -24,7 +24,8 @@ def test_export_writes_img2dataset_layout(shards, tmp_path, capsys):
     assert "exported 3 shards, 14 samples" in capsys.readouterr().out
     manifest = read_manifest(shards / "shards" / "manifest.json")
     assert sorted(p.name for p in out.iterdir()) == [
-        f"{i:05d}{suffix}" for i in range(3) for suffix in (".parquet", ".tar", "_stats.json")]
+        f"{i:05d}{suffix}" for i in range(3) for suffix in (".parquet", ".tar", "_stats.json")
+    ]
     samples = _wds_samples(manifest)
     table = pq.ParquetDataset(sorted(out.glob("*.parquet"))).read()  # one schema across shards
     assert table.column("key").to_pylist() == [s["__key__"] for s in samples]
@@ -35,7 +36,8 @@ def test_export_writes_img2dataset_layout(shards, tmp_path, capsys):
         assert (row["width"], row["height"]) == (8, 6)
         assert row["dataset"] == meta["dataset"] and row["url"] == meta.get("url")
     assert {r["caption"] for r in rows if r["source"] == "pool"} == {
-        f"caption of {r['source_key']}" for r in rows if r["source"] == "pool"}
+        f"caption of {r['source_key']}" for r in rows if r["source"] == "pool"
+    }
     for i, entry in enumerate(manifest.shards):  # tars unchanged: same bytes as the manifest's
         assert (out / f"{i:05d}.tar").read_bytes() == (shards / "shards" / entry.path).read_bytes()
         stats = json.loads((out / f"{i:05d}_stats.json").read_text())
@@ -54,8 +56,9 @@ def test_hugging_face_webdataset_loader_reads_the_shards(shards, tmp_path, monke
     datasets = pytest.importorskip("datasets")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     manifest = read_manifest(shards / "shards" / "manifest.json")
-    ds = datasets.load_dataset("webdataset", data_files={"train": manifest.shard_urls()}, split="train",
-                               cache_dir=str(tmp_path / "hf"))
+    ds = datasets.load_dataset(
+        "webdataset", data_files={"train": manifest.shard_urls()}, split="train", cache_dir=str(tmp_path / "hf")
+    )
     assert ds.num_rows == manifest.num_samples
     assert ds["__key__"] == [s["__key__"] for s in _wds_samples(manifest)]
     first = ds[0]

@@ -15,7 +15,9 @@ def _committed_partition(run_dir):
     side.mkdir(parents=True)
     with ShardWriter(side / "part-000000.tar") as writer:
         writer.write_sample("000000000000", jpeg(32, 32), {"url": "http://pool.test/a.jpg"})
-    write_json(side / "part-000000.stats.json", {"files": {"part-000000.tar": (side / "part-000000.tar").stat().st_size}})
+    write_json(
+        side / "part-000000.stats.json", {"files": {"part-000000.tar": (side / "part-000000.tar").stat().st_size}}
+    )
     write_json(side / "part-000001.stats.json", {"files": {}})  # a partition without images has no tar
     return side / "part-000000.tar"
 

@@ -118,8 +118,11 @@ def test_no_import_cycle():
 def test_algorithms_import_only_algorithms():
     for leaf in ALGORITHM_LEAVES:
         assert GRAPH[leaf] == set(), f"{leaf} must stay a leaf to be usable from algorithms/"
-    bad = {m: sorted(d for d in deps if not d.startswith("curation.algorithms") and d not in ALGORITHM_LEAVES)
-           for m, deps in GRAPH.items() if m.startswith("curation.algorithms")}
+    bad = {
+        m: sorted(d for d in deps if not d.startswith("curation.algorithms") and d not in ALGORITHM_LEAVES)
+        for m, deps in GRAPH.items()
+        if m.startswith("curation.algorithms")
+    }
     assert not {m: d for m, d in bad.items() if d}
 
 

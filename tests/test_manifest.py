@@ -28,8 +28,9 @@ def _shards(root, n=2):
 def test_round_trip_and_schema(tmp_path):
     shards = _shards(tmp_path)
     path = tmp_path / "shards" / "manifest.json"
-    written = mf.write_manifest(path, shards, {"pool": 4, "as_is:queries": 2}, "0123456789abcdef", "demo",
-                                {"note": "x"})
+    written = mf.write_manifest(
+        path, shards, {"pool": 4, "as_is:queries": 2}, "0123456789abcdef", "demo", {"note": "x"}
+    )
     data = json.loads(path.read_text())
     jsonschema.validate(data, json.loads((ROOT / "manifests/manifest.schema.json").read_text()))
     assert data["totals"] == {"shards": 2, "samples": 6, "bytes": sum(s.bytes for s in shards)}
@@ -70,7 +71,10 @@ def test_verify_finds_truncated_and_corrupted_shards(tmp_path):
     first.write_bytes(bytes(data))
     (tmp_path / "shards" / shards[1].path).write_bytes(b"short")
     problems = mf.verify(mf.read_manifest(path), check_checksums=True)
-    assert problems == [f"{shards[0].path}: sha256 mismatch", f"{shards[1].path}: 5 bytes, manifest says {shards[1].bytes}"]
+    assert problems == [
+        f"{shards[0].path}: sha256 mismatch",
+        f"{shards[1].path}: 5 bytes, manifest says {shards[1].bytes}",
+    ]
     assert mf.verify(mf.read_manifest(path)) == [problems[1]]
 
 

@@ -84,11 +84,15 @@ def test_shipped_file_restates_no_default_but_the_papers(name):
     raw, config = _resolved(name)
     restated = set(restated_defaults(raw, type(config)))
     unexpected = sorted(restated - PAPER_FIXED[name])
-    assert not unexpected, f"{name}.yaml sets these keys to their code default: remove them, or list them as " \
-                           f"paper-fixed in PAPER_FIXED: {unexpected}"
+    assert not unexpected, (
+        f"{name}.yaml sets these keys to their code default: remove them, or list them as "
+        f"paper-fixed in PAPER_FIXED: {unexpected}"
+    )
     moved = sorted(PAPER_FIXED[name] - restated)
-    assert not moved, f"paper-fixed keys of {name}.yaml missing, or no longer equal to the code default " \
-                      f"(drop them from PAPER_FIXED if the default moved on purpose): {moved}"
+    assert not moved, (
+        f"paper-fixed keys of {name}.yaml missing, or no longer equal to the code default "
+        f"(drop them from PAPER_FIXED if the default moved on purpose): {moved}"
+    )
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -47,8 +47,7 @@ def test_lvd142m_reproduces_table_15_exactly():
     rows = plan_rows(cfg.validate(lvd142m_data()))
     got = [(r.title, r.images, r.mode, r.retrieved, r.final) for r in rows]
     assert got == TABLE_15
-    assert totals(rows) == {"as_is": 17_211_818, "sample": 104_107_568, "cluster": 20_790_000,
-                            "total": 142_109_386}
+    assert totals(rows) == {"as_is": 17_211_818, "sample": 104_107_568, "cluster": 20_790_000, "total": 142_109_386}
     assert not any(r.upper_bound for r in rows)  # keep_duplicates: exact counts
     for r in rows:
         if r.mode == "sample":
@@ -86,7 +85,9 @@ def test_cli_plan_prints_the_table(capsys):
 
 def _small(tmp_path, datasets, collisions="best", curated=None):
     return {
-        "name": "small", "run_dir": str(tmp_path / "run"), "stages": ["embed", "retrieve"],
+        "name": "small",
+        "run_dir": str(tmp_path / "run"),
+        "stages": ["embed", "retrieve"],
         "embed": {"model": {"kind": "random", "arch": "vit_small16"}, "curated": curated or []},
         "retrieve": {"datasets": datasets, "collisions": collisions},
     }
@@ -94,8 +95,10 @@ def _small(tmp_path, datasets, collisions="best", curated=None):
 
 def test_best_policy_marks_upper_bounds_and_caps_sample_mode(tmp_path):
     curated = [{"name": "q", "path": "<Q>", "size": 1000}]
-    datasets = [{"name": "q_knn", "source": "q", "mode": "sample", "k": 8, "cap": 5000},
-                {"name": "q_cl", "source": "q", "mode": "cluster", "expected_clusters": 7, "per_cluster": 100}]
+    datasets = [
+        {"name": "q_knn", "source": "q", "mode": "sample", "k": 8, "cap": 5000},
+        {"name": "q_cl", "source": "q", "mode": "cluster", "expected_clusters": 7, "per_cluster": 100},
+    ]
     rows = plan_rows(cfg.validate(_small(tmp_path, datasets, curated=curated)))
     assert [(r.retrieved, r.final, r.upper_bound) for r in rows] == [(8000, 5000, True), (700, 700, True)]
     text = format_plan(rows)
@@ -109,9 +112,11 @@ def test_unknown_sizes_and_counted_folders(tmp_path):
         (folder / "cls" / f"{i}.jpg").write_bytes(b"x")
     (folder / "notes.txt").write_text("not an image")
     curated = [{"name": "counted", "path": str(folder)}, {"name": "unknown", "path": "<U>"}]
-    datasets = [{"name": "a", "source": "counted", "mode": "sample", "k": 2},
-                {"name": "b", "source": "unknown", "mode": "as_is"},
-                {"name": "c", "source": "counted", "mode": "cluster"}]
+    datasets = [
+        {"name": "a", "source": "counted", "mode": "sample", "k": 2},
+        {"name": "b", "source": "unknown", "mode": "as_is"},
+        {"name": "c", "source": "counted", "mode": "cluster"},
+    ]
     rows = plan_rows(cfg.validate(_small(tmp_path, datasets, "keep_duplicates", curated)))
     assert [(r.images, r.retrieved, r.final) for r in rows] == [(3, 6, 6), (None, None, None), (3, None, None)]
     assert totals(rows)["total"] is None

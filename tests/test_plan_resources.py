@@ -74,8 +74,11 @@ def test_run_refuses_a_plan_that_cannot_fit_before_any_work(tmp_path):
     up.build(run_dir)
     up.write_curated(run_dir, "near", up.alive_vectors()[1][:2])
     (tmp_path / "near").mkdir()
-    data = up.pipeline(run_dir, [{"name": "near", "path": str(tmp_path / "near")}],
-                       {"datasets": [{"name": "k", "source": "near", "mode": "sample"}]})
+    data = up.pipeline(
+        run_dir,
+        [{"name": "near", "path": str(tmp_path / "near")}],
+        {"datasets": [{"name": "k", "source": "near", "mode": "sample"}]},
+    )
     data.update(compute={"nodes": 2, "num_cpus": 4, "memory_gb": 8}, pool_size=1e9)
     refused = r"retrieve/search shards: a worker needs .* GiB.*set retrieve\.shards\.count"
     with pytest.raises(ConfigError, match=refused):

@@ -26,7 +26,7 @@ def _commands() -> list[tuple[str, list[str]]]:
             if words[:1] == ["curate"]:
                 out.append((line, words[1:]))
             elif "python" in line and "-m curation " in line + " " and "curation.train" not in line:
-                out.append((line, words[words.index("curation") + 1:]))
+                out.append((line, words[words.index("curation") + 1 :]))
     return out
 
 

@@ -48,8 +48,9 @@ def test_urls_through_the_downloader(tmp_path):
     with LoopbackServer(tmp_path) as server:
         urls = [f"{server.base_url}/img/a.jpg", f"{server.base_url}/img/missing.jpg"]
         pq.write_table(pa.table({"url": urls}), tmp_path / "urls.parquet")
-        cfg = ImageSetConfig(name="u", kind="urls", path=str(tmp_path / "urls.parquet"),
-                             allowed_addresses=["127.0.0.1"])
+        cfg = ImageSetConfig(
+            name="u", kind="urls", path=str(tmp_path / "urls.parquet"), allowed_addresses=["127.0.0.1"]
+        )
         items = list(iter_images(cfg))
         refused = list(iter_images(cfg.model_copy(update={"allowed_addresses": []})))
     assert [(m["path"], d) for _, d, m in items] == [(urls[0], (tmp_path / "img/a.jpg").read_bytes())]

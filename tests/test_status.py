@@ -70,7 +70,13 @@ def test_memory_and_placement_when_the_stats_record_them(tmp_path):
     for p, node in ((0, "10.0.0.5"), (1, "10.0.0.6")):
         marker = tmp_path / f"stages/numbers/make.files/part-00000{p}.stats.json"
         stats = read_json(marker)
-        write_json(marker, {**stats, "peak_rss_bytes": (p + 1) * 2**30,
-                            "placement": {"node_ip": node, "num_cpus": 4.0, "num_gpus": 0.0}})
+        write_json(
+            marker,
+            {
+                **stats,
+                "peak_rss_bytes": (p + 1) * 2**30,
+                "placement": {"node_ip": node, "num_cpus": 4.0, "num_gpus": 0.0},
+            },
+        )
     line = next(ln for ln in format_status(tmp_path).splitlines() if ln.strip().startswith("make"))
     assert "peak 2.0 GiB" in line and "on 10.0.0.5 (4 CPU), 10.0.0.6 (4 CPU)" in line

@@ -39,8 +39,16 @@ import numpy as np
 from curation.algorithms import hamming
 
 
-def block_pairs(queries: np.ndarray, query_offset: int, block: np.ndarray, block_offset: int, radius: int,
-                method: str = "auto", flat_max: int = 100_000, index=None) -> tuple[np.ndarray, np.ndarray]:
+def block_pairs(
+    queries: np.ndarray,
+    query_offset: int,
+    block: np.ndarray,
+    block_offset: int,
+    radius: int,
+    method: str = "auto",
+    flat_max: int = 100_000,
+    index=None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Global ids ``(a, b)`` (int64, ``a < b``) of code pairs within ``radius`` across two blocks.
 
     ``queries`` ``(q, nbytes) uint8`` hold ids ``query_offset + arange(q)``;
@@ -63,8 +71,14 @@ def block_pairs(queries: np.ndarray, query_offset: int, block: np.ndarray, block
     return lo, hi
 
 
-def partition_pairs(own: np.ndarray, own_offset: int, blocks: Iterable[tuple[int, np.ndarray]], radius: int,
-                    method: str = "auto", flat_max: int = 100_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def partition_pairs(
+    own: np.ndarray,
+    own_offset: int,
+    blocks: Iterable[tuple[int, np.ndarray]],
+    radius: int,
+    method: str = "auto",
+    flat_max: int = 100_000,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Pairs of worker ``i``: its block ``own`` against each ``(offset, codes)`` of ``blocks``.
 
     ``blocks`` are the blocks ``j >= i`` (own included), read one at a time.
@@ -75,9 +89,14 @@ def partition_pairs(own: np.ndarray, own_offset: int, blocks: Iterable[tuple[int
             yield a, b
 
 
-def variant_block_pairs(variants: np.ndarray, owners: np.ndarray, blocks: Iterable[tuple[int, np.ndarray]],
-                        radius: int, method: str = "auto",
-                        flat_max: int = 100_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def variant_block_pairs(
+    variants: np.ndarray,
+    owners: np.ndarray,
+    blocks: Iterable[tuple[int, np.ndarray]],
+    radius: int,
+    method: str = "auto",
+    flat_max: int = 100_000,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``(owner, b)`` for variant codes ``(q, nbytes)`` within ``radius`` of code ``b`` of any block.
 
     ``owners`` ``(q,)``: the global id of the image each variant belongs to;
@@ -97,10 +116,16 @@ def variant_block_pairs(variants: np.ndarray, owners: np.ndarray, blocks: Iterab
             yield a[keep], b[keep]
 
 
-def range_pairs(own: np.ndarray, own_offset: int, later: Iterable[tuple[int, np.ndarray]], radius: int,
-                variants: Iterable[tuple[np.ndarray, np.ndarray]] = (), variant_radius: int = -1,
-                method: str = "auto", flat_max: int = 100_000,
-                ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+def range_pairs(
+    own: np.ndarray,
+    own_offset: int,
+    later: Iterable[tuple[int, np.ndarray]],
+    radius: int,
+    variants: Iterable[tuple[np.ndarray, np.ndarray]] = (),
+    variant_radius: int = -1,
+    method: str = "auto",
+    flat_max: int = 100_000,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
     """Pairs found by the worker holding the contiguous range ``own`` (global ids from ``own_offset``).
 
     One index over ``own`` (built once, for the larger radius) answers: ``own``

@@ -131,8 +131,9 @@ class Decisions:
     hit: np.ndarray
 
 
-def decide(hash_rep: np.ndarray, survivors: np.ndarray, copy_labels: np.ndarray, leak_labels: np.ndarray,
-           rank: np.ndarray) -> Decisions:
+def decide(
+    hash_rep: np.ndarray, survivors: np.ndarray, copy_labels: np.ndarray, leak_labels: np.ndarray, rank: np.ndarray
+) -> Decisions:
     """The dedup funnel over ``n`` nodes: hash groups, then copy components, then leaks.
 
     ``hash_rep`` (n,): kept node of each node's hash group; ``survivors`` (n1,):

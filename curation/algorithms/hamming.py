@@ -54,8 +54,14 @@ def build_index(codes: np.ndarray, max_distance: int, method: str = "auto", flat
     return index
 
 
-def near_pairs(codes: np.ndarray, max_distance: int, method: str = "auto", flat_max: int = 100_000,
-               chunk: int = 1 << 18, index=None) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def near_pairs(
+    codes: np.ndarray,
+    max_distance: int,
+    method: str = "auto",
+    flat_max: int = 100_000,
+    chunk: int = 1 << 18,
+    index=None,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Every pair ``i < j`` with ``hamming(codes[i], codes[j]) <= max_distance``.
 
     ``codes``: ``(n, nbytes) uint8``. Yields chunks ``(i, j, distance)`` of
@@ -67,15 +73,17 @@ def near_pairs(codes: np.ndarray, max_distance: int, method: str = "auto", flat_
         return
     index = build_index(codes, max_distance, method, flat_max) if index is None else index
     for start in range(0, n, chunk):
-        i, j, dist = range_pairs(index, codes[start : start + chunk], np.arange(start, min(n, start + chunk)),
-                            max_distance)
+        i, j, dist = range_pairs(
+            index, codes[start : start + chunk], np.arange(start, min(n, start + chunk)), max_distance
+        )
         keep = i < j
         if keep.any():
             yield i[keep], j[keep], dist[keep]
 
 
-def variant_pairs(index, queries: np.ndarray, owners: np.ndarray,
-                  max_distance: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def variant_pairs(
+    index, queries: np.ndarray, owners: np.ndarray, max_distance: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs ``(owner, j, distance)`` of query codes within ``max_distance`` of indexed code ``j``.
 
     ``queries`` ``(q, nbytes) uint8``: variant codes; ``owners`` ``(q,)``: the
@@ -88,8 +96,9 @@ def variant_pairs(index, queries: np.ndarray, owners: np.ndarray,
     return i[keep], j[keep], dist[keep]
 
 
-def range_pairs(index, queries: np.ndarray, owners: np.ndarray,
-                max_distance: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def range_pairs(
+    index, queries: np.ndarray, owners: np.ndarray, max_distance: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(owners[q], j, distance)`` for every query ``q`` and indexed code ``j`` within ``max_distance``."""
     if not len(queries):
         empty = np.zeros(0, np.int64)
@@ -99,4 +108,3 @@ def range_pairs(index, queries: np.ndarray, owners: np.ndarray,
     lims, dist, ids = index.range_search(queries, max_distance + 1)
     i = np.repeat(owners, np.diff(lims).astype(np.int64))
     return i, ids.astype(np.int64), dist.astype(np.int64)
-

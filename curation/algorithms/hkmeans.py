@@ -152,8 +152,14 @@ def resampled_kmeans(
     o = options
     rng = np.random.default_rng(o.seed)
     centroids = train_kmeans(
-        x, spec.n_clusters, n_iter=o.n_iter, spherical=o.spherical, seed=o.seed,
-        max_points_per_centroid=o.max_points_per_centroid, init=spec.init, gpu=o.gpu,
+        x,
+        spec.n_clusters,
+        n_iter=o.n_iter,
+        spherical=o.spherical,
+        seed=o.seed,
+        max_points_per_centroid=o.max_points_per_centroid,
+        init=spec.init,
+        gpu=o.gpu,
     ).centroids
     labels, scores = assign(x, centroids, spherical=o.spherical, gpu=o.gpu)
     for _ in range(spec.n_resampling_steps):
@@ -165,7 +171,9 @@ def resampled_kmeans(
 
 
 def build_hierarchy(
-    x: np.ndarray, levels: Sequence[LevelSpec], options: KMeansOptions = KMeansOptions(),
+    x: np.ndarray,
+    levels: Sequence[LevelSpec],
+    options: KMeansOptions = KMeansOptions(),
     progress: Callable[[int, int], None] | None = None,
 ) -> Hierarchy:
     """Cluster ``x`` (n, d), then the centroids of each level, per ``levels`` (finest first).

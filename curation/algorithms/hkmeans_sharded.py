@@ -161,8 +161,9 @@ def _best(fan: Fan, count: int, quota: np.ndarray, strategy: str, seed: int, pos
     return np.sort(rows[rank_in_group(clusters, priority) < quota[clusters]])
 
 
-def first_level(fan: Fan, sizes: list[int], spec: LevelSpec, options: KMeansOptions,
-                progress=None) -> tuple[np.ndarray, np.ndarray]:
+def first_level(
+    fan: Fan, sizes: list[int], spec: LevelSpec, options: KMeansOptions, progress=None
+) -> tuple[np.ndarray, np.ndarray]:
     """Level 0 over the shards: ``(centroids (k, d) float32, points per cluster (k,) int64)``.
 
     Leaves every shard's ``labels`` and ``scores`` set. ``sizes``: rows per shard.
@@ -199,8 +200,9 @@ def _lloyd_update(total: ShardStats, previous: np.ndarray, spherical: bool) -> n
     return means.astype(np.float32)
 
 
-def select_balanced(fan: Fan, count: int, sizes: list[np.ndarray], parents: list[np.ndarray], target: int,
-                    strategy: str, seed: int) -> int:
+def select_balanced(
+    fan: Fan, count: int, sizes: list[np.ndarray], parents: list[np.ndarray], target: int, strategy: str, seed: int
+) -> int:
     """Mark ``min(target, n)`` points selected in the shards, as :func:`~curation.algorithms.hkmeans.balanced_sample`.
 
     ``sizes[t]``: points per cluster of level t; ``parents[t]``: the level-(t+1)

@@ -119,8 +119,9 @@ def train_kmeans(
     )
 
 
-def kmeans_plus_plus_seeds(take: Callable[[np.ndarray], np.ndarray], n: int, k: int,
-                           max_points_per_centroid: int, seed: int) -> np.ndarray:
+def kmeans_plus_plus_seeds(
+    take: Callable[[np.ndarray], np.ndarray], n: int, k: int, max_points_per_centroid: int, seed: int
+) -> np.ndarray:
     """k-means++ seeds (k, d) for a training sample of ``n`` rows; ``take(rows)`` reads rows of it.
 
     Seeding needs far fewer points than training (it costs k passes over

@@ -73,8 +73,15 @@ class ShardStats:
     objective: float
 
 
-def partial_stats(x: np.ndarray, centroids: np.ndarray, *, spherical: bool = True, gpu: bool = False,
-                  index=None, block: int = STATS_BLOCK) -> ShardStats:
+def partial_stats(
+    x: np.ndarray,
+    centroids: np.ndarray,
+    *,
+    spherical: bool = True,
+    gpu: bool = False,
+    index=None,
+    block: int = STATS_BLOCK,
+) -> ShardStats:
     """Per-centroid sums, counts and objective of the rows ``x`` (m, d) of one shard.
 
     Each row goes to its nearest centroid by a Faiss flat index (built here
@@ -89,7 +96,7 @@ def partial_stats(x: np.ndarray, centroids: np.ndarray, *, spherical: bool = Tru
     counts = np.zeros(k, dtype=np.int64)
     objective = 0.0
     for start in range(0, x.shape[0], block):
-        rows = as_points(x[start:start + block])
+        rows = as_points(x[start : start + block])
         distances, labels = index.search(rows, 1)
         labels = labels[:, 0]
         _add_sorted(sums, labels, rows)
@@ -144,9 +151,9 @@ class FaissStream:
         """The next ``m`` 32-bit outputs, as uint64."""
         while len(self._words) - self._at < m:
             fresh = self._state.randint(0, 2**32, size=max(self._block, m), dtype=np.uint64)
-            self._words = np.concatenate([self._words[self._at:], fresh])
+            self._words = np.concatenate([self._words[self._at :], fresh])
             self._at = 0
-        out = self._words[self._at:self._at + m]
+        out = self._words[self._at : self._at + m]
         self._at += m
         return out
 
@@ -280,9 +287,17 @@ class ArrayShards:
         return self.x[np.asarray(rows, dtype=np.int64)]
 
 
-def train_sharded(shards: Shards, k: int, *, n_iter: int = 20, spherical: bool = True, seed: int = 0,
-                  n_redo: int = 1, init: np.ndarray | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> KMeansResult:
+def train_sharded(
+    shards: Shards,
+    k: int,
+    *,
+    n_iter: int = 20,
+    spherical: bool = True,
+    seed: int = 0,
+    n_redo: int = 1,
+    init: np.ndarray | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> KMeansResult:
     """Faiss' k-means of the sample held by ``shards``; ``init`` (k, d): given initial centroids.
 
     ``progress(done, total)`` is called after each iteration (``total =

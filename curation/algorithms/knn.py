@@ -118,8 +118,9 @@ def rerank(x, queries: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray
     return sims, ids
 
 
-def edges(start: int, sims: np.ndarray, ids: np.ndarray, threshold: float,
-          self_ids: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def edges(
+    start: int, sims: np.ndarray, ids: np.ndarray, threshold: float, self_ids: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Edges ``(u, v)`` (int64) with similarity ``> threshold`` from one search chunk.
 
     Query row ``r`` is node ``start + r``; with ``self_ids`` the queries are
@@ -169,8 +170,17 @@ class CopyGraph:
     kind: str
 
 
-def copy_graph(x, y: np.ndarray, config: IndexSettings, k: int, threshold: float, leak_k: int,
-               leak_threshold: float, seed: int = 0, floor: float | None = None) -> CopyGraph:
+def copy_graph(
+    x,
+    y: np.ndarray,
+    config: IndexSettings,
+    k: int,
+    threshold: float,
+    leak_k: int,
+    leak_threshold: float,
+    seed: int = 0,
+    floor: float | None = None,
+) -> CopyGraph:
     """Self-dedup and leak components of pool ``x`` ``(n, d)`` and benchmarks ``y`` ``(m, d)``.
 
     The pool's k-NN lists (one search) give both the self edges

@@ -94,8 +94,9 @@ class Coarse:
         return index
 
 
-def block_topk(queries: np.ndarray, blocks: Iterable[tuple], k: int, total: int,
-               coarse: Coarse | None = None) -> tuple[np.ndarray, np.ndarray]:
+def block_topk(
+    queries: np.ndarray, blocks: Iterable[tuple], k: int, total: int, coarse: Coarse | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Top ``min(k, total)`` of ``queries`` ``(q, d)`` over ``blocks`` of ``(offset, x (m, d)[, lists (m,)])``.
 
     Exact without ``coarse``; with it, over the probed lists only (exact
@@ -126,8 +127,9 @@ def block_topk(queries: np.ndarray, blocks: Iterable[tuple], k: int, total: int,
     return heap.D, heap.I
 
 
-def threshold_edges(start: int, sims: np.ndarray, ids: np.ndarray,
-                    threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def threshold_edges(
+    start: int, sims: np.ndarray, ids: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Edges ``(u, v, sim)`` above ``threshold`` of query rows ``start + r`` (self-matches dropped)."""
     rows = np.arange(start, start + len(ids), dtype=np.int64)[:, None]
     keep = (ids >= 0) & (sims > threshold) & (ids != rows)
@@ -135,8 +137,16 @@ def threshold_edges(start: int, sims: np.ndarray, ids: np.ndarray,
     return u, v, sims[keep].astype(np.float32)
 
 
-def self_graph(queries: np.ndarray, start: int, blocks: Iterable[tuple], k: int, total: int,
-               threshold: float, chunk: int = 65536, coarse: Coarse | None = None) -> dict[str, np.ndarray]:
+def self_graph(
+    queries: np.ndarray,
+    start: int,
+    blocks: Iterable[tuple],
+    k: int,
+    total: int,
+    threshold: float,
+    chunk: int = 65536,
+    coarse: Coarse | None = None,
+) -> dict[str, np.ndarray]:
     """One worker's part of the self k-NN graph: queries are pool ids ``start + arange(q)``.
 
     ``blocks`` must be re-iterable (a list, or an object whose ``__iter__``

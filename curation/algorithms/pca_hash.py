@@ -176,4 +176,3 @@ def hash_codes(feats: np.ndarray, basis: PCABasis) -> np.ndarray:
     """Standardised vectors ``(B, D)`` -> packed codes ``(B, n_bits // 8) uint8``."""
     proj = (np.asarray(feats, dtype=np.float32) - basis.mean) @ basis.components.T
     return np.packbits(proj > 0, axis=1)
-

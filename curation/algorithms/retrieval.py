@@ -57,8 +57,14 @@ class Hits:
 
     @staticmethod
     def empty() -> Hits:
-        return Hits.build(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32),
-                          np.zeros(0, np.int32), np.zeros(0, np.int64), 0)
+        return Hits.build(
+            np.zeros(0, np.int64),
+            np.zeros(0, np.int64),
+            np.zeros(0, np.float32),
+            np.zeros(0, np.int32),
+            np.zeros(0, np.int64),
+            0,
+        )
 
     @staticmethod
     def build(pool, query, similarity, rank, cluster, dataset: int) -> Hits:
@@ -79,9 +85,7 @@ class Hits:
         return Hits(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Hits)))
 
 
-def sample_hits(
-    scores: np.ndarray, ids: np.ndarray, dataset: int, pool_clusters: np.ndarray | None = None
-) -> Hits:
+def sample_hits(scores: np.ndarray, ids: np.ndarray, dataset: int, pool_clusters: np.ndarray | None = None) -> Hits:
     """Hits of a kNN search: ``scores``/``ids`` (q, k), ids ``-1`` where the
     pool had fewer than ``k`` candidates (those slots are skipped)."""
     q, k = ids.shape
@@ -130,9 +134,7 @@ def cluster_hits(
     return Hits.build(rows[keep], np.full(h, -1), np.full(h, np.nan), rank[keep], clusters[keep], dataset)
 
 
-def attribute_queries(
-    hits: Hits, pool: np.ndarray, queries: np.ndarray, query_clusters: np.ndarray
-) -> Hits:
+def attribute_queries(hits: Hits, pool: np.ndarray, queries: np.ndarray, query_clusters: np.ndarray) -> Hits:
     """Fill ``query``/``similarity`` of cluster hits with the most similar
     query of the same cluster. ``pool`` (n, d), ``queries`` (q, d) and
     ``query_clusters`` (q,) as given to the cluster rule."""

@@ -19,8 +19,24 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
-SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
-                  "camera", "coins", "moon", "page", "text", "clock", "brick", "grass", "gravel", "retina")
+SKIMAGE_PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "camera",
+    "coins",
+    "moon",
+    "page",
+    "text",
+    "clock",
+    "brick",
+    "grass",
+    "gravel",
+    "retina",
+)
 WALLPAPERS = Path("/usr/share/backgrounds")
 SIZES = {"tiny": (1, 12), "small": (3, 60)}  # crops per photo, generated images
 

@@ -149,6 +149,7 @@ def score(group: np.ndarray, kept: np.ndarray, transform: list[str]) -> dict:
         "dropped": int(dropped.sum()),
         "wrong_drops": int((dropped & ~correct).sum()),
         "distinct_lost": int(len(set(group.tolist())) - len(survivors)),
-        "per_transform": {t: round(v[0] / v[1], 3)
-                          for t, v in sorted(per.items(), key=lambda kv: TRANSFORMS.index(kv[0]))},
+        "per_transform": {
+            t: round(v[0] / v[1], 3) for t, v in sorted(per.items(), key=lambda kv: TRANSFORMS.index(kv[0]))
+        },
     }

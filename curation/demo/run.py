@@ -32,8 +32,7 @@ def demo_config(run_dir: Path, overrides: list[str]) -> cfg.PipelineBase:
     return cfg.validate(cfg.apply_overrides(raw, cfg.parse_overrides(overrides)))
 
 
-def run_demo(run_dir: Path, size: str = "small", overrides: list[str] | None = None,
-             backend: str = "ray") -> int:
+def run_demo(run_dir: Path, size: str = "small", overrides: list[str] | None = None, backend: str = "ray") -> int:
     from curation.runner import run_pipeline
 
     run_dir = run_dir.resolve()
@@ -73,5 +72,7 @@ def _print_outputs(report, run_dir: Path) -> None:
         print(f"  shards:   {data['totals']['shards']} shards, {data['totals']['samples']} samples")
         print(f"  manifest: {manifest}   (curate inspect {manifest})")
     print(f"  status:   curate status run_dir={run_dir}")
-    print("  note: the demo's models (copy-detection descriptor, ViT) have random or locally trained weights;"
-          " their similarities are not those of pretrained models.")
+    print(
+        "  note: the demo's models (copy-detection descriptor, ViT) have random or locally trained weights;"
+        " their similarities are not those of pretrained models."
+    )

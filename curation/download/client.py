@@ -21,16 +21,18 @@ def _identity(data: bytes) -> bytes:
     return data
 
 
-def fetch_images(path: str, url_column: str = "url", http: HttpConfig | None = None,
-                 urls: UrlConfig | None = None) -> Iterator[tuple[str, bytes]]:
+def fetch_images(
+    path: str, url_column: str = "url", http: HttpConfig | None = None, urls: UrlConfig | None = None
+) -> Iterator[tuple[str, bytes]]:
     """``(url, bytes)`` of each URL of the list at ``path`` that downloads, in list order."""
     parsed = read_file(path, file_format(path, "auto"), url_column)
     if parsed.bad:
         log.warning("%s: %d unparseable lines skipped", path, len(parsed.bad))
     listed = [u if isinstance(u, str) else None for u in parsed.table.column(url_column).to_pylist()]
     http = http or HttpConfig()
-    with Pipeline(http, policy_from_config(urls or UrlConfig()), _identity, listed,
-                  window=4 * http.concurrency) as pipeline:
+    with Pipeline(
+        http, policy_from_config(urls or UrlConfig()), _identity, listed, window=4 * http.concurrency
+    ) as pipeline:
         for index, url in enumerate(listed):
             if not url:
                 continue

@@ -17,7 +17,8 @@ IMAGE_FORMATS = ("jpeg", "png", "gif", "webp", "bmp", "tiff")
 
 class InputConfig(Section):
     paths: list[str] = Field(
-        ..., min_length=1,
+        ...,
+        min_length=1,
         description="URL-list files, directories or glob patterns; local paths or fsspec URLs (s3://, gs://, ...)",
     )
     format: Literal["auto", "parquet", "csv", "tsv", "jsonl", "txt"] = Field(
@@ -29,7 +30,8 @@ class InputConfig(Section):
     )
     partition_size: int = Field(10000, ge=1, description="input rows per partition, the resumable unit")
     duplicate_urls: Literal["global", "partition"] = Field(
-        "global", description="find repeated URLs over the whole input (URLs held in memory once at planning) "
+        "global",
+        description="find repeated URLs over the whole input (URLs held in memory once at planning) "
         "or within each partition",
     )
 
@@ -74,7 +76,9 @@ class ImageConfig(Section):
     )
     # Pillow refuses more than 2 x its MAX_IMAGE_PIXELS (89,478,485) on its own, before this check.
     max_pixels: int = Field(
-        100_000_000, ge=1, le=178_956_970,
+        100_000_000,
+        ge=1,
+        le=178_956_970,
         description="larger images (width x height from the header) are refused undecoded",
     )
     resize: Literal["max_side", "shorter_side", "none"] = Field(
@@ -111,9 +115,7 @@ class WorkerConfig(Section):
         0, ge=0, description="threads decoding, resizing and encoding per actor (0: two per CPU of 'num_cpus')"
     )
     batch_size: int = Field(256, ge=1, description="rows per batch handed to an actor")
-    window: int = Field(
-        0, ge=0, description="samples fetched ahead of the writer per actor (0: 4 x http.concurrency)"
-    )
+    window: int = Field(0, ge=0, description="samples fetched ahead of the writer per actor (0: 4 x http.concurrency)")
     pending_bytes: int = Field(
         256 * 2**20, ge=2**20, description="downloaded bytes waiting for decoding per actor before fetching pauses"
     )
@@ -129,8 +131,7 @@ class DownloadConfig(Section):
     exact_dedup: bool = Field(
         True, description="drop later samples whose original bytes equal an earlier one's in the partition"
     )
-    worker: WorkerConfig = Field(WorkerConfig(), description="actor resources and batching",
-                                 json_schema_extra=RUNTIME)
+    worker: WorkerConfig = Field(WorkerConfig(), description="actor resources and batching", json_schema_extra=RUNTIME)
 
     @model_validator(mode="after")
     def _window(self) -> DownloadConfig:

@@ -86,8 +86,15 @@ def sniff(data: bytes) -> str | None:
 
 # Leading bytes (lower-cased) of common non-image answers -> their name in ``not_image`` errors.
 _OTHER_MAGIC = (
-    (b"%pdf", "pdf"), (b"\x1f\x8b", "gzip"), (b"pk\x03\x04", "zip"), (b"\x00\x00\x01\x00", "ico"),
-    (b"<?xml", "xml"), (b"<svg", "svg"), (b"<!doctype html", "html"), (b"<html", "html"), (b"{", "json"),
+    (b"%pdf", "pdf"),
+    (b"\x1f\x8b", "gzip"),
+    (b"pk\x03\x04", "zip"),
+    (b"\x00\x00\x01\x00", "ico"),
+    (b"<?xml", "xml"),
+    (b"<svg", "svg"),
+    (b"<!doctype html", "html"),
+    (b"<html", "html"),
+    (b"{", "json"),
     (b"[", "json"),
 )
 

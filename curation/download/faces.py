@@ -35,7 +35,9 @@ class HaarDetector:
 
         grey = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
         boxes = self._cascade.detectMultiScale(
-            grey, scaleFactor=self.cfg.scale_factor, minNeighbors=self.cfg.min_neighbors,
+            grey,
+            scaleFactor=self.cfg.scale_factor,
+            minNeighbors=self.cfg.min_neighbors,
             minSize=(self.cfg.min_size, self.cfg.min_size),
         )
         return np.asarray(boxes, dtype=np.int64).reshape(-1, 4)

@@ -105,8 +105,14 @@ class HostLimiter:
 class Fetcher:
     """Fetches URLs on the running event loop. Create and use inside one loop."""
 
-    def __init__(self, http, policy: UrlPolicy, seed: int = 0, trace_configs=None,
-                 gate: Callable[[], Awaitable[None]] | None = None):
+    def __init__(
+        self,
+        http,
+        policy: UrlPolicy,
+        seed: int = 0,
+        trace_configs=None,
+        gate: Callable[[], Awaitable[None]] | None = None,
+    ):
         """``gate``, when given, is awaited inside a request slot before each request (back-pressure)."""
         self.cfg = http
         self._gate = gate
@@ -137,8 +143,9 @@ class Fetcher:
         for hop in range(self.cfg.max_redirects + 2):
             target, refused = checked_url(current, self.policy)
             if refused:
-                return FetchResult(f"filtered_url:{refused}", error=f"redirect hop {hop}" if hop else None,
-                                   retries=retries)
+                return FetchResult(
+                    f"filtered_url:{refused}", error=f"redirect hop {hop}" if hop else None, retries=retries
+                )
             outcome, retries = await self._with_retries(target, retries)
             if isinstance(outcome, FetchResult):
                 if hop and outcome.error is None and not outcome.ok:
@@ -147,8 +154,7 @@ class Fetcher:
             if hop >= self.cfg.max_redirects:
                 break
             if outcome in seen:
-                return FetchResult("failed_download:redirect_loop", error=f"redirect hop {hop + 1}",
-                                   retries=retries)
+                return FetchResult("failed_download:redirect_loop", error=f"redirect hop {hop + 1}", retries=retries)
             seen.add(outcome)
             current = outcome
         return FetchResult("failed_download:too_many_redirects", retries=retries)
@@ -166,8 +172,14 @@ class Fetcher:
                     return FetchResult(
                         f"failed_download:{retry.reason}", http_status=retry.http_status, retries=retries
                     ), retries
-                delay = retry_delay(retries, retry.retry_after, self.cfg.backoff, self.cfg.backoff_max,
-                                    self.cfg.retry_after_max, self.rng)
+                delay = retry_delay(
+                    retries,
+                    retry.retry_after,
+                    self.cfg.backoff,
+                    self.cfg.backoff_max,
+                    self.cfg.retry_after_max,
+                    self.rng,
+                )
                 retries += 1
                 await asyncio.sleep(delay)
 
@@ -218,8 +230,9 @@ class Fetcher:
                     return FetchResult(f"filtered_optout:{directive}", http_status=status)
             data = await self._read_body(resp)
             if data is None:
-                return FetchResult("failed_download:too_large", http_status=status,
-                                   error=f"more than {self.cfg.max_bytes} bytes")
+                return FetchResult(
+                    "failed_download:too_large", http_status=status, error=f"more than {self.cfg.max_bytes} bytes"
+                )
             if not data:
                 return FetchResult("failed_download:empty", http_status=status)
             return FetchResult("success", data=data, http_status=status, size=len(data))

@@ -54,8 +54,9 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> 
     return min(cap, base * (2**attempt) * rng.uniform(0.5, 1.5))
 
 
-def retry_delay(attempt: int, retry_after: str | None, base: float, cap: float,
-                retry_after_cap: float, rng: random.Random) -> float:
+def retry_delay(
+    attempt: int, retry_after: str | None, base: float, cap: float, retry_after_cap: float, rng: random.Random
+) -> float:
     """Delay before retry ``attempt`` (0-based): the server's Retry-After when given, capped."""
     told = retry_after_seconds(retry_after)
     if told is not None:

@@ -27,8 +27,14 @@ _READ_ERRORS = (OSError, EOFError, lzma.LZMAError, pa.ArrowInvalid)
 PLAN_VERSION = 1
 COMPRESSIONS = (".gz", ".bz2", ".zst", ".xz")
 EXTENSIONS = {
-    ".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv",
-    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".txt": "txt",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".txt": "txt",
 }
 
 
@@ -136,8 +142,10 @@ def _describe(path: str, fmt: str, url_column: str, with_urls: bool) -> tuple[in
             schema, rows = meta.schema_arrow, meta.metadata.num_rows
             table = meta.read(columns=[url_column]) if with_urls and url_column in schema.names else None
         if url_column in schema.names and not _castable_to_string(schema.field(url_column).type):
-            raise ConfigError(f"download.input.url_column: '{url_column}' of {path} is a "
-                              f"{schema.field(url_column).type} column, not text")
+            raise ConfigError(
+                f"download.input.url_column: '{url_column}' of {path} is a "
+                f"{schema.field(url_column).type} column, not text"
+            )
         types = {f.name: str(f.type) for f in schema}
         parsed = _parquet_urls(table, url_column) if table is not None else None
     else:
@@ -174,8 +182,13 @@ def file_size(path: str) -> int:
 
 def plan_key(cfg) -> dict[str, Any]:
     """What a plan depends on: a plan made from other inputs is refused."""
-    return {"paths": list(cfg.paths), "format": cfg.format, "partition_size": cfg.partition_size,
-            "url_column": cfg.url_column, "duplicate_urls": cfg.duplicate_urls}
+    return {
+        "paths": list(cfg.paths),
+        "format": cfg.format,
+        "partition_size": cfg.partition_size,
+        "url_column": cfg.url_column,
+        "duplicate_urls": cfg.duplicate_urls,
+    }
 
 
 def make_plan(cfg, duplicates_path: Path | None = None) -> dict[str, Any]:
@@ -199,9 +212,15 @@ def make_plan(cfg, duplicates_path: Path | None = None) -> dict[str, Any]:
         duplicates.save(duplicates_path, pairs)
         repeated = len(pairs)
     # Stored as strings in every partition, so that all partition tables share one schema.
-    return {"version": PLAN_VERSION, "input": plan_key(cfg), "files": files, "rows": rows,
-            "partitions": -(-rows // cfg.partition_size), "string_columns": conflicting_columns(types),
-            "repeated_urls": repeated}
+    return {
+        "version": PLAN_VERSION,
+        "input": plan_key(cfg),
+        "files": files,
+        "rows": rows,
+        "partitions": -(-rows // cfg.partition_size),
+        "string_columns": conflicting_columns(types),
+        "repeated_urls": repeated,
+    }
 
 
 def load_or_make_plan(path: Path, cfg) -> dict[str, Any]:
@@ -249,8 +268,10 @@ def check_unchanged(plan: dict[str, Any], key: str = "download.input.paths") -> 
         except FileNotFoundError:
             raise ConfigError(f"{key}: planned input file {f['path']} has disappeared") from None
         if size != f["size"]:
-            raise ConfigError(f"{key}: input file {f['path']} changed since it was planned "
-                              f"({f['size']} -> {size} bytes); use a new run_dir")
+            raise ConfigError(
+                f"{key}: input file {f['path']} changed since it was planned "
+                f"({f['size']} -> {size} bytes); use a new run_dir"
+            )
 
 
 def columns_of(path: str, fmt: str, url_column: str) -> list[str]:
@@ -291,8 +312,9 @@ def _columns_of(path: str, fmt: str, url_column: str) -> list[str]:
 class PartitionReader:
     """Rows of partitions, keeping the last file read (neighbouring partitions share files)."""
 
-    def __init__(self, plan: dict[str, Any], url_column: str, columns: list[str] | None,
-                 duplicates_file: Path | None = None):
+    def __init__(
+        self, plan: dict[str, Any], url_column: str, columns: list[str] | None, duplicates_file: Path | None = None
+    ):
         self.plan = plan
         self.url_column = url_column
         self.columns = columns
@@ -338,8 +360,11 @@ class PartitionReader:
             if table.num_rows != self.plan["files"][index]["rows"]:
                 raise PartitionError(f"{path}: {table.num_rows} rows, planned {self.plan['files'][index]['rows']}")
             pieces.append(self._select(table.slice(start, stop - start), path))
-            bad.update((offset + row - start, f"{path.rsplit('/', 1)[-1]} {reason}")
-                       for row, reason in parsed.bad.items() if start <= row < stop)
+            bad.update(
+                (offset + row - start, f"{path.rsplit('/', 1)[-1]} {reason}")
+                for row, reason in parsed.bad.items()
+                if start <= row < stop
+            )
             offset += stop - start
         self._bad = (partition, bad)
         if not pieces:
@@ -357,8 +382,9 @@ class PartitionReader:
         from curation.download.rows import carried_name
 
         strings = {self.url_column, *self.plan.get("string_columns", [])}
-        columns = [_as_string(table.column(c)) if c in strings else table.column(c)
-                   for c in [self.url_column, *carried]]
+        columns = [
+            _as_string(table.column(c)) if c in strings else table.column(c) for c in [self.url_column, *carried]
+        ]
         return pa.table(columns, names=["url"] + [carried_name(c) for c in carried])
 
 

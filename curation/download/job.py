@@ -27,9 +27,20 @@ from curation.models.inference import decode_thread_count
 class PartitionJob:
     """Fetches a partition's URLs (``urls[i]`` has key ``sample_key(partition, i)``)."""
 
-    def __init__(self, cfg, policy, processor, partition: int, urls: list[str | None], tar_path: Path,
-                 metrics=None, seed: int = 0, repeated: dict[int, str] | None = None,
-                 unparseable: dict[int, str] | None = None, threads=None):
+    def __init__(
+        self,
+        cfg,
+        policy,
+        processor,
+        partition: int,
+        urls: list[str | None],
+        tar_path: Path,
+        metrics=None,
+        seed: int = 0,
+        repeated: dict[int, str] | None = None,
+        unparseable: dict[int, str] | None = None,
+        threads=None,
+    ):
         """``repeated``: rows whose URL appeared earlier in the input -> key of its first row;
         ``unparseable``: rows whose input line could not be parsed -> where and why;
         ``threads``: the worker's :class:`~curation.download.pipeline.Threads` (None: the job's own)."""
@@ -42,8 +53,9 @@ class PartitionJob:
         window = cfg.worker.window or 4 * cfg.http.concurrency
         fetch = [url if status is None else None for url, status in zip(urls, self.pre_status, strict=False)]
         count = decode_thread_count(cfg.worker.decode_threads, cfg.worker.num_cpus)
-        self.pipeline = Pipeline(cfg.http, policy, processor, fetch, window, count, seed,
-                                 cfg.worker.pending_bytes, threads)
+        self.pipeline = Pipeline(
+            cfg.http, policy, processor, fetch, window, count, seed, cfg.worker.pending_bytes, threads
+        )
         self.tar = ShardWriter(tar_path)
         self.stats = PartitionStats(metrics)
         self.kept_by_sha: dict[str, str] = {}
@@ -76,8 +88,9 @@ class PartitionJob:
         url = self.urls[index]
         pre = self.pre_status[index]
         if pre is not None:
-            return rows.add(key, pre, url=url, duplicate_of=self.url_duplicate_of[index],
-                            error=self.unparseable.get(index))
+            return rows.add(
+                key, pre, url=url, duplicate_of=self.url_duplicate_of[index], error=self.unparseable.get(index)
+            )
         outcome = self.pipeline.result(index)
         status, error, values = self._decide(key, outcome)
         row = rows.add(key, status, error=error, url=url, **values)
@@ -96,9 +109,14 @@ class PartitionJob:
         if image.status != tables.SUCCESS:
             return image.status, image.error, values
         values.update(
-            stored_bytes=len(image.data), format=image.format, sha256=image.sha256,
-            original_width=image.original_width, original_height=image.original_height,
-            width=image.width, height=image.height, nsfw_score=image.nsfw_score,
+            stored_bytes=len(image.data),
+            format=image.format,
+            sha256=image.sha256,
+            original_width=image.original_width,
+            original_height=image.original_height,
+            width=image.width,
+            height=image.height,
+            nsfw_score=image.nsfw_score,
             faces_blurred=image.faces_blurred,
         )
         if self.cfg.exact_dedup:

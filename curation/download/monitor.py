@@ -28,14 +28,17 @@ def make_metrics() -> dict[str, Any] | None:
     from ray.util.metrics import Counter, Gauge
 
     return {
-        "urls": Counter("curation_download_urls", description="URLs finished, by status family.",
-                        tag_keys=("stage", "status")),
+        "urls": Counter(
+            "curation_download_urls", description="URLs finished, by status family.", tag_keys=("stage", "status")
+        ),
         "bytes": Counter("curation_download_bytes", description="Bytes downloaded.", tag_keys=("stage",)),
         "retries": Counter("curation_download_retries", description="HTTP retries.", tag_keys=("stage",)),
-        "rate": Gauge("curation_download_urls_per_second", description="URLs per second of the partition.",
-                      tag_keys=("stage",)),
-        "ratio": Gauge("curation_download_success_ratio", description="Success ratio of the partition.",
-                       tag_keys=("stage",)),
+        "rate": Gauge(
+            "curation_download_urls_per_second", description="URLs per second of the partition.", tag_keys=("stage",)
+        ),
+        "ratio": Gauge(
+            "curation_download_success_ratio", description="Success ratio of the partition.", tag_keys=("stage",)
+        ),
     }
 
 

@@ -24,13 +24,15 @@ BACKENDS = Registry("NSFW backend")
 register_backend = BACKENDS.register
 
 # NudeNet classes that make an image explicit; covered parts, faces and feet do not.
-EXPLICIT_CLASSES = frozenset({
-    "FEMALE_BREAST_EXPOSED",
-    "FEMALE_GENITALIA_EXPOSED",
-    "MALE_GENITALIA_EXPOSED",
-    "ANUS_EXPOSED",
-    "BUTTOCKS_EXPOSED",
-})
+EXPLICIT_CLASSES = frozenset(
+    {
+        "FEMALE_BREAST_EXPOSED",
+        "FEMALE_GENITALIA_EXPOSED",
+        "MALE_GENITALIA_EXPOSED",
+        "ANUS_EXPOSED",
+        "BUTTOCKS_EXPOSED",
+    }
+)
 
 
 def make_scorer(cfg, key: str = "download.nsfw") -> NsfwScorer:

@@ -64,9 +64,18 @@ class Pipeline:
     makes private ones with ``decode_threads`` decoders, closed with the pipeline.
     """
 
-    def __init__(self, http, policy: UrlPolicy, process: Callable[[bytes], ImageResult],
-                 urls: list[str | None], window: int, decode_threads: int = 1, seed: int = 0,
-                 pending_bytes: int = 256 * 2**20, threads: Threads | None = None):
+    def __init__(
+        self,
+        http,
+        policy: UrlPolicy,
+        process: Callable[[bytes], ImageResult],
+        urls: list[str | None],
+        window: int,
+        decode_threads: int = 1,
+        seed: int = 0,
+        pending_bytes: int = 256 * 2**20,
+        threads: Threads | None = None,
+    ):
         self._process = process
         # Bodies waiting for a decode thread: new fetches wait while they exceed the budget.
         self._pending, self._budget = 0, pending_bytes
@@ -79,9 +88,7 @@ class Pipeline:
         self._tasks: set[asyncio.Task] = set()
         self._fetcher: Fetcher | None = None
         self._closed = False
-        self._producer = asyncio.run_coroutine_threadsafe(
-            self._produce(http, policy, urls, seed), self._loop
-        )
+        self._producer = asyncio.run_coroutine_threadsafe(self._produce(http, policy, urls, seed), self._loop)
 
     def __enter__(self) -> Pipeline:
         return self
@@ -124,15 +131,19 @@ class Pipeline:
     async def _one(self, index: int, url: str) -> None:
         future = self._futures[index]
         try:
-            fetched = await _guard(self._fetcher.fetch(url), url,
-                                   lambda err: FetchResult("failed_download:internal_error", error=err))
+            fetched = await _guard(
+                self._fetcher.fetch(url), url, lambda err: FetchResult("failed_download:internal_error", error=err)
+            )
             image = None
             if fetched.ok:
                 data, fetched.data = fetched.data, None
                 self._pending += len(data)
                 try:
-                    image = await _guard(self._loop.run_in_executor(self._pool, self._process, data), url,
-                                         lambda err: ImageResult("failed_decode:internal_error", error=err))
+                    image = await _guard(
+                        self._loop.run_in_executor(self._pool, self._process, data),
+                        url,
+                        lambda err: ImageResult("failed_decode:internal_error", error=err),
+                    )
                 finally:
                     self._pending -= len(data)
                     if self._pending < self._budget:

@@ -70,16 +70,26 @@ class ImageProcessor:
         else:
             stored = encode_jpeg(pixels, self.cfg.jpeg_quality)
         return ImageResult(
-            "success", data=stored, format=decoded.format, sha256_original=sha_original,
-            sha256=hashlib.sha256(stored).hexdigest(), original_width=decoded.width,
-            original_height=decoded.height, width=width, height=height, nsfw_score=score,
+            "success",
+            data=stored,
+            format=decoded.format,
+            sha256_original=sha_original,
+            sha256=hashlib.sha256(stored).hexdigest(),
+            original_width=decoded.width,
+            original_height=decoded.height,
+            width=width,
+            height=height,
+            nsfw_score=score,
             faces_blurred=blurred if faces is not None else None,
         )
 
     def _keep(self, decoded, width: int, height: int, blurred: int) -> bool:
         """Store the original bytes: a plain JPEG already within the target, nothing changed."""
         return (
-            self.cfg.keep_original and decoded.format == "jpeg" and decoded.mode == "RGB"
-            and not decoded.oriented and not blurred
+            self.cfg.keep_original
+            and decoded.format == "jpeg"
+            and decoded.mode == "RGB"
+            and not decoded.oriented
+            and not blurred
             and (width, height) == (decoded.width, decoded.height)
         )

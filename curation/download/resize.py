@@ -50,5 +50,6 @@ def _cv2():
 def encode_jpeg(pixels: np.ndarray, quality: int) -> bytes:
     import simplejpeg
 
-    return simplejpeg.encode_jpeg(np.ascontiguousarray(pixels), quality=quality, colorspace="RGB",
-                                  colorsubsampling="420")
+    return simplejpeg.encode_jpeg(
+        np.ascontiguousarray(pixels), quality=quality, colorspace="RGB", colorsubsampling="420"
+    )

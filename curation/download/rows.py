@@ -52,16 +52,23 @@ class Rows:
         return row
 
     def table(self, carried: pa.Table | None = None) -> pa.Table:
-        table = pa.table({name: pa.array(self.columns[name], f.type) for name, f in zip(COLUMNS, SCHEMA, strict=False)},
-                         schema=SCHEMA)
+        table = pa.table(
+            {name: pa.array(self.columns[name], f.type) for name, f in zip(COLUMNS, SCHEMA, strict=False)},
+            schema=SCHEMA,
+        )
         if carried is not None:  # already renamed by the reader (``carried_name``)
             for name, column in zip(carried.column_names, carried.columns, strict=False):
                 table = table.append_column(name, column)
         return table
 
 
-def precheck(keys: list[str], urls: list[str | None], policy: UrlPolicy,
-             repeated: dict[int, str], unparseable: dict[int, str] | None = None) -> tuple[list, list]:
+def precheck(
+    keys: list[str],
+    urls: list[str | None],
+    policy: UrlPolicy,
+    repeated: dict[int, str],
+    unparseable: dict[int, str] | None = None,
+) -> tuple[list, list]:
     """Per row, the status decided before any request (or None) and the key it duplicates.
 
     Rows in ``unparseable`` (input lines that could not be parsed) are

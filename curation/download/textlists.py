@@ -169,12 +169,13 @@ def _arrow_csv(data: bytes, delimiter: str) -> pa.Table:
     import pyarrow.csv as pc
 
     end = data.find(b"\n")
-    header = next(csv.reader([data[:end if end >= 0 else len(data)].decode("utf-8")], delimiter=delimiter), [])
+    header = next(csv.reader([data[: end if end >= 0 else len(data)].decode("utf-8")], delimiter=delimiter), [])
     return pc.read_csv(
         io.BytesIO(data),
         parse_options=pc.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-        convert_options=pc.ConvertOptions(column_types={name: pa.string() for name in header},
-                                          strings_can_be_null=True),
+        convert_options=pc.ConvertOptions(
+            column_types={name: pa.string() for name in header}, strings_can_be_null=True
+        ),
     )
 
 
@@ -237,14 +238,14 @@ def _bad_json_lines(data: bytes, starts, stops, block: int = 4096, leaf: int = 2
         lo, hi = blocks.pop()
         if hi - lo > leaf:
             try:
-                _read_json(data[starts[lo]:stops[hi - 1]])
+                _read_json(data[starts[lo] : stops[hi - 1]])
                 continue
             except (pa.ArrowInvalid, UnicodeDecodeError) as err:
                 if "changed from" not in str(err):
                     blocks += [(lo + (hi - lo) // 2, hi), (lo, lo + (hi - lo) // 2)]
                     continue
         for i in range(lo, hi):
-            reason = _json_problem(data[starts[i]:stops[i]])
+            reason = _json_problem(data[starts[i] : stops[i]])
             if reason:
                 bad[i] = reason
     return bad
@@ -281,8 +282,9 @@ def _objects_table(objects: list[dict]) -> pa.Table:
         try:
             columns[name] = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-            columns[name] = pa.array([v if v is None or isinstance(v, str) else json.dumps(v) for v in values],
-                                     pa.string())
+            columns[name] = pa.array(
+                [v if v is None or isinstance(v, str) else json.dumps(v) for v in values], pa.string()
+            )
     return pa.table(columns)
 
 

@@ -225,8 +225,7 @@ def save_backbone(
     config["naive"] = False
     state = model.state_dict() if state_dict is None else state_dict
     tensors = {
-        k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().cpu().contiguous()
-        for k, v in state.items()
+        k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().cpu().contiguous() for k, v in state.items()
     }
     metadata = {
         "format": BACKBONE_FORMAT,

@@ -46,7 +46,7 @@ def unwrap_checkpoint(obj: Any, which: str = "teacher") -> State:
         raise CheckpointError(f"expected a state dict, found {type(obj).__name__}")
     for prefix in (f"{which}.backbone.", *BACKBONE_PREFIXES):
         if any(k.startswith(prefix) for k in obj):
-            obj = {k[len(prefix):]: v for k, v in obj.items() if k.startswith(prefix)}
+            obj = {k[len(prefix) :]: v for k, v in obj.items() if k.startswith(prefix)}
             break
     return {_CHUNKED.sub(r"blocks.\1.", k): v for k, v in obj.items()}
 
@@ -83,11 +83,18 @@ def dinov2_config(state: State, arch: str | None = None) -> dict[str, Any]:
     # (its hub entry points), the others with offset 0.1 and no antialias.
     resize = dict(interpolate_offset=0.0, interpolate_antialias=True) if registers is not None else {}
     return dict(
-        img_size=grid * patch, patch_size=patch, in_chans=in_chans, embed_dim=dim, depth=depth,
-        num_heads=heads, ffn="swiglu" if swiglu else "mlp", ffn_hidden=hidden,
+        img_size=grid * patch,
+        patch_size=patch,
+        in_chans=in_chans,
+        embed_dim=dim,
+        depth=depth,
+        num_heads=heads,
+        ffn="swiglu" if swiglu else "mlp",
+        ffn_hidden=hidden,
         qkv_bias="blocks.0.attn.qkv.bias" in state,
         layerscale_init=1e-5 if "blocks.0.ls1.gamma" in state else None,
-        num_register_tokens=0 if registers is None else registers.shape[1], **resize,
+        num_register_tokens=0 if registers is None else registers.shape[1],
+        **resize,
     )
 
 
@@ -147,12 +154,21 @@ def timm_config(model: nn.Module) -> dict[str, Any]:
     grid = model.patch_embed.grid_size
     _require(grid[0] == grid[1], "a non-square positional-embedding grid")
     return dict(
-        img_size=grid[0] * proj.kernel_size[0], patch_size=proj.kernel_size[0], in_chans=proj.in_channels,
-        embed_dim=model.embed_dim, depth=len(model.blocks), num_heads=attn.num_heads, ffn=ffn,
-        ffn_hidden=hidden, act=act, qkv_bias=attn.qkv.bias is not None,
+        img_size=grid[0] * proj.kernel_size[0],
+        patch_size=proj.kernel_size[0],
+        in_chans=proj.in_channels,
+        embed_dim=model.embed_dim,
+        depth=len(model.blocks),
+        num_heads=attn.num_heads,
+        ffn=ffn,
+        ffn_hidden=hidden,
+        act=act,
+        qkv_bias=attn.qkv.bias is not None,
         layerscale_init=1e-5 if hasattr(block.ls1, "gamma") else None,
-        num_register_tokens=model.num_reg_tokens, norm_eps=block.norm1.eps,
-        patch_bias=proj.bias is not None, pre_norm=not isinstance(model.norm_pre, nn.Identity),
+        num_register_tokens=model.num_reg_tokens,
+        norm_eps=block.norm1.eps,
+        patch_bias=proj.bias is not None,
+        pre_norm=not isinstance(model.norm_pre, nn.Identity),
     )
 
 
@@ -202,12 +218,19 @@ def openclip_config(visual: nn.Module) -> dict[str, Any]:
     grid = visual.grid_size
     _require(grid[0] == grid[1] and conv.kernel_size[0] == conv.kernel_size[1], "non-square grid or patches")
     return dict(
-        img_size=grid[0] * conv.kernel_size[0], patch_size=conv.kernel_size[0], in_chans=conv.in_channels,
-        embed_dim=conv.out_channels, depth=len(visual.transformer.resblocks), num_heads=block.attn.num_heads,
-        ffn="mlp", ffn_hidden=block.mlp.c_fc.out_features, act=_act_name(block.mlp.gelu),
+        img_size=grid[0] * conv.kernel_size[0],
+        patch_size=conv.kernel_size[0],
+        in_chans=conv.in_channels,
+        embed_dim=conv.out_channels,
+        depth=len(visual.transformer.resblocks),
+        num_heads=block.attn.num_heads,
+        ffn="mlp",
+        ffn_hidden=block.mlp.c_fc.out_features,
+        act=_act_name(block.mlp.gelu),
         qkv_bias=block.attn.in_proj_bias is not None,
         layerscale_init=1e-5 if hasattr(block.ls_1, "gamma") else None,
-        norm_eps=block.ln_1.eps, patch_bias=conv.bias is not None,
+        norm_eps=block.ln_1.eps,
+        patch_bias=conv.bias is not None,
         pre_norm=not isinstance(visual.ln_pre, nn.Identity),
         out_dim=None if visual.proj is None else visual.proj.shape[1],
     )

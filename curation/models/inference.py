@@ -73,8 +73,12 @@ class Pending:
         return self._decoded
 
 
-def submit(items: Sequence[Any], decode: Callable[[bytes | None], Any], executor: ThreadPoolExecutor | None,
-           fetch: Callable[[Any], bytes | None] | None = None) -> Pending:
+def submit(
+    items: Sequence[Any],
+    decode: Callable[[bytes | None], Any],
+    executor: ThreadPoolExecutor | None,
+    fetch: Callable[[Any], bytes | None] | None = None,
+) -> Pending:
     """Start decoding ``items`` on ``executor`` (None: here, now) and return.
 
     Items are encoded images, or anything ``fetch`` turns into one (a key read
@@ -109,6 +113,7 @@ class DecodedBatch:
     reasons: list[str | None]
     errors: list[str | None]
 
+
 class PendingBatch:
     """Decoding in flight on an executor; :meth:`result` waits and returns the :class:`DecodedBatch`."""
 
@@ -128,9 +133,7 @@ def submit_batch(
     return PendingBatch(submit(items, functools.partial(decode, spec=spec), executor, fetch), spec.image_size)
 
 
-def decode_batch(
-    blobs: Sequence[bytes | None], spec: PreprocessSpec, executor: Executor | None = None
-) -> DecodedBatch:
+def decode_batch(blobs: Sequence[bytes | None], spec: PreprocessSpec, executor: Executor | None = None) -> DecodedBatch:
     """Decode ``blobs`` into one ``(B, S, S, 3)`` uint8 array; on ``executor`` threads if given."""
     return submit_batch(blobs, spec, executor).result()
 
@@ -154,11 +157,19 @@ class Inference:
     ``config_key``: the setting named when ``device`` is cuda and there is no GPU.
     """
 
-    def __init__(self, model, device: str = "auto", precision: str = "fp32", batch_size: int = 64,
-                 threads: int = 1, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 dim: int | None = None, config_key: str = "device"):
+    def __init__(
+        self,
+        model,
+        device: str = "auto",
+        precision: str = "fp32",
+        batch_size: int = 64,
+        threads: int = 1,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        dim: int | None = None,
+        config_key: str = "device",
+    ):
         import torch
-
 
         if device == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"{config_key}: cuda requested but this worker sees no GPU")
@@ -177,8 +188,12 @@ class Inference:
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="decode")
         self.dim = dim
 
-    def submit(self, items: Sequence[Any], decode: Callable[[bytes | None], Any],
-               fetch: Callable[[Any], bytes | None] | None = None) -> Pending:
+    def submit(
+        self,
+        items: Sequence[Any],
+        decode: Callable[[bytes | None], Any],
+        fetch: Callable[[Any], bytes | None] | None = None,
+    ) -> Pending:
         """Start decoding ``items`` on this worker's threads (see :func:`submit`)."""
         return submit(items, decode, self.pool, fetch)
 
@@ -194,7 +209,7 @@ class Inference:
         out: np.ndarray | None = None
         for rows in shapes.values():
             for start in range(0, len(rows), self.batch_size):
-                chunk = rows[start:start + self.batch_size]
+                chunk = rows[start : start + self.batch_size]
                 result = self._forward(np.stack([pixels[i] for i in chunk]))
                 if out is None:
                     self.dim = result.shape[1]

@@ -155,8 +155,10 @@ def drop_add_residual(
     if len(set(scales)) == 1:
         return torch.index_add(x, 0, rows, residual, alpha=scales[0])
     row_scale = torch.cat(
-        [torch.full((len(idx) * seq,), s, device=x.device, dtype=x.dtype)
-         for idx, (_, seq), s in zip(kept, groups, scales, strict=False)]
+        [
+            torch.full((len(idx) * seq,), s, device=x.device, dtype=x.dtype)
+            for idx, (_, seq), s in zip(kept, groups, scales, strict=False)
+        ]
     )
     return torch.index_add(x, 0, rows, residual * row_scale[:, None])
 
@@ -170,10 +172,7 @@ def masked_drop_residual(
     """Textbook stochastic depth: the branch runs on every sample, then dropped
     samples are zeroed and kept ones scaled by 1 / (1 - drop_rate)."""
     keep = 1.0 - drop_rate
-    masks = [
-        (torch.rand(batch, device=x.device) < keep).to(x.dtype).repeat_interleave(seq)
-        for batch, seq in groups
-    ]
+    masks = [(torch.rand(batch, device=x.device) < keep).to(x.dtype).repeat_interleave(seq) for batch, seq in groups]
     return x + branch(x, groups) * (torch.cat(masks)[:, None] / keep)
 
 

@@ -78,8 +78,14 @@ def is_torchscript(path: Path) -> bool:
         return any("/code/" in name for name in archive.namelist())
 
 
-def load(path: str | Path | None, backbone: str = "resnet50", dims: int = 512, pool_param: float = 3.0,
-         seed: int = 0, image_size: int = 32) -> tuple[nn.Module, str]:
+def load(
+    path: str | Path | None,
+    backbone: str = "resnet50",
+    dims: int = 512,
+    pool_param: float = 3.0,
+    seed: int = 0,
+    image_size: int = 32,
+) -> tuple[nn.Module, str]:
     """The descriptor model in eval mode and where its weights came from.
 
     ``path=None`` builds a random-init model (seeded): tests only (the
@@ -134,9 +140,11 @@ def output_dim(model: nn.Module, path: str | Path, image_size: int = 32) -> int:
         with torch.inference_mode():
             out = model(torch.zeros(1, 3, image_size, image_size))
     except Exception as err:  # TorchScript raises its own error types
-        raise CheckpointError(f"{path}: the model does not run on a {image_size}x{image_size} image "
-                              f"(set dedup.descriptor.image_size to the size it was exported for): "
-                              f"{str(err).strip().splitlines()[-1][:300]}") from None
+        raise CheckpointError(
+            f"{path}: the model does not run on a {image_size}x{image_size} image "
+            f"(set dedup.descriptor.image_size to the size it was exported for): "
+            f"{str(err).strip().splitlines()[-1][:300]}"
+        ) from None
     if isinstance(out, (tuple, list)) or not isinstance(out, torch.Tensor) or out.ndim != 2 or len(out) != 1:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise CheckpointError(f"{path}: the model must return descriptors (batch, dims); it returned {shape}")
@@ -304,10 +312,8 @@ def describe_all(images, embed: DescriptorModel, spec: FeatureSpec, batch: int =
 class DescriptorModel(Inference):
     """Batched SSCD descriptors on one device (fp16 autocast on CUDA), decoded on ``threads`` threads."""
 
-    def __init__(self, model: nn.Module, device: str = "auto", batch_size: int = 64, dims: int = 512,
-                 threads: int = 1):
-        super().__init__(model, device, "fp16", batch_size, threads, dim=dims,
-                         config_key="dedup.descriptor.device")
+    def __init__(self, model: nn.Module, device: str = "auto", batch_size: int = 64, dims: int = 512, threads: int = 1):
+        super().__init__(model, device, "fp16", batch_size, threads, dim=dims, config_key="dedup.descriptor.device")
 
     @property
     def dims(self) -> int:

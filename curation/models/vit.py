@@ -262,7 +262,7 @@ def _factory(name: str):
 
 
 def parse_arch(name: str) -> tuple[str, int | None]:
-    """"vit_large_14" -> ("vit_large", 14); "vit_giant2" -> ("vit_giant2", None)."""
+    """ "vit_large_14" -> ("vit_large", 14); "vit_giant2" -> ("vit_giant2", None)."""
     match = _ARCH_NAME.match(name)
     if match is None:
         raise ConfigError(f"unknown ViT architecture {name!r}; known: {', '.join(ARCHS)} (+ patch size)")
@@ -306,6 +306,15 @@ def flops_per_image(model: VisionTransformer, img_size: int) -> float:
 
 
 __all__ = [
-    "ARCHS", "VisionTransformer", "build_vit", "parse_arch", "count_params", "flops_per_image",
-    "vit_small", "vit_base", "vit_large", "vit_huge", "vit_giant2",
+    "ARCHS",
+    "VisionTransformer",
+    "build_vit",
+    "parse_arch",
+    "count_params",
+    "flops_per_image",
+    "vit_small",
+    "vit_base",
+    "vit_large",
+    "vit_huge",
+    "vit_giant2",
 ]

@@ -43,8 +43,10 @@ def write_report(run_dir: Path | str, out: Path | str | None = None, seed: int =
     ]
     from curation import config as cfg
 
-    subtitle = (f"pipeline {view.config.name}, config {cfg.content_hash(view.config)}, run {view.run_dir}, "
-                f"report made {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    subtitle = (
+        f"pipeline {view.config.name}, config {cfg.content_hash(view.config)}, run {view.run_dir}, "
+        f"report made {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    )
     path = Path(out) if out is not None else view.run_dir / REPORT_FILE
     write_bytes(path, h.page(f"Curation report: {view.config.name}", subtitle, sections).encode())
     log.info("report: %s (%d images decoded, %.1f s)", path, thumbs.decoded, time.perf_counter() - start)

@@ -29,8 +29,16 @@ from curation.report.thumbs import Thumbnails
 MAX_PARTITIONS = 64
 GROUPS = 8
 COPIES_PER_GROUP = 5
-COLUMNS = ["key", "status", "duplicate_of", "duplicate_distance", "copy_component", "nearest_duplicate_key",
-           "nearest_duplicate_similarity", "benchmark_hit"]
+COLUMNS = [
+    "key",
+    "status",
+    "duplicate_of",
+    "duplicate_distance",
+    "copy_component",
+    "nearest_duplicate_key",
+    "nearest_duplicate_similarity",
+    "benchmark_hit",
+]
 DUPLICATES = ("duplicate_hash", "duplicate_copy", "benchmark_leak")
 
 
@@ -40,8 +48,10 @@ def dedup_section(view: RunView, thumbs: Thumbnails) -> str:
     cfg = view.section("dedup")
     rows, near, read = _scan(view, cfg.copy_dedup.threshold)
     total = len(view.partitions("dedup", shuffled=False))
-    out = [f'<p class="muted">from {read} of {total} partitions; hash threshold {cfg.hashing.max_distance} bits, '
-           f'copy threshold {cfg.copy_dedup.threshold}, relative threshold {cfg.relative.threshold}</p>']
+    out = [
+        f'<p class="muted">from {read} of {total} partitions; hash threshold {cfg.hashing.max_distance} bits, '
+        f"copy threshold {cfg.copy_dedup.threshold}, relative threshold {cfg.relative.threshold}</p>"
+    ]
     out.append("<h3>Hash duplicates (Hamming distance of the codes; largest distance first)</h3>")
     out.append(_hash_groups(view, rows, thumbs))
     out.append("<h3>Copy duplicates (similarity to the nearest neighbour; lowest first)</h3>")
@@ -60,8 +70,9 @@ def _scan(view: RunView, threshold: float) -> tuple[pa.Table, pa.Table, int]:
         if "copy_component" not in part.column_names:  # a partition without any described image
             continue
         dup_parts.append(part.filter(pc.is_in(part["status"], value_set=wanted)))
-        kept = part.filter(pc.and_(pc.equal(part["status"], tables.SUCCESS),
-                                   pc.less(part["nearest_duplicate_similarity"], threshold)))
+        kept = part.filter(
+            pc.and_(pc.equal(part["status"], tables.SUCCESS), pc.less(part["nearest_duplicate_similarity"], threshold))
+        )
         near_parts.append(_top(kept, "nearest_duplicate_similarity", GROUPS, descending=True))
     empty = pa.table({c: pa.array([], pa.string()) for c in ("key", "status")})
     rows = pa.concat_tables(dup_parts, promote_options="default") if dup_parts else empty
@@ -110,11 +121,16 @@ def _copy_groups(view: RunView, rows: pa.Table, thumbs: Thumbnails) -> str:
     out = []
     for c in order:
         copies = sorted(groups[c], key=_sim)[:COPIES_PER_GROUP]
-        figures = [h.figure(thumbs.pool(kept[c]) if c in kept else None, f"kept {kept.get(c, '?')}", "kept"),
-                   '<span class="arrow">&rarr;</span>']
-        figures += [h.figure(thumbs.pool(r["key"]),
-                             f"{r['key']} similarity {_sim(r):.3f} to {r['nearest_duplicate_key']}", "dropped")
-                    for r in copies]
+        figures = [
+            h.figure(thumbs.pool(kept[c]) if c in kept else None, f"kept {kept.get(c, '?')}", "kept"),
+            '<span class="arrow">&rarr;</span>',
+        ]
+        figures += [
+            h.figure(
+                thumbs.pool(r["key"]), f"{r['key']} similarity {_sim(r):.3f} to {r['nearest_duplicate_key']}", "dropped"
+            )
+            for r in copies
+        ]
         out.append(f'<div class="group">{h.row(figures)}</div>')
     return "".join(out)
 
@@ -133,9 +149,14 @@ def _near(near: pa.Table, thumbs: Thumbnails) -> str:
         if pair in shown:  # each other's nearest: one pair
             continue
         shown.add(pair)
-        figures = [h.figure(thumbs.pool(r["key"]), f"kept {r['key']}", "kept"),
-                   h.figure(thumbs.pool(r["nearest_duplicate_key"]),
-                            f"nearest {r['nearest_duplicate_key']} similarity {_sim(r):.3f}", "")]
+        figures = [
+            h.figure(thumbs.pool(r["key"]), f"kept {r['key']}", "kept"),
+            h.figure(
+                thumbs.pool(r["nearest_duplicate_key"]),
+                f"nearest {r['nearest_duplicate_key']} similarity {_sim(r):.3f}",
+                "",
+            ),
+        ]
         out.append(f'<div class="group">{h.row(figures)}</div>')
     return "".join(out)
 
@@ -158,9 +179,15 @@ def _kept_of_components(view: RunView, components: list[int]) -> dict[int, str]:
     """The alive image of each copy component, scanning partitions until all are found."""
     wanted = pa.array(components, pa.int64())
     found: dict[int, str] = {}
-    where = lambda t: pc.and_(pc.equal(t["status"], tables.SUCCESS),  # noqa: E731
-                              pc.is_in(t["copy_component"], value_set=wanted))
-    for t in view.scan("dedup", ["key", "status", "copy_component"], where,
-                       enough=lambda: len(found) == len(components)):
+
+    def where(t):
+        return pc.and_(
+            pc.equal(t["status"], tables.SUCCESS),
+            pc.is_in(t["copy_component"], value_set=wanted),
+        )
+
+    for t in view.scan(
+        "dedup", ["key", "status", "copy_component"], where, enough=lambda: len(found) == len(components)
+    ):
         found.update(zip(t["copy_component"].to_pylist(), t["key"].to_pylist(), strict=False))
     return found

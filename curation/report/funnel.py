@@ -39,8 +39,11 @@ def funnel_section(view: RunView) -> str:
     colour = h.colours(names)
     bars = [(stage, {n: families[stage][n] for n in names if families[stage].get(n)}) for stage in view.stages]
     rows = [(stage, *(families[stage].get(n, 0) for n in names)) for stage in view.stages]
-    out = [h.legend(colour), h.stacked_bars(bars, colour),
-           h.table(["stage", *names], rows, numeric=range(1, len(names) + 1))]
+    out = [
+        h.legend(colour),
+        h.stacked_bars(bars, colour),
+        h.table(["stage", *names], rows, numeric=range(1, len(names) + 1)),
+    ]
     out.append(_dedup_funnel(view))
     return "".join(out)
 
@@ -68,9 +71,16 @@ def reasons_section(view: RunView, thumbs: Thumbnails) -> str:
         return '<p class="muted">no sample was dropped</p>'
     examples = _examples(view, last, counts)
     urls = _download_columns(view, [r["key"] for rows in examples.values() for r in rows])
-    out = [h.table(["status", "dropped by", "rows"],
-                   [(s, (examples.get(s) or [{}])[0].get("dropped_by", ""), n)
-                    for s, n in sorted(counts.items(), key=lambda kv: -kv[1])], numeric=[2])]
+    out = [
+        h.table(
+            ["status", "dropped by", "rows"],
+            [
+                (s, (examples.get(s) or [{}])[0].get("dropped_by", ""), n)
+                for s, n in sorted(counts.items(), key=lambda kv: -kv[1])
+            ],
+            numeric=[2],
+        )
+    ]
     for status, n in sorted(counts.items(), key=lambda kv: -kv[1]):
         figures = []
         for r in examples.get(status, []):
@@ -106,9 +116,13 @@ def _download_columns(view: RunView, keys: list[str]) -> dict[str, dict[str, Any
     out: dict[str, dict[str, Any]] = {}
     wanted = pa.array(keys, pa.string())
     for p in sorted({tables.key_partition(k) for k in keys}):
-        t = view.read("download", p, ["key", "url", "status", "duplicate_of"],
-                      lambda t: pc.is_in(t["key"], value_set=wanted))
+        t = view.read(
+            "download", p, ["key", "url", "status", "duplicate_of"], lambda t: pc.is_in(t["key"], value_set=wanted)
+        )
         for r in t.to_pylist():
-            out[r["key"]] = {"url": r.get("url"), "stored": r["status"] == tables.SUCCESS,
-                             "duplicate_of": r.get("duplicate_of")}
+            out[r["key"]] = {
+                "url": r.get("url"),
+                "stored": r["status"] == tables.SUCCESS,
+                "duplicate_of": r.get("duplicate_of"),
+            }
     return out

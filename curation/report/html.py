@@ -14,8 +14,20 @@ from collections.abc import Iterable, Sequence
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 # Status families in a fixed order and colour, so that every chart agrees.
-PALETTE = ["#2e7d32", "#c62828", "#ef6c00", "#6a1b9a", "#1565c0", "#00838f", "#ad1457", "#5d4037",
-           "#9e9d24", "#37474f", "#f9a825", "#4527a0"]
+PALETTE = [
+    "#2e7d32",
+    "#c62828",
+    "#ef6c00",
+    "#6a1b9a",
+    "#1565c0",
+    "#00838f",
+    "#ad1457",
+    "#5d4037",
+    "#9e9d24",
+    "#37474f",
+    "#f9a825",
+    "#4527a0",
+]
 SUCCESS_COLOUR = PALETTE[0]
 
 CSS = """
@@ -90,8 +102,11 @@ def colours(names: Sequence[str]) -> dict[str, str]:
 
 
 def legend(colour: dict[str, str]) -> str:
-    return '<p class="legend">' + "".join(
-        f'<span><i style="background:{c}"></i>{esc(n)}</span>' for n, c in colour.items()) + "</p>"
+    return (
+        '<p class="legend">'
+        + "".join(f'<span><i style="background:{c}"></i>{esc(n)}</span>' for n, c in colour.items())
+        + "</p>"
+    )
 
 
 def stacked_bars(bars: Sequence[tuple[str, dict[str, int]]], colour: dict[str, str], width: int = 760) -> str:
@@ -106,8 +121,10 @@ def stacked_bars(bars: Sequence[tuple[str, dict[str, int]]], colour: dict[str, s
         x = float(label_w)
         for name, n in parts.items():
             w = n * scale
-            out.append(f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{colour[name]}">'
-                       f'<title>{esc(label)}: {esc(name)} {n:,}</title></rect>')
+            out.append(
+                f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{colour[name]}">'
+                f"<title>{esc(label)}: {esc(name)} {n:,}</title></rect>"
+            )
             x += w
         out.append(f'<text x="{x + 4:.1f}" y="{y + 14}">{sum(parts.values()):,}</text>')
     height = len(bars) * (bar_h + gap)
@@ -125,8 +142,10 @@ def bar_chart(bars: Sequence[tuple[str, float]], width: int = 760, unit: str = "
     for i, (label, value) in enumerate(bars):
         bh = value / top * h
         x = 5 + i * step
-        out.append(f'<rect x="{x:.1f}" y="{h - bh:.1f}" width="{step * 0.8:.1f}" height="{bh:.1f}" fill="#1565c0">'
-                   f'<title>{esc(label)}: {value:,}{esc(unit)}</title></rect>')
+        out.append(
+            f'<rect x="{x:.1f}" y="{h - bh:.1f}" width="{step * 0.8:.1f}" height="{bh:.1f}" fill="#1565c0">'
+            f"<title>{esc(label)}: {value:,}{esc(unit)}</title></rect>"
+        )
         out.append(f'<text x="{x:.1f}" y="{h + 14}">{esc(label)}</text>')
         out.append(f'<text x="{x:.1f}" y="{max(h - bh - 3, 10):.1f}">{value:,}</text>')
     return f'<svg width="{width}" height="{h + label_h}" role="img">{"".join(out)}</svg>'
@@ -135,10 +154,13 @@ def bar_chart(bars: Sequence[tuple[str, float]], width: int = 760, unit: str = "
 def page(title: str, subtitle: str, sections: Sequence[tuple[str, str, str]]) -> str:
     """The whole document; ``sections`` are ``(id, heading, body)``."""
     nav = "".join(f'<a href="#{sid}">{esc(heading)}</a>' for sid, heading, _ in sections)
-    body = "".join(f'<section id="{sid}"><h2>{esc(heading)}</h2>{content}</section>'
-                   for sid, heading, content in sections)
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
-            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
-            f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{CSS}</style></head>'
-            f'<body><header><h1>{esc(title)}</h1><p>{esc(subtitle)}</p></header><nav>{nav}</nav>{body}'
-            f'</body></html>\n')
+    body = "".join(
+        f'<section id="{sid}"><h2>{esc(heading)}</h2>{content}</section>' for sid, heading, content in sections
+    )
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{CSS}</style></head>'
+        f"<body><header><h1>{esc(title)}</h1><p>{esc(subtitle)}</p></header><nav>{nav}</nav>{body}"
+        f"</body></html>\n"
+    )

@@ -50,9 +50,9 @@ class RunView:
         """Curated and benchmark image sets of the config, by name."""
         sets: dict[str, ImageSetConfig] = {}
         embed, dedup = self.section("embed"), self.section("dedup")
-        for s in (embed.curated if embed is not None else []):
+        for s in embed.curated if embed is not None else []:
             sets[s.name] = s
-        for s in (dedup.relative.benchmarks if dedup is not None else []):
+        for s in dedup.relative.benchmarks if dedup is not None else []:
             sets[s.name] = s
         return sets
 
@@ -60,8 +60,9 @@ class RunView:
         parts = self.ctx(stage).partitions(stage)
         return [parts[i] for i in self.rng.permutation(len(parts))] if shuffled else parts
 
-    def read(self, stage: str, partition: int, columns: list[str],
-             where: Callable[[pa.Table], pa.Array] | None = None) -> pa.Table:
+    def read(
+        self, stage: str, partition: int, columns: list[str], where: Callable[[pa.Table], pa.Array] | None = None
+    ) -> pa.Table:
         """Some columns of one partition of a stage table (only those it has), filtered by ``where``.
 
         A filter over columns the partition lacks (a partition where nothing
@@ -79,8 +80,14 @@ class RunView:
         except KeyError:  # the filter reads a column this partition lacks
             return table.slice(0, 0)
 
-    def scan(self, stage: str, columns: list[str], where=None, enough: Callable[[], bool] | None = None,
-             max_partitions: int | None = None) -> Iterator[pa.Table]:
+    def scan(
+        self,
+        stage: str,
+        columns: list[str],
+        where=None,
+        enough: Callable[[], bool] | None = None,
+        max_partitions: int | None = None,
+    ) -> Iterator[pa.Table]:
         """Filtered partitions in random order until ``enough()`` or ``max_partitions`` were read."""
         for i, p in enumerate(self.partitions(stage)):
             if (enough is not None and enough()) or (max_partitions is not None and i >= max_partitions):

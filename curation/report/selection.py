@@ -29,9 +29,12 @@ def clusters_section(view: RunView, thumbs: Thumbnails) -> str:
     size = sizes["size"].to_numpy()
     ids = sizes["cluster"].to_numpy()
     nonempty = np.flatnonzero(size > 0)
-    out = [f"<p>{len(size):,} clusters, {int((size == 0).sum()):,} empty; sizes from "
-           f"{int(size[nonempty].min()) if len(nonempty) else 0:,} to {int(size.max()) if len(size) else 0:,}</p>",
-           "<h3>Cluster size histogram (clusters per size range)</h3>", h.bar_chart(size_histogram(size))]
+    out = [
+        f"<p>{len(size):,} clusters, {int((size == 0).sum()):,} empty; sizes from "
+        f"{int(size[nonempty].min()) if len(nonempty) else 0:,} to {int(size.max()) if len(size) else 0:,}</p>",
+        "<h3>Cluster size histogram (clusters per size range)</h3>",
+        h.bar_chart(size_histogram(size)),
+    ]
     by_size = nonempty[np.argsort(-size[nonempty], kind="stable")]
     largest, smallest = by_size[:PICKED_CLUSTERS], by_size[::-1][:PICKED_CLUSTERS]
     rest = np.setdiff1d(by_size, np.concatenate([largest, smallest]))
@@ -43,8 +46,10 @@ def clusters_section(view: RunView, thumbs: Thumbnails) -> str:
         for c in group:
             rows = members.get(int(c), [])
             figures = [h.figure(thumbs.pool(r["key"]), f"{r['key']} sim {r['similarity']:.3f}") for r in rows]
-            out.append(f'<div class="group"><b>cluster {int(c)}</b> <span class=muted>({int(size[ids == c][0]):,} '
-                       f'images; closest to the centroid first, of those sampled)</span>{h.row(figures)}</div>')
+            out.append(
+                f'<div class="group"><b>cluster {int(c)}</b> <span class=muted>({int(size[ids == c][0]):,} '
+                f"images; closest to the centroid first, of those sampled)</span>{h.row(figures)}</div>"
+            )
     return "".join(out)
 
 
@@ -55,7 +60,7 @@ def size_histogram(size: np.ndarray) -> list[tuple[str, int]]:
         return []
     bins = np.floor(np.log2(nonempty)).astype(np.int64)
     counts = np.bincount(bins)
-    return [(str(2**b) if b == 0 else f"{2**b}-{2**(b + 1) - 1}", int(n)) for b, n in enumerate(counts)]
+    return [(str(2**b) if b == 0 else f"{2**b}-{2 ** (b + 1) - 1}", int(n)) for b, n in enumerate(counts)]
 
 
 def _cluster_members(view: RunView, clusters: list[int]) -> dict[int, list[dict[str, Any]]]:
@@ -65,8 +70,12 @@ def _cluster_members(view: RunView, clusters: list[int]) -> dict[int, list[dict[
     def enough() -> bool:
         return all(len(found.get(c, [])) >= IMAGES_PER_CLUSTER for c in clusters)
 
-    where = lambda t: pc.and_(pc.equal(t["status"], tables.SUCCESS),  # noqa: E731
-                              pc.is_in(t["cluster"], value_set=wanted))
+    def where(t):
+        return pc.and_(
+            pc.equal(t["status"], tables.SUCCESS),
+            pc.is_in(t["cluster"], value_set=wanted),
+        )
+
     for t in view.scan("cluster", ["key", "status", "cluster", "similarity"], where, enough):
         for r in t.to_pylist():
             found.setdefault(r["cluster"], []).append(r)
@@ -87,8 +96,9 @@ def retrieval_section(view: RunView, thumbs: Thumbnails) -> str:
         if entry.mode == "as_is":
             continue
         rows = everything.filter(pc.equal(everything["dataset"], entry.name))
-        out.append(f"<h3>{h.esc(entry.name)} <span class=muted>({entry.mode} mode, {rows.num_rows:,} "
-                   f"selected)</span></h3>")
+        out.append(
+            f"<h3>{h.esc(entry.name)} <span class=muted>({entry.mode} mode, {rows.num_rows:,} selected)</span></h3>"
+        )
         out.append(_by_query(view, rows, thumbs) if entry.mode == "sample" else _by_cluster(view, rows, thumbs))
     return "".join(out) or '<p class="muted">no retrieval entry searches the pool</p>'
 
@@ -110,10 +120,14 @@ def _by_query(view: RunView, rows: pa.Table, thumbs: Thumbnails) -> str:
     for q in picked:
         hits = rows.filter(pc.equal(rows["query_key"], q)).to_pylist()
         hits.sort(key=lambda r: r["rank"])
-        figures = [h.figure(thumbs.curated(hits[0]["query_dataset"], q), f"query {q}", "query"),
-                   '<span class="arrow">&rarr;</span>']
-        figures += [h.figure(thumbs.pool(r["key"]), f"#{r['rank'] + 1} {r['key']} sim {r['similarity']:.3f}")
-                    for r in hits[:NEIGHBOURS_SHOWN]]
+        figures = [
+            h.figure(thumbs.curated(hits[0]["query_dataset"], q), f"query {q}", "query"),
+            '<span class="arrow">&rarr;</span>',
+        ]
+        figures += [
+            h.figure(thumbs.pool(r["key"]), f"#{r['rank'] + 1} {r['key']} sim {r['similarity']:.3f}")
+            for r in hits[:NEIGHBOURS_SHOWN]
+        ]
         out.append(f'<div class="group">{h.row(figures)}</div>')
     return "".join(out)
 
@@ -129,10 +143,14 @@ def _by_cluster(view: RunView, rows: pa.Table, thumbs: Thumbnails) -> str:
         queries = sorted({(r["query_dataset"], r["query_key"]) for r in hits if r["query_key"]})
         figures = [h.figure(thumbs.curated(d, q), f"query {q}", "query") for d, q in queries[:NEIGHBOURS_SHOWN]]
         figures.append('<span class="arrow">&rarr;</span>')
-        figures += [h.figure(thumbs.pool(r["key"]), f"{r['key']} sim {r['similarity']:.3f}")
-                    for r in sorted(hits, key=lambda r: r["rank"])[:NEIGHBOURS_SHOWN]]
-        out.append(f'<div class="group"><b>cluster {c}</b> <span class=muted>({len(hits)} selected, '
-                   f'{len(queries)} queries)</span>{h.row(figures)}</div>')
+        figures += [
+            h.figure(thumbs.pool(r["key"]), f"{r['key']} sim {r['similarity']:.3f}")
+            for r in sorted(hits, key=lambda r: r["rank"])[:NEIGHBOURS_SHOWN]
+        ]
+        out.append(
+            f'<div class="group"><b>cluster {c}</b> <span class=muted>({len(hits)} selected, '
+            f"{len(queries)} queries)</span>{h.row(figures)}</div>"
+        )
     return "".join(out)
 
 
@@ -154,13 +172,27 @@ def composition_section(view: RunView) -> str:
         total_actual += got or 0
     rows.append(("", "Total", None, "", None, f"{total_plan:,}", total_actual, ""))
     note = "" if actual else '<p class="muted">the shard stage has not written yet: planned numbers only</p>'
-    return note + h.table(["Task", "Dataset", "Images", "Retrieval", "Retrieved (plan)", "Final (plan)",
-                           "Final (written)", "written / plan"], rows, numeric=[2, 4, 5, 6])
+    return note + h.table(
+        [
+            "Task",
+            "Dataset",
+            "Images",
+            "Retrieval",
+            "Retrieved (plan)",
+            "Final (plan)",
+            "Final (written)",
+            "written / plan",
+        ],
+        rows,
+        numeric=[2, 4, 5, 6],
+    )
 
 
 def _share_bar(got: int, planned: int) -> str:
     ratio = got / planned
     w = min(ratio, 1.5) / 1.5 * 120
     colour = h.SUCCESS_COLOUR if ratio >= 0.9 else "#ef6c00"
-    return (f'<svg width="170" height="14"><rect width="{w:.1f}" height="12" fill="{colour}"/>'
-            f'<line x1="80" x2="80" y1="0" y2="14" stroke="#333"/><text x="124" y="11">{ratio:.0%}</text></svg>')
+    return (
+        f'<svg width="170" height="14"><rect width="{w:.1f}" height="12" fill="{colour}"/>'
+        f'<line x1="80" x2="80" y1="0" y2="14" stroke="#333"/><text x="124" y="11">{ratio:.0%}</text></svg>'
+    )

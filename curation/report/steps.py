@@ -9,12 +9,29 @@ from curation.runner.stepstats import StepState, bytes_text, duration_text, run_
 
 def steps_section(view: RunView) -> str:
     states = run_states(view.run_dir, view.config, view.stages)
-    rows = [(f"{s.stage}/{s.step}", s.kind, s.state, _parts(s), duration_text(s.wall_s), duration_text(s.work_s),
-             bytes_text(s.peak_rss_bytes), _nodes(s)) for s in states]
-    table = h.table(["step", "kind", "state", "partitions", "wall time", "worker time", "peak memory (RSS)",
-                     "placement"], rows, numeric=[3, 4, 5, 6])
-    note = "" if any(s.peak_rss_bytes for s in states) else \
-        '<p class="muted">this run\'s stats record no peak memory or placement</p>'
+    rows = [
+        (
+            f"{s.stage}/{s.step}",
+            s.kind,
+            s.state,
+            _parts(s),
+            duration_text(s.wall_s),
+            duration_text(s.work_s),
+            bytes_text(s.peak_rss_bytes),
+            _nodes(s),
+        )
+        for s in states
+    ]
+    table = h.table(
+        ["step", "kind", "state", "partitions", "wall time", "worker time", "peak memory (RSS)", "placement"],
+        rows,
+        numeric=[3, 4, 5, 6],
+    )
+    note = (
+        ""
+        if any(s.peak_rss_bytes for s in states)
+        else '<p class="muted">this run\'s stats record no peak memory or placement</p>'
+    )
     return "<h3>Timeline (wall clock from the first step's start)</h3>" + timeline(states) + table + note
 
 
@@ -45,10 +62,14 @@ def timeline(states: list[StepState], width: int = 760) -> str:
         x = label_w + (s.started - t0) * scale
         w = max(1.0, (s.finished - s.started) * scale)
         colour = "#1565c0" if s.kind == "map" else "#6a1b9a"
-        out.append(f'<text x="0" y="{y + 11}">{h.esc(s.stage)}/{h.esc(s.step)}</text>'
-                   f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{colour}">'
-                   f'<title>{h.esc(s.step)}: {duration_text(s.wall_s)}</title></rect>'
-                   f'<text x="{x + w + 4:.1f}" y="{y + 11}">{duration_text(s.wall_s)}</text>')
-    legend = '<p class="legend"><span><i style="background:#1565c0"></i>map step</span>' \
-             '<span><i style="background:#6a1b9a"></i>global step</span></p>'
+        out.append(
+            f'<text x="0" y="{y + 11}">{h.esc(s.stage)}/{h.esc(s.step)}</text>'
+            f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{colour}">'
+            f"<title>{h.esc(s.step)}: {duration_text(s.wall_s)}</title></rect>"
+            f'<text x="{x + w + 4:.1f}" y="{y + 11}">{duration_text(s.wall_s)}</text>'
+        )
+    legend = (
+        '<p class="legend"><span><i style="background:#1565c0"></i>map step</span>'
+        '<span><i style="background:#6a1b9a"></i>global step</span></p>'
+    )
     return legend + f'<svg width="{width}" height="{len(timed) * (bar_h + gap)}">{"".join(out)}</svg>'

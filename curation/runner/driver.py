@@ -52,11 +52,9 @@ class Backend(Protocol):
     def start(self) -> None:
         """Connect to what runs the work (Ray); called once every check has passed."""
 
-    def run_map(self, ctx: StageContext, step: MapStep, pending: list[int], progress: Progress) -> list[Failure]:
-        ...
+    def run_map(self, ctx: StageContext, step: MapStep, pending: list[int], progress: Progress) -> list[Failure]: ...
 
-    def run_global(self, ctx: StageContext, step: GlobalStep, progress: Progress) -> Failure | None:
-        ...
+    def run_global(self, ctx: StageContext, step: GlobalStep, progress: Progress) -> Failure | None: ...
 
     def resolve(self, ctx: StageContext, label: str, resources: Resources) -> Any:
         """Resources resolved on the backend's cluster; ConfigError when no node can hold them."""
@@ -110,7 +108,8 @@ def preflight(config: cfg.PipelineBase, requested: list[str] | None, force: bool
     if unselected:
         problems.append(
             f"force=true: the changed config redoes stages {redo}, but stage={','.join(names)} leaves out "
-            f"{unselected}; select them too (stage={','.join(s for s in config.stages if s in redo or s in names)})")
+            f"{unselected}; select them too (stage={','.join(s for s in config.stages if s in redo or s in names)})"
+        )
     checks = {c.name: c for c in inspect_run(run_dir, config.stages)}
     for name in names:
         if name in redo or not checks[name].intact:
@@ -119,13 +118,14 @@ def preflight(config: cfg.PipelineBase, requested: list[str] | None, force: bool
     if len(problems) == 1:
         raise ConfigError(problems[0])
     if problems:
-        raise ConfigError(f"{len(problems)} problems; nothing was run:\n"
-                          + "\n".join("  " + p.replace("\n", "\n  ") for p in problems))
+        raise ConfigError(
+            f"{len(problems)} problems; nothing was run:\n"
+            + "\n".join("  " + p.replace("\n", "\n  ") for p in problems)
+        )
     return names
 
 
-def _selection_problems(run_dir: Path, names: list[str], checks: dict[str, StageCheck],
-                        redo: list[str]) -> list[str]:
+def _selection_problems(run_dir: Path, names: list[str], checks: dict[str, StageCheck], redo: list[str]) -> list[str]:
     """Every input of a selected stage is selected before it, or complete and intact."""
     problems = []
     for i, name in enumerate(names):
@@ -136,12 +136,16 @@ def _selection_problems(run_dir: Path, names: list[str], checks: dict[str, Stage
             if check is None:  # not a stage of this pipeline: made by another run, taken as it is
                 check = StageCheck(upstream, stage_complete(run_dir, upstream), [])
             if not check.done:
-                problems.append(f"stage '{name}' reads the table of '{upstream}', which is not complete in "
-                                f"{run_dir}: run stage={upstream} first (or run the whole pipeline)")
+                problems.append(
+                    f"stage '{name}' reads the table of '{upstream}', which is not complete in "
+                    f"{run_dir}: run stage={upstream} first (or run the whole pipeline)"
+                )
             elif not check.intact:
-                problems.append(f"stage '{name}' reads the table of '{upstream}', which must be redone in part "
-                                f"({_first_problem(check)}): select it too (stage={upstream},{','.join(names)}); "
-                                f"`curate verify run_dir={run_dir}` lists what")
+                problems.append(
+                    f"stage '{name}' reads the table of '{upstream}', which must be redone in part "
+                    f"({_first_problem(check)}): select it too (stage={upstream},{','.join(names)}); "
+                    f"`curate verify run_dir={run_dir}` lists what"
+                )
     return problems
 
 
@@ -152,8 +156,7 @@ def _first_problem(check: StageCheck) -> str:
     return "derived from work that is redone upstream"
 
 
-def run(config: cfg.PipelineBase, backend: Backend, stages: list[str] | None = None,
-        force: bool = False) -> RunReport:
+def run(config: cfg.PipelineBase, backend: Backend, stages: list[str] | None = None, force: bool = False) -> RunReport:
     """Run the selected stages in pipeline order, resumably.
 
     Every problem checkable without Ray is raised first, in one ConfigError,
@@ -222,7 +225,7 @@ def stages_to_redo(stages: list[str], changed: list[str]) -> list[str]:
     hit = [i for i, name in enumerate(stages) if name in changed]
     if any(key not in stages for key in changed):
         hit.append(0)
-    return stages[min(hit):] if hit else []
+    return stages[min(hit) :] if hit else []
 
 
 def run_stage(ctx: StageContext, backend: Backend, show_progress: bool = True) -> dict[str, Any]:
@@ -291,7 +294,7 @@ def summarize(step_dir: Path) -> dict[str, Any]:
 # The likely fix, by why the last attempt of a unit failed (Failure.cause).
 FIXES = {
     "memory": "likely fix: the worker ran out of memory: lower the stage's batch size, or give each worker more "
-              "memory (fewer workers per node)",
+    "memory (fewer workers per node)",
     "died": "likely fix: a worker, node or object was lost: check that node's logs and memory",
 }
 
@@ -304,5 +307,8 @@ def _failure_message(ctx: StageContext, failures: list[Failure]) -> str:
         units.append(f"{f.step} {where}: {' '.join(f.error.split())}")
     more = f" (and {len(failures) - 3} more)" if len(failures) > 3 else ""
     fix = next((FIXES[f.cause] for f in failures if f.cause in FIXES), "")
-    return (f"stage '{ctx.stage}' failed after retries: {'; '.join(units)}{more}; " + (f"{fix}; " if fix else "")
-            + f"completed work is kept in {ctx.run_dir}: rerun the same command to resume")
+    return (
+        f"stage '{ctx.stage}' failed after retries: {'; '.join(units)}{more}; "
+        + (f"{fix}; " if fix else "")
+        + f"completed work is kept in {ctx.run_dir}: rerun the same command to resume"
+    )

@@ -81,8 +81,9 @@ def _attempts(fn, retries: int) -> dict[str, Any] | str:
     return last
 
 
-def run_stages(run_dir: Path | str, config_data: dict[str, Any], stage_names: list[str] | None = None,
-               force: bool = False) -> RunReport:
+def run_stages(
+    run_dir: Path | str, config_data: dict[str, Any], stage_names: list[str] | None = None, force: bool = False
+) -> RunReport:
     """Run stages in-process. ``config_data`` is a plain pipeline dict."""
     data = {**config_data, "run_dir": str(run_dir)}
     data.setdefault("runner", {})

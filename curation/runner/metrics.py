@@ -62,8 +62,10 @@ def _make() -> dict[str, Any]:
             description="Partitions finished, by stage, step and outcome.",
             tag_keys=("stage", "step", "outcome"),
         ),
-        **{name: Gauge(f"curation_step_{name}", description=text, tag_keys=("stage", "step"))
-           for name, text in GAUGES.items()},
+        **{
+            name: Gauge(f"curation_step_{name}", description=text, tag_keys=("stage", "step"))
+            for name, text in GAUGES.items()
+        },
     }
 
 
@@ -110,8 +112,13 @@ def report_progress(stage: str, step: str, state: dict[str, Any] | None) -> None
         gauges["eta_seconds"].set(0, tags=tags)
         return
     eta = state.get("eta_s")
-    values = {"done": state["done"], "total": state.get("total") or 0, "rate": state["rate"],
-              "eta_seconds": -1 if eta is None else eta, "running": 1}
+    values = {
+        "done": state["done"],
+        "total": state.get("total") or 0,
+        "rate": state["rate"],
+        "eta_seconds": -1 if eta is None else eta,
+        "running": 1,
+    }
     for name, value in values.items():
         gauges[name].set(value, tags=tags)
 

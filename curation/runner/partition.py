@@ -57,8 +57,7 @@ def clear_partition(step_dir: Path, partition: int) -> None:
                 path.unlink(missing_ok=True)
 
 
-def run_map_partition(step: MapStep, partition: int,
-                      on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
+def run_map_partition(step: MapStep, partition: int, on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Process and commit one partition; return its stats.
 
     ``on_batch(rows)`` is called after each batch, for progress.
@@ -185,8 +184,15 @@ def run_global_step(step: GlobalStep) -> dict[str, Any]:
     run_dir = Path(step.ctx.run_dir)
     files = {str(p.relative_to(run_dir)): p.stat().st_size for p in _written(step_dir, step.outputs())}
     sums = {name: known.get(name) or sha256_file(run_dir / name) for name in files}
-    stats = {"stage": step.ctx.stage, "step": step.name, **timer.stamp(), **extra, "files": files, "sha256": sums,
-             **usage(step.grant)}
+    stats = {
+        "stage": step.ctx.stage,
+        "step": step.name,
+        **timer.stamp(),
+        **extra,
+        "files": files,
+        "sha256": sums,
+        **usage(step.grant),
+    }
     write_json(done, stats)
     return stats
 
@@ -200,4 +206,3 @@ def _written(step_dir: Path, outputs: list[Path]) -> list[Path]:
         elif root.is_dir():
             found += sorted(p for p in root.rglob("*") if p.is_file())
     return [p for p in found if p.name not in (STEP_DONE, PROGRESS_FILE) and TMP_MARK not in p.name]
-

@@ -28,8 +28,15 @@ WRITE_EVERY_S = 2.0
 
 
 class Progress:
-    def __init__(self, label: str, total: int, unit: str = "sample", enabled: bool = True,
-                 state_file: Path | None = None, kind: str = "map"):
+    def __init__(
+        self,
+        label: str,
+        total: int,
+        unit: str = "sample",
+        enabled: bool = True,
+        state_file: Path | None = None,
+        kind: str = "map",
+    ):
         self.label, self.total, self.unit, self.kind = label, total or 0, unit, kind
         self.done = 0
         self.state_file = state_file
@@ -39,8 +46,15 @@ class Progress:
         if enabled:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=total or None, desc=label, unit=unit, unit_scale=True,
-                             dynamic_ncols=True, file=sys.stderr, smoothing=0.1)
+            self._bar = tqdm(
+                total=total or None,
+                desc=label,
+                unit=unit,
+                unit_scale=True,
+                dynamic_ncols=True,
+                file=sys.stderr,
+                smoothing=0.1,
+            )
         self._publish(force=True)
 
     def update(self, n: int) -> None:
@@ -71,9 +85,18 @@ class Progress:
 
     def state(self) -> dict:
         eta = self.eta_s()
-        return {"label": self.label, "kind": self.kind, "unit": self.unit, "done": self.done,
-                "total": self.total or None, "started": self.started, "updated": time.time(),
-                "rate": round(self.rate(), 3), "eta_s": None if eta is None else round(eta, 1), "pid": os.getpid()}
+        return {
+            "label": self.label,
+            "kind": self.kind,
+            "unit": self.unit,
+            "done": self.done,
+            "total": self.total or None,
+            "started": self.started,
+            "updated": time.time(),
+            "rate": round(self.rate(), 3),
+            "eta_s": None if eta is None else round(eta, 1),
+            "pid": os.getpid(),
+        }
 
     def _publish(self, force: bool = False) -> None:
         now = time.time()

@@ -229,7 +229,8 @@ class RayBackend:
         def spawn() -> None:
             name = f"{ctx.stage}/{step.name} #{next(self._actors)} [{self._tag}]"
             actor = actor_cls.options(name=name, **request.ray_options()).remote(
-                str(ctx.run_dir), cfg.to_dict(ctx.config), ctx.stage, step.name, counter.actor)
+                str(ctx.run_dir), cfg.to_dict(ctx.config), ctx.stage, step.name, counter.actor
+            )
             starting[actor.__ray_ready__.remote()] = actor
 
         for _ in range(_pool_size(request, self.cluster, len(pending), self.max_workers)):
@@ -280,8 +281,13 @@ class RayBackend:
         """A worker that did not start: another is started, unless they keep failing (then report the queue)."""
         message = one_line(err)
         if count <= self.max_retries:
-            log.warning("%s/%s: a worker failed to start (%d in a row), starting another: %s",
-                        ctx.stage, step.name, count, message)
+            log.warning(
+                "%s/%s: a worker failed to start (%d in a row), starting another: %s",
+                ctx.stage,
+                step.name,
+                count,
+                message,
+            )
             spawn()
             return
         cause = failure_cause(err)
@@ -292,8 +298,14 @@ class RayBackend:
         message = one_line(err)
         report_failure(ctx.stage, step.name)
         if attempt < self.max_retries and not isinstance(err, ConfigError):
-            log.warning("%s/%s partition %d failed (attempt %d), retrying: %s",
-                        ctx.stage, step.name, partition, attempt + 1, message)
+            log.warning(
+                "%s/%s partition %d failed (attempt %d), retrying: %s",
+                ctx.stage,
+                step.name,
+                partition,
+                attempt + 1,
+                message,
+            )
             queue.append((partition, attempt + 1))
         else:
             failures.append(Failure(ctx.stage, step.name, partition, message, cause))
@@ -312,8 +324,15 @@ class RayBackend:
             try:
                 with whole_node(request) as strategy:
                     placed = {"scheduling_strategy": strategy} if strategy else {}
-                    args = (str(ctx.run_dir), cfg.to_dict(ctx.config), ctx.stage, step.name, self.cluster.to_dict(),
-                            counter.actor, key)
+                    args = (
+                        str(ctx.run_dir),
+                        cfg.to_dict(ctx.config),
+                        ctx.stage,
+                        step.name,
+                        self.cluster.to_dict(),
+                        counter.actor,
+                        key,
+                    )
                     _follow(task.options(**options, **placed).remote(*args), counter, key, progress)
                 report_global(ctx.stage, step.name)
                 return None
@@ -344,9 +363,15 @@ def _follow(ref, counter: _Counter, key: tuple, progress: Progress) -> Any:
             return ray.get(ref)
 
 
-
-def _run_global(run_dir: str, config_data: dict[str, Any], stage: str, step_name: str,
-                cluster: dict[str, Any], counter=None, key: tuple | None = None) -> dict[str, Any]:
+def _run_global(
+    run_dir: str,
+    config_data: dict[str, Any],
+    stage: str,
+    step_name: str,
+    cluster: dict[str, Any],
+    counter=None,
+    key: tuple | None = None,
+) -> dict[str, Any]:
     import ray
 
     from curation.runner.workers import RayWorkers

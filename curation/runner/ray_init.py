@@ -35,12 +35,19 @@ def init_ray(ray_cfg: RayConfig, job_name: str | None = None) -> dict[str, Any]:
             # would lock the user out of their own dashboard and metrics.
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             if os.environ.get("RAY_ADDRESS"):
-                log.warning("RAY_ADDRESS is set but ray.address is null: starting a local Ray "
-                            "(set ray.address: auto to join the cluster it names)")
-            kwargs.update(address="local", num_cpus=ray_cfg.num_cpus, num_gpus=ray_cfg.num_gpus,
-                          include_dashboard=ray_cfg.dashboard, dashboard_host="127.0.0.1",
-                          dashboard_port=ray_cfg.dashboard_port,
-                          object_store_memory=ray_cfg.object_store_memory)
+                log.warning(
+                    "RAY_ADDRESS is set but ray.address is null: starting a local Ray "
+                    "(set ray.address: auto to join the cluster it names)"
+                )
+            kwargs.update(
+                address="local",
+                num_cpus=ray_cfg.num_cpus,
+                num_gpus=ray_cfg.num_gpus,
+                include_dashboard=ray_cfg.dashboard,
+                dashboard_host="127.0.0.1",
+                dashboard_port=ray_cfg.dashboard_port,
+                object_store_memory=ray_cfg.object_store_memory,
+            )
         else:
             kwargs["address"] = cluster_address(ray_cfg.address, ray_cfg.connect_timeout_s)
         dashboard = getattr(ray.init(**kwargs), "dashboard_url", None) or None
@@ -49,9 +56,12 @@ def init_ray(ray_cfg: RayConfig, job_name: str | None = None) -> dict[str, Any]:
         rearm()  # ray.init replaced the CLI's SIGTERM handler with one that aborts the driver
     ports = sorted({n.get("MetricsExportPort") for n in ray.nodes() if n.get("Alive")} - {None})
     grafana = install_grafana_dashboard()
-    log.info("Ray dashboard: %s; metrics (Prometheus) on ports %s of each node%s",
-             f"http://{dashboard}" if dashboard else "not started here", ports,
-             f"; Grafana dashboard {grafana}" if grafana else "")
+    log.info(
+        "Ray dashboard: %s; metrics (Prometheus) on ports %s of each node%s",
+        f"http://{dashboard}" if dashboard else "not started here",
+        ports,
+        f"; Grafana dashboard {grafana}" if grafana else "",
+    )
     return {"dashboard": dashboard, "metrics_ports": ports, "grafana_dashboard": grafana}
 
 
@@ -70,16 +80,20 @@ def cluster_address(address: str, timeout_s: float) -> str:
     if address == "auto":
         resolved = os.environ.get("RAY_ADDRESS") or services.find_bootstrap_address(None)
         if not resolved:
-            raise ConfigError("ray.address: 'auto' found no cluster (RAY_ADDRESS is not set and no `ray start` "
-                              "was run on this machine): start one, give its address, or set ray.address: null "
-                              "for a local Ray")
+            raise ConfigError(
+                "ray.address: 'auto' found no cluster (RAY_ADDRESS is not set and no `ray start` "
+                "was run on this machine): start one, give its address, or set ray.address: null "
+                "for a local Ray"
+            )
     host, _, port = resolved.split("://", 1)[-1].rpartition(":")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
     except (OSError, ValueError) as err:
-        raise ConfigError(f"ray.address: no Ray cluster answers at '{resolved}' within {timeout_s:g} s "
-                          f"({type(err).__name__}: {err}): start it (`ray start --head`), fix the address, "
-                          "or set ray.address: null for a local Ray") from None
+        raise ConfigError(
+            f"ray.address: no Ray cluster answers at '{resolved}' within {timeout_s:g} s "
+            f"({type(err).__name__}: {err}): start it (`ray start --head`), fix the address, "
+            "or set ray.address: null for a local Ray"
+        ) from None
     return resolved
 
 
@@ -92,8 +106,9 @@ def failure_cause(err: BaseException) -> str:
         return "error"
     text = str(err)
     # An actor killed for memory surfaces as ActorDiedError; only its text says why.
-    if isinstance(err, ray.exceptions.OutOfMemoryError) or any(s in text for s in ("running low on memory",
-                                                                                   "OutOfMemoryError")):
+    if isinstance(err, ray.exceptions.OutOfMemoryError) or any(
+        s in text for s in ("running low on memory", "OutOfMemoryError")
+    ):
         return "memory"
     return "died"
 
@@ -104,8 +119,10 @@ def one_line(err: BaseException) -> str:
 
     usage = re.search(r"was ([\d.]+\s*[KMGT]?B) used / ([\d.]+\s*[KMGT]?B) limit", str(err))
     if failure_cause(err) == "memory" and usage:  # Ray's own text is a page long
-        return (f"{type(err).__name__}: the worker was killed by Ray's memory monitor "
-                f"(node memory {usage.group(1)} used of {usage.group(2)})")
+        return (
+            f"{type(err).__name__}: the worker was killed by Ray's memory monitor "
+            f"(node memory {usage.group(1)} used of {usage.group(2)})"
+        )
     lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in f"{type(err).__name__}: {err}".splitlines()]
     lines = [ln for ln in lines if ln]
     text = lines[0] if len(lines) < 2 or lines[-1] == lines[0] else f"{lines[0]} ... {lines[-1]}"

@@ -71,10 +71,21 @@ def ray_cluster() -> ClusterView:
         res = n.get("Resources", {})
         if not n.get("Alive") or res.get("CPU", 0) <= 0:
             continue
-        custom = {k: v for k, v in res.items() if k not in _STANDARD and not k.startswith("node:")
-                  and not k.startswith("accelerator_type")}
-        nodes.append(Node(n["NodeID"], n.get("NodeManagerAddress", ""), res.get("CPU", 0), res.get("GPU", 0),
-                          int(res.get("memory", 0)), custom))
+        custom = {
+            k: v
+            for k, v in res.items()
+            if k not in _STANDARD and not k.startswith("node:") and not k.startswith("accelerator_type")
+        }
+        nodes.append(
+            Node(
+                n["NodeID"],
+                n.get("NodeManagerAddress", ""),
+                res.get("CPU", 0),
+                res.get("GPU", 0),
+                int(res.get("memory", 0)),
+                custom,
+            )
+        )
     return ClusterView(tuple(nodes))
 
 
@@ -136,9 +147,12 @@ def resolve(resources: Resources, cluster: ClusterView, label: str) -> Request:
 
 def _check_fits(request: Request, cluster: ClusterView, label: str, key: str) -> None:
     def fits(n: Node) -> bool:
-        return (n.num_cpus >= request.num_cpus and n.num_gpus >= request.num_gpus
-                and (not n.memory or n.memory >= request.memory)
-                and all(n.custom.get(k, 0) >= v for k, v in request.custom.items()))
+        return (
+            n.num_cpus >= request.num_cpus
+            and n.num_gpus >= request.num_gpus
+            and (not n.memory or n.memory >= request.memory)
+            and all(n.custom.get(k, 0) >= v for k, v in request.custom.items())
+        )
 
     if any(fits(n) for n in cluster.nodes):
         return
@@ -154,6 +168,7 @@ def _check_fits(request: Request, cluster: ClusterView, label: str, key: str) ->
 
 def at_once(request: Request, cluster: ClusterView, busy: Grant | None = None) -> int:
     """Workers of ``request`` that fit on the nodes at the same time, besides ``busy`` (a grant held)."""
+
     def per_node(node: Node) -> int:
         cpus = node.num_cpus - (busy.num_cpus if busy is not None and busy.node_id == node.node_id else 0)
         gpus = node.num_gpus - (busy.num_gpus if busy is not None and busy.node_id == node.node_id else 0)
@@ -178,9 +193,13 @@ def granted() -> Grant:
         assigned = ctx.get_assigned_resources()
     except AssertionError:  # the driver itself: it holds nothing
         assigned = {}
-    return Grant(num_cpus=float(assigned.get("CPU", 0)), num_gpus=float(assigned.get("GPU", 0)),
-                 memory=int(assigned.get("memory", 0)), node_id=ctx.get_node_id(),
-                 node_ip=ray.util.get_node_ip_address())
+    return Grant(
+        num_cpus=float(assigned.get("CPU", 0)),
+        num_gpus=float(assigned.get("GPU", 0)),
+        memory=int(assigned.get("memory", 0)),
+        node_id=ctx.get_node_id(),
+        node_ip=ray.util.get_node_ip_address(),
+    )
 
 
 def size_thread_pools(num_cpus: float) -> None:

@@ -77,8 +77,9 @@ class RunLock:
         except BlockingIOError:
             holder = self.path.read_text().strip() or "another process"
             os.close(fd)
-            raise RunError(f"{self.path.parent} is in use by a running curate ({holder}); wait for it or stop it") \
-                from None
+            raise RunError(
+                f"{self.path.parent} is in use by a running curate ({holder}); wait for it or stop it"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()}\n".encode())
         self._fd = fd

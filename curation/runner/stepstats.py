@@ -22,6 +22,8 @@ from curation.stages.base import GlobalStep, StageContext
 def progress_path(step_dir: Path, kind: str) -> Path:
     """A running step's progress file: beside a map step's markers, in a global step's directory."""
     return (files_dir(step_dir) if kind == "map" else step_dir) / PROGRESS_FILE
+
+
 STALE_S = 30.0  # a progress file not rewritten for this long was left by a run that stopped
 LOCK_FILE = ".lock"
 
@@ -138,8 +140,7 @@ def placement_text(placement: Any) -> str:
     if not isinstance(placement, dict):
         return str(placement)
     where = placement.get("node_ip") or placement.get("node_id") or "?"
-    parts = [f"{placement[k]:g} {label}" for k, label in (("num_cpus", "CPU"), ("num_gpus", "GPU"))
-             if placement.get(k)]
+    parts = [f"{placement[k]:g} {label}" for k, label in (("num_cpus", "CPU"), ("num_gpus", "GPU")) if placement.get(k)]
     return f"{where} ({', '.join(parts)})" if parts else str(where)
 
 
@@ -148,8 +149,11 @@ def run_states(run_dir: Path, config: Any, stages: list[str]) -> list[StepState]
     from curation.stages.registry import get_stage, stage_context
 
     active = run_active(run_dir)
-    return [step_state(stage_context(config, name, run_dir), step_cls, active)
-            for name in stages for step_cls in get_stage(name).steps]
+    return [
+        step_state(stage_context(config, name, run_dir), step_cls, active)
+        for name in stages
+        for step_cls in get_stage(name).steps
+    ]
 
 
 def duration_text(seconds: float | None) -> str:

@@ -65,8 +65,9 @@ def sha256_file(path: Path) -> str:
         return sha256_stream(f)
 
 
-def file_problems(locate: Callable[[str], Path], sizes: dict[str, int], sums: dict[str, str] | None = None,
-                  checksums: bool = False) -> list[str]:
+def file_problems(
+    locate: Callable[[str], Path], sizes: dict[str, int], sums: dict[str, str] | None = None, checksums: bool = False
+) -> list[str]:
     """What is wrong with the files a marker lists (``locate`` maps a listed name to its path)."""
     problems = []
     for name, size in sizes.items():
@@ -83,8 +84,9 @@ def file_problems(locate: Callable[[str], Path], sizes: dict[str, int], sums: di
     return problems
 
 
-def marker_problems(marker: Path, locate: Callable[[str], Path], checksums: bool = False,
-                    outputs: Callable[[str], Path] | None = None) -> list[str]:
+def marker_problems(
+    marker: Path, locate: Callable[[str], Path], checksums: bool = False, outputs: Callable[[str], Path] | None = None
+) -> list[str]:
     """What is wrong with a completion marker and the files it lists ([]: intact).
 
     A map partition's marker may also list ``outputs``: files it wrote
@@ -191,8 +193,9 @@ def _summary_partitions(stage_root: Path) -> int:
         return 0
 
 
-def _check_map(stage: str, step: str, step_dir: Path, checksums: bool, expected: set[int],
-               dirty: set[int], all_dirty: bool) -> StepCheck:
+def _check_map(
+    stage: str, step: str, step_dir: Path, checksums: bool, expected: set[int], dirty: set[int], all_dirty: bool
+) -> StepCheck:
     check = StepCheck(stage, step, False, committed_partitions(step_dir))
     for p in check.committed:
         problems = marker_problems(marker_path(step_dir, p), in_step(step_dir), checksums, outputs_of(step_dir))
@@ -204,8 +207,9 @@ def _check_map(stage: str, step: str, step_dir: Path, checksums: bool, expected:
     return check
 
 
-def _check_global(run_dir: Path, stage: str, step: str, step_dir: Path, checksums: bool,
-                  upstream_redone: bool) -> StepCheck:
+def _check_global(
+    run_dir: Path, stage: str, step: str, step_dir: Path, checksums: bool, upstream_redone: bool
+) -> StepCheck:
     marker = step_dir / STEP_DONE
     check = StepCheck(stage, step, True, done=marker.exists())
     if not check.done:
@@ -258,8 +262,11 @@ def _drop_partition(step_dir: Path, partition: int) -> None:
 
 def format_checks(run_dir: Path, checks: list[StageCheck], checksums: bool) -> str:
     """The report of ``curate verify``: one line per stage, then what a rerun would redo, and why."""
-    lines = [f"run {run_dir}: " + ("sizes and sha256 checksums" if checksums else "file sizes")
-             + " checked against the completion markers"]
+    lines = [
+        f"run {run_dir}: "
+        + ("sizes and sha256 checksums" if checksums else "file sizes")
+        + " checked against the completion markers"
+    ]
     for stage in checks:
         if stage.intact:
             state = "complete, intact"

@@ -87,8 +87,13 @@ class Grant:
     node_ip: str = "127.0.0.1"
 
     def placement(self) -> dict[str, Any]:
-        return {"node_id": self.node_id, "node_ip": self.node_ip, "num_cpus": self.num_cpus,
-                "num_gpus": self.num_gpus, "memory": self.memory}
+        return {
+            "node_id": self.node_id,
+            "node_ip": self.node_ip,
+            "num_cpus": self.num_cpus,
+            "num_gpus": self.num_gpus,
+            "memory": self.memory,
+        }
 
 
 @dataclass
@@ -195,8 +200,7 @@ class WorkerGroup(Protocol):
     def info(self) -> list[dict[str, Any]]:
         """Per worker: ``placement`` and ``peak_rss_bytes``."""
 
-    def stop(self) -> None:
-        ...
+    def stop(self) -> None: ...
 
 
 class Workers(Protocol):
@@ -359,4 +363,3 @@ class Timer:
     def stamp(self) -> dict[str, float]:
         now = time.time()
         return {"started": self.started, "finished": now, "duration_s": round(now - self.started, 3)}
-

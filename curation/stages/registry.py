@@ -60,6 +60,10 @@ def get_stage(name: str) -> type[Stage]:
 def stage_context(config: Any, stage: str, run_dir: Path | str | None = None) -> StageContext:
     """The context a step of ``stage`` runs in: the validated ``config``, the table step of every
     registered stage and the stage's inputs. ``run_dir`` defaults to ``config.run_dir``."""
-    return StageContext(Path(config.run_dir if run_dir is None else run_dir), config, stage,
-                        {name: cls.table_step for name, cls in all_stages().items()},
-                        get_stage(stage).inputs)
+    return StageContext(
+        Path(config.run_dir if run_dir is None else run_dir),
+        config,
+        stage,
+        {name: cls.table_step for name, cls in all_stages().items()},
+        get_stage(stage).inputs,
+    )

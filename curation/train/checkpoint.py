@@ -65,8 +65,14 @@ def _barrier() -> None:
 
 
 def save_checkpoint(
-    root: Path, iteration: int, meta: nn.Module, optimizer, train_state: dict[str, Any],
-    keep: int, is_main: bool, skip: tuple[str, ...] = (),
+    root: Path,
+    iteration: int,
+    meta: nn.Module,
+    optimizer,
+    train_state: dict[str, Any],
+    keep: int,
+    is_main: bool,
+    skip: tuple[str, ...] = (),
 ) -> Path:
     """Collective: every rank calls it. ``skip``: model key prefixes not saved
     (a frozen distillation teacher). Returns the checkpoint directory."""
@@ -100,7 +106,10 @@ def load_checkpoint(path: Path, meta: nn.Module, optimizer, skip: tuple[str, ...
     except (Exception, CheckpointException) as err:  # DCP's error is a BaseException
         raise CheckpointError(f"{path} does not match this model/optimiser: {err}") from err
     set_state_dict(
-        meta, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"],
+        meta,
+        optimizer,
+        model_state_dict=state["model"],
+        optim_state_dict=state["optim"],
         options=StateDictOptions(strict=not skip),
     )
     return read_json(path / STATE_FILE)

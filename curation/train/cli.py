@@ -42,9 +42,11 @@ def train_main(overrides: list[str]) -> int:
 def plan_line(cfg) -> str:
     """What one iteration is and when the first log line comes: a CPU iteration of the full recipe takes minutes."""
     crops = f"2 global {cfg.crops.global_size} px + {cfg.crops.num_local} local {cfg.local_size} px crops"
-    return (f"training {cfg.model} on {cfg.manifest} (device {cfg.device}): {cfg.optim.batch_size} images x ({crops}) "
-            f"per rank per iteration, {cfg.total_iterations} iterations; a log line after the first iteration, then "
-            f"every {cfg.log_every}; about {activation_gib(cfg):.1f} GiB of activations per rank on CPU (fp32)")
+    return (
+        f"training {cfg.model} on {cfg.manifest} (device {cfg.device}): {cfg.optim.batch_size} images x ({crops}) "
+        f"per rank per iteration, {cfg.total_iterations} iterations; a log line after the first iteration, then "
+        f"every {cfg.log_every}; about {activation_gib(cfg):.1f} GiB of activations per rank on CPU (fp32)"
+    )
 
 
 # Measured: on CPU in fp32, ViT-S/14 with DINOv2's crops (2 x 224 px + 8 x 98 px), peak RSS grows by about
@@ -75,9 +77,11 @@ def memory_warning(cfg) -> str | None:
     need = activation_gib(cfg) + 1.5
     if need <= available:
         return None
-    return (f"this CPU run needs about {need:.0f} GiB (optim.batch_size={cfg.optim.batch_size}) but "
-            f"{available:.0f} GiB is available: it will likely run out of memory. Lower optim.batch_size, or start "
-            f"from config=train_demo (a tiny ViT sized for a laptop)")
+    return (
+        f"this CPU run needs about {need:.0f} GiB (optim.batch_size={cfg.optim.batch_size}) but "
+        f"{available:.0f} GiB is available: it will likely run out of memory. Lower optim.batch_size, or start "
+        f"from config=train_demo (a tiny ViT sized for a laptop)"
+    )
 
 
 def main() -> int:

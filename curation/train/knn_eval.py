@@ -26,8 +26,13 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
 
 def knn_classify(
-    train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-    num_classes: int, k: int = 20, temperature: float = 0.07, chunk: int = 1024,
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    num_classes: int,
+    k: int = 20,
+    temperature: float = 0.07,
+    chunk: int = 1024,
 ) -> torch.Tensor:
     """Class scores [M, C] of test features [M, D] from training features [N, D]
     with integer labels [N]: sum over the k nearest of exp(cosine / T)."""
@@ -103,8 +108,13 @@ def extract_features(backbone: nn.Module, paths: list[Path], size: int, batch_si
 
 
 def evaluate_folder(
-    backbone: nn.Module, root: str | Path, image_size: int = 224, k: int = 20, temperature: float = 0.07,
-    batch_size: int = 64, device="cpu",
+    backbone: nn.Module,
+    root: str | Path,
+    image_size: int = 224,
+    k: int = 20,
+    temperature: float = 0.07,
+    batch_size: int = 64,
+    device="cpu",
 ) -> dict[str, float]:
     """k-NN top-1 / top-5 accuracy (in [0, 1]) of ``root/val`` against ``root/train``."""
     root = Path(root)

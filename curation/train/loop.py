@@ -97,9 +97,7 @@ def save(cfg: TrainConfig, ctx, iteration: int, meta, optimizer, tracker: Stream
 def build_optimizer(cfg: TrainConfig, meta) -> torch.optim.Optimizer:
     backbone = meta.student["backbone"]
     modules = [(module, name == "backbone") for name, module in meta.student.items()]
-    groups = build_param_groups(
-        modules, len(backbone.blocks), cfg.optim.layerwise_decay, cfg.optim.patch_embed_lr_mult
-    )
+    groups = build_param_groups(modules, len(backbone.blocks), cfg.optim.layerwise_decay, cfg.optim.patch_embed_lr_mult)
     return torch.optim.AdamW(groups, lr=0.0, betas=tuple(cfg.optim.betas))
 
 

@@ -39,8 +39,13 @@ class MetricsLog:
             output_dir.mkdir(parents=True, exist_ok=True)
 
     def step(
-        self, iteration: int, losses: dict[str, float], schedule: dict[str, float], grad_norms: dict[str, float],
-        counters: dict[str, int], log_now: bool,
+        self,
+        iteration: int,
+        losses: dict[str, float],
+        schedule: dict[str, float],
+        grad_norms: dict[str, float],
+        counters: dict[str, int],
+        log_now: bool,
     ) -> None:
         """Accumulate one iteration; on ``log_now`` (same on every rank) reduce and write."""
         for name, value in losses.items():
@@ -70,9 +75,19 @@ class MetricsLog:
             log.info(
                 "it %d | loss %.4f (dino %.4f ibot %.4f koleo %.4f) | lr %.3g wd %.3g mom %.5f T %.4f | "
                 "%.1f img/s | %.2f GiB | corrupt %d bad shards %d",
-                iteration, record["total"], record["dino"], record["ibot"], record["koleo"], record["lr"],
-                record["weight_decay"], record["momentum"], record["teacher_temp"], record["images_per_s"],
-                record["memory_gib"], record["corrupt"], record["bad_shards"],
+                iteration,
+                record["total"],
+                record["dino"],
+                record["ibot"],
+                record["koleo"],
+                record["lr"],
+                record["weight_decay"],
+                record["momentum"],
+                record["teacher_temp"],
+                record["images_per_s"],
+                record["memory_gib"],
+                record["corrupt"],
+                record["bad_shards"],
             )
         self.sums, self.count, self.started = {}, 0, time.perf_counter()
 

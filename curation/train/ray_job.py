@@ -42,9 +42,7 @@ def launch(overrides: list[str], workers: int, gpus: bool, cpus_per_worker: floa
     trainer = TorchTrainer(
         _worker_loop,
         train_loop_config={"overrides": overrides},
-        scaling_config=ScalingConfig(
-            num_workers=workers, use_gpu=gpus, resources_per_worker={"CPU": cpus_per_worker}
-        ),
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus, resources_per_worker={"CPU": cpus_per_worker}),
     )
     return trainer.fit()
 

@@ -99,15 +99,16 @@ class Schedules:
 def build_schedules(spec: ScheduleSpec) -> Schedules:
     n = spec.iterations
     temp = cosine_schedule(
-        spec.teacher_temp, spec.teacher_temp, spec.teacher_temp_warmup,
-        warmup=spec.teacher_temp_warmup, warmup_start=spec.teacher_temp_start,
+        spec.teacher_temp,
+        spec.teacher_temp,
+        spec.teacher_temp_warmup,
+        warmup=spec.teacher_temp_warmup,
+        warmup_start=spec.teacher_temp_start,
     )
     temp = np.concatenate([temp, np.full(max(n - len(temp), 0), spec.teacher_temp)])[:n]
     return Schedules(
         lr=cosine_schedule(spec.lr, spec.min_lr, n, warmup=spec.warmup),
-        last_layer_lr=cosine_schedule(
-            spec.lr, spec.min_lr, n, warmup=spec.warmup, freeze=spec.freeze_last_layer
-        ),
+        last_layer_lr=cosine_schedule(spec.lr, spec.min_lr, n, warmup=spec.warmup, freeze=spec.freeze_last_layer),
         weight_decay=cosine_schedule(spec.weight_decay, spec.weight_decay_end, n),
         momentum=cosine_schedule(spec.momentum, spec.momentum_end, n),
         teacher_temp=temp,

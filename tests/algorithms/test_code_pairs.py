@@ -81,8 +81,9 @@ def test_planted_components_over_200k_codes():
     bits[np.arange(len(members))[:, None], rng.integers(0, 64, (len(members), 1))] ^= 1
     codes[members] = np.packbits(bits, axis=1)
     expected = np.arange(n)
-    expected[members] = np.minimum.reduceat(members[np.argsort(group, kind="stable")],
-                                            np.r_[0, np.cumsum(sizes)[:-1]])[group]
+    expected[members] = np.minimum.reduceat(members[np.argsort(group, kind="stable")], np.r_[0, np.cumsum(sizes)[:-1]])[
+        group
+    ]
     single = cc.connected_components(n, ((i, j) for i, j, _ in hamming.near_pairs(codes, 2, "multihash")))
     assert (single == expected).all()
     for parts in (2, 4):

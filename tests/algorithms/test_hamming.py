@@ -83,5 +83,6 @@ def test_variant_queries_are_exact_and_never_self_pairs(method):
     q, jj = np.nonzero(dist <= 5)
     keep = owners[q] != jj
     assert sorted(zip(i.tolist(), j.tolist(), d.tolist(), strict=False)) == sorted(
-        zip(owners[q][keep].tolist(), jj[keep].tolist(), dist[q, jj][keep].tolist(), strict=False))
+        zip(owners[q][keep].tolist(), jj[keep].tolist(), dist[q, jj][keep].tolist(), strict=False)
+    )
     assert (i != j).all()

@@ -22,16 +22,31 @@ def blobs(n: int, d: int, spherical: bool, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, d)).astype(np.float32)
     x[: n // 2] *= 0.01
-    x[n // 2: n // 2 + n // 10] = x[n // 2]
+    x[n // 2 : n // 2 + n // 10] = x[n // 2]
     if spherical:
         x /= np.linalg.norm(x, axis=1, keepdims=True)
     return x
 
 
-def faiss_kmeans(x: np.ndarray, k: int, spherical: bool, n_iter: int = 10, seed: int = 5, n_redo: int = 1,
-                 init: np.ndarray | None = None) -> faiss.Kmeans:
-    km = faiss.Kmeans(x.shape[1], k, niter=n_iter, spherical=spherical, seed=seed, nredo=n_redo,
-                      min_points_per_centroid=1, max_points_per_centroid=len(x))
+def faiss_kmeans(
+    x: np.ndarray,
+    k: int,
+    spherical: bool,
+    n_iter: int = 10,
+    seed: int = 5,
+    n_redo: int = 1,
+    init: np.ndarray | None = None,
+) -> faiss.Kmeans:
+    km = faiss.Kmeans(
+        x.shape[1],
+        k,
+        niter=n_iter,
+        spherical=spherical,
+        seed=seed,
+        nredo=n_redo,
+        min_points_per_centroid=1,
+        max_points_per_centroid=len(x),
+    )
     km.train(x, init_centroids=init)
     return km
 
@@ -89,8 +104,12 @@ def test_partial_stats_add_up_to_the_whole():
     x = blobs(1000, 6, False, seed=4)
     centroids = x[:10].copy()
     whole = partial_stats(x, centroids, spherical=False)
-    parts = combine([partial_stats(x[:300], centroids, spherical=False, block=64),
-                     partial_stats(x[300:], centroids, spherical=False)])
+    parts = combine(
+        [
+            partial_stats(x[:300], centroids, spherical=False, block=64),
+            partial_stats(x[300:], centroids, spherical=False),
+        ]
+    )
     assert np.array_equal(parts.counts, whole.counts) and whole.counts.sum() == len(x)
     np.testing.assert_allclose(parts.sums, whole.sums, rtol=1e-12)
     labels = faiss.knn(x, centroids, 1)[1][:, 0]

@@ -55,8 +55,9 @@ def test_k_is_capped_at_the_pool_size_and_single_group():
 
 
 def test_empty_pool():
-    graph = knn.copy_graph(np.zeros((0, 16), np.float32), np.zeros((2, 16), np.float32), IndexConfig(),
-                           64, 0.6, 64, 0.45)
+    graph = knn.copy_graph(
+        np.zeros((0, 16), np.float32), np.zeros((2, 16), np.float32), IndexConfig(), 64, 0.6, 64, 0.45
+    )
     assert graph.labels.size == graph.leak_labels.size == graph.nearest.size == 0
 
 
@@ -85,8 +86,7 @@ def test_rerank_is_exact_against_the_stored_vectors():
     x, _ = planted([1] * 2000, dims=64)
     queries = x[:50]
     flat = knn.Searcher(x, IndexConfig(kind="flat"))
-    pq = knn.Searcher(x.astype(np.float16), IndexConfig(kind="ivf_pq", nlist=8, nprobe=8, pq_m=8,
-                                                         refine_k_factor=8))
+    pq = knn.Searcher(x.astype(np.float16), IndexConfig(kind="ivf_pq", nlist=8, nprobe=8, pq_m=8, refine_k_factor=8))
     s_flat, i_flat = flat.search(queries, 5)
     s_pq, i_pq = pq.search(queries, 5)
     assert (i_pq[:, 0] == i_flat[:, 0]).all() and (i_pq[:, 0] == np.arange(50)).all()

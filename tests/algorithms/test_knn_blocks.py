@@ -129,11 +129,13 @@ def _worker_peak(root, n: int, parts: int, dim: int = 64) -> tuple[int, int]:
 
     x, _ = planted_descriptors(n, dim, n // 20, seed=n)
     root.mkdir()
-    for p, (a, b) in enumerate(zip(np.linspace(0, n, parts + 1).astype(int)[:-1],
-                                   np.linspace(0, n, parts + 1).astype(int)[1:], strict=True)):
+    for p, (a, b) in enumerate(
+        zip(np.linspace(0, n, parts + 1).astype(int)[:-1], np.linspace(0, n, parts + 1).astype(int)[1:], strict=True)
+    ):
         np.save(root / f"{p}.npy", x[a:b].astype(np.float16))
-    done = subprocess.run([sys.executable, "-c", _WORKER, str(root), str(parts)], capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _WORKER, str(root), str(parts)], capture_output=True, text=True, check=True
+    )
     peak, edges = done.stdout.split()
     return int(peak), int(edges)
 

@@ -22,8 +22,22 @@ from curation.algorithms import pca_hash
 from curation.errors import CheckpointError
 
 SIZE, BITS, MAX_DISTANCE = 32, 64, 4
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "moon", "page", "text", "clock", "cell",
-          "hubble_deep_field", "immunohistochemistry", "retina")  # colorwheel is its own vertical flip
+PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "camera",
+    "coins",
+    "moon",
+    "page",
+    "text",
+    "clock",
+    "cell",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+)  # colorwheel is its own vertical flip
 
 
 def _jpeg(img: Image.Image, quality: int = 92) -> bytes:
@@ -101,8 +115,10 @@ NOT_FOUND = {
 }
 # name -> (transform, fraction of the images found)
 PARTLY_FOUND = {
-    "upscale_1.5": (lambda im: _jpeg(im.resize((im.width * 3 // 2, im.height * 3 // 2), Image.Resampling.BICUBIC)),
-                    (0.8, 1.0)),
+    "upscale_1.5": (
+        lambda im: _jpeg(im.resize((im.width * 3 // 2, im.height * 3 // 2), Image.Resampling.BICUBIC)),
+        (0.8, 1.0),
+    ),
     "text_overlay": (lambda im: _jpeg(_overlay(im)), (0.8, 1.0)),
     "crop_5pct_border": (lambda im: _jpeg(_crop(im, 0.05)), (0.0, 0.2)),
 }

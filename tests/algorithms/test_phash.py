@@ -14,8 +14,25 @@ from sklearn.datasets import load_sample_images
 from curation.algorithms import phash
 from curation.algorithms.pca_hash import decode_thumbnail, gray_resize
 
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "moon", "page", "text", "clock",
-          "brick", "grass", "gravel", "cell", "hubble_deep_field", "immunohistochemistry", "colorwheel")
+PHOTOS = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "camera",
+    "coins",
+    "moon",
+    "page",
+    "text",
+    "clock",
+    "brick",
+    "grass",
+    "gravel",
+    "cell",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "colorwheel",
+)
 
 
 def _images() -> list[Image.Image]:

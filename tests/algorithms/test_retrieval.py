@@ -12,8 +12,14 @@ from curation.index_config import IndexConfig
 
 def _hits(pool, similarity, dataset, query=None, rank=None):
     n = len(pool)
-    return rt.Hits.build(pool, query if query is not None else np.arange(n), similarity,
-                         rank if rank is not None else np.zeros(n), np.full(n, -1), dataset)
+    return rt.Hits.build(
+        pool,
+        query if query is not None else np.arange(n),
+        similarity,
+        rank if rank is not None else np.zeros(n),
+        np.full(n, -1),
+        dataset,
+    )
 
 
 def test_sample_hits_skip_missing_neighbours():
@@ -109,10 +115,12 @@ def test_attribute_queries_picks_most_similar_query_of_the_cluster():
 
 
 def test_collisions_best_keeps_highest_similarity_then_earlier_dataset():
-    hits = rt.Hits.concat([
-        _hits([5, 7, 9], [0.90, 0.50, 0.70], dataset=0),
-        _hits([5, 7, 8], [0.95, 0.50, 0.60], dataset=1),
-    ])
+    hits = rt.Hits.concat(
+        [
+            _hits([5, 7, 9], [0.90, 0.50, 0.70], dataset=0),
+            _hits([5, 7, 8], [0.95, 0.50, 0.60], dataset=1),
+        ]
+    )
     resolved = rt.resolve_collisions(hits, "best", 2)
     assert resolved.hits.pool.tolist() == [5, 7, 8, 9]
     assert resolved.hits.dataset.tolist() == [1, 0, 1, 0]  # 7: tie -> dataset 0
@@ -155,15 +163,27 @@ def test_empty_inputs():
     assert len(resolved.hits) == 0 and resolved.stats["kept_per_dataset"] == [0, 0]
     hits = rt.cluster_hits(np.array([], np.int64), np.array([0, 1]), np.zeros(2), 3, 0)
     assert len(hits) == 0
-    assert len(rt.attribute_queries(hits, np.zeros((2, 4), np.float32), np.zeros((0, 4), np.float32),
-                                    np.array([], np.int64))) == 0
+    assert (
+        len(
+            rt.attribute_queries(
+                hits, np.zeros((2, 4), np.float32), np.zeros((0, 4), np.float32), np.array([], np.int64)
+            )
+        )
+        == 0
+    )
 
 
 @pytest.mark.parametrize("policy", ["best", "keep_duplicates"])
 def test_resolution_is_independent_of_input_order(policy):
     rng = np.random.default_rng(3)
-    hits = rt.Hits.build(rng.integers(0, 30, 200), rng.integers(0, 50, 200), rng.random(200).astype(np.float32),
-                         rng.integers(0, 4, 200), np.full(200, -1), 0)
+    hits = rt.Hits.build(
+        rng.integers(0, 30, 200),
+        rng.integers(0, 50, 200),
+        rng.random(200).astype(np.float32),
+        rng.integers(0, 4, 200),
+        np.full(200, -1),
+        0,
+    )
     a = rt.resolve_collisions(hits, policy, 1)
     b = rt.resolve_collisions(hits.take(rng.permutation(200)), policy, 1)
     for name in ("pool", "query", "similarity", "rank"):

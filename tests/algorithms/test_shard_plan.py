@@ -25,9 +25,16 @@ def _sequential(sizes, written, max_samples, max_bytes) -> list[int]:
     return out
 
 
-@pytest.mark.parametrize("seed,n,max_samples,max_bytes", [
-    (0, 1000, 7, 10_000), (1, 5000, 100, 50_000), (2, 3000, 10_000, 3000), (3, 2000, 1, 10**9), (4, 0, 5, 10),
-])
+@pytest.mark.parametrize(
+    "seed,n,max_samples,max_bytes",
+    [
+        (0, 1000, 7, 10_000),
+        (1, 5000, 100, 50_000),
+        (2, 3000, 10_000, 3000),
+        (3, 2000, 1, 10**9),
+        (4, 0, 5, 10),
+    ],
+)
 def test_assign_shards_equals_the_sequential_rolling(seed, n, max_samples, max_bytes):
     rng = np.random.default_rng(seed)
     sizes = rng.integers(1, 6000, n)  # some larger than max_bytes: a shard of their own

@@ -44,8 +44,11 @@ def _exact(x: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     return flat.search(queries, k)
 
 
-@pytest.mark.parametrize("cuts", [[0, 3000], [0, 1500, 3000], [0, 750, 1500, 2250, 3000], [0, 5, 2900, 2950, 3000]],
-                         ids=["1", "2", "4", "uneven"])
+@pytest.mark.parametrize(
+    "cuts",
+    [[0, 3000], [0, 1500, 3000], [0, 750, 1500, 2250, 3000], [0, 5, 2900, 2950, 3000]],
+    ids=["1", "2", "4", "uneven"],
+)
 def test_exact_sharded_search_equals_one_flat_index(cuts):
     x = _pool(3000)
     queries = _pool(200, seed=1)

@@ -73,10 +73,14 @@ def test_variants_catch_mirrored_cropped_and_padded_copies_of_photos():
         for kind, copy in copies.items():
             code = phash.phash_codes(_gray(copy, 32)[None])
             assert hamming(base, code)[0] > 4, (name, kind)
-            variants_of = [variant_thumbnails(original[None], spec, 32)[0],
-                           variant_thumbnails(_gray(trimmed(np.ascontiguousarray(copy)), 64)[None], spec, 32)[0]]
-            best = min(hamming(phash.phash_codes(v), np.repeat(c, len(v), axis=0)).min()
-                       for v, c in zip(variants_of, (code, base), strict=True))
+            variants_of = [
+                variant_thumbnails(original[None], spec, 32)[0],
+                variant_thumbnails(_gray(trimmed(np.ascontiguousarray(copy)), 64)[None], spec, 32)[0],
+            ]
+            best = min(
+                hamming(phash.phash_codes(v), np.repeat(c, len(v), axis=0)).min()
+                for v, c in zip(variants_of, (code, base), strict=True)
+            )
             caught.append(best <= 4)
     assert sum(caught) >= len(caught) - 1, caught
 

@@ -13,8 +13,14 @@ STAGES = ["download", "dedup", "embed", "cluster", "retrieve", "shard"]
 
 def _table(run_dir, stage):
     tables = sorted((run_dir / "stages" / stage).glob("*/part-*.parquet"))
-    step = {"download": "fetch", "dedup": "table", "embed": "pool", "cluster": "assign",
-            "retrieve": "mark", "shard": "table"}[stage]
+    step = {
+        "download": "fetch",
+        "dedup": "table",
+        "embed": "pool",
+        "cluster": "assign",
+        "retrieve": "mark",
+        "shard": "table",
+    }[stage]
     rows = []
     for path in tables:
         if path.parent.name == step:

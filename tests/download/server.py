@@ -36,8 +36,15 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(404, b"not found", "text/plain")
         handler(route[1:], query)
 
-    def _send(self, code: int, body: bytes, ctype: str = "application/octet-stream",
-              headers: dict | None = None, length: bool = True, reason: str | None = None) -> None:
+    def _send(
+        self,
+        code: int,
+        body: bytes,
+        ctype: str = "application/octet-stream",
+        headers: dict | None = None,
+        length: bool = True,
+        reason: str | None = None,
+    ) -> None:
         self.send_response(code, reason)
         self.send_header("Content-Type", ctype)
         for name, value in (headers or {}).items():
@@ -117,8 +124,12 @@ class _Handler(BaseHTTPRequestHandler):
             "body": (200, b"<html><title>" + MARKER * 10, "text/html", {}),
             "json": (200, b'{"error": "' + MARKER + b'"}', "application/json", {}),
             "png": (200, b"\x89PNG\r\n\x1a\n" + MARKER * 4, "image/png", {}),
-            "headers": (200, image, MARKER.decode(), {"X-Robots-Tag": MARKER.decode(), "X-Note": MARKER.decode(),
-                                                      "Server": MARKER.decode()}),
+            "headers": (
+                200,
+                image,
+                MARKER.decode(),
+                {"X-Robots-Tag": MARKER.decode(), "X-Note": MARKER.decode(), "Server": MARKER.decode()},
+            ),
             "retry": (503, MARKER, "text/plain", {"Retry-After": MARKER.decode()}),
             "private": (302, MARKER, "text/plain", {"Location": f"http://10.0.0.1/{MARKER.decode()}"}),
             "dns": (302, b"", "text/plain", {"Location": f"http://{MARKER.decode()}.invalid/x.jpg"}),

@@ -17,12 +17,15 @@ def test_valid_config_passes(tmp_path):
     check_config(_config(tmp_path, faces={"enabled": True}))
 
 
-@pytest.mark.parametrize("sections, key", [
-    ({"input": {"paths": ["/nonexistent/urls.csv"]}}, "download.input.paths"),
-    ({"urls": {"blocklist": "/nonexistent/blocked.txt"}}, "download.urls.blocklist"),
-    ({"nsfw": {"enabled": True, "backend": "nope"}}, "download.nsfw.backend"),
-    ({"faces": {"enabled": True, "backend": "nope"}}, "download.faces.backend"),
-])
+@pytest.mark.parametrize(
+    "sections, key",
+    [
+        ({"input": {"paths": ["/nonexistent/urls.csv"]}}, "download.input.paths"),
+        ({"urls": {"blocklist": "/nonexistent/blocked.txt"}}, "download.urls.blocklist"),
+        ({"nsfw": {"enabled": True, "backend": "nope"}}, "download.nsfw.backend"),
+        ({"faces": {"enabled": True, "backend": "nope"}}, "download.faces.backend"),
+    ],
+)
 def test_config_errors_name_the_key(tmp_path, sections, key):
     with pytest.raises(ConfigError, match=key):
         check_config(_config(tmp_path, **sections))

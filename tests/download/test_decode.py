@@ -42,14 +42,17 @@ def test_reduced_scale_jpeg_decode_never_below_target():
     assert (decoded.width, decoded.height) == (2000, 1000)  # original size is reported
 
 
-@pytest.mark.parametrize("maker, reason", [
-    (images.html, "not_image"),
-    (lambda: b"", "not_image"),
-    (images.truncated_jpeg, "corrupt"),
-    (images.corrupt_png, "corrupt"),
-    (lambda: images.png_header_only(30000, 30000), "too_many_pixels"),
-    (images.png_bomb, "too_many_pixels"),
-])
+@pytest.mark.parametrize(
+    "maker, reason",
+    [
+        (images.html, "not_image"),
+        (lambda: b"", "not_image"),
+        (images.truncated_jpeg, "corrupt"),
+        (images.corrupt_png, "corrupt"),
+        (lambda: images.png_header_only(30000, 30000), "too_many_pixels"),
+        (images.png_bomb, "too_many_pixels"),
+    ],
+)
 def test_bad_inputs(maker, reason):
     assert _reason(maker()) == reason
 
@@ -95,8 +98,10 @@ def test_exif_orientation_applied(orientation, black_at):
     assert (decoded.width, decoded.height) == ((40, 60) if rotated else (60, 40))
     assert decoded.oriented == (orientation != 1)
     halves = {
-        "left": (pixels[:, :25], pixels[:, -25:]), "right": (pixels[:, -25:], pixels[:, :25]),
-        "top": (pixels[:25], pixels[-25:]), "bottom": (pixels[-25:], pixels[:25]),
+        "left": (pixels[:, :25], pixels[:, -25:]),
+        "right": (pixels[:, -25:], pixels[:, :25]),
+        "top": (pixels[:25], pixels[-25:]),
+        "bottom": (pixels[-25:], pixels[:25]),
     }
     dark, light = halves[black_at]
     assert dark.mean() < 30 and light.mean() > 225
@@ -107,15 +112,18 @@ def test_webp():
     assert decoded.pixels.shape == (90, 120, 3) and decoded.format == "webp"
 
 
-@pytest.mark.parametrize("size, mode, target, expected", [
-    ((2000, 1000), "shorter_side", 256, (512, 256)),
-    ((2000, 1000), "max_side", 256, (256, 128)),
-    ((1000, 2000), "max_side", 256, (128, 256)),
-    ((300, 200), "shorter_side", 256, (300, 200)),  # never upscaled
-    ((300, 200), "max_side", 256, (256, 171)),
-    ((5000, 10), "max_side", 256, (256, 1)),  # at least one pixel
-    ((2000, 1000), "none", 256, (2000, 1000)),
-])
+@pytest.mark.parametrize(
+    "size, mode, target, expected",
+    [
+        ((2000, 1000), "shorter_side", 256, (512, 256)),
+        ((2000, 1000), "max_side", 256, (256, 128)),
+        ((1000, 2000), "max_side", 256, (128, 256)),
+        ((300, 200), "shorter_side", 256, (300, 200)),  # never upscaled
+        ((300, 200), "max_side", 256, (256, 171)),
+        ((5000, 10), "max_side", 256, (256, 1)),  # at least one pixel
+        ((2000, 1000), "none", 256, (2000, 1000)),
+    ],
+)
 def test_target_size(size, mode, target, expected):
     assert target_size(*size, mode, target) == expected
 

@@ -10,8 +10,17 @@ from curation.download.fetch import Fetcher
 from curation.download.urls import UrlPolicy
 
 LOCAL = UrlPolicy(allowed_networks=(ipaddress.ip_network("127.0.0.1/32"),))
-HTTP = HttpConfig(connect_timeout=1.0, read_timeout=1.0, total_timeout=1.5, max_bytes=200_000, max_redirects=3,
-                  retries=2, backoff=0.02, backoff_max=0.1, retry_after_max=0.2)
+HTTP = HttpConfig(
+    connect_timeout=1.0,
+    read_timeout=1.0,
+    total_timeout=1.5,
+    max_bytes=200_000,
+    max_redirects=3,
+    retries=2,
+    backoff=0.02,
+    backoff_max=0.1,
+    retry_after_max=0.2,
+)
 
 
 def fetch_all(urls, http=HTTP, policy=LOCAL, trace=None):
@@ -76,20 +85,27 @@ def test_timeouts(server):
 
 
 def test_redirects(server):
-    (ok, loop, chain), _, _ = fetch_all([
-        server.url("redirect/2/astronaut.jpg"), server.url("loop/a"), server.url("redirect/4/astronaut.jpg"),
-    ])
+    (ok, loop, chain), _, _ = fetch_all(
+        [
+            server.url("redirect/2/astronaut.jpg"),
+            server.url("loop/a"),
+            server.url("redirect/4/astronaut.jpg"),
+        ]
+    )
     assert ok.status == "success" and ok.data == server.files["astronaut.jpg"][0]
     assert loop.status == "failed_download:redirect_loop"
     assert chain.status == "failed_download:too_many_redirects"
 
 
-@pytest.mark.parametrize("target, reason", [
-    ("http://10.0.0.1/secret", "private_address"),
-    ("http://169.254.169.254/latest/meta-data/", "link_local_address"),
-    ("http://[::1]/x", "loopback_address"),
-    ("gopher://127.0.0.1/x", "scheme"),
-])
+@pytest.mark.parametrize(
+    "target, reason",
+    [
+        ("http://10.0.0.1/secret", "private_address"),
+        ("http://169.254.169.254/latest/meta-data/", "link_local_address"),
+        ("http://[::1]/x", "loopback_address"),
+        ("gopher://127.0.0.1/x", "scheme"),
+    ],
+)
 def test_redirect_to_refused_address_is_never_requested(server, target, reason):
     (result,), requests, lookups = fetch_all([server.url(f"redirect/1/x?to={target}")])
     assert result.status == f"filtered_url:{reason}"

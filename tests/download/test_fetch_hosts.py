@@ -105,23 +105,26 @@ def test_spellings_behind_a_redirect_never_connect(server, listeners):
     assert listeners.connections() == 0
 
 
-@pytest.mark.parametrize("url, reason", [
-    ("http://１６９．２５４．１６９．２５４/latest/meta-data/", "link_local_address"),
-    ("http://169。254。169。254/latest/meta-data/", "link_local_address"),
-    ("http://metadata@１６９．２５４．１６９．２５４/", "link_local_address"),
-    ("http://[::ffff:169.254.169.254]/latest/", "link_local_address"),
-    ("http://[::ffff:a9fe:a9fe]/latest/", "link_local_address"),
-    ("http://[fe80::1%25eth0]/", "link_local_address"),
-    ("http://2852039166/latest/", "malformed"),
-    ("http://0xa9.0xfe.0xa9.0xfe/latest/", "malformed"),
-    ("http://１０．０．０．１/x", "private_address"),
-    ("http://１９２．１６８．１．１/x", "private_address"),
-    ("http://172。16。0。1/x", "private_address"),
-    ("http://[::ffff:10.0.0.1]/x", "private_address"),
-    ("http://[fd00::1]/x", "private_address"),
-    ("http://０．０．０．０/x", "unspecified_address"),
-    ("http://１００．６４．０．１/x", "reserved_address"),
-])
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("http://１６９．２５４．１６９．２５４/latest/meta-data/", "link_local_address"),
+        ("http://169。254。169。254/latest/meta-data/", "link_local_address"),
+        ("http://metadata@１６９．２５４．１６９．２５４/", "link_local_address"),
+        ("http://[::ffff:169.254.169.254]/latest/", "link_local_address"),
+        ("http://[::ffff:a9fe:a9fe]/latest/", "link_local_address"),
+        ("http://[fe80::1%25eth0]/", "link_local_address"),
+        ("http://2852039166/latest/", "malformed"),
+        ("http://0xa9.0xfe.0xa9.0xfe/latest/", "malformed"),
+        ("http://１０．０．０．１/x", "private_address"),
+        ("http://１９２．１６８．１．１/x", "private_address"),
+        ("http://172。16。0。1/x", "private_address"),
+        ("http://[::ffff:10.0.0.1]/x", "private_address"),
+        ("http://[fd00::1]/x", "private_address"),
+        ("http://０．０．０．０/x", "unspecified_address"),
+        ("http://１００．６４．０．１/x", "reserved_address"),
+    ],
+)
 def test_private_and_metadata_spellings_are_never_contacted(server, url, reason):
     connections = []
     trace = aiohttp.TraceConfig()
@@ -130,8 +133,7 @@ def test_private_and_metadata_spellings_are_never_contacted(server, url, reason)
         connections.append(1)
 
     trace.on_connection_create_start.append(on_connect)
-    (direct, redirected), requests, lookups = fetch_all(
-        [url, server.url(f"redirect/1/x?to={quote(url)}")], trace=trace)
+    (direct, redirected), requests, lookups = fetch_all([url, server.url(f"redirect/1/x?to={quote(url)}")], trace=trace)
     assert (direct.status, redirected.status) == (f"filtered_url:{reason}",) * 2
     assert lookups == [] and len(requests) == 1 and len(connections) <= 1  # the redirecting request only
 
@@ -163,8 +165,9 @@ def test_blocked_domain_spellings_are_never_requested(server):
 def test_allowlist_compares_the_normalised_host(server):
     port = server.server_address[1]
     only_example = UrlPolicy(allowed=frozenset({"example.org"}), allowed_networks=LOCAL.allowed_networks)
-    (refused,), _, lookups = fetch_all([f"http://ｌｏｃａｌｈｏｓｔ:{port}/file/astronaut.jpg?tag=allow-1"],
-                                       policy=only_example)
+    (refused,), _, lookups = fetch_all(
+        [f"http://ｌｏｃａｌｈｏｓｔ:{port}/file/astronaut.jpg?tag=allow-1"], policy=only_example
+    )
     assert refused.status == "filtered_url:not_allowed_domain" and lookups == []
     assert not [p for p in server.paths if "tag=allow-" in p]
 
@@ -176,17 +179,21 @@ def test_an_allowed_address_spelled_in_unicode_is_the_address_connected_to(serve
     assert requests == [f"http://127.0.0.1:{port}/file/astronaut.jpg"] and lookups == []
 
 
-
 def test_the_stage_never_connects_to_a_spelling_either(tmp_path, server, listeners):
     from curation.runner.local import run_stages
 
     direct = listeners.urls
     urls = direct + [server.url(f"redirect/1/x?to={quote(t)}") for t in direct]
     (tmp_path / "urls.txt").write_text("\n".join(urls) + "\n", encoding="utf-8")
-    config = {"name": "spellings", "stages": ["download"],
-              "download": {"input": {"paths": [str(tmp_path / "urls.txt")]},
-                           "urls": {"allowed_addresses": ["127.0.0.1"]},
-                           "http": {"connect_timeout": 1, "read_timeout": 1, "total_timeout": 1.5, "retries": 0}}}
+    config = {
+        "name": "spellings",
+        "stages": ["download"],
+        "download": {
+            "input": {"paths": [str(tmp_path / "urls.txt")]},
+            "urls": {"allowed_addresses": ["127.0.0.1"]},
+            "http": {"connect_timeout": 1, "read_timeout": 1, "total_timeout": 1.5, "retries": 0},
+        },
+    }
     run_stages(tmp_path / "run", config, ["download"])
     rows = pq.read_table(tmp_path / "run/stages/download/fetch/part-000000.parquet").to_pylist()
     assert [r["url"] for r in rows] == urls

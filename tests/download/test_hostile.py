@@ -36,8 +36,14 @@ def _run(tmp_path, srv):
         "download": {
             "input": {"paths": [str(tmp_path / "urls.txt")], "partition_size": 8},
             "urls": {"allowed_addresses": ["127.0.0.1"]},
-            "http": {"connect_timeout": 1, "read_timeout": 1, "total_timeout": 2, "retries": 1, "backoff": 0.01,
-                     "retry_after_max": 0.1},
+            "http": {
+                "connect_timeout": 1,
+                "read_timeout": 1,
+                "total_timeout": 2,
+                "retries": 1,
+                "backoff": 0.01,
+                "retry_after_max": 0.1,
+            },
         },
     }
     run_stages(tmp_path / "run", config, ["download"])
@@ -67,8 +73,9 @@ def test_nothing_the_server_sent_reaches_any_output(tmp_path):
     marker = MARKER.decode()[:4]  # a PNG chunk name would carry only four bytes of it
     leaks = [str(path.relative_to(run_dir)) for path, text in _texts(run_dir) if marker in text.lower()]
     assert leaks == []
-    rows = [r for p in sorted(run_dir.glob("stages/download/fetch/part-*.parquet"))
-            for r in pq.read_table(p).to_pylist()]
+    rows = [
+        r for p in sorted(run_dir.glob("stages/download/fetch/part-*.parquet")) for r in pq.read_table(p).to_pylist()
+    ]
     got = {r["url"].rsplit("/", 1)[1]: (r["status"], r["error"]) for r in rows}
     assert got.pop("dns")[1].startswith(EXPECTED["dns"][1])
     for status, error in (got.pop(kind) for kind in RAW):

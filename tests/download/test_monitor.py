@@ -11,9 +11,9 @@ def test_partition_summary():
     stats.add("failed_download:http_500", 0, 0, 2)
     stats.report(["success"], 100, 0)  # no Ray metrics: a no-op
     summary = stats.summary()
-    assert {k: summary[k] for k in ("urls", "success", "success_ratio", "bytes_downloaded", "bytes_stored",
-                                    "retries")} == {
-        "urls": 4, "success": 2, "success_ratio": 0.5, "bytes_downloaded": 150, "bytes_stored": 60, "retries": 3}
+    assert {
+        k: summary[k] for k in ("urls", "success", "success_ratio", "bytes_downloaded", "bytes_stored", "retries")
+    } == {"urls": 4, "success": 2, "success_ratio": 0.5, "bytes_downloaded": 150, "bytes_stored": 60, "retries": 3}
     assert summary["urls_per_s"] > 0 and summary["images_per_s"] > 0
 
 

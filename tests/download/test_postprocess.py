@@ -21,8 +21,10 @@ def test_haar_finds_the_astronaut_face_and_blurs_it():
     assert 150 < x + w / 2 < 260 and 60 < y + h / 2 < 170  # the face is around (220, 115)
     blurred = blur_boxes(pixels, boxes, 0.25)
     face = (slice(y, y + h), slice(x, x + w))
-    assert np.abs(np.diff(blurred[face].astype(int), axis=1)).mean() < 0.5 * np.abs(
-        np.diff(pixels[face].astype(int), axis=1)).mean()
+    assert (
+        np.abs(np.diff(blurred[face].astype(int), axis=1)).mean()
+        < 0.5 * np.abs(np.diff(pixels[face].astype(int), axis=1)).mean()
+    )
     assert np.array_equal(blurred[400:], pixels[400:])  # outside the box: untouched
 
 
@@ -46,8 +48,11 @@ def test_nudenet_scores_a_clothed_portrait_low():
 
 
 def test_explicit_score_ignores_covered_and_faces():
-    detections = [{"class": "FACE_FEMALE", "score": 0.9}, {"class": "BELLY_COVERED", "score": 0.8},
-                  {"class": "BUTTOCKS_EXPOSED", "score": 0.6}]
+    detections = [
+        {"class": "FACE_FEMALE", "score": 0.9},
+        {"class": "BELLY_COVERED", "score": 0.8},
+        {"class": "BUTTOCKS_EXPOSED", "score": 0.6},
+    ]
     assert explicit_score(detections) == 0.6
     assert explicit_score(detections[:2]) == 0.0
 

@@ -3,23 +3,27 @@ import pytest
 
 from curation.download.textlists import UnreadableList, parse_text
 
-CSV = (b'url,caption,id\nhttp://x/0,"a, b",007\nhttp://x/1,NA,\n"http://x/2","two\nlines",9\n'
-       b'\nhttp://x/3,,10\n')
-JSONL = (b'{"url": "http://x/0", "n": 1, "when": "2024-01-02"}\n{"url": "http://x/1", "n": null}\n\n'
-         b'{"url": "http://x/2", "n": 2.5, "tags": ["a"]}\n')
+CSV = b'url,caption,id\nhttp://x/0,"a, b",007\nhttp://x/1,NA,\n"http://x/2","two\nlines",9\n\nhttp://x/3,,10\n'
+JSONL = (
+    b'{"url": "http://x/0", "n": 1, "when": "2024-01-02"}\n{"url": "http://x/1", "n": null}\n\n'
+    b'{"url": "http://x/2", "n": 2.5, "tags": ["a"]}\n'
+)
 
 
-@pytest.mark.parametrize("fmt, clean, bad_line, at, position", [  # inserted before line ``at`` (0-based)
-    ("csv", CSV, b"http://x/9,too,many,fields\n", 3, 2),
-    ("csv", CSV, b"http://x/9,\xff,1\n", 7, 4),  # after the last record
-    ("csv", CSV, b"http://x/9,\xff,1\n", 6, 3),  # after a blank line
-    ("csv", CSV.replace(b"\n", b"\r\n"), b"http://x/9,a,b,c\r\n", 3, 2),  # CRLF, a value spanning lines after it
-    ("jsonl", JSONL.replace(b"\n", b"\r\n"), b"{bad\r\n", 1, 1),
-    ("tsv", CSV.replace(b",", b"\t").replace(b'"a\t b"', b"a, b"), b"http://x/9\t\xff\t1\n", 2, 1),
-    ("jsonl", JSONL, b'{"url": "http://x/9",\n', 2, 2),
-    ("jsonl", JSONL, b'"just a string"\n', 0, 0),
-    ("txt", b"http://x/0\n\nhttp://x/1\n", b"http://\xff/9\n", 1, 1),
-])
+@pytest.mark.parametrize(
+    "fmt, clean, bad_line, at, position",
+    [  # inserted before line ``at`` (0-based)
+        ("csv", CSV, b"http://x/9,too,many,fields\n", 3, 2),
+        ("csv", CSV, b"http://x/9,\xff,1\n", 7, 4),  # after the last record
+        ("csv", CSV, b"http://x/9,\xff,1\n", 6, 3),  # after a blank line
+        ("csv", CSV.replace(b"\n", b"\r\n"), b"http://x/9,a,b,c\r\n", 3, 2),  # CRLF, a value spanning lines after it
+        ("jsonl", JSONL.replace(b"\n", b"\r\n"), b"{bad\r\n", 1, 1),
+        ("tsv", CSV.replace(b",", b"\t").replace(b'"a\t b"', b"a, b"), b"http://x/9\t\xff\t1\n", 2, 1),
+        ("jsonl", JSONL, b'{"url": "http://x/9",\n', 2, 2),
+        ("jsonl", JSONL, b'"just a string"\n', 0, 0),
+        ("txt", b"http://x/0\n\nhttp://x/1\n", b"http://\xff/9\n", 1, 1),
+    ],
+)
 def test_a_bad_line_costs_one_null_row_and_changes_nothing_else(fmt, clean, bad_line, at, position):
     expected = parse_text(clean, fmt, "url")
     assert expected.bad == {}
@@ -35,23 +39,32 @@ def test_a_bad_line_costs_one_null_row_and_changes_nothing_else(fmt, clean, bad_
 
 
 def test_reasons():
-    data = (b"url,caption\nhttp://x/0,a\nhttp://x/1\nhttp://x/2,b,c\nhttp://x/3,\xe9\n"
-            b'"http://x/4,unclosed\n')
+    data = b'url,caption\nhttp://x/0,a\nhttp://x/1\nhttp://x/2,b,c\nhttp://x/3,\xe9\n"http://x/4,unclosed\n'
     assert parse_text(data, "csv", "url").bad == {
-        1: "line 3: 1 fields, expected 2", 2: "line 4: 3 fields, expected 2", 3: "line 5: not UTF-8",
-        4: "line 6: 1 fields, expected 2"}
+        1: "line 3: 1 fields, expected 2",
+        2: "line 4: 3 fields, expected 2",
+        3: "line 5: not UTF-8",
+        4: "line 6: 1 fields, expected 2",
+    }
     lines = b'{"url": "a"}\n[1]\n{"url": \xff}\n{"url": "b" "c"}\n' + b"[" * 100_000 + b"\n"
     assert parse_text(lines, "jsonl", "url").bad == {
-        1: "line 2: not a JSON object", 2: "line 3: not UTF-8",
+        1: "line 2: not a JSON object",
+        2: "line 3: not UTF-8",
         3: "line 4: invalid JSON (Expecting ',' delimiter at column 13)",
-        4: "line 5: invalid JSON (nested too deeply)"}
+        4: "line 5: invalid JSON (nested too deeply)",
+    }
 
 
 def test_jsonl_column_changing_type_is_kept_as_json_text():
-    parsed = parse_text(b'{"url": "a", "id": 1}\n{"url": "b", "id": "x"}\n{"url": "c", "id": [1]}\nbad\n',
-                        "jsonl", "url")
-    assert parsed.table.to_pylist() == [{"url": "a", "id": "1"}, {"url": "b", "id": "x"},
-                                        {"url": "c", "id": "[1]"}, {"url": None, "id": None}]
+    parsed = parse_text(
+        b'{"url": "a", "id": 1}\n{"url": "b", "id": "x"}\n{"url": "c", "id": [1]}\nbad\n', "jsonl", "url"
+    )
+    assert parsed.table.to_pylist() == [
+        {"url": "a", "id": "1"},
+        {"url": "b", "id": "x"},
+        {"url": "c", "id": "[1]"},
+        {"url": None, "id": None},
+    ]
     assert parsed.bad == {3: "line 4: invalid JSON (Expecting value at column 1)"}
 
 

@@ -78,13 +78,16 @@ def test_check_url(url, reason):
     assert check_url(url, PUBLIC) == reason
 
 
-@pytest.mark.parametrize("url, host", [
-    ("http://８．８．８．８:8080/a.jpg", "8.8.8.8"),
-    ("http://ｅｘａｍｐｌｅ．ＣＯＭ/a.jpg", "example.com"),
-    ("http://bücher.example/a.jpg", "xn--bcher-kva.example"),
-    ("http://user@Example.com./a.jpg", "example.com."),
-    ("http://[::FFFF:8.8.8.8]/a.jpg", "::ffff:808:808"),
-])
+@pytest.mark.parametrize(
+    "url, host",
+    [
+        ("http://８．８．８．８:8080/a.jpg", "8.8.8.8"),
+        ("http://ｅｘａｍｐｌｅ．ＣＯＭ/a.jpg", "example.com"),
+        ("http://bücher.example/a.jpg", "xn--bcher-kva.example"),
+        ("http://user@Example.com./a.jpg", "example.com."),
+        ("http://[::FFFF:8.8.8.8]/a.jpg", "::ffff:808:808"),
+    ],
+)
 def test_the_checked_url_is_what_the_client_requests(url, host):
     parsed, reason = checked_url(url, PUBLIC)
     assert reason is None and parsed.raw_host == host
@@ -115,9 +118,17 @@ def test_domain_lists_compare_normalised_hosts():
     blocked = frozenset(parse_domains(["ＢＡＤ．example", "bücher.example", "xn--caf-dma.example", "10.0.0.9"]))
     assert blocked == {"bad.example", "xn--bcher-kva.example", "xn--caf-dma.example", "10.0.0.9"}
     policy = UrlPolicy(blocked=blocked, allow_private=True)
-    for url in ["http://bad.example/", "http://ＢＡＤ.example/", "http://img.ｂａｄ．example./", "http://bad。example/",
-                "http://xn--bcher-kva.example/", "http://BÜCHER.example/", "http://café.example/",
-                "http://u@bad.example:81/", "http://１０．０．０．９/"]:
+    for url in [
+        "http://bad.example/",
+        "http://ＢＡＤ.example/",
+        "http://img.ｂａｄ．example./",
+        "http://bad。example/",
+        "http://xn--bcher-kva.example/",
+        "http://BÜCHER.example/",
+        "http://café.example/",
+        "http://u@bad.example:81/",
+        "http://１０．０．０．９/",
+    ]:
         assert check_url(url, policy) == "blocked_domain", url
     assert check_url("http://notbad.example/", policy) is None
     allowed = UrlPolicy(allowed=frozenset(parse_domains(["bücher.example"])))
@@ -159,10 +170,20 @@ def test_policy_from_config(tmp_path):
         policy_from_config(UrlConfig(blocklist=str(blocklist)))
 
 
-@pytest.mark.parametrize("url", [
-    "http://１２７．０．０．１/", "http://2130706433/", "http://127.0.0.1./", "http://0x7f.1/", "http://[::1]/",
-    "http://[fe80::1%25eth0]/", "http://example.com/", "http://１.example/", "http://1.2.3.4.5/",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://１２７．０．０．１/",
+        "http://2130706433/",
+        "http://127.0.0.1./",
+        "http://0x7f.1/",
+        "http://[::1]/",
+        "http://[fe80::1%25eth0]/",
+        "http://example.com/",
+        "http://１.example/",
+        "http://1.2.3.4.5/",
+    ],
+)
 def test_what_is_an_ip_literal_agrees_with_the_client(url):
     # An IP literal is connected to without DNS: the check must see such hosts exactly as aiohttp does.
     from aiohttp.helpers import is_ip_address

@@ -161,19 +161,43 @@ def test_open_clip_mismatch_raises(clip_configs, tmp_path):
 # --- DINOv2, DINO, iBOT -------------------------------------------------------------
 
 OFFICIAL_VITS14_KEYS = {  # dinov2_vits14_pretrain.pth, with depth cut to 1
-    "cls_token", "pos_embed", "mask_token", "patch_embed.proj.weight", "patch_embed.proj.bias",
-    "blocks.0.norm1.weight", "blocks.0.norm1.bias", "blocks.0.attn.qkv.weight", "blocks.0.attn.qkv.bias",
-    "blocks.0.attn.proj.weight", "blocks.0.attn.proj.bias", "blocks.0.ls1.gamma", "blocks.0.norm2.weight",
-    "blocks.0.norm2.bias", "blocks.0.mlp.fc1.weight", "blocks.0.mlp.fc1.bias", "blocks.0.mlp.fc2.weight",
-    "blocks.0.mlp.fc2.bias", "blocks.0.ls2.gamma", "norm.weight", "norm.bias",
+    "cls_token",
+    "pos_embed",
+    "mask_token",
+    "patch_embed.proj.weight",
+    "patch_embed.proj.bias",
+    "blocks.0.norm1.weight",
+    "blocks.0.norm1.bias",
+    "blocks.0.attn.qkv.weight",
+    "blocks.0.attn.qkv.bias",
+    "blocks.0.attn.proj.weight",
+    "blocks.0.attn.proj.bias",
+    "blocks.0.ls1.gamma",
+    "blocks.0.norm2.weight",
+    "blocks.0.norm2.bias",
+    "blocks.0.mlp.fc1.weight",
+    "blocks.0.mlp.fc1.bias",
+    "blocks.0.mlp.fc2.weight",
+    "blocks.0.mlp.fc2.bias",
+    "blocks.0.ls2.gamma",
+    "norm.weight",
+    "norm.bias",
 }
 
 
 def test_parameter_names_follow_official_dinov2():
     model = VisionTransformer(img_size=28, patch_size=14, embed_dim=64, depth=1, num_heads=4, layerscale_init=1e-5)
     assert set(model.state_dict()) == OFFICIAL_VITS14_KEYS
-    giant = VisionTransformer(img_size=28, patch_size=14, embed_dim=64, depth=1, num_heads=4, ffn="swiglu",
-                              layerscale_init=1e-5, num_register_tokens=4)
+    giant = VisionTransformer(
+        img_size=28,
+        patch_size=14,
+        embed_dim=64,
+        depth=1,
+        num_heads=4,
+        ffn="swiglu",
+        layerscale_init=1e-5,
+        num_register_tokens=4,
+    )
     swiglu = {k.replace("fc1", "w12").replace("fc2", "w3") for k in OFFICIAL_VITS14_KEYS}
     assert set(giant.state_dict()) == swiglu | {"register_tokens"}
 
@@ -239,8 +263,11 @@ def test_dino_and_ibot_checkpoints(kind, tmp_path):
         state[f"{prefix.replace('backbone.', '')}head.mlp.0.weight"] = torch.zeros(2, 2)
         return state
 
-    checkpoint = {"teacher": backbone(teacher, "backbone."), "student": backbone(student, "module.backbone."),
-                  "epoch": torch.tensor(3)}
+    checkpoint = {
+        "teacher": backbone(teacher, "backbone."),
+        "student": backbone(student, "module.backbone."),
+        "epoch": torch.tensor(3),
+    }
     path = tmp_path / f"{kind}.pth"
     torch.save(checkpoint, path)
     x = images()

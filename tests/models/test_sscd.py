@@ -145,12 +145,22 @@ def test_preprocess_modes():
 
 def test_describe_batches_and_reports_failures(model):
     spec = _spec("short_edge", 48)
-    blobs = [_jpeg(skimage.data.chelsea()), b"not an image", None, _jpeg(skimage.data.astronaut()),
-             _jpeg(skimage.data.chelsea())[:200]]
+    blobs = [
+        _jpeg(skimage.data.chelsea()),
+        b"not an image",
+        None,
+        _jpeg(skimage.data.astronaut()),
+        _jpeg(skimage.data.chelsea())[:200],
+    ]
     embed = sscd.DescriptorModel(model, "cpu", batch_size=2, dims=32, threads=2)
     thumbs, desc, width, height, reasons, errors = sscd.describe(blobs, embed, spec)
-    assert reasons == [None, "failed_decode:unidentified_image", "failed_decode:missing_image", None,
-                       "failed_decode:broken_image"]
+    assert reasons == [
+        None,
+        "failed_decode:unidentified_image",
+        "failed_decode:missing_image",
+        None,
+        "failed_decode:broken_image",
+    ]
     assert errors[1] == "not an image format Pillow can read"
     assert thumbs.shape == (2, 16, 16) and desc.shape == (2, 32)
     assert width.tolist() == [451, 512] and height.tolist() == [300, 512]

@@ -228,8 +228,11 @@ def test_drop_add_residual_expectation_is_exact(monkeypatch):
     """Averaged over every permutation randperm can draw (4! x 2!), the output is
     exactly the deterministic x + branch(x)."""
     block, groups, x, full = drop_path_case()
-    draws = [torch.tensor(p) for pair in itertools.product(
-        itertools.permutations(range(4)), itertools.permutations(range(2))) for p in pair]
+    draws = [
+        torch.tensor(p)
+        for pair in itertools.product(itertools.permutations(range(4)), itertools.permutations(range(2)))
+        for p in pair
+    ]
     monkeypatch.setattr(torch, "randperm", lambda n, device=None: draws.pop(0))
     total = torch.zeros_like(x)
     with torch.no_grad():

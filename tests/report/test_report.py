@@ -17,8 +17,16 @@ from curation.report import html as h
 from curation.report.selection import size_histogram
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 # Appended to a copy of the report: records, once every image settled, which ones failed.
 CHECK_SCRIPT = """<script>
 window.addEventListener('load', () => {
@@ -38,11 +46,28 @@ def demo_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("report") / "run"
     # The dedup of the demo before hash variants: copy detection forced on (random weights, tests only), so
     # that the report shows copy groups as well as hash groups.
-    assert main(["demo", f"run_dir={run_dir}", "size=tiny", "backend=local", "runner.progress=false",
-                 "dedup.copy_dedup.enabled=true", "dedup.descriptor.allow_random_weights=true",
-                 "dedup.descriptor.backbone=resnet18", "dedup.descriptor.dims=128", "dedup.descriptor.image_size=96",
-                 "dedup.descriptor.center=true", "dedup.copy_dedup.threshold=0.8", "dedup.relative.threshold=0.8",
-                 "dedup.hashing.method=pca", "dedup.hashing.variants.enabled=false"]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                f"run_dir={run_dir}",
+                "size=tiny",
+                "backend=local",
+                "runner.progress=false",
+                "dedup.copy_dedup.enabled=true",
+                "dedup.descriptor.allow_random_weights=true",
+                "dedup.descriptor.backbone=resnet18",
+                "dedup.descriptor.dims=128",
+                "dedup.descriptor.image_size=96",
+                "dedup.descriptor.center=true",
+                "dedup.copy_dedup.threshold=0.8",
+                "dedup.relative.threshold=0.8",
+                "dedup.hashing.method=pca",
+                "dedup.hashing.variants.enabled=false",
+            ]
+        )
+        == 0
+    )
     return run_dir
 
 
@@ -95,11 +120,24 @@ def test_composition_and_steps(demo_run, report):
 def test_renders_in_headless_chromium_with_every_image(report, tmp_path):
     _, text = report
     page = tmp_path / "check.html"
-    page.write_text(text.replace("default-src 'none';", "default-src 'none'; script-src 'unsafe-inline';")
-                    .replace("</body>", CHECK_SCRIPT + "</body>"))
-    out = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
-                          "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
-                         capture_output=True, text=True, timeout=120)
+    page.write_text(
+        text.replace("default-src 'none';", "default-src 'none'; script-src 'unsafe-inline';").replace(
+            "</body>", CHECK_SCRIPT + "</body>"
+        )
+    )
+    out = subprocess.run(
+        [
+            CHROMIUM,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     found = re.search(r'<pre id="selfcheck">(.*?)</pre>', out.stdout, re.S)
     assert found, out.stderr[-2000:]
     result = json.loads(html.unescape(found.group(1)))
@@ -125,8 +163,15 @@ def test_text_from_the_run_is_escaped():
 
 def test_size_histogram_bins_by_powers_of_two():
     sizes = np.array([0, 1, 2, 3, 4, 7, 8, 100])
-    assert size_histogram(sizes) == [("1", 1), ("2-3", 2), ("4-7", 2), ("8-15", 1), ("16-31", 0),
-                                     ("32-63", 0), ("64-127", 1)]
+    assert size_histogram(sizes) == [
+        ("1", 1),
+        ("2-3", 2),
+        ("4-7", 2),
+        ("8-15", 1),
+        ("16-31", 0),
+        ("32-63", 0),
+        ("64-127", 1),
+    ]
     assert size_histogram(np.zeros(3, np.int64)) == []
 
 

@@ -41,8 +41,12 @@ def upstream(run_dir: Path) -> dict:
     up.write_curated(run_dir, "near", x[:5])  # the queries (embed.curated is empty here)
     data = up.pipeline(run_dir, [], {"datasets": [{"name": "near_knn", "source": "near", "mode": "sample", "k": 2}]})
     data["embed"]["curated"] = [{"name": "near", "path": str(run_dir / "stages/embed/curated")}]
-    data["embed"]["model"] = {"kind": "random", "arch": "vit_small_patch16", "image_size": 32,
-                              "options": {"depth": 1, "embed_dim": 16, "num_heads": 2, "img_size": 32}}
+    data["embed"]["model"] = {
+        "kind": "random",
+        "arch": "vit_small_patch16",
+        "image_size": 32,
+        "options": {"depth": 1, "embed_dim": 16, "num_heads": 2, "img_size": 32},
+    }
     data["retrieve"]["shards"] = {"memory_gb": 0.25}
     return data
 

@@ -41,7 +41,8 @@ class NumbersConfig(Section):
     fail_partitions: list[int] = Field(default_factory=list, description="partitions that always fail")
     fail_once_dir: str | None = Field(None, description="partitions fail once, leaving a marker here")
     die_once_dir: str | None = Field(
-        None, description="the worker process exits on a partition's first attempt, leaving a marker here")
+        None, description="the worker process exits on a partition's first attempt, leaving a marker here"
+    )
     allocate_mb: int = Field(0, ge=0, description="memory each partition allocates and holds while it runs")
     input_file: str | None = Field(None, description="a file that must exist (a config check to fail)")
     fail_setup: bool = Field(False, description="setup() raises: no worker can start")
@@ -73,7 +74,6 @@ class MakeNumbers(MapStep):
             yield table.slice(start, self.batch_size())
             self._fail_once(partition)
         del held
-
 
     def _fail_once(self, partition: int) -> None:
         """With ``fail_once_dir``: fail after the first batch of a partition's first attempt."""
@@ -115,7 +115,8 @@ class NumbersStage(Stage):
 class ParityConfig(Section):
     drop_odd: bool = Field(True, description="drop odd values")
     die_once_dir: str | None = Field(
-        None, description="the total's worker process exits on its first attempt, leaving a marker here")
+        None, description="the total's worker process exits on its first attempt, leaving a marker here"
+    )
 
 
 class MarkParity(MapStep):

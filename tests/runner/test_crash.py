@@ -18,8 +18,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _curate(pipeline: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled"}
-    return subprocess.Popen([sys.executable, "-m", "curation.cli", "run", f"pipeline={pipeline}", *args],
-                            env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "curation.cli", "run", f"pipeline={pipeline}", *args],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _pipeline(tmp_path: Path, name: str) -> Path:

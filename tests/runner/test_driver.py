@@ -36,8 +36,15 @@ def test_config_problems_are_reported_together_before_ray_starts(tmp_path):
     run_dir = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled"}
     with RunLock(run_dir):  # another curate holds the run directory
-        done = subprocess.run([sys.executable, "-c", RUN, str(run_dir), str(tmp_path / "absent.txt")],
-                              env=env, capture_output=True, text=True, timeout=300, cwd=ROOT, check=False)
+        done = subprocess.run(
+            [sys.executable, "-c", RUN, str(run_dir), str(tmp_path / "absent.txt")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=ROOT,
+            check=False,
+        )
     out = done.stdout
     assert "ConfigError: 3 problems; nothing was run:\n" in out, done.stderr
     assert "\n  stage: unknown stage 'nosuch'" in out

@@ -17,19 +17,23 @@ def test_run_writes_tables_stats_and_markers(tmp_path):
     # The table folder holds only its Parquet parts; markers live beside it.
     assert sorted(p.name for p in mark.iterdir()) == [f"part-{i:06d}.parquet" for i in range(4)]
     assert sorted(p.name for p in (tmp_path / "stages/parity/mark.files").iterdir()) == [
-        f"part-{i:06d}.stats.json" for i in range(4)]
+        f"part-{i:06d}.stats.json" for i in range(4)
+    ]
     stats = json.loads((tmp_path / "stages/parity/mark.files/part-000002.stats.json").read_text())
     assert stats["rows"] == 10 and stats["counts"] == {"odd": 5, "success": 5}
     assert json.loads((tmp_path / "stages/parity/total/total.json").read_text()) == {
-        "total": sum(v for p in range(4) for v in range(100 * p, 100 * p + 10) if v % 2 == 0)}
+        "total": sum(v for p in range(4) for v in range(100 * p, 100 * p + 10) if v % 2 == 0)
+    }
     rows = read_tables(tmp_path)["stages/parity/mark/part-000001.parquet"]
     assert [r["key"] for r in rows] == [f"000001{i:06d}" for i in range(10)]
     assert rows[1]["status"] == "odd" and rows[1]["dropped_by"] == "parity" and rows[1]["error"] == "value 101 is odd"
     assert rows[0]["dropped_by"] is None and rows[0]["half"] == 50
     # Side files are committed with their partition and listed in its stats.
     assert (tmp_path / "stages/numbers/make.files/part-000003.txt").read_text().count("\n") == 10
-    assert "part-000003.txt" in json.loads(
-        (tmp_path / "stages/numbers/make.files/part-000003.stats.json").read_text())["files"]
+    assert (
+        "part-000003.txt"
+        in json.loads((tmp_path / "stages/numbers/make.files/part-000003.stats.json").read_text())["files"]
+    )
 
 
 def test_rerun_of_a_finished_run_does_no_work(tmp_path):
@@ -44,9 +48,9 @@ def test_partial_and_corrupt_partitions_are_redone(tmp_path):
     expected = read_tables(tmp_path)
     make, side = tmp_path / "stages/numbers/make", tmp_path / "stages/numbers/make.files"
     (side / "part-000001.txt").write_text("truncated")  # size no longer matches its stats
-    (side / "part-000002.stats.json").unlink()           # crashed before its marker
+    (side / "part-000002.stats.json").unlink()  # crashed before its marker
     (make / f"part-000002.parquet{TMP_MARK}dead").write_bytes(b"half a file")  # a table part's temporary
-    (side / f"part-000002.txt{TMP_MARK}dead").write_bytes(b"half a file")      # a side file's
+    (side / f"part-000002.txt{TMP_MARK}dead").write_bytes(b"half a file")  # a side file's
     (tmp_path / "stages/numbers/_SUCCESS.json").unlink()
     untouched = (make / "part-000000.parquet").stat().st_mtime_ns
     run_stages(tmp_path, sample_pipeline(tmp_path), ["numbers"])
@@ -105,7 +109,10 @@ def test_forced_config_change_redoes_the_changed_stage_and_those_after_it(tmp_pa
 def test_forced_change_of_an_unselected_upstream_stage_is_refused_and_nothing_is_deleted(tmp_path):
     run_stages(tmp_path, sample_pipeline(tmp_path))
     before = read_tables(tmp_path)
-    with pytest.raises(ConfigError, match=r"redoes stages \['numbers', 'parity'\], but stage=parity leaves out \['numbers'\].*stage=numbers,parity"):
+    with pytest.raises(
+        ConfigError,
+        match=r"redoes stages \['numbers', 'parity'\], but stage=parity leaves out \['numbers'\].*stage=numbers,parity",
+    ):
         run_stages(tmp_path, sample_pipeline(tmp_path, rows=5), ["parity"], force=True)
     assert read_tables(tmp_path) == before
 

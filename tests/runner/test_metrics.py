@@ -5,9 +5,13 @@ import re
 
 from curation.runner.metrics import GAUGES, GRAFANA_DASHBOARD, install_grafana_dashboard
 
-EXPORTED = {"ray_curation_samples_total", "ray_curation_partitions_total",
-            *(f"ray_curation_step_{name}" for name in GAUGES),
-            "ray_curation_download_urls_per_second", "ray_curation_download_success_ratio"}
+EXPORTED = {
+    "ray_curation_samples_total",
+    "ray_curation_partitions_total",
+    *(f"ray_curation_step_{name}" for name in GAUGES),
+    "ray_curation_download_urls_per_second",
+    "ray_curation_download_success_ratio",
+}
 
 
 def dashboard_metrics() -> set[str]:

@@ -71,19 +71,23 @@ def test_actors_are_named_after_the_stage_and_counters_reach_the_metrics_endpoin
     charted = dashboard_metrics() - {"ray_curation_download_urls_per_second", "ray_curation_download_success_ratio"}
 
     def exported(lines: list[str]) -> bool:
-        return (all(any(ln.startswith(name) and "SessionName=" in ln for ln in lines) for name in charted)
-                and any(ln.startswith("ray_curation_step_done") and 'step="total"' in ln for ln in lines)
-                and any(ln.startswith("ray_curation_samples_total") and 'stage="parity"' in ln
-                        and 'status="odd"' in ln for ln in lines))
+        return (
+            all(any(ln.startswith(name) and "SessionName=" in ln for ln in lines) for name in charted)
+            and any(ln.startswith("ray_curation_step_done") and 'step="total"' in ln for ln in lines)
+            and any(
+                ln.startswith("ray_curation_samples_total") and 'stage="parity"' in ln and 'status="odd"' in ln
+                for ln in lines
+            )
+        )
 
     ports = [n["MetricsExportPort"] for n in ray_session.nodes() if n["Alive"]]
     deadline, lines = time.time() + 60, []
     while time.time() < deadline and not exported(lines):
         time.sleep(2)
-        lines = "".join(urllib.request.urlopen(f"http://127.0.0.1:{p}/metrics", timeout=5).read().decode()
-                        for p in ports).splitlines()
+        lines = "".join(
+            urllib.request.urlopen(f"http://127.0.0.1:{p}/metrics", timeout=5).read().decode() for p in ports
+        ).splitlines()
     assert exported(lines), [ln for ln in lines if ln.startswith("ray_curation")]
-
 
 
 def test_workers_that_die_are_replaced_and_their_work_retried(ray_session, tmp_path):
@@ -133,11 +137,23 @@ def oom_pipeline(run_dir):
 def test_worker_killed_by_the_memory_monitor_is_retried_then_reported_and_resumable(tmp_path):
     # A Ray of its own whose memory monitor finds any node over its threshold:
     # every worker is killed for memory, while it starts or while it runs a partition.
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled",
-           "RAY_memory_usage_threshold": "0.001", "RAY_memory_monitor_refresh_ms": "50"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_memory_usage_threshold": "0.001",
+        "RAY_memory_monitor_refresh_ms": "50",
+    }
     run = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-c", OOM_RUN, str(run)], env=env, capture_output=True, text=True,
-                          timeout=300, cwd=ROOT, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", OOM_RUN, str(run)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        check=False,
+    )
     message = next((line for line in done.stdout.splitlines() if line.startswith("RunError:")), done.stderr)
     assert "stage 'numbers' failed after retries: make partition 0: " in message
     assert "make partition 1: " in message and "killed by Ray's memory monitor" in message
@@ -209,8 +225,15 @@ cluster.shutdown()
 @pytest.mark.slow
 def test_node_death_mid_step_is_retried_on_the_nodes_left(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled"}
-    done = subprocess.run([sys.executable, "-c", NODE_DEATH_RUN, str(tmp_path / "ray")], env=env,
-                          capture_output=True, text=True, timeout=300, cwd=ROOT, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", NODE_DEATH_RUN, str(tmp_path / "ray")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        check=False,
+    )
     assert "counts {'odd': 16, 'success': 16}" in done.stdout, done.stderr[-3000:]
     assert "failed (attempt 1), retrying" in done.stderr or "a worker failed to start" in done.stderr
     run_stages(tmp_path / "local", sample_pipeline(tmp_path / "local", partitions=4, rows=8, sleep_s=2.0))

@@ -12,8 +12,12 @@ from tests.stages import retrieval_upstream as up
 
 GIB = 2**30
 CPU_ONLY = ClusterView((Node("a", "10.0.0.1", 8, 0, 64 * GIB), Node("b", "10.0.0.2", 16, 0, 32 * GIB)))
-GPUS = ClusterView((Node("a", "10.0.0.1", 96, 8, 768 * GIB, {"pool_node": 1}),
-                    Node("b", "10.0.0.2", 96, 8, 768 * GIB, {"pool_node": 1})))
+GPUS = ClusterView(
+    (
+        Node("a", "10.0.0.1", 96, 8, 768 * GIB, {"pool_node": 1}),
+        Node("b", "10.0.0.2", 96, 8, 768 * GIB, {"pool_node": 1}),
+    )
+)
 
 
 def test_auto_gpus_follow_the_cluster_not_this_machine():
@@ -53,8 +57,7 @@ def test_run_refuses_a_step_that_cannot_fit_before_any_work(tmp_path):
     up.write_curated(run_dir, "near", up.alive_vectors()[1][:2])
     folder = tmp_path / "near"
     folder.mkdir()
-    retrieve = {"datasets": [{"name": "k", "source": "near", "mode": "sample"}],
-                "shards": {"memory_gb": 1e6}}
+    retrieve = {"datasets": [{"name": "k", "source": "near", "mode": "sample"}], "shards": {"memory_gb": 1e6}}
     data = up.pipeline(run_dir, [{"name": "near", "path": str(folder)}], retrieve)
     with pytest.raises(ConfigError, match=r"retrieve/search shards: .*set retrieve\.shards\.memory_gb"):
         run_stages(run_dir, data, ["retrieve"])

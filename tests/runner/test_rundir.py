@@ -16,8 +16,10 @@ def test_second_runner_on_the_same_run_dir_is_refused(tmp_path):
 
 
 def test_lock_is_held_across_processes(tmp_path):
-    code = "import sys; from curation.runner.rundir import RunLock\n" \
-           f"with RunLock(r'{tmp_path}'):\n    print('locked', flush=True); sys.stdin.read()"
+    code = (
+        "import sys; from curation.runner.rundir import RunLock\n"
+        f"with RunLock(r'{tmp_path}'):\n    print('locked', flush=True); sys.stdin.read()"
+    )
     holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"

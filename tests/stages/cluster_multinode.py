@@ -19,8 +19,12 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 WORKER = {"num_cpus": 2, "memory": 2 * 2**30}
 NODES = 3
 # Same pool, several ways of splitting the training sample (train: null is one worker per node, whole nodes).
-SAME_POOL = {"w1": {"workers": 1}, "w2": {"workers": 2, "num_cpus": 1}, "w4": {"workers": 4, "num_cpus": 0.5},
-             "per_node": {}}
+SAME_POOL = {
+    "w1": {"workers": 1},
+    "w2": {"workers": 2, "num_cpus": 1},
+    "w4": {"workers": 4, "num_cpus": 0.5},
+    "per_node": {},
+}
 # Hierarchical mode, the pool in one process and over three (random draws and ties across shards).
 HIERARCHICAL = {"hier1": {"workers": 1}, "hier3": {"workers": 3, "num_cpus": 0.5}}
 # Pool and workers grown alike: every worker holds the same share.
@@ -48,8 +52,15 @@ def scaled_config(run_dir: Path, factor: int, train: dict) -> dict:
     from tests.stages.test_cluster import config, planted_pool
 
     planted_pool(run_dir, sizes=(SCALED_ROWS * factor // 8,) * 8, d=SCALED_DIM, n_partitions=4 * factor, seed=5)
-    return config(run_dir, k=16, init="random", n_iter=3, max_points_per_centroid=SCALED_ROWS * factor,
-                  assign_batch_size=4096, train=train)
+    return config(
+        run_dir,
+        k=16,
+        init="random",
+        n_iter=3,
+        max_points_per_centroid=SCALED_ROWS * factor,
+        assign_batch_size=4096,
+        train=train,
+    )
 
 
 def main(out: Path) -> None:

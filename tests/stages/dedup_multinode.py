@@ -55,8 +55,11 @@ def write_features(run_dir: Path, partitions: int, seed: int = 0) -> dict[str, l
         status = tables.status_table(part, ["success"] * len(part))
         tables.write_parquet(status, partition_path(fetch, p, "parquet"))
         write_json(partition_path(fetch, p, "stats.json"), {"rows": len(part), "files": {}})
-        table = status.append_column("width", pa.array(np.full(len(part), 64))).append_column(
-            "height", pa.array(np.full(len(part), 64))).append_column("feature_row", pa.array(np.arange(len(part))))
+        table = (
+            status.append_column("width", pa.array(np.full(len(part), 64)))
+            .append_column("height", pa.array(np.full(len(part), 64)))
+            .append_column("feature_row", pa.array(np.arange(len(part))))
+        )
         tables.write_parquet(table, partition_path(step, p, "parquet"))
         np.save(partition_path(step, p, "thumbs.npy"), thumbs[rows])
         np.save(partition_path(step, p, "sources.npy"), np.zeros((len(part), 0, 0), np.uint8))
@@ -68,14 +71,19 @@ def write_features(run_dir: Path, partitions: int, seed: int = 0) -> dict[str, l
 
 
 def config(run_dir: Path, address: str, helpers: int) -> dict:
-    return {"name": "t", "run_dir": str(run_dir), "stages": ["dedup"], "ray": {"address": address},
-            "runner": {"progress": False, "max_partition_retries": 0},
-            "dedup": {"hashing": {"max_distance": 0, "variants": {"enabled": False}, "fit_samples": 2000},
-                      "descriptor": {"backbone": "resnet18", "dims": DIMS, "device": "cpu",
-                                     "allow_random_weights": True},
-                      "copy_dedup": {"threshold": 0.8, "k": 8,
-                                     "index": {"kind": "ivf_flat", "nlist": 64, "nprobe": 8}},
-                      "graph": {"workers": {"count": helpers}}}}
+    return {
+        "name": "t",
+        "run_dir": str(run_dir),
+        "stages": ["dedup"],
+        "ray": {"address": address},
+        "runner": {"progress": False, "max_partition_retries": 0},
+        "dedup": {
+            "hashing": {"max_distance": 0, "variants": {"enabled": False}, "fit_samples": 2000},
+            "descriptor": {"backbone": "resnet18", "dims": DIMS, "device": "cpu", "allow_random_weights": True},
+            "copy_dedup": {"threshold": 0.8, "k": 8, "index": {"kind": "ivf_flat", "nlist": 64, "nprobe": 8}},
+            "graph": {"workers": {"count": helpers}},
+        },
+    }
 
 
 def main(out: Path, partitions: int) -> None:
@@ -90,8 +98,11 @@ def main(out: Path, partitions: int) -> None:
             planted = write_features(run_dir, parts)
             run_pipeline(cfg.validate(config(run_dir, cluster.address, helpers)), ["dedup"])
             graph = json.loads((run_dir / "stages/dedup/graph/_SUCCESS.json").read_text())
-            result[label] = {"graph": graph, "planted": planted,
-                             "nodes": [n.node_id for n in [cluster.head_node, *cluster.worker_nodes]]}
+            result[label] = {
+                "graph": graph,
+                "planted": planted,
+                "nodes": [n.node_id for n in [cluster.head_node, *cluster.worker_nodes]],
+            }
     (out / "result.json").write_text(json.dumps(result, default=str))
 
 

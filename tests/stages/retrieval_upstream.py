@@ -51,14 +51,21 @@ def jpeg(seed: int, fmt: str = "JPEG") -> bytes:
 
 
 def _marker(step_dir: Path, partition: int, table: pa.Table) -> None:
-    write_json(partition_path(step_dir, partition, "stats.json"),
-               {"rows": table.num_rows, "counts": {}, "files": {}})
+    write_json(partition_path(step_dir, partition, "stats.json"), {"rows": table.num_rows, "counts": {}, "files": {}})
 
 
 def download_meta(key: str) -> dict:
     """A download-stage JSON: its own columns, and the URL list's (caption, license, a clashing 'dataset')."""
-    return {"url": f"http://pool.test/{key}.jpg", "status": "success", "width": 8, "height": 6,
-            "sha256": "0" * 64, "caption": f"caption of {key}", "license": "cc-by", "dataset": "web"}
+    return {
+        "url": f"http://pool.test/{key}.jpg",
+        "status": "success",
+        "width": 8,
+        "height": 6,
+        "sha256": "0" * 64,
+        "caption": f"caption of {key}",
+        "license": "cc-by",
+        "dataset": "web",
+    }
 
 
 def build(run_dir: Path, missing_images: tuple[str, ...] = ()) -> None:
@@ -69,8 +76,9 @@ def build(run_dir: Path, missing_images: tuple[str, ...] = ()) -> None:
     for p in range(PARTITIONS):
         keys = [tables.sample_key(p, r) for r in range(ROWS)]
         gone = np.array([dropped(r) for r in range(ROWS)])
-        status = tables.status_table(keys, np.where(gone, "duplicate_copy", "success").tolist(),
-                                     np.where(gone, "dedup", None).tolist())
+        status = tables.status_table(
+            keys, np.where(gone, "duplicate_copy", "success").tolist(), np.where(gone, "dedup", None).tolist()
+        )
         fetch = stage / "download" / "fetch"
         files_dir(fetch).mkdir(parents=True, exist_ok=True)
         with ShardWriter(partition_path(fetch, p, "tar")) as writer:
@@ -92,7 +100,8 @@ def build(run_dir: Path, missing_images: tuple[str, ...] = ()) -> None:
         assign_dir = stage / "cluster" / "assign"
         assign_dir.mkdir(parents=True, exist_ok=True)
         table = status.append_column("cluster", pa.array(cluster, pa.int64())).append_column(
-            "similarity", pa.array(sims, pa.float32(), mask=gone))
+            "similarity", pa.array(sims, pa.float32(), mask=gone)
+        )
         tables.write_parquet(table, assign_dir / f"{tables.partition_name(p)}.parquet")
         _marker(assign_dir, p, table)
     (stage / "cluster" / "train").mkdir(parents=True, exist_ok=True)
@@ -129,10 +138,12 @@ def write_curated(run_dir: Path, name: str, x: np.ndarray) -> list[str]:
     root.mkdir(parents=True, exist_ok=True)
     keys = [f"{name}-{i:08d}" for i in range(len(x))]
     table = tables.status_table(keys, ["success"] * len(keys)).append_column(
-        embeddings.ROW_COLUMN, pa.array(np.arange(len(x)), pa.int64()))
+        embeddings.ROW_COLUMN, pa.array(np.arange(len(x)), pa.int64())
+    )
     for column in ("path", "label"):
-        table = table.append_column(column, pa.array([f"{k}.jpg" for k in keys] if column == "path"
-                                                     else [None] * len(keys), pa.string()))
+        table = table.append_column(
+            column, pa.array([f"{k}.jpg" for k in keys] if column == "path" else [None] * len(keys), pa.string())
+        )
     table = table.append_column("meta", pa.array(["{}"] * len(keys), pa.string()))
     tables.write_parquet(table, root / f"{name}.parquet")
     embeddings.save_array(root / f"{name}.npy", x, "float32")

@@ -19,14 +19,19 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 WORKER = {"num_cpus": 2, "memory": 2 * 2**30}
 # Equality runs: byte and count rolling, shuffled, several shards per unit.
-EQUAL = {"partitions": 5, "rows": 120, "mean_bytes": 3000,
-         "shard": {"max_samples_per_shard": 40, "max_bytes_per_shard": 60_000, "shards_per_task": 2}}
+EQUAL = {
+    "partitions": 5,
+    "rows": 120,
+    "mean_bytes": 3000,
+    "shard": {"max_samples_per_shard": 40, "max_bytes_per_shard": 60_000, "shards_per_task": 2},
+}
 # Memory runs: N and 4N pool images (16 KB on average), workers scaled alike.
 MEMORY = {"rows": 1500, "mean_bytes": 16_000, "shard": {"max_samples_per_shard": 300, "shards_per_task": 1}}
 
 
-def run_shard(out: Path, name: str, workers: int, partitions: int, rows: int, mean_bytes: int, shard: dict,
-              address: str) -> dict:
+def run_shard(
+    out: Path, name: str, workers: int, partitions: int, rows: int, mean_bytes: int, shard: dict, address: str
+) -> dict:
     from curation import config as cfg
     from curation.runner import run_pipeline
     from tests.stages import shard_upstream

@@ -40,24 +40,28 @@ def _selection(rng: np.random.Generator, partition: int, rows: int) -> pa.Table:
     copy = np.concatenate([np.arange(c) for c in copies]) if len(copies) else np.zeros(0, np.int64)
     n = len(row)
     cluster_mode = rng.random(n) < 0.4
-    return pa.table({
-        "key": [tables.sample_key(partition, int(r)) for r in row],
-        "partition": pa.array(np.full(n, partition), pa.int64()),
-        "row": pa.array(row, pa.int64()),
-        "copy": pa.array(copy, pa.int32()),
-        "copies": pa.array(np.repeat(copies, copies), pa.int32()),
-        "dataset": np.where(cluster_mode, "random", "knn").tolist(),
-        "mode": np.where(cluster_mode, "cluster", "sample").tolist(),
-        "query_dataset": ["queries"] * n,
-        "query_key": [f"queries-{int(q):08d}" for q in rng.integers(0, 60, n)],
-        "similarity": pa.array(rng.random(n), pa.float32()),
-        "rank": pa.array(rng.integers(0, 5, n), pa.int32()),
-        "cluster": pa.array(rng.integers(0, 8, n), pa.int64()),
-    }, schema=retrieve_io.SELECTION_SCHEMA)
+    return pa.table(
+        {
+            "key": [tables.sample_key(partition, int(r)) for r in row],
+            "partition": pa.array(np.full(n, partition), pa.int64()),
+            "row": pa.array(row, pa.int64()),
+            "copy": pa.array(copy, pa.int32()),
+            "copies": pa.array(np.repeat(copies, copies), pa.int32()),
+            "dataset": np.where(cluster_mode, "random", "knn").tolist(),
+            "mode": np.where(cluster_mode, "cluster", "sample").tolist(),
+            "query_dataset": ["queries"] * n,
+            "query_key": [f"queries-{int(q):08d}" for q in rng.integers(0, 60, n)],
+            "similarity": pa.array(rng.random(n), pa.float32()),
+            "rank": pa.array(rng.integers(0, 5, n), pa.int32()),
+            "cluster": pa.array(rng.integers(0, 8, n), pa.int64()),
+        },
+        schema=retrieve_io.SELECTION_SCHEMA,
+    )
 
 
-def build(run_dir: Path, partitions: int, rows: int, mean_bytes: int = 4000, seed: int = 0,
-          missing: tuple[str, ...] = ()) -> None:
+def build(
+    run_dir: Path, partitions: int, rows: int, mean_bytes: int = 4000, seed: int = 0, missing: tuple[str, ...] = ()
+) -> None:
     rng = np.random.default_rng(seed)
     stages = Path(run_dir) / "stages"
     search, mark = stages / "retrieve/search", stages / "retrieve/mark"
@@ -71,8 +75,11 @@ def build(run_dir: Path, partitions: int, rows: int, mean_bytes: int = 4000, see
         with ShardWriter(tar) as writer:
             for key, size in zip(keys, sizes, strict=True):
                 if key not in missing:
-                    writer.write_sample(key, JPEG_MAGIC + rng.bytes(int(size) - 3),
-                                        {"url": f"http://pool.test/{key}.jpg", "caption": f"caption of {key}"})
+                    writer.write_sample(
+                        key,
+                        JPEG_MAGIC + rng.bytes(int(size) - 3),
+                        {"url": f"http://pool.test/{key}.jpg", "caption": f"caption of {key}"},
+                    )
         path = retrieve_io.selection_path(search, p)
         path.parent.mkdir(parents=True, exist_ok=True)
         tables.write_parquet(_selection(rng, p, rows), path)

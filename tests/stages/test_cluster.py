@@ -31,8 +31,15 @@ def planted_pool(run_dir, sizes=(100, 100, 100, 100, 100, 100), d=16, n_partitio
 
 
 def config(run_dir, **cluster):
-    base = {"mode": "flat", "k": 6, "n_iter": 20, "init": "kmeans++", "max_points_per_centroid": 64,
-            "device": "cpu", "assign_batch_size": 50}
+    base = {
+        "mode": "flat",
+        "k": 6,
+        "n_iter": 20,
+        "init": "kmeans++",
+        "max_points_per_centroid": 64,
+        "device": "cpu",
+        "assign_batch_size": 50,
+    }
     return {"name": "t", "run_dir": str(run_dir), "stages": ["cluster"], "seed": 1, "cluster": {**base, **cluster}}
 
 
@@ -98,8 +105,10 @@ def test_empty_clusters_are_reported(tmp_path):
 
 
 def hierarchical(**over):
-    levels = [{"n_clusters": 40, "n_resampling_steps": 2, "sample_size": 5},
-              {"n_clusters": 8, "n_resampling_steps": 3, "sample_size": 2}]
+    levels = [
+        {"n_clusters": 40, "n_resampling_steps": 2, "sample_size": 5},
+        {"n_clusters": 8, "n_resampling_steps": 3, "sample_size": 2},
+    ]
     return {"mode": "hierarchical", "k": 1, "hierarchical": {"levels": levels, "target_size": 120, **over}}
 
 

@@ -26,8 +26,14 @@ pytestmark = pytest.mark.slow
 def runs(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("cluster-multinode")
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    done = subprocess.run([sys.executable, "-m", "tests.stages.cluster_multinode", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.stages.cluster_multinode", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return out, json.loads((out / "nodes.json").read_text())
 

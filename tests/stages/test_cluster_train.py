@@ -14,8 +14,14 @@ from tests.stages.test_cluster import config, planted_pool, read_assign
 
 def run_flat(run_dir, workers, **cluster):
     planted_pool(run_dir, sizes=(150,) * 8, d=16, n_partitions=4, noise=0.3, seed=3)
-    settings = {"k": 12, "init": "random", "n_iter": 8, "max_points_per_centroid": 40,
-                "train": {"workers": workers, "num_cpus": 0.5}, **cluster}
+    settings = {
+        "k": 12,
+        "init": "random",
+        "n_iter": 8,
+        "max_points_per_centroid": 40,
+        "train": {"workers": workers, "num_cpus": 0.5},
+        **cluster,
+    }
     run_stages(run_dir, config(run_dir, **settings), ["cluster"])
     train = run_dir / "stages/cluster/train"
     return np.load(train / "centroids.npy"), read_assign(run_dir), read_json(train / "_SUCCESS.json")
@@ -50,8 +56,9 @@ def test_training_reports_its_iterations_as_progress(tmp_path, progress_moves):
 def test_hierarchical_training_reports_its_levels_as_progress(tmp_path, progress_moves):
     planted_pool(tmp_path)
     levels = [{"n_clusters": 12, "n_resampling_steps": 1, "sample_size": 5}, {"n_clusters": 4}]
-    run_stages(tmp_path, config(tmp_path, mode="hierarchical", hierarchical={"levels": levels, "target_size": 90}),
-               ["cluster"])
+    run_stages(
+        tmp_path, config(tmp_path, mode="hierarchical", hierarchical={"levels": levels, "target_size": 90}), ["cluster"]
+    )
     assert [(n, total) for label, n, total in progress_moves if label == "cluster/train"] == [(1, 2), (2, 2)]
 
 
@@ -64,8 +71,7 @@ def test_hierarchical_mode_is_the_same_for_any_worker_count_and_equals_one_proce
         run_dir = tmp_path / f"w{w}"
         planted_pool(run_dir, sizes=(300, 120, 60, 20), n_partitions=4, seed=2)
         hier = {"levels": levels, "target_size": 100, "sampling_strategy": "random"}
-        run_stages(run_dir, config(run_dir, mode="hierarchical", hierarchical=hier, train={"workers": w}),
-                   ["cluster"])
+        run_stages(run_dir, config(run_dir, mode="hierarchical", hierarchical=hier, train={"workers": w}), ["cluster"])
         tables[w] = [t.to_pylist() for t in read_assign(run_dir)]
         assert len(read_json(run_dir / "stages/cluster/train/_SUCCESS.json")["workers"]) == w
     assert tables[2] == tables[1] and tables[4] == tables[1]

@@ -50,8 +50,11 @@ def write_download(run_dir: Path, partitions: list[list[bytes | None]]) -> None:
     for p, blobs in enumerate(partitions):
         keys = [KEY(p, i) for i in range(len(blobs))]
         failed = [b is None for b in blobs]
-        status = tables.status_table(keys, ["failed_download:http_404" if f else "success" for f in failed],
-                                     ["download" if f else None for f in failed])
+        status = tables.status_table(
+            keys,
+            ["failed_download:http_404" if f else "success" for f in failed],
+            ["download" if f else None for f in failed],
+        )
         tables.write_parquet(status, step / f"part-{p:06d}.parquet")
         with tarfile.open(partition_path(step, p, "tar"), "w") as tar:
             for key, blob in zip(keys, blobs, strict=False):
@@ -66,14 +69,25 @@ def write_download(run_dir: Path, partitions: list[list[bytes | None]]) -> None:
 def pipeline(run_dir: Path, **dedup) -> dict:
     section = {
         "hashing": {"max_distance": 0, "variants": {"enabled": False}},
-        "descriptor": {"backbone": "resnet18", "dims": 64, "image_size": 64, "center": True, "device": "cpu",
-                       "allow_random_weights": True},
+        "descriptor": {
+            "backbone": "resnet18",
+            "dims": 64,
+            "image_size": 64,
+            "center": True,
+            "device": "cpu",
+            "allow_random_weights": True,
+        },
         "copy_dedup": {"threshold": 0.8},
         "relative": {"threshold": 0.8},
     }
     section.update(dedup)
-    return {"name": "t", "run_dir": str(run_dir), "stages": ["dedup"], "dedup": section,
-            "runner": {"max_partition_retries": 0}}
+    return {
+        "name": "t",
+        "run_dir": str(run_dir),
+        "stages": ["dedup"],
+        "dedup": section,
+        "runner": {"max_partition_retries": 0},
+    }
 
 
 def read_stage(run_dir: Path) -> list[dict]:
@@ -90,11 +104,25 @@ def planted(tmp_path_factory):
     astronaut = _jpeg(_photo("astronaut"))
     rocket = _photo("rocket")
     pool = [
-        [astronaut, _jpeg(_photo("chelsea")), _jpeg(_photo("coffee")), _jpeg(rocket), _jpeg(_photo("camera")),
-         astronaut, b"<html>not an image</html>", None],
-        [_jpeg(_photo("moon")), _jpeg(_photo("clock")), _jpeg(_photo("china")), _jpeg(_photo("flower"), 70),
-         _jpeg(rocket.resize((rocket.width // 2, rocket.height // 2))), _jpeg(_photo("coins")),
-         _jpeg(_photo("coffee"))[:300]],
+        [
+            astronaut,
+            _jpeg(_photo("chelsea")),
+            _jpeg(_photo("coffee")),
+            _jpeg(rocket),
+            _jpeg(_photo("camera")),
+            astronaut,
+            b"<html>not an image</html>",
+            None,
+        ],
+        [
+            _jpeg(_photo("moon")),
+            _jpeg(_photo("clock")),
+            _jpeg(_photo("china")),
+            _jpeg(_photo("flower"), 70),
+            _jpeg(rocket.resize((rocket.width // 2, rocket.height // 2))),
+            _jpeg(_photo("coins")),
+            _jpeg(_photo("coffee"))[:300],
+        ],
     ]
     bench = root / "bench"
     bench.mkdir()
@@ -118,11 +146,21 @@ def test_planted_pool_funnel_and_columns(planted, tmp_path):
     assert list(rows) == [KEY(0, i) for i in range(8)] + [KEY(1, i) for i in range(7)]
     status = {k: r["status"] for k, r in rows.items()}
     assert status == {
-        KEY(0, 0): "success", KEY(0, 1): "success", KEY(0, 2): "success", KEY(0, 3): "success",
-        KEY(0, 4): "success", KEY(0, 5): "duplicate_hash", KEY(0, 6): "failed_decode:unidentified_image",
+        KEY(0, 0): "success",
+        KEY(0, 1): "success",
+        KEY(0, 2): "success",
+        KEY(0, 3): "success",
+        KEY(0, 4): "success",
+        KEY(0, 5): "duplicate_hash",
+        KEY(0, 6): "failed_decode:unidentified_image",
         KEY(0, 7): "failed_download:http_404",
-        KEY(1, 0): "success", KEY(1, 1): "success", KEY(1, 2): "success", KEY(1, 3): "benchmark_leak",
-        KEY(1, 4): "duplicate_copy", KEY(1, 5): "success", KEY(1, 6): "failed_decode:broken_image",
+        KEY(1, 0): "success",
+        KEY(1, 1): "success",
+        KEY(1, 2): "success",
+        KEY(1, 3): "benchmark_leak",
+        KEY(1, 4): "duplicate_copy",
+        KEY(1, 5): "success",
+        KEY(1, 6): "failed_decode:broken_image",
     }
     # Byte-identical copy: the hash group keeps the first key.
     dup = rows[KEY(0, 5)]
@@ -143,11 +181,16 @@ def test_planted_pool_funnel_and_columns(planted, tmp_path):
     assert leak["benchmark_hit"] == "bench:bench-00000000"
     assert leak["error"] == "copy of benchmark image bench:bench-00000000 (whole component of 1 removed)"
     assert [k for k, r in rows.items() if r["benchmark_hit"]] == [KEY(1, 3)]
-    assert all(r["copy_component_size"] == 1 for k, r in rows.items()
-               if r["status"] == "success" and k != KEY(0, 3))
+    assert all(r["copy_component_size"] == 1 for k, r in rows.items() if r["status"] == "success" and k != KEY(0, 3))
     funnel = json.loads((run / "stages/dedup/graph/funnel.json").read_text())
-    assert funnel == {"input": 14, "described": 12, "after_hash": 11, "after_self_dedup": 10,
-                      "after_relative_dedup": 9, "benchmark_images": 2}
+    assert funnel == {
+        "input": 14,
+        "described": 12,
+        "after_hash": 11,
+        "after_self_dedup": 10,
+        "after_relative_dedup": 9,
+        "benchmark_images": 2,
+    }
     graph = json.loads((run / "stages/dedup/graph/_SUCCESS.json").read_text())
     assert graph["funnel"] == funnel and graph["index"] == "flat"
     # Side files: thumbnails and descriptors of the 6 + 6 described images; the PCA basis.
@@ -164,8 +207,14 @@ def test_rerun_gives_identical_tables(planted, tmp_path):
     second = read_stage(_run(tmp_path / "b", pool, bench))
     assert first == second
     # Rerunning a finished run does no work and changes nothing.
-    run_stages(tmp_path / "a", pipeline(tmp_path / "a", relative={
-        "threshold": 0.8, "benchmarks": [{"name": "bench", "kind": "folder", "path": str(bench)}]}), ["dedup"])
+    run_stages(
+        tmp_path / "a",
+        pipeline(
+            tmp_path / "a",
+            relative={"threshold": 0.8, "benchmarks": [{"name": "bench", "kind": "folder", "path": str(bench)}]},
+        ),
+        ["dedup"],
+    )
     assert read_stage(tmp_path / "a") == first
 
 
@@ -184,8 +233,14 @@ def test_empty_pool_and_all_failures(tmp_path):
     rows = read_stage(run)
     assert [r["status"] for r in rows] == ["failed_download:http_404", "failed_decode:unidentified_image"]
     funnel = json.loads((run / "stages/dedup/graph/funnel.json").read_text())
-    assert funnel == {"input": 1, "described": 0, "after_hash": 0, "after_self_dedup": 0,
-                      "after_relative_dedup": 0, "benchmark_images": 0}
+    assert funnel == {
+        "input": 1,
+        "described": 0,
+        "after_hash": 0,
+        "after_self_dedup": 0,
+        "after_relative_dedup": 0,
+        "benchmark_images": 0,
+    }
 
 
 def test_config_errors_name_the_key(tmp_path):
@@ -193,8 +248,10 @@ def test_config_errors_name_the_key(tmp_path):
     cases = [
         ({"hashing": {"method": "phash", "thumb_size": 16}}, "dedup.hashing.method"),
         ({"descriptor": {"weights": str(tmp_path / "missing.pt")}}, "dedup.descriptor.weights"),
-        ({"relative": {"benchmarks": [{"name": "b", "kind": "folder", "path": str(tmp_path / "nope")}]}},
-         "dedup.relative.benchmarks.0.path"),
+        (
+            {"relative": {"benchmarks": [{"name": "b", "kind": "folder", "path": str(tmp_path / "nope")}]}},
+            "dedup.relative.benchmarks.0.path",
+        ),
         ({"hashing": {"bits": 256, "thumb_size": 16}}, "dedup.hashing.bits"),
         ({"hashing": {"variants": {"enabled": True, "source_size": 16}}}, "dedup.hashing.variants.source_size"),
     ]
@@ -210,8 +267,10 @@ def test_on_ray_the_graph_covers_the_whole_pool(ray_session, planted, tmp_path):
     pool, bench = planted
     local = read_stage(_run(tmp_path / "local", pool, bench))
     write_download(tmp_path / "ray", pool)
-    data = pipeline(tmp_path / "ray", relative={
-        "threshold": 0.8, "benchmarks": [{"name": "bench", "kind": "folder", "path": str(bench)}]})
+    data = pipeline(
+        tmp_path / "ray",
+        relative={"threshold": 0.8, "benchmarks": [{"name": "bench", "kind": "folder", "path": str(bench)}]},
+    )
     data["runner"] = {"max_workers": 2, "progress": False, "max_partition_retries": 0}
     data["ray"] = {"num_cpus": 2, "dashboard": False}
     run_pipeline(cfg.validate(data))
@@ -228,10 +287,15 @@ def test_descriptor_whose_dimension_differs_from_the_config_is_found_before_any_
 
     path = tmp_path / "sscd16.pt"
     torch.jit.trace(sscd.SSCD("resnet18", dims=16).eval(), torch.zeros(1, 3, 64, 64)).save(str(path))
-    data = {"name": "t", "run_dir": str(tmp_path / "run"), "stages": ["dedup"],
-            "dedup": {"descriptor": {"weights": str(path), "dims": 32, "image_size": 64}}}
+    data = {
+        "name": "t",
+        "run_dir": str(tmp_path / "run"),
+        "stages": ["dedup"],
+        "dedup": {"descriptor": {"weights": str(path), "dims": 32, "image_size": 64}},
+    }
     problems = get_stage("dedup").preflight(cfg.validate(data))
-    assert problems == [f"dedup.descriptor.dims: {path} gives 16-d descriptors, the config says 32 "
-                        "(set dedup.descriptor.dims: 16)"]
+    assert problems == [
+        f"dedup.descriptor.dims: {path} gives 16-d descriptors, the config says 32 (set dedup.descriptor.dims: 16)"
+    ]
     data["dedup"]["descriptor"]["dims"] = 16
     assert get_stage("dedup").preflight(cfg.validate(data)) == []

@@ -26,8 +26,13 @@ KEY = tables.sample_key
 
 
 def _pipeline(run_dir, **dedup) -> dict:
-    return {"name": "t", "run_dir": str(run_dir), "stages": ["dedup"], "dedup": dedup,
-            "runner": {"max_partition_retries": 0}}
+    return {
+        "name": "t",
+        "run_dir": str(run_dir),
+        "stages": ["dedup"],
+        "dedup": dedup,
+        "runner": {"max_partition_retries": 0},
+    }
 
 
 def _run(root, pool, **dedup):
@@ -38,10 +43,17 @@ def _run(root, pool, **dedup):
 
 def test_without_weights_the_hash_pass_catches_geometric_copies(tmp_path):
     coffee, rocket, chelsea = _photo("coffee"), _photo("rocket"), _photo("chelsea")
-    pool = [[_jpeg(coffee), _jpeg(rocket), _jpeg(chelsea), _jpeg(_photo("camera")),
-             _jpeg(ImageOps.mirror(coffee)),  # mirrored
-             _jpeg(rocket.crop((0, 0, int(rocket.width * 0.8), int(rocket.height * 0.8)))),  # 20% crop
-             _jpeg(ImageOps.expand(chelsea, (0, 40, 0, 40), fill=(0, 0, 0)))]]  # letterbox padding
+    pool = [
+        [
+            _jpeg(coffee),
+            _jpeg(rocket),
+            _jpeg(chelsea),
+            _jpeg(_photo("camera")),
+            _jpeg(ImageOps.mirror(coffee)),  # mirrored
+            _jpeg(rocket.crop((0, 0, int(rocket.width * 0.8), int(rocket.height * 0.8)))),  # 20% crop
+            _jpeg(ImageOps.expand(chelsea, (0, 40, 0, 40), fill=(0, 0, 0))),
+        ]
+    ]  # letterbox padding
     bench = tmp_path / "bench"
     bench.mkdir()
     (bench / "cam.jpg").write_bytes(_jpeg(_photo("camera").resize((256, 256)), 60))
@@ -92,26 +104,40 @@ def test_wrong_descriptor_dims_fail_before_any_work(tmp_path, sscd_file):
     weights = sscd_file
     write_download(tmp_path, [[_jpeg(_photo("coffee"))]])
     with pytest.raises(ConfigError, match=r"dedup\.descriptor\.dims: .* gives 512-d descriptors, the config says 128"):
-        run_stages(tmp_path, _pipeline(tmp_path, descriptor={"weights": str(weights), "dims": 128,
-                                                              "image_size": 64}), ["dedup"])
+        run_stages(
+            tmp_path,
+            _pipeline(tmp_path, descriptor={"weights": str(weights), "dims": 128, "image_size": 64}),
+            ["dedup"],
+        )
     assert not (tmp_path / "stages/dedup").exists()
 
 
 def test_sscd_torchscript_end_to_end(tmp_path, sscd_file):
     weights = sscd_file
     flower, coffee = _photo("flower"), _photo("coffee")
-    pool = [[_jpeg(coffee), _jpeg(_photo("astronaut")), _jpeg(_photo("camera"))],
-            [_jpeg(coffee.rotate(4, expand=False)), _jpeg(flower, 70), _jpeg(_photo("moon"))]]
+    pool = [
+        [_jpeg(coffee), _jpeg(_photo("astronaut")), _jpeg(_photo("camera"))],
+        [_jpeg(coffee.rotate(4, expand=False)), _jpeg(flower, 70), _jpeg(_photo("moon"))],
+    ]
     bench = tmp_path / "bench"
     bench.mkdir()
     (bench / "flower.jpg").write_bytes(_jpeg(flower))
     # The official thresholds (0.6 self, 0.45 relative); small inputs keep the test fast.
-    rows = _run(tmp_path / "run", pool,
-                descriptor={"weights": str(weights), "image_size": 64, "center": True, "device": "cpu"},
-                relative={"benchmarks": [{"name": "b", "kind": "folder", "path": str(bench)}]})
+    rows = _run(
+        tmp_path / "run",
+        pool,
+        descriptor={"weights": str(weights), "image_size": 64, "center": True, "device": "cpu"},
+        relative={"benchmarks": [{"name": "b", "kind": "folder", "path": str(bench)}]},
+    )
     status = {k: r["status"] for k, r in rows.items()}
-    assert status == {KEY(0, 0): "success", KEY(0, 1): "success", KEY(0, 2): "success",
-                      KEY(1, 0): "duplicate_copy", KEY(1, 1): "benchmark_leak", KEY(1, 2): "success"}
+    assert status == {
+        KEY(0, 0): "success",
+        KEY(0, 1): "success",
+        KEY(0, 2): "success",
+        KEY(1, 0): "duplicate_copy",
+        KEY(1, 1): "benchmark_leak",
+        KEY(1, 2): "success",
+    }
     rotated = rows[KEY(1, 0)]
     assert rotated["duplicate_of"] == KEY(0, 0) and rotated["duplicate_similarity"] > 0.6
     assert rotated["duplicate_distance"] is None and rows[KEY(0, 0)]["duplicate_count"] == 1
@@ -146,14 +172,23 @@ def test_relative_dedup_runs_on_the_self_deduplicated_pool(tmp_path):
     (and 0 to A, A'): C leaks."""
     weights = tmp_path / "corner.torchscript.pt"
     torch.jit.script(_CornerColour()).save(str(weights))
-    pool = [[_jpeg(_painted("astronaut", (1, 0, 0), 320), 95), _jpeg(_painted("coffee", (1, 1, 0)), 95),
-             _jpeg(_painted("chelsea", (0, 0, 1)), 95)]]
+    pool = [
+        [
+            _jpeg(_painted("astronaut", (1, 0, 0), 320), 95),
+            _jpeg(_painted("coffee", (1, 1, 0)), 95),
+            _jpeg(_painted("chelsea", (0, 0, 1)), 95),
+        ]
+    ]
     bench = tmp_path / "bench"
     bench.mkdir()
     (bench / "b.jpg").write_bytes(_jpeg(_painted("camera", (0, 0.8, 0.6)), 95))
-    rows = _run(tmp_path / "run", pool, hashing={"variants": {"enabled": False}},
-                descriptor={"weights": str(weights), "dims": 8, "image_size": 64, "device": "cpu"},
-                relative={"benchmarks": [{"name": "b", "kind": "folder", "path": str(bench)}]})
+    rows = _run(
+        tmp_path / "run",
+        pool,
+        hashing={"variants": {"enabled": False}},
+        descriptor={"weights": str(weights), "dims": 8, "image_size": 64, "device": "cpu"},
+        relative={"benchmarks": [{"name": "b", "kind": "folder", "path": str(bench)}]},
+    )
     assert [rows[KEY(0, i)]["status"] for i in range(3)] == ["success", "duplicate_copy", "benchmark_leak"]
     assert rows[KEY(0, 1)]["duplicate_of"] == KEY(0, 0)
     assert rows[KEY(0, 1)]["duplicate_similarity"] == pytest.approx(np.cos(np.radians(45)), abs=0.03)

@@ -44,9 +44,11 @@ def described(tmp_path_factory):
 
 
 def _config(run, bench, workers: int) -> dict:
-    return pipeline(run, relative={"threshold": 0.8, "benchmarks": [{"name": "b", "kind": "folder",
-                                                                     "path": str(bench)}]},
-                    graph={"workers": {"count": workers}})
+    return pipeline(
+        run,
+        relative={"threshold": 0.8, "benchmarks": [{"name": "b", "kind": "folder", "path": str(bench)}]},
+        graph={"workers": {"count": workers}},
+    )
 
 
 def _rerun_graph(described, tmp_path, workers: int):
@@ -113,7 +115,6 @@ def test_one_two_and_four_helpers_give_the_single_process_decisions(described, t
     assert stats["index"] == "flat" and stats["edges"]["self"] == 2 and stats["hash"]["pairs"] == 3
 
 
-
 def test_helpers_on_simulated_nodes_keep_their_memory_when_pool_and_helpers_grow_4x(tmp_path):
     """N images and 1 helper, then 4N and 4 helpers, on a cluster of three 2-CPU nodes: every planted copy is
     found across partitions, helpers run on the worker nodes, and the largest helper's recorded peak RSS stays
@@ -125,8 +126,15 @@ def test_helpers_on_simulated_nodes_keep_their_memory_when_pool_and_helpers_grow
 
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    done = subprocess.run([sys.executable, "-m", "tests.stages.dedup_multinode", str(tmp_path), "2"], cwd=root,
-                          env=env, capture_output=True, text=True, timeout=900, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.stages.dedup_multinode", str(tmp_path), "2"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "result.json").read_text())
     peaks = {}

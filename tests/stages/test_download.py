@@ -26,11 +26,20 @@ def _cases(srv):
     """(url, expected status, caption) of every case; duplicates right after what they copy."""
     photo = images.jpeg(1200, 900)
     files = {
-        "photo.jpg": photo, "copy.jpg": photo, "page.html": images.html(), "empty.jpg": b"",
-        "truncated.jpg": images.truncated_jpeg(), "corrupt.png": images.corrupt_png(),
-        "bomb.png": images.png_bomb(), "huge.png": images.png_header_only(30000, 30000),
-        "cmyk.jpg": images.cmyk_jpeg(), "deep.png": images.png16(), "palette.png": images.palette_png_transparent(),
-        "anim.gif": images.animated_gif(), "rotated.jpg": images.exif_rotated_jpeg(6), "small.webp": images.webp(),
+        "photo.jpg": photo,
+        "copy.jpg": photo,
+        "page.html": images.html(),
+        "empty.jpg": b"",
+        "truncated.jpg": images.truncated_jpeg(),
+        "corrupt.png": images.corrupt_png(),
+        "bomb.png": images.png_bomb(),
+        "huge.png": images.png_header_only(30000, 30000),
+        "cmyk.jpg": images.cmyk_jpeg(),
+        "deep.png": images.png16(),
+        "palette.png": images.palette_png_transparent(),
+        "anim.gif": images.animated_gif(),
+        "rotated.jpg": images.exif_rotated_jpeg(6),
+        "small.webp": images.webp(),
         "big.bin": b"\xff\xd8\xff" + b"\x00" * 400_000,
     }
     for name, body in files.items():
@@ -85,8 +94,15 @@ def _pipeline(tmp_path, srv, partition_size=16):
         "download": {
             "input": {"paths": [str(tmp_path / "urls.csv")], "partition_size": partition_size},
             "urls": {"allowed_addresses": ["127.0.0.1"]},
-            "http": {"connect_timeout": 1, "read_timeout": 1, "total_timeout": 1.5, "max_bytes": 300_000,
-                     "retries": 1, "backoff": 0.01, "retry_after_max": 0.1},
+            "http": {
+                "connect_timeout": 1,
+                "read_timeout": 1,
+                "total_timeout": 1.5,
+                "max_bytes": 300_000,
+                "retries": 1,
+                "backoff": 0.01,
+                "retry_after_max": 0.1,
+            },
             "image": {"resize": "max_side", "size": 256, "max_pixels": 50_000_000},
             "worker": {"batch_size": 7},
         },
@@ -178,8 +194,12 @@ def test_empty_url_lists_are_config_errors_naming_each_file(tmp_path):
     (tmp_path / "header_only.csv").write_text("url,caption\n")
     (tmp_path / "blank.txt").write_text("\n\n")
     (tmp_path / "ok.txt").write_text("\nhttp://127.0.0.1/a.jpg\n")
-    config = {"name": "t", "run_dir": str(tmp_path / "run"), "stages": ["download"],
-              "download": {"input": {"paths": [str(tmp_path / n) for n in ("header_only.csv", "blank.txt", "ok.txt")]}}}
+    config = {
+        "name": "t",
+        "run_dir": str(tmp_path / "run"),
+        "stages": ["download"],
+        "download": {"input": {"paths": [str(tmp_path / n) for n in ("header_only.csv", "blank.txt", "ok.txt")]}},
+    }
     with pytest.raises(ConfigError) as err:
         run_stages(tmp_path / "run", config)
     assert str(err.value).startswith("2 problems; nothing was run")

@@ -56,7 +56,9 @@ def write_input_table(run_dir: Path, partition: int, keys: list[str], status: li
     """The upstream (dedup) table of one partition, committed, and the stage marked complete."""
     step = run_dir / "stages" / "dedup" / get_stage("dedup").table_step
     dropped = [None if s == tables.SUCCESS else "dedup" for s in status]
-    tables.write_parquet(tables.status_table(keys, status, dropped), step / f"{tables.partition_name(partition)}.parquet")
+    tables.write_parquet(
+        tables.status_table(keys, status, dropped), step / f"{tables.partition_name(partition)}.parquet"
+    )
     write_json(partition_path(step, partition, "stats.json"), {"rows": len(keys), "counts": {}})
     write_json(run_dir / "stages" / "dedup" / "_SUCCESS.json", {"stage": "dedup"})
 
@@ -65,11 +67,15 @@ def write_input_table(run_dir: Path, partition: int, keys: list[str], status: li
 def pool(tmp_path, photos):
     """Partition 0: 4 images, one corrupt, one dropped upstream; partition 1: 4 images, one missing."""
     k = [tables.sample_key(0, i) for i in range(6)]
-    write_tar(tmp_path / "stages/download/fetch.files/part-000000.tar",
-              {k[0]: photos[0], k[1]: photos[1], k[2]: b"\xff\xd8 corrupt", k[3]: photos[2], k[5]: photos[3]})
+    write_tar(
+        tmp_path / "stages/download/fetch.files/part-000000.tar",
+        {k[0]: photos[0], k[1]: photos[1], k[2]: b"\xff\xd8 corrupt", k[3]: photos[2], k[5]: photos[3]},
+    )
     write_input_table(tmp_path, 0, k[:6], ["success", "success", "success", "success", "duplicate_copy", "success"])
     k1 = [tables.sample_key(1, i) for i in range(4)]
-    write_tar(tmp_path / "stages/download/fetch.files/part-000001.tar", {k1[0]: photos[4], k1[1]: photos[5], k1[3]: photos[6]})
+    write_tar(
+        tmp_path / "stages/download/fetch.files/part-000001.tar", {k1[0]: photos[4], k1[1]: photos[5], k1[3]: photos[6]}
+    )
     write_input_table(tmp_path, 1, k1, ["success"] * 4)
     return tmp_path
 
@@ -99,7 +105,13 @@ def test_embed_pool_tables_arrays_and_failures(pool, photos):
     t0 = pq.read_table(root / "part-000000.parquet")
     assert t0.column_names == ["key", "status", "dropped_by", "error", "embedding_row"]
     assert t0.column("status").to_pylist() == [
-        "success", "success", "failed_decode:unidentified_image", "success", "duplicate_copy", "success"]
+        "success",
+        "success",
+        "failed_decode:unidentified_image",
+        "success",
+        "duplicate_copy",
+        "success",
+    ]
     assert t0.column("dropped_by").to_pylist() == [None, None, "embed", None, "dedup", None]
     assert t0.column("embedding_row").to_pylist() == [0, 1, -1, 2, -1, 3]
     assert t0.column("error").to_pylist()[2]
@@ -117,7 +129,8 @@ def test_embed_pool_tables_arrays_and_failures(pool, photos):
     assert stats["model"]["dim"] == 32 and stats["model"]["device"] == "cpu"
     keys, x, partitions, rows = embeddings.load_pool_embeddings(pool)
     assert keys.tolist() == [tables.sample_key(0, i) for i in (0, 1, 3, 5)] + [
-        tables.sample_key(1, i) for i in (0, 1, 3)]
+        tables.sample_key(1, i) for i in (0, 1, 3)
+    ]
     assert partitions.tolist() == [0, 0, 0, 0, 1, 1, 1] and rows.tolist() == [0, 1, 3, 5, 0, 1, 3]
     np.testing.assert_array_equal(x[:4], x0)
 
@@ -169,10 +182,13 @@ def test_model_that_does_not_give_features_is_found_before_any_work(tmp_path):
     torch.jit.script(torch.nn.Identity()).save(str(path))
     data = config(tmp_path / "run", model={"kind": "torchscript", "path": str(path), "image_size": 32})
     problems = get_stage("embed").preflight(cfg.validate(data))
-    assert len(problems) == 1 and problems[0].startswith("embed.model: the model does not load or run on a 32x32 "
-                                                         "image: CheckpointError: the TorchScript model returned "
-                                                         "(1, 3, 32, 32), not features")
+    assert len(problems) == 1 and problems[0].startswith(
+        "embed.model: the model does not load or run on a 32x32 "
+        "image: CheckpointError: the TorchScript model returned "
+        "(1, 3, 32, 32), not features"
+    )
     assert get_stage("embed").preflight(cfg.validate(config(tmp_path / "run"))) == []
+
 
 def test_curated_sets_embedded_in_partitions_give_the_same_files(pool, photos, tmp_path_factory):
     folder = tmp_path_factory.mktemp("parts")
@@ -192,8 +208,13 @@ def test_curated_sets_embedded_in_partitions_give_the_same_files(pool, photos, t
         parts = sorted(p.name for p in (run_dir / "stages/embed/curated_parts.files").glob("*.stats.json"))
         # five images in partitions of 2: three partitions, then one (empty) for the empty set
         assert len(parts) == (4 if size == 2 else 2)
-        outputs[size] = {name: (pq.read_table(run_dir / f"stages/embed/curated/{name}.parquet").to_pylist(),
-                                np.load(run_dir / f"stages/embed/curated/{name}.npy")) for name in ("five", "none")}
+        outputs[size] = {
+            name: (
+                pq.read_table(run_dir / f"stages/embed/curated/{name}.parquet").to_pylist(),
+                np.load(run_dir / f"stages/embed/curated/{name}.npy"),
+            )
+            for name in ("five", "none")
+        }
     for name in ("five", "none"):
         assert outputs[2][name][0] == outputs[100][name][0]
         np.testing.assert_array_equal(outputs[2][name][1], outputs[100][name][1])

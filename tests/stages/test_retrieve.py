@@ -48,8 +48,15 @@ def test_sample_and_cluster_modes_end_to_end(tmp_path):
     retrieve = {
         "datasets": [
             {"name": "near_knn", "source": "near", "mode": "sample", "k": 3},
-            {"name": "topics_cluster", "source": "topics", "mode": "cluster", "per_cluster": 5,
-             "min_queries": 3, "cap": 4, "selection": "closest"},
+            {
+                "name": "topics_cluster",
+                "source": "topics",
+                "mode": "cluster",
+                "per_cluster": 5,
+                "min_queries": 3,
+                "cap": 4,
+                "selection": "closest",
+            },
         ],
         "collisions": "keep_duplicates",
     }
@@ -102,8 +109,12 @@ def test_best_policy_resolves_collisions_across_datasets(tmp_path):
     keys, x, _ = up.alive_vectors()
     same = x[[3, 4]]
     run_dir, curated = _setup(tmp_path, {"first": same, "second": same})
-    retrieve = {"datasets": [{"name": "a", "source": "first", "mode": "sample", "k": 2},
-                             {"name": "b", "source": "second", "mode": "sample", "k": 2}]}
+    retrieve = {
+        "datasets": [
+            {"name": "a", "source": "first", "mode": "sample", "k": 2},
+            {"name": "b", "source": "second", "mode": "sample", "k": 2},
+        ]
+    }
     run_stages(run_dir, up.pipeline(run_dir, curated, retrieve), ["retrieve"])
     rows = _selected(run_dir)
     assert len({r["key"] for r in rows}) == len(rows)  # one copy per image
@@ -120,10 +131,13 @@ def test_k_and_query_set_larger_than_pool_and_empty_qualifying_cluster(tmp_path)
     queries = up.unit(up.centroids()[[empty] * 5])
     many = up.unit(np.random.default_rng(5).standard_normal((100, up.DIM)))  # more queries than pool images
     run_dir, curated = _setup(tmp_path, {"far": queries, "many": many})
-    retrieve = {"datasets": [
-        {"name": "everything", "source": "many", "mode": "sample", "k": 1000},
-        {"name": "nothing", "source": "far", "mode": "cluster", "per_cluster": 10},
-    ], "collisions": "keep_duplicates"}
+    retrieve = {
+        "datasets": [
+            {"name": "everything", "source": "many", "mode": "sample", "k": 1000},
+            {"name": "nothing", "source": "far", "mode": "cluster", "per_cluster": 10},
+        ],
+        "collisions": "keep_duplicates",
+    }
     run_stages(run_dir, up.pipeline(run_dir, curated, retrieve), ["retrieve"])
     rows = _selected(run_dir)
     # k > pool: every query gets the whole alive pool; every image hit once per query
@@ -137,8 +151,9 @@ def test_k_and_query_set_larger_than_pool_and_empty_qualifying_cluster(tmp_path)
 
 def test_missing_as_is_path_is_a_config_error_before_any_work(tmp_path):
     run_dir, curated = _setup(tmp_path, {"one": up.alive_vectors()[1][:1]})
-    retrieve = {"datasets": [{"name": "raw", "mode": "as_is",
-                              "source": {"name": "raw", "path": str(tmp_path / "nowhere")}}]}
+    retrieve = {
+        "datasets": [{"name": "raw", "mode": "as_is", "source": {"name": "raw", "path": str(tmp_path / "nowhere")}}]
+    }
     with pytest.raises(ConfigError, match=r"retrieve\.datasets\.0\.source\.path"):
         run_stages(run_dir, up.pipeline(run_dir, curated, retrieve), ["retrieve"])
     assert not (run_dir / "stages" / "retrieve").exists()

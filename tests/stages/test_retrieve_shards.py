@@ -27,16 +27,22 @@ def synthetic_pool(run_dir: Path, partitions: int, rows: int, dim: int, clusters
         name = tables.partition_name(p)
         keys = [tables.sample_key(p, r) for r in range(rows)]
         gone = np.arange(rows) % 5 == 2
-        status = tables.status_table(keys, np.where(gone, "duplicate_copy", "success").tolist(),
-                                     np.where(gone, "dedup", None).tolist())
+        status = tables.status_table(
+            keys, np.where(gone, "duplicate_copy", "success").tolist(), np.where(gone, "dedup", None).tolist()
+        )
         label = rng.integers(0, clusters, rows)
         x = unit_rows(centroids[label] + 0.5 * rng.standard_normal((rows, dim)).astype(np.float32))
         for step, table in (
-            ("embed/pool", status.append_column(embeddings.ROW_COLUMN,
-                                                pa.array(np.where(gone, -1, np.cumsum(~gone) - 1)))),
-            ("cluster/assign", status.append_column("cluster", pa.array(np.where(gone, -1, label)))
-             .append_column("similarity", pa.array(np.einsum("ij,ij->i", x, centroids[label]), pa.float32(),
-                                                   mask=gone))),
+            (
+                "embed/pool",
+                status.append_column(embeddings.ROW_COLUMN, pa.array(np.where(gone, -1, np.cumsum(~gone) - 1))),
+            ),
+            (
+                "cluster/assign",
+                status.append_column("cluster", pa.array(np.where(gone, -1, label))).append_column(
+                    "similarity", pa.array(np.einsum("ij,ij->i", x, centroids[label]), pa.float32(), mask=gone)
+                ),
+            ),
         ):
             files_dir(stages / step).mkdir(parents=True, exist_ok=True)
             tables.write_parquet(table, stages / step / f"{name}.parquet")
@@ -54,8 +60,15 @@ def _data(run_dir: Path, tmp_path: Path, shards: dict) -> dict:
         "datasets": [
             {"name": "knn", "source": "queries", "mode": "sample", "k": 5},
             {"name": "random", "source": "queries", "mode": "cluster", "per_cluster": 7, "min_queries": 2},
-            {"name": "closest", "source": "queries", "mode": "cluster", "per_cluster": 4, "min_queries": 1,
-             "selection": "closest", "cap": 20},
+            {
+                "name": "closest",
+                "source": "queries",
+                "mode": "cluster",
+                "per_cluster": 4,
+                "min_queries": 1,
+                "selection": "closest",
+                "cap": 20,
+            },
         ],
         "collisions": "keep_duplicates",
         "index": {"kind": "flat"},

@@ -157,8 +157,9 @@ def test_rolls_by_bytes_and_keeps_duplicates(tmp_path):
 def test_shard_config_is_strict(tmp_path, bad):
     from curation.errors import ConfigError
 
-    data = up.pipeline(tmp_path, [], {"datasets": [{"name": "x", "source": {"name": "x", "path": "."},
-                                                   "mode": "as_is"}]}, bad)
+    data = up.pipeline(
+        tmp_path, [], {"datasets": [{"name": "x", "source": {"name": "x", "path": "."}, "mode": "as_is"}]}, bad
+    )
     with pytest.raises(ConfigError):
         cfg.validate(data)
 
@@ -168,8 +169,9 @@ def test_rerun_is_a_no_op_and_manifest_lists_existing_shards(tmp_path):
     before = (run_dir / "shards" / "manifest.json").read_bytes()
     run_stages(run_dir, data, ["retrieve", "shard"])
     assert (run_dir / "shards" / "manifest.json").read_bytes() == before
-    assert np.all([(run_dir / "shards" / s.path).exists()
-                   for s in read_manifest(run_dir / "shards" / "manifest.json").shards])
+    assert np.all(
+        [(run_dir / "shards" / s.path).exists() for s in read_manifest(run_dir / "shards" / "manifest.json").shards]
+    )
 
 
 def test_pool_samples_carry_their_dedup_decision(tmp_path):
@@ -180,8 +182,10 @@ def test_pool_samples_carry_their_dedup_decision(tmp_path):
     for p in range(up.PARTITIONS):
         keys = [tables.sample_key(p, r) for r in range(up.ROWS)]
         counts = [r % 3 for r in range(up.ROWS)]  # images dropped in favour of each kept image
-        tables.write_parquet(pa.table({"key": keys, "duplicate_count": pa.array(counts, pa.int64())}),
-                             table_dir / f"{tables.partition_name(p)}.parquet")
+        tables.write_parquet(
+            pa.table({"key": keys, "duplicate_count": pa.array(counts, pa.int64())}),
+            table_dir / f"{tables.partition_name(p)}.parquet",
+        )
     run_dir, _ = _run(tmp_path, {"shuffle": False})
     metas = [json.loads(s["json"]) for s in _wds_samples(read_manifest(run_dir / "shards" / "manifest.json"))]
     pool = [m for m in metas if m["source"] == "pool"]
@@ -194,20 +198,29 @@ def test_pool_samples_carry_their_dedup_decision(tmp_path):
 
 def test_deleted_final_shard_is_written_again_by_a_rerun(tmp_path):
     run_dir, data = _run(tmp_path, {"shuffle": False, "max_samples_per_shard": 8})
+
     def written():
-        return {p.name: p.read_bytes() for p in (run_dir / "shards").glob("*.tar")}, \
-            read_manifest(run_dir / "shards" / "manifest.json").shards
+        return {p.name: p.read_bytes() for p in (run_dir / "shards").glob("*.tar")}, read_manifest(
+            run_dir / "shards" / "manifest.json"
+        ).shards
 
     before = written()
     assert sorted(before[0]) == ["lvd-000000.tar", "lvd-000001.tar"]
     (run_dir / "shards" / "lvd-000001.tar").unlink()
     report = run_stages(run_dir, data, ["retrieve", "shard"])
     # Its write unit is redone (not the plan, not the other unit), then what follows it.
-    assert report.repaired == ["shard/write partition 1", "shard/manifest", "shard/table partition 0",
-                               "shard/table partition 1", "shard/table partition 2"]
+    assert report.repaired == [
+        "shard/write partition 1",
+        "shard/manifest",
+        "shard/table partition 0",
+        "shard/table partition 1",
+        "shard/table partition 2",
+    ]
     assert written() == before
     assert verify(read_manifest(run_dir / "shards" / "manifest.json"), check_checksums=True) == []
     # The same run in another directory: the same content, the same config hash in its manifest.
     other, _ = _run(tmp_path, {"shuffle": False, "max_samples_per_shard": 8}, name="other")
-    assert read_manifest(other / "shards" / "manifest.json").config_hash == \
-        read_manifest(run_dir / "shards" / "manifest.json").config_hash
+    assert (
+        read_manifest(other / "shards" / "manifest.json").config_hash
+        == read_manifest(run_dir / "shards" / "manifest.json").config_hash
+    )

@@ -34,8 +34,13 @@ def contents(manifest) -> list[list[tuple[str, str]]]:
     out = []
     for url in manifest.shard_urls():
         with tarfile.open(url) as tar:
-            out.append(sorted((m.name[:-4], hashlib.sha256(tar.extractfile(m).read()).hexdigest())
-                              for m in tar.getmembers() if m.name.endswith(".jpg")))
+            out.append(
+                sorted(
+                    (m.name[:-4], hashlib.sha256(tar.extractfile(m).read()).hexdigest())
+                    for m in tar.getmembers()
+                    if m.name.endswith(".jpg")
+                )
+            )
     return out
 
 
@@ -57,11 +62,14 @@ def _build(tmp_path: Path, shard: dict, partitions: int = 4, rows: int = 60, nam
     return run_dir, data
 
 
-@pytest.mark.parametrize("shard", [
-    {"max_samples_per_shard": 17, "max_bytes_per_shard": 40_000, "shards_per_task": 1},
-    {"max_samples_per_shard": 25, "shards_per_task": 3, "shuffle": False},
-    {"max_bytes_per_shard": 6_000, "shards_per_task": 4},  # samples larger than a shard, alone in theirs
-])
+@pytest.mark.parametrize(
+    "shard",
+    [
+        {"max_samples_per_shard": 17, "max_bytes_per_shard": 40_000, "shards_per_task": 1},
+        {"max_samples_per_shard": 25, "shards_per_task": 3, "shuffle": False},
+        {"max_bytes_per_shard": 6_000, "shards_per_task": 4},  # samples larger than a shard, alone in theirs
+    ],
+)
 def test_same_shards_and_manifest_as_the_single_process_writer(tmp_path, shard):
     run_dir, data = _build(tmp_path, shard)
     run_stages(run_dir, data, ["shard"])
@@ -105,8 +113,14 @@ def test_rerun_of_a_finished_stage_writes_nothing(tmp_path):
 def multinode(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("shard-multinode")
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    done = subprocess.run([sys.executable, "-m", "tests.stages.shard_multinode", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.stages.shard_multinode", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((out / "runs.json").read_text()) | {"out": str(out)}
 

@@ -49,7 +49,11 @@ def long_run(shards_dir, knn_folder, tmp_path_factory):
     from curation.train.loop import train
 
     cfg = run_config(
-        shards_dir, out, optim={"iterations": 24}, checkpoint={"every": 8, "keep": 2}, log_every=1,
+        shards_dir,
+        out,
+        optim={"iterations": 24},
+        checkpoint={"every": 8, "keep": 2},
+        log_every=1,
         knn={"path": str(knn_folder), "image_size": 32, "k": 3},
     )
     return out, train(cfg)

@@ -90,7 +90,9 @@ def fsdp_worker(rank: int, world: int, out_dir: str, manifest: str) -> None:
         np.savez(out / "teacher.npz", **params)
 
     loop_cfg = tiny_config(
-        manifest=manifest, output_dir=str(out / "loop"), optim={"iterations": 4, "batch_size": 4},
+        manifest=manifest,
+        output_dir=str(out / "loop"),
+        optim={"iterations": 4, "batch_size": 4},
         checkpoint={"every": 2},
     )
     train(loop_cfg)  # joins the existing process group

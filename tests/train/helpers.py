@@ -16,11 +16,22 @@ from curation.train.data.collate import Collate
 TINY: dict[str, Any] = {
     "model": "vit_small",
     "vit": {"embed_dim": 32, "depth": 2, "num_heads": 2, "patch_size": 8, "drop_path_rate": 0.0},
-    "heads": {"dino_prototypes": 64, "ibot_prototypes": 48, "hidden_dim": 64, "dino_bottleneck": 16,
-              "ibot_bottleneck": 16, "separate_ibot_head": True},
+    "heads": {
+        "dino_prototypes": 64,
+        "ibot_prototypes": 48,
+        "hidden_dim": 64,
+        "dino_bottleneck": 16,
+        "ibot_bottleneck": 16,
+        "separate_ibot_head": True,
+    },
     "crops": {"global_size": 32, "local_size": 16, "num_local": 2},
-    "optim": {"iterations": 6, "batch_size": 8, "warmup_iterations": 2, "freeze_last_layer_iterations": 1,
-              "base_lr": 0.05},
+    "optim": {
+        "iterations": 6,
+        "batch_size": 8,
+        "warmup_iterations": 2,
+        "freeze_last_layer_iterations": 1,
+        "base_lr": 0.05,
+    },
     "loss": {"warmup_teacher_temp_iterations": 2},
     "data": {"num_workers": 0, "shuffle_buffer": 8},
     "checkpoint": {"every": 3},
@@ -88,8 +99,12 @@ def free_port() -> int:
 
 def _entry(rank: int, world: int, port: int, fn, args) -> None:
     os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank), OMP_NUM_THREADS="1",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        OMP_NUM_THREADS="1",
     )
     torch.set_num_threads(1)
     fn(rank, world, *args)

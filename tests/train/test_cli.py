@@ -13,12 +13,26 @@ def test_unknown_key_fails_before_work(tmp_path):
 
 def test_train_main_runs_the_demo_config_on_shards(shards_dir, tmp_path):
     out = tmp_path / "run"
-    code = train_main([
-        "config=train_demo", f"manifest={shards_dir / 'manifest.json'}", f"output_dir={out}",
-        "vit.embed_dim=32", "vit.depth=1", "vit.num_heads=2", "crops.global_size=32", "crops.local_size=16",
-        "crops.num_local=2", "heads.dino_prototypes=32", "heads.ibot_prototypes=32", "heads.hidden_dim=32",
-        "optim.iterations=2", "optim.batch_size=4", "data.num_workers=1", "device=cpu",
-    ])
+    code = train_main(
+        [
+            "config=train_demo",
+            f"manifest={shards_dir / 'manifest.json'}",
+            f"output_dir={out}",
+            "vit.embed_dim=32",
+            "vit.depth=1",
+            "vit.num_heads=2",
+            "crops.global_size=32",
+            "crops.local_size=16",
+            "crops.num_local=2",
+            "heads.dino_prototypes=32",
+            "heads.ibot_prototypes=32",
+            "heads.hidden_dim=32",
+            "optim.iterations=2",
+            "optim.batch_size=4",
+            "data.num_workers=1",
+            "device=cpu",
+        ]
+    )
     assert code == 0
     assert load_backbone(out / "backbone.safetensors").config["depth"] == 1
 
@@ -27,12 +41,27 @@ def test_train_says_what_an_iteration_is_and_logs_the_first(shards_dir, tmp_path
     import logging
 
     caplog.set_level(logging.INFO, logger="curation.train")
-    train_main([
-        "config=train_demo", f"manifest={shards_dir / 'manifest.json'}", f"output_dir={tmp_path}",
-        "vit.embed_dim=32", "vit.depth=1", "vit.num_heads=2", "crops.global_size=32", "crops.local_size=16",
-        "crops.num_local=2", "heads.dino_prototypes=32", "heads.ibot_prototypes=32", "heads.hidden_dim=32",
-        "optim.iterations=3", "optim.batch_size=4", "data.num_workers=0", "device=cpu", "log_every=100",
-    ])
+    train_main(
+        [
+            "config=train_demo",
+            f"manifest={shards_dir / 'manifest.json'}",
+            f"output_dir={tmp_path}",
+            "vit.embed_dim=32",
+            "vit.depth=1",
+            "vit.num_heads=2",
+            "crops.global_size=32",
+            "crops.local_size=16",
+            "crops.num_local=2",
+            "heads.dino_prototypes=32",
+            "heads.ibot_prototypes=32",
+            "heads.hidden_dim=32",
+            "optim.iterations=3",
+            "optim.batch_size=4",
+            "data.num_workers=0",
+            "device=cpu",
+            "log_every=100",
+        ]
+    )
     messages = [r.getMessage() for r in caplog.records if r.name == "curation.train"]
     assert messages[0].startswith("training vit_small on ")
     assert "4 images x (2 global 32 px + 2 local 16 px" in messages[0]

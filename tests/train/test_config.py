@@ -47,4 +47,3 @@ def test_demo_config_validates():
     # every key's description: tests/test_pipelines.py, through `curate config pipeline=train_demo defaults=true`
     cfg = load_train_config(["config=train_demo"])
     assert cfg.model == "vit_small" and cfg.vit.depth == 4
-

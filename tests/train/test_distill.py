@@ -61,7 +61,10 @@ def test_distill_step_uses_all_patches_without_masks(teacher_checkpoint, monkeyp
 @pytest.mark.slow
 def test_distill_run_exports_the_student_ema(teacher_checkpoint, shards_dir, tmp_path):
     cfg = run_config(
-        shards_dir, tmp_path, vit={"depth": 1}, optim={"iterations": 3},
+        shards_dir,
+        tmp_path,
+        vit={"depth": 1},
+        optim={"iterations": 3},
         distill={"enabled": True, "teacher_checkpoint": str(teacher_checkpoint)},
     )
     exported = train(cfg)

@@ -72,11 +72,15 @@ def test_loop_resumes_two_rank_run_with_one_rank(two_rank_run, shards_dir):
     first = [json.loads(line) for line in (loop_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in first] == [0, 1, 2, 3]
     assert [p.name for p in ckpt.list_checkpoints(loop_dir / "checkpoints")] == ["step-000002", "step-000004"]
-    cfg = tiny_config(manifest=str(shards_dir / "manifest.json"), output_dir=str(loop_dir),
-                      optim={"iterations": 6, "batch_size": 8}, checkpoint={"every": 2})
+    cfg = tiny_config(
+        manifest=str(shards_dir / "manifest.json"),
+        output_dir=str(loop_dir),
+        optim={"iterations": 6, "batch_size": 8},
+        checkpoint={"every": 2},
+    )
     train(cfg)
     records = [json.loads(line) for line in (loop_dir / "metrics.jsonl").read_text().splitlines()]
-    resumed = [r for r in records[len(first):] if "total" in r]
+    resumed = [r for r in records[len(first) :] if "total" in r]
     assert [r["iteration"] for r in resumed] == [4, 5]
     assert all(np.isfinite(r["total"]) for r in resumed)
     # Same weights, different data order: the loss carries on from where it was.

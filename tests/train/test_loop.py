@@ -24,8 +24,20 @@ def test_end_to_end_loss_decreases(long_run):
     first, last = np.mean([losses[i] for i in range(4)]), np.mean([losses[i] for i in range(20, 24)])
     assert last < 0.8 * first
     record = _records(out)[5]
-    for key in ("dino", "ibot", "koleo", "lr", "weight_decay", "momentum", "teacher_temp",
-                "images_per_s", "memory_gib", "corrupt", "bad_shards", "grad_norm_backbone"):
+    for key in (
+        "dino",
+        "ibot",
+        "koleo",
+        "lr",
+        "weight_decay",
+        "momentum",
+        "teacher_temp",
+        "images_per_s",
+        "memory_gib",
+        "corrupt",
+        "bad_shards",
+        "grad_norm_backbone",
+    ):
         assert key in record, key
     assert record["images_per_s"] > 0 and record["memory_gib"] > 0
     knn = [r for r in _records(out) if "knn_top1" in r]
@@ -85,8 +97,13 @@ def test_highres_phase_switches_crop_size(shards_dir, tmp_path, monkeypatch):
         return real(self, batch, teacher_temp, scaler)
 
     monkeypatch.setattr(SSLMetaArch, "forward_backward", record)
-    cfg = _config(shards_dir, tmp_path, optim={"iterations": 2}, highres={"iterations": 2, "image_size": 48},
-                  checkpoint={"every": 100})
+    cfg = _config(
+        shards_dir,
+        tmp_path,
+        optim={"iterations": 2},
+        highres={"iterations": 2, "image_size": 48},
+        checkpoint={"every": 100},
+    )
     train(cfg)
     assert shapes == [((32, 32), (16, 16))] * 2 + [((48, 48), (16, 36))] * 2
     lrs = [r["lr"] for r in _records(tmp_path)]

@@ -24,9 +24,18 @@ def test_sqrt_scaling():
 
 
 SPEC = ScheduleSpec(
-    iterations=100, lr=1.0, min_lr=0.0, warmup=10, weight_decay=0.04, weight_decay_end=0.4,
-    momentum=0.994, momentum_end=1.0, teacher_temp=0.07, teacher_temp_start=0.04,
-    teacher_temp_warmup=3, freeze_last_layer=5,
+    iterations=100,
+    lr=1.0,
+    min_lr=0.0,
+    warmup=10,
+    weight_decay=0.04,
+    weight_decay_end=0.4,
+    momentum=0.994,
+    momentum_end=1.0,
+    teacher_temp=0.07,
+    teacher_temp_start=0.04,
+    teacher_temp_warmup=3,
+    freeze_last_layer=5,
 )
 
 

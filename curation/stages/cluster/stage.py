@@ -79,12 +79,16 @@ class HierarchicalConfig(Section):
 
 class TrainConfig(Section):
     workers: int | None = Field(
-        None, ge=1, description="k-means workers, each holding 1/workers of the training sample (flat) or of "
-                                "the pool (hierarchical) (null: one per worker node)"
+        None,
+        ge=1,
+        description="k-means workers, each holding 1/workers of the training sample (flat) or of "
+        "the pool (hierarchical) (null: one per worker node)",
     )
     num_cpus: float | None = Field(
-        None, gt=0, description="CPUs per training worker, its Faiss threads (null: every CPU of a node, and "
-                                "every GPU of it unless device is cpu)"
+        None,
+        gt=0,
+        description="CPUs per training worker, its Faiss threads (null: every CPU of a node, and "
+        "every GPU of it unless device is cpu)",
     )
     memory_gb: float = Field(0.0, ge=0, description="memory reserved per training worker, GiB (0: none)")
 
@@ -102,8 +106,7 @@ class ClusterConfig(Section):
         True, description="fewer embedded samples than clusters: true lowers k to the pool size, false fails"
     )
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="Faiss on GPU: auto uses one if present")
-    assign_batch_size: int = Field(65536, ge=1, description="rows per assignment batch",
-                                   json_schema_extra=RUNTIME)
+    assign_batch_size: int = Field(65536, ge=1, description="rows per assignment batch", json_schema_extra=RUNTIME)
     hierarchical: HierarchicalConfig | None = Field(None, description="mode: hierarchical settings")
     train: TrainConfig = Field(TrainConfig(), description="the workers k-means runs on (see docs)")
 
@@ -137,9 +140,13 @@ class Train(GlobalStep):
 
     def worker_resources(self) -> Resources:
         t = self.cfg.train
-        return Resources(num_cpus=t.num_cpus or 1.0, num_gpus=device_gpus(self.cfg.device),
-                         memory=int(t.memory_gb * 2**30), whole_node=t.num_cpus is None,
-                         key="cluster.train.num_cpus / cluster.train.memory_gb")
+        return Resources(
+            num_cpus=t.num_cpus or 1.0,
+            num_gpus=device_gpus(self.cfg.device),
+            memory=int(t.memory_gb * 2**30),
+            whole_node=t.num_cpus is None,
+            key="cluster.train.num_cpus / cluster.train.memory_gb",
+        )
 
     def requests(self) -> list[tuple[str, Resources]]:
         return [*super().requests(), ("train workers", self.worker_resources())]
@@ -166,24 +173,32 @@ class Train(GlobalStep):
         idx = sample_indices(n, k, cfg.max_points_per_centroid, seed)
         m = len(idx)
         count = min(cfg.train.workers or self.workers.nodes, m)
-        shards = split_sample(self.ctx, self.workers, self.grant, idx, count, self.worker_resources(), True,
-                              cfg.device)
+        shards = split_sample(self.ctx, self.workers, self.grant, idx, count, self.worker_resources(), True, cfg.device)
         del idx  # the shards hold their ranges
         try:
             seeds = None
             if cfg.init == "kmeans++":
                 seeds = kmeans_plus_plus_seeds(shards.take, m, k, cfg.max_points_per_centroid, seed)
-            result = train_sharded(shards, k, n_iter=cfg.n_iter, seed=seed, n_redo=cfg.n_redo, init=seeds,
-                                   progress=self.report_progress)
+            result = train_sharded(
+                shards, k, n_iter=cfg.n_iter, seed=seed, n_redo=cfg.n_redo, init=seeds, progress=self.report_progress
+            )
             workers = shards.describe()
         finally:
             shards.stop()
         embeddings.save_array_atomic(out_dir / "centroids.npy", result.centroids)
         if k < cfg.k:
             log.warning("cluster: k lowered from %d to the %d embedded samples", cfg.k, k)
-        return {"mode": "flat", "k_requested": cfg.k, "k": k, "clamped": k < cfg.k, "points": n,
-                "train_points": result.n_train, "objective": result.objective,
-                "gpu": any(w["gpu"] for w in workers), "workers": workers}
+        return {
+            "mode": "flat",
+            "k_requested": cfg.k,
+            "k": k,
+            "clamped": k < cfg.k,
+            "points": n,
+            "train_points": result.n_train,
+            "objective": result.objective,
+            "gpu": any(w["gpu"] for w in workers),
+            "workers": workers,
+        }
 
     def _hierarchical(self, out_dir: Path, counts: dict[int, int], gpu: bool) -> dict[str, Any]:
         from curation.algorithms.hkmeans import (
@@ -196,12 +211,19 @@ class Train(GlobalStep):
 
         hcfg, seed = self.cfg.hierarchical, self.ctx.seed
         n = sum(counts.values())
-        ks = clamp_levels([lv.n_clusters for lv in hcfg.levels], n, self.cfg.clamp_k,
-                          "cluster.hierarchical.levels.0.n_clusters")
-        specs = [LevelSpec(k, lv.n_resampling_steps, lv.sample_size, lv.init)
-                 for k, lv in zip(ks, hcfg.levels, strict=True)]
-        options = KMeansOptions(n_iter=self.cfg.n_iter, strategy=hcfg.sampling_strategy, seed=seed,
-                                max_points_per_centroid=self.cfg.max_points_per_centroid, gpu=gpu)
+        ks = clamp_levels(
+            [lv.n_clusters for lv in hcfg.levels], n, self.cfg.clamp_k, "cluster.hierarchical.levels.0.n_clusters"
+        )
+        specs = [
+            LevelSpec(k, lv.n_resampling_steps, lv.sample_size, lv.init) for k, lv in zip(ks, hcfg.levels, strict=True)
+        ]
+        options = KMeansOptions(
+            n_iter=self.cfg.n_iter,
+            strategy=hcfg.sampling_strategy,
+            seed=seed,
+            max_points_per_centroid=self.cfg.max_points_per_centroid,
+            gpu=gpu,
+        )
         count = self.cfg.train.workers or self.workers.nodes
         pool = split_pool(self.ctx, self.workers, self.grant, count, self.worker_resources(), self.cfg.device)
         try:
@@ -215,8 +237,9 @@ class Train(GlobalStep):
                 parents.append(parent)
                 level_sizes.append(np.bincount(parent, weights=level_sizes[-1], minlength=len(c)).astype(np.int64))
                 self.report_progress(t + 1, len(specs))
-            selected = select_balanced(pool.fan, pool.count, level_sizes, parents, hcfg.target_size,
-                                       hcfg.sampling_strategy, seed)
+            selected = select_balanced(
+                pool.fan, pool.count, level_sizes, parents, hcfg.target_size, hcfg.sampling_strategy, seed
+            )
             pool.write_points(out_dir)
             workers = pool.describe()
         finally:
@@ -228,11 +251,21 @@ class Train(GlobalStep):
         for t, parent in enumerate(parents):
             save(out_dir / f"level-{t}.parents.npy", parent, "int64")
         starts = np.cumsum([0] + list(counts.values()))[:-1]
-        write_json(out_dir / "points.json",
-                   {"points": n, "partitions": {str(p): int(s) for p, s in zip(counts, starts, strict=True)}})
-        return {"mode": "hierarchical", "levels": ks, "levels_requested": [lv.n_clusters for lv in hcfg.levels],
-                "clamped": ks != [lv.n_clusters for lv in hcfg.levels], "points": n,
-                "target_size": hcfg.target_size, "selected": selected, "gpu": gpu, "workers": workers}
+        write_json(
+            out_dir / "points.json",
+            {"points": n, "partitions": {str(p): int(s) for p, s in zip(counts, starts, strict=True)}},
+        )
+        return {
+            "mode": "hierarchical",
+            "levels": ks,
+            "levels_requested": [lv.n_clusters for lv in hcfg.levels],
+            "clamped": ks != [lv.n_clusters for lv in hcfg.levels],
+            "points": n,
+            "target_size": hcfg.target_size,
+            "selected": selected,
+            "gpu": gpu,
+            "workers": workers,
+        }
 
 
 class Assign(MapStep):
@@ -253,8 +286,9 @@ class Assign(MapStep):
         self.hierarchical = self.cfg.mode == "hierarchical"
         if self.hierarchical:
             self.points = {part: _mapped(train / f"points.{part}.npy") for part in ("leaf", "similarity", "selected")}
-            self.parents = [_mapped(train / f"level-{t}.parents.npy")
-                            for t in range(len(self.cfg.hierarchical.levels) - 1)]
+            self.parents = [
+                _mapped(train / f"level-{t}.parents.npy") for t in range(len(self.cfg.hierarchical.levels) - 1)
+            ]
             self.starts = {int(p): s for p, s in read_json(train / "points.json")["partitions"].items()}
         else:
             centroids = np.load(train / "centroids.npy", allow_pickle=False)
@@ -288,7 +322,8 @@ class Assign(MapStep):
         out = tables.drop(out, has & ~selected, STAGE, NOT_SELECTED, "balanced sampling: leaf quota filled")
         out = self._with(out, cluster, similarity, has)
         return out.append_column("cluster_path", self._paths(cluster, has)).append_column(
-            "selected", pa.array(selected))
+            "selected", pa.array(selected)
+        )
 
     @staticmethod
     def _with(out: pa.Table, cluster: np.ndarray, similarity: np.ndarray, has: np.ndarray) -> pa.Table:
@@ -342,9 +377,15 @@ class Sizes(GlobalStep):
         if len(empty):
             log.warning("cluster: %d of %d clusters are empty", len(empty), k)
         nonempty = sizes[0][sizes[0] > 0]
-        return {"k": int(k), "assigned": int(sizes[0].sum()), "empty_clusters": len(empty),
-                "empty_cluster_ids": empty[:100].tolist(), "largest": int(sizes[0].max()),
-                "smallest_nonempty": int(nonempty.min()) if len(nonempty) else 0, **extra_stats}
+        return {
+            "k": int(k),
+            "assigned": int(sizes[0].sum()),
+            "empty_clusters": len(empty),
+            "empty_cluster_ids": empty[:100].tolist(),
+            "largest": int(sizes[0].max()),
+            "smallest_nonempty": int(nonempty.min()) if len(nonempty) else 0,
+            **extra_stats,
+        }
 
 
 @register
@@ -366,4 +407,3 @@ class ClusterStage(Stage):
 
 def _mapped(path: Path) -> np.ndarray:
     return np.load(path, mmap_mode="r", allow_pickle=False)
-

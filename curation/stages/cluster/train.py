@@ -100,12 +100,19 @@ class SplitSample:
             self.group.stop()
 
 
-def split_sample(ctx: StageContext, workers: Workers, grant: Grant, indices: np.ndarray, count: int,
-                 resources: Resources, spherical: bool, device: str) -> SplitSample:
+def split_sample(
+    ctx: StageContext,
+    workers: Workers,
+    grant: Grant,
+    indices: np.ndarray,
+    count: int,
+    resources: Resources,
+    spherical: bool,
+    device: str,
+) -> SplitSample:
     """The sample ``indices`` in ``count`` contiguous ranges: the first here, the others in helpers."""
     bounds = np.linspace(0, len(indices), count + 1).astype(np.int64)
-    args = [(ctx, indices[lo:hi], spherical, device)
-            for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+    args = [(ctx, indices[lo:hi], spherical, device) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
     group = workers.start(TrainShard, args[1:], resources, "Shard") if count > 1 else None
     try:
         return SplitSample(TrainShard(*args[0], grant=grant), group, count - 1)
@@ -152,7 +159,7 @@ class SplitPool:
         start = 0
         for result in self.fan("results", [()] * self.count):
             for (name, _), values in zip(names, result, strict=True):
-                arrays[name][start:start + len(values)] = values
+                arrays[name][start : start + len(values)] = values
             start += len(result[0])
         for name, _ in names:
             arrays[name].flush()
@@ -170,16 +177,16 @@ class SplitPool:
             self.group.stop()
 
 
-def split_pool(ctx: StageContext, workers: Workers, grant: Grant, count: int, resources: Resources,
-               device: str) -> SplitPool:
+def split_pool(
+    ctx: StageContext, workers: Workers, grant: Grant, count: int, resources: Resources, device: str
+) -> SplitPool:
     """The pool's partitions in ``count`` contiguous ranges balanced by rows: the first here, the others in helpers."""
     partitions = embeddings.pool_partitions(ctx)
     counts = embeddings.pool_counts(ctx)
     ranges = shard_ranges([counts[p] for p in partitions], count)
     sizes = [sum(counts[p] for p in partitions[lo:hi]) for lo, hi in ranges]
     offsets = np.cumsum([0, *sizes])
-    args = [(ctx, partitions[lo:hi], int(off), device)
-            for (lo, hi), off in zip(ranges, offsets[:-1], strict=True)]
+    args = [(ctx, partitions[lo:hi], int(off), device) for (lo, hi), off in zip(ranges, offsets[:-1], strict=True)]
     group = workers.start(PoolShard, args[1:], resources, "PoolShard") if len(args) > 1 else None
     try:
         return SplitPool(PoolShard(*args[0], grant=grant), group, sizes)

@@ -43,8 +43,16 @@ def copy_pass(step: Any, pool: Any, helpers: Any, survivors: np.ndarray, rank: n
     from curation.stages.dedup import passes as dedup_passes
 
     cfg, n1 = step.cfg, len(survivors)
-    none = _CopyResult(np.arange(n1), np.zeros(0, np.int64), np.full(n1, -1, np.int64),
-                       np.full(n1, np.nan, np.float32), np.full(n1, np.nan, np.float32), [], {}, "none")
+    none = _CopyResult(
+        np.arange(n1),
+        np.zeros(0, np.int64),
+        np.full(n1, -1, np.int64),
+        np.full(n1, np.nan, np.float32),
+        np.full(n1, np.nan, np.float32),
+        [],
+        {},
+        "none",
+    )
     if not cfg.describes or not n1:
         return none
     c, r = cfg.copy_dedup, cfg.relative
@@ -57,8 +65,17 @@ def copy_pass(step: Any, pool: Any, helpers: Any, survivors: np.ndarray, rank: n
         sim = np.full(n1, np.nan, np.float32)
         dup = np.flatnonzero(rep != np.arange(n1))
         sim[dup] = dedup_passes.similarity(helpers, at, dup, rep[dup])  # direct cosine to the kept image
-        out = _CopyResult(graph["labels"], none.leak_labels, graph["nearest"], graph["nearest_sim"], sim, [], {},
-                          at.kind, {"self": graph["edges"], "self_per_image": round(graph["edges"] / n1, 4)})
+        out = _CopyResult(
+            graph["labels"],
+            none.leak_labels,
+            graph["nearest"],
+            graph["nearest_sim"],
+            sim,
+            [],
+            {},
+            at.kind,
+            {"self": graph["edges"], "self_per_image": round(graph["edges"] / n1, 4)},
+        )
         timer.lap("copy_graph")
     if not cfg.relative_on:
         return out

@@ -15,12 +15,16 @@ from curation import tables
 STATUSES = (tables.SUCCESS, "duplicate_hash", "duplicate_copy", "benchmark_leak")
 
 
-def write_decisions(out_dir: Path, pool: Any, dec, codes: np.ndarray, copy: Any,
-                     distance: np.ndarray, method: str) -> None:
+def write_decisions(
+    out_dir: Path, pool: Any, dec, codes: np.ndarray, copy: Any, distance: np.ndarray, method: str
+) -> None:
     """``decisions-part-NNNNNN.parquet`` per partition: one row per alive image, keyed by ``key``."""
     n, survivors = len(pool), np.flatnonzero(dec.component >= 0)
-    nearest, nearest_sim, similarity = np.full(n, -1, np.int64), np.full(n, np.nan, np.float32), np.full(
-        n, np.nan, np.float32)
+    nearest, nearest_sim, similarity = (
+        np.full(n, -1, np.int64),
+        np.full(n, np.nan, np.float32),
+        np.full(n, np.nan, np.float32),
+    )
     found = copy.nearest >= 0
     nearest[survivors[found]] = survivors[copy.nearest[found]]
     nearest_sim[survivors], similarity[survivors] = copy.nearest_sim, copy.similarity
@@ -33,29 +37,44 @@ def write_decisions(out_dir: Path, pool: Any, dec, codes: np.ndarray, copy: Any,
         hit = _take(bench, dec.hit[nodes])
         size = pc.cast(pa.array(dec.component_size[nodes]), pa.string())
         code = pa.array(dec.status[nodes])
-        reason = pc.if_else(pc.equal(code, 1), _join("hash duplicate of ", ref, " (kept; ", method, " distance ",
-                                                     pc.cast(pa.array(distance[nodes]), pa.string()), ")"),
-                            pc.if_else(pc.equal(code, 2), _join("copy of ", ref, " (kept; component of ", size, ")"),
-                                       _join("copy of benchmark image ", hit, " (whole component of ", size,
-                                             " removed)")))
+        reason = pc.if_else(
+            pc.equal(code, 1),
+            _join(
+                "hash duplicate of ",
+                ref,
+                " (kept; ",
+                method,
+                " distance ",
+                pc.cast(pa.array(distance[nodes]), pa.string()),
+                ")",
+            ),
+            pc.if_else(
+                pc.equal(code, 2),
+                _join("copy of ", ref, " (kept; component of ", size, ")"),
+                _join("copy of benchmark image ", hit, " (whole component of ", size, " removed)"),
+            ),
+        )
         hashdup, copydup = dec.status[nodes] == 1, dec.status[nodes] == 2
-        table = pa.table({
-            "key": pool.keys[a:b].cast(pa.string()),
-            "status": status,
-            "reason": reason,
-            "hash_method": pa.array([method] * (b - a), pa.string()),
-            "hash_code": pa.FixedSizeBinaryArray.from_buffers(
-                pa.binary(codes.shape[1]), b - a, [None, pa.py_buffer(np.ascontiguousarray(codes[nodes]).tobytes())]),
-            "duplicate_of": _take(pool.keys, np.where(hashdup | copydup, dec.ref[nodes], -1)),
-            "duplicate_distance": pa.array(distance[nodes], pa.int32(), mask=~hashdup),
-            "duplicate_similarity": pa.array(similarity[nodes], mask=~copydup | np.isnan(similarity[nodes])),
-            "duplicate_count": pa.array(count[nodes], pa.int64()),
-            "copy_component": pa.array(dec.component[nodes], mask=dec.component[nodes] < 0),
-            "copy_component_size": pa.array(dec.component_size[nodes], mask=dec.component[nodes] < 0),
-            "nearest_duplicate_key": _take(pool.keys, nearest[nodes]),
-            "nearest_duplicate_similarity": pa.array(nearest_sim[nodes], mask=np.isnan(nearest_sim[nodes])),
-            "benchmark_hit": hit,
-        })
+        table = pa.table(
+            {
+                "key": pool.keys[a:b].cast(pa.string()),
+                "status": status,
+                "reason": reason,
+                "hash_method": pa.array([method] * (b - a), pa.string()),
+                "hash_code": pa.FixedSizeBinaryArray.from_buffers(
+                    pa.binary(codes.shape[1]), b - a, [None, pa.py_buffer(np.ascontiguousarray(codes[nodes]).tobytes())]
+                ),
+                "duplicate_of": _take(pool.keys, np.where(hashdup | copydup, dec.ref[nodes], -1)),
+                "duplicate_distance": pa.array(distance[nodes], pa.int32(), mask=~hashdup),
+                "duplicate_similarity": pa.array(similarity[nodes], mask=~copydup | np.isnan(similarity[nodes])),
+                "duplicate_count": pa.array(count[nodes], pa.int64()),
+                "copy_component": pa.array(dec.component[nodes], mask=dec.component[nodes] < 0),
+                "copy_component_size": pa.array(dec.component_size[nodes], mask=dec.component[nodes] < 0),
+                "nearest_duplicate_key": _take(pool.keys, nearest[nodes]),
+                "nearest_duplicate_similarity": pa.array(nearest_sim[nodes], mask=np.isnan(nearest_sim[nodes])),
+                "benchmark_hit": hit,
+            }
+        )
         tables.write_parquet(table, out_dir / f"decisions-{tables.partition_name(p)}.parquet")
 
 
@@ -88,6 +107,11 @@ def funnel(pool: Any, status: np.ndarray, benchmark_images: int) -> dict[str, in
     """Images left after each step, like the paper's 1.3B -> 1.1B -> 744M."""
     counts = np.bincount(status.astype(np.int64), minlength=len(STATUSES))
     kept = len(pool) - np.cumsum(counts[1:])
-    return {"input": pool.inputs, "described": len(pool), "after_hash": int(kept[0]),
-            "after_self_dedup": int(kept[1]), "after_relative_dedup": int(kept[2]),
-            "benchmark_images": benchmark_images}
+    return {
+        "input": pool.inputs,
+        "described": len(pool),
+        "after_hash": int(kept[0]),
+        "after_self_dedup": int(kept[1]),
+        "after_relative_dedup": int(kept[2]),
+        "benchmark_images": benchmark_images,
+    }

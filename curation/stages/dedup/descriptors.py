@@ -28,8 +28,13 @@ def load_descriptor_model(cfg: DedupConfig, seed: int):
     source_size = v.source_size if v.enabled else 0
     # Borders are found, and everything area-averaged down, from 4x the variant source (256 px).
     mode, size = ("square", 4 * max(h.thumb_size, source_size)) if not cfg.describes else (d.resize, d.image_size)
-    spec = sscd.FeatureSpec(PreprocessSpec(size, mode=mode, interpolation="bilinear", draft=d.draft), h.thumb_size,
-                            h.method == "phash", source_size, v.enabled and v.trim)
+    spec = sscd.FeatureSpec(
+        PreprocessSpec(size, mode=mode, interpolation="bilinear", draft=d.draft),
+        h.thumb_size,
+        h.method == "phash",
+        source_size,
+        v.enabled and v.trim,
+    )
     if not cfg.describes:
         return None, spec, "none"
     model, source = sscd.load(d.weights, d.backbone, d.dims, d.gem_p, seed=seed, image_size=d.image_size)

@@ -57,8 +57,9 @@ def coder(pool, cfg: HashingConfig, seed: int, out_dir: Path) -> tuple[Callable,
     return (lambda t: pca_hash.hash_codes(pca_hash.features(t), basis)), info
 
 
-def hash_groups(codes: np.ndarray, labels: np.ndarray, code: Callable, info: dict[str, Any],
-                cfg: HashingConfig) -> HashGroups:
+def hash_groups(
+    codes: np.ndarray, labels: np.ndarray, code: Callable, info: dict[str, Any], cfg: HashingConfig
+) -> HashGroups:
     """The hash groups from the helpers' codes and pair components
     (:func:`curation.stages.dedup.passes.hash_labels`: exact, so the groups are
     those of one search over the whole pool) and the coder's ``info``."""
@@ -122,8 +123,13 @@ def _variant_codes(pool, cfg: HashingConfig, code, nodes: np.ndarray | None = No
         yield ids, code(thumbs.reshape(-1, cfg.thumb_size, cfg.thumb_size)).reshape(len(ids), spec.count, -1), thumbs
 
 
-def distances(cfg: HashingConfig, groups: HashGroups, nodes: np.ndarray, kept: np.ndarray,
-              variant_codes: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+def distances(
+    cfg: HashingConfig,
+    groups: HashGroups,
+    nodes: np.ndarray,
+    kept: np.ndarray,
+    variant_codes: Callable[[np.ndarray], np.ndarray],
+) -> np.ndarray:
     """Hamming distance ``(k,) int64`` of each of ``nodes`` to its ``kept`` image.
 
     The smallest over the two codes and, with variants, over either image's
@@ -147,8 +153,14 @@ def distances(cfg: HashingConfig, groups: HashGroups, nodes: np.ndarray, kept: n
     return best
 
 
-def leak_labels(cfg: HashingConfig, groups: HashGroups, survivors: np.ndarray, hash_rep: np.ndarray,
-                bench_thumbs: np.ndarray, helpers) -> np.ndarray:
+def leak_labels(
+    cfg: HashingConfig,
+    groups: HashGroups,
+    survivors: np.ndarray,
+    hash_rep: np.ndarray,
+    bench_thumbs: np.ndarray,
+    helpers,
+) -> np.ndarray:
     """Relative dedup by hash (no descriptor): leak components ``(n1 + m,)`` in survivor space.
 
     ``bench_thumbs`` ``(m, s, s) uint8``: benchmark thumbnails. A pool image

@@ -82,8 +82,11 @@ def hash_labels(helpers: Helpers, n: int, bits: int) -> tuple[np.ndarray, np.nda
     labels = cc.connected_components(n, edges())
     parts = [np.load(helpers.work / f"codes-{_part(p)}.npy") for r in helpers.ranges for p in r]
     codes = np.concatenate(parts) if parts else np.zeros((0, bits // 8), np.uint8)
-    return codes, labels, {key: int(sum(f[key] for f in found)) for key in ("pairs", "candidate_pairs",
-                                                                             "rejected_pairs")}
+    return (
+        codes,
+        labels,
+        {key: int(sum(f[key] for f in found)) for key in ("pairs", "candidate_pairs", "rejected_pairs")},
+    )
 
 
 def _part(p: int) -> str:
@@ -157,8 +160,12 @@ def self_edges(helpers: Helpers, at: Units, k: int, threshold: float) -> dict[st
             nearest.append(f["nearest"])
             nearest_sim.append(f["nearest_sim"])
     edges = sum(s["edges"] for s in stats)
-    return {"labels": cc.labels(parent), "nearest": _cat(nearest, np.int64), "nearest_sim": _cat(nearest_sim,
-            np.float32), "edges": int(edges)}
+    return {
+        "labels": cc.labels(parent),
+        "nearest": _cat(nearest, np.int64),
+        "nearest_sim": _cat(nearest_sim, np.float32),
+        "edges": int(edges),
+    }
 
 
 def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:
@@ -192,8 +199,9 @@ def similarity(helpers: Helpers, at: Units, a: np.ndarray, b: np.ndarray) -> np.
     return np.einsum("nd,nd->n", vectors[: len(a)], vectors[len(a) :])
 
 
-def leak_labels(helpers: Helpers, at: Units, kept: np.ndarray, bench: np.ndarray, k: int,
-                threshold: float) -> tuple[np.ndarray, int]:
+def leak_labels(
+    helpers: Helpers, at: Units, kept: np.ndarray, bench: np.ndarray, k: int, threshold: float
+) -> tuple[np.ndarray, int]:
     """Pass 5: leak components ``(n1 + m,)`` in survivor space over the ``kept`` survivors and benchmarks."""
     from curation.algorithms import components as cc
     from curation.algorithms import knn_blocks

@@ -17,8 +17,9 @@ from curation import tables
 from curation.layout import committed_partitions, partition_path
 
 # The features table's columns the pool reads (a partition without any described image lacks them).
-FEATURE_COLUMNS = pa.schema([("key", pa.string()), ("width", pa.int64()), ("height", pa.int64()),
-                             ("feature_row", pa.int64())])
+FEATURE_COLUMNS = pa.schema(
+    [("key", pa.string()), ("width", pa.int64()), ("height", pa.int64()), ("feature_row", pa.int64())]
+)
 
 
 class Pool:

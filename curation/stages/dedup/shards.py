@@ -115,15 +115,15 @@ class DedupShard:
         order = sorted(offsets)
         own_parts = [self._load("codes", p) for p in self.partitions]
         own = np.concatenate(own_parts) if own_parts else np.zeros((0, h.bits // 8), np.uint8)
-        later = _Blocks(self.work, "codes", [q for q in order if self.partitions and q > self.partitions[-1]],
-                        offsets)
+        later = _Blocks(self.work, "codes", [q for q in order if self.partitions and q > self.partitions[-1]], offsets)
         variants = _Variants(self.work, order, offsets) if v.enabled else ()
         start = offsets[self.partitions[0]] if self.partitions else 0
         pool = _WorkPool(self.ctx.step_dir(STEP), self.work, offsets)
         check = Check(pool, h)
         found = [np.zeros((0, 2), np.int64)]
-        for a, b, rows in code_pairs.range_pairs(own, start, later, h.max_distance, variants, v.max_distance,
-                                                 h.search, h.flat_max):
+        for a, b, rows in code_pairs.range_pairs(
+            own, start, later, h.max_distance, variants, v.max_distance, h.search, h.flat_max
+        ):
             if rows is None:
                 keep = check(a, None, b)
             else:
@@ -142,8 +142,9 @@ class DedupShard:
 
         h = self.cfg.hashing
         v = h.variants
-        index = hamming.build_index(bench, max(h.max_distance, v.max_distance if v.enabled else 0), h.search,
-                                    h.flat_max)
+        index = hamming.build_index(
+            bench, max(h.max_distance, v.max_distance if v.enabled else 0), h.search, h.flat_max
+        )
         found = [np.zeros((0, 2), np.int64)]
         for p in self.partitions:
             codes = self._load("codes", p)
@@ -151,8 +152,9 @@ class DedupShard:
             queries = [(codes, ids, h.max_distance)]
             if v.enabled:
                 variants = self._load("vcodes", p)
-                queries.append((variants.reshape(-1, variants.shape[-1]), np.repeat(ids, variants.shape[1]),
-                                v.max_distance))
+                queries.append(
+                    (variants.reshape(-1, variants.shape[-1]), np.repeat(ids, variants.shape[1]), v.max_distance)
+                )
             for q, owners, radius in queries:
                 i, j, _ = hamming.range_pairs(index, q, owners, radius)
                 found.append(np.stack([i, j], axis=1))
@@ -218,13 +220,15 @@ class DedupShard:
         parts = [np.asarray(x, np.float32) for _, x, *_ in self._blocks(self.partitions, None, kept)]
         return np.concatenate(parts) if parts else np.zeros((0, self._dims()), np.float32)
 
-    def _search(self, queries: np.ndarray, start: int, offsets: dict[int, int], kept: bool, total: int, k: int,
-                threshold: float) -> dict[str, np.ndarray]:
+    def _search(
+        self, queries: np.ndarray, start: int, offsets: dict[int, int], kept: bool, total: int, k: int, threshold: float
+    ) -> dict[str, np.ndarray]:
         from curation.algorithms import knn_blocks
 
         every = self._blocks(sorted(offsets), offsets, kept)
-        return knn_blocks.self_graph(queries, start, every, k, total, threshold, chunk=max(1, len(queries)),
-                                     coarse=getattr(self, "coarse", None))
+        return knn_blocks.self_graph(
+            queries, start, every, k, total, threshold, chunk=max(1, len(queries)), coarse=getattr(self, "coarse", None)
+        )
 
     def knn(self, index: int, offsets: dict[int, int], total: int, k: int, threshold: float) -> dict[str, int]:
         """Pass 4: self k-NN edges of own survivors above ``threshold`` (survivor ids); ``knn-SSSSS.npz``."""
@@ -248,8 +252,16 @@ class DedupShard:
         bs, bi = knn_blocks.block_topk(bench, [(start, queries)], k, len(queries))
         keep = (bi >= 0) & (bs > threshold)
         rows = np.broadcast_to(np.arange(len(bi))[:, None], bi.shape)
-        np.savez(self.work / f"leak-{index:05d}.npz", u=pool["u"], v=pool["v"], pool=pu, bench=pv,
-                 bench_q=rows[keep], bench_pool=bi[keep], bench_sim=bs[keep])
+        np.savez(
+            self.work / f"leak-{index:05d}.npz",
+            u=pool["u"],
+            v=pool["v"],
+            pool=pu,
+            bench=pv,
+            bench_q=rows[keep],
+            bench_pool=bi[keep],
+            bench_sim=bs[keep],
+        )
         return {"queries": len(queries), "edges": len(pool["u"]) + len(pu) + int(keep.sum())}
 
 
@@ -319,8 +331,15 @@ class _Blocks:
     each row's inverted list, yielded third.
     """
 
-    def __init__(self, work: Path, kind: str, partitions: list[int], offsets: dict[int, int] | None,
-                 mask: str | None = None, lists: str | None = None):
+    def __init__(
+        self,
+        work: Path,
+        kind: str,
+        partitions: list[int],
+        offsets: dict[int, int] | None,
+        mask: str | None = None,
+        lists: str | None = None,
+    ):
         self.work, self.kind, self.partitions, self.offsets = work, kind, partitions, offsets
         self.mask, self.lists = mask, lists
 

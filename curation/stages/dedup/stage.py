@@ -81,8 +81,11 @@ class Features(MapStep):
         self.embed, self.spec, self.source = load_descriptor_model(self.cfg, self.ctx.seed)
         decode = decoder(self.spec)
         # Hash only (no model): the decode threads are the step's own.
-        pool = self.embed.pool if self.embed is not None else ThreadPoolExecutor(
-            decode_thread_count(0, self.cfg.descriptor.num_cpus))
+        pool = (
+            self.embed.pool
+            if self.embed is not None
+            else ThreadPoolExecutor(decode_thread_count(0, self.cfg.descriptor.num_cpus))
+        )
         self.decoding = Prefetch(lambda batch: submit(batch.column("key").to_pylist(), decode, pool, self._fetch))
 
     def _fetch(self, key: str) -> bytes | None:
@@ -107,7 +110,8 @@ class Features(MapStep):
 
         keys = batch.column("key").to_pylist()
         sources, thumbs, desc, width, height, reasons, errors = describe_decoded(
-            self.decoding.take(batch), self.embed, self.spec)
+            self.decoding.take(batch), self.embed, self.spec
+        )
         failed = np.array([r is not None for r in reasons], dtype=bool)
         out = tables.drop(batch.select(tables.STATUS_COLUMNS), failed, STAGE, reasons, errors)
         row = np.full(len(keys), -1, np.int64)
@@ -118,8 +122,11 @@ class Features(MapStep):
         self.descs.append(desc.astype(self.cfg.descriptor.storage_dtype))
         wide = np.zeros((2, len(keys)), np.int64)
         wide[:, ~failed] = width, height
-        return out.append_column("width", pa.array(wide[0], mask=failed)).append_column(
-            "height", pa.array(wide[1], mask=failed)).append_column("feature_row", pa.array(row, mask=failed))
+        return (
+            out.append_column("width", pa.array(wide[0], mask=failed))
+            .append_column("height", pa.array(wide[1], mask=failed))
+            .append_column("feature_row", pa.array(row, mask=failed))
+        )
 
     def close(self) -> dict[str, Any]:
         s, d, v = self.cfg.hashing.thumb_size, self.cfg.descriptor, self.spec.source_size
@@ -140,13 +147,17 @@ class Graph(GlobalStep):
 
     def resources(self) -> Resources:
         g = self.cfg.graph
-        return Resources(num_cpus=g.num_cpus, num_gpus=g.num_gpus, memory=int(g.memory_gb * 2**30),
-                         key="dedup.graph.memory_gb")
+        return Resources(
+            num_cpus=g.num_cpus, num_gpus=g.num_gpus, memory=int(g.memory_gb * 2**30), key="dedup.graph.memory_gb"
+        )
 
     def worker_resources(self) -> Resources:
         w = self.cfg.graph.workers
-        return Resources(num_cpus=w.num_cpus, memory=int(w.memory_gb * 2**30),
-                         key="dedup.graph.workers.num_cpus / dedup.graph.workers.memory_gb")
+        return Resources(
+            num_cpus=w.num_cpus,
+            memory=int(w.memory_gb * 2**30),
+            key="dedup.graph.workers.num_cpus / dedup.graph.workers.memory_gb",
+        )
 
     def requests(self) -> list[tuple[str, Resources]]:
         return [*super().requests(), ("graph workers", self.worker_resources())]
@@ -165,8 +176,7 @@ class Graph(GlobalStep):
         finally:
             workers = dedup_passes.finish(helpers)
             faiss.omp_set_num_threads(threads)
-        return {**stats, "workers": [{"partitions": len(r), **w} for r, w in zip(helpers.ranges, workers,
-                                                                                 strict=True)]}
+        return {**stats, "workers": [{"partitions": len(r), **w} for r, w in zip(helpers.ranges, workers, strict=True)]}
 
     def _run(self, out_dir: Path, pool: Pool, helpers: Any) -> dict[str, Any]:
         from curation.algorithms import components as cc
@@ -198,9 +208,16 @@ class Graph(GlobalStep):
         write_json(out_dir / FUNNEL_FILE, funnel)
         log.info("dedup funnel: %s", funnel)
         timer.lap("write")
-        return {"funnel": funnel, "hash": hashed.info, "benchmarks": copy.bench_info,
-                "copy_dedup": cfg.copy_on, "relative_dedup": cfg.relative_on, "index": copy.kind,
-                "edges": copy.edges, "seconds": timer.laps}
+        return {
+            "funnel": funnel,
+            "hash": hashed.info,
+            "benchmarks": copy.bench_info,
+            "copy_dedup": cfg.copy_on,
+            "relative_dedup": cfg.relative_on,
+            "index": copy.kind,
+            "edges": copy.edges,
+            "seconds": timer.laps,
+        }
 
     def _benchmarks(self, mean: np.ndarray | None, dims: int) -> tuple[list[str], np.ndarray, dict]:
         """Names (``dataset:key``) and unit descriptors ``(m, d)`` of the benchmark images."""
@@ -247,8 +264,13 @@ class Table(MapStep):
             raise PartitionError(f"{self.where}: {at.null_count} alive rows have no graph decision")
         dec = self.decisions.take(at)
         status = dec.column("status").to_numpy(zero_copy_only=False)
-        out = tables.drop(batch.select(tables.STATUS_COLUMNS), status != tables.SUCCESS, STAGE,
-                          status, dec.column("reason").to_pylist())
+        out = tables.drop(
+            batch.select(tables.STATUS_COLUMNS),
+            status != tables.SUCCESS,
+            STAGE,
+            status,
+            dec.column("reason").to_pylist(),
+        )
         for name in ("width", "height"):
             out = out.append_column(name, batch.column(name))
         for name in dec.column_names[3:]:
@@ -290,11 +312,15 @@ class DedupStage(Stage):
         cfg: DedupConfig = config.dedup
         h = cfg.hashing
         if h.method == "phash" and (h.thumb_size != 32 or h.bits != 64):
-            raise ConfigError("dedup.hashing.method: phash uses 32x32 thumbnails and 64 bits "
-                              f"(set thumb_size: 32 and bits: 64; got {h.thumb_size} and {h.bits})")
+            raise ConfigError(
+                "dedup.hashing.method: phash uses 32x32 thumbnails and 64 bits "
+                f"(set thumb_size: 32 and bits: 64; got {h.thumb_size} and {h.bits})"
+            )
         if h.variants.enabled and h.variants.source_size < h.thumb_size:
-            raise ConfigError(f"dedup.hashing.variants.source_size: {h.variants.source_size} is smaller than the "
-                              f"thumbnails it is cut into (thumb_size {h.thumb_size}); use at least 2 x thumb_size")
+            raise ConfigError(
+                f"dedup.hashing.variants.source_size: {h.variants.source_size} is smaller than the "
+                f"thumbnails it is cut into (thumb_size {h.thumb_size}); use at least 2 x thumb_size"
+            )
         if h.bits >= h.thumb_size**2:
             raise ConfigError(f"dedup.hashing.bits: {h.bits} bits need thumbnails of more than {h.bits} pixels")
         _check_descriptor(cfg)
@@ -312,9 +338,11 @@ def _check_descriptor(cfg: DedupConfig) -> None:
     if d.weights is None:
         for name, on in (("copy_dedup", cfg.copy_dedup.enabled), ("relative", cfg.relative.enabled)):
             if on and not d.allow_random_weights:
-                raise ConfigError(f"dedup.{name}.enabled: copy detection needs dedup.descriptor.weights "
-                                  "(sscd_disc_mixup.torchscript.pt); random weights merge distinct images "
-                                  "(descriptor.allow_random_weights: true is for tests only)")
+                raise ConfigError(
+                    f"dedup.{name}.enabled: copy detection needs dedup.descriptor.weights "
+                    "(sscd_disc_mixup.torchscript.pt); random weights merge distinct images "
+                    "(descriptor.allow_random_weights: true is for tests only)"
+                )
         if not cfg.describes:
             off = "copy and relative dedup are" if cfg.relative.benchmarks else "copy dedup is"
             log.info("dedup: no descriptor weights, %s off (hash pass only)", off)
@@ -330,5 +358,7 @@ def _check_descriptor(cfg: DedupConfig) -> None:
         except CheckpointError as err:
             raise ConfigError(f"dedup.descriptor.weights: {err}") from None
         if dims != d.dims:
-            raise ConfigError(f"dedup.descriptor.dims: {d.weights} gives {dims}-d descriptors, "
-                              f"the config says {d.dims} (set dedup.descriptor.dims: {dims})")
+            raise ConfigError(
+                f"dedup.descriptor.dims: {d.weights} gives {dims}-d descriptors, "
+                f"the config says {d.dims} (set dedup.descriptor.dims: {dims})"
+            )

@@ -67,8 +67,12 @@ class FetchStep(MapStep):
             if self._reader is None:
                 from curation.download.inputs import duplicates_path
 
-                self._reader = PartitionReader(self.plan(), self.cfg.input.url_column, self.cfg.input.columns,
-                                               duplicates_path(self.ctx.files_dir(self.name) / PLAN_FILE))
+                self._reader = PartitionReader(
+                    self.plan(),
+                    self.cfg.input.url_column,
+                    self.cfg.input.columns,
+                    duplicates_path(self.ctx.files_dir(self.name) / PLAN_FILE),
+                )
             self._loaded = (partition, self._reader.read(partition))
         return self._loaded[1]
 
@@ -102,10 +106,19 @@ class FetchStep(MapStep):
         if self._job is not None:  # left by a partition that raised
             self._job.abort()
         urls = self._rows(partition).column("url").to_pylist()
-        self._job = PartitionJob(self.cfg, self._policy, self._processor, partition, urls, out.path("tar"),
-                                 self._metrics, seed=self.ctx.seed + partition,
-                                 repeated=self._reader.repeated(partition),
-                                 unparseable=self._reader.unparseable(partition), threads=self._threads)
+        self._job = PartitionJob(
+            self.cfg,
+            self._policy,
+            self._processor,
+            partition,
+            urls,
+            out.path("tar"),
+            self._metrics,
+            seed=self.ctx.seed + partition,
+            repeated=self._reader.repeated(partition),
+            unparseable=self._reader.unparseable(partition),
+            threads=self._threads,
+        )
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
         return self._job.process(batch)

@@ -135,8 +135,11 @@ class EmbedCurated(GlobalStep):
                     continue
                 rows = table.column(embeddings.ROW_COLUMN).to_numpy()
                 shifted = pa.array(rows + (rows >= 0) * writer.rows, pa.int64())
-                parts.append(table.set_column(table.schema.get_field_index(embeddings.ROW_COLUMN),
-                                              embeddings.ROW_COLUMN, shifted))
+                parts.append(
+                    table.set_column(
+                        table.schema.get_field_index(embeddings.ROW_COLUMN), embeddings.ROW_COLUMN, shifted
+                    )
+                )
                 writer.append(x)
             writer.close()
         table = pa.concat_tables(parts) if parts else curated_table([], None, 0)

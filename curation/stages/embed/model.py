@@ -38,16 +38,27 @@ class EmbeddingModel:
             log.warning("embed: granted %g GPU(s) but torch sees none (CPU build?): embedding on CPU", gpus)
         device = "cuda" if gpus and torch.cuda.is_available() else "cpu"
         m = cfg.model
-        self.spec = PreprocessSpec(m.image_size, m.resize_size, m.interpolation, tuple(m.mean), tuple(m.std),
-                                   cfg.draft)
-        self.inference = Inference(load_model(m.kind, m.path, m.arch, **m.options), device, cfg.precision,
-                                   cfg.batch_size, decode_thread_count(cfg.decode_threads, cfg.num_cpus),
-                                   self.spec.mean, self.spec.std, config_key="embed.device")
+        self.spec = PreprocessSpec(m.image_size, m.resize_size, m.interpolation, tuple(m.mean), tuple(m.std), cfg.draft)
+        self.inference = Inference(
+            load_model(m.kind, m.path, m.arch, **m.options),
+            device,
+            cfg.precision,
+            cfg.batch_size,
+            decode_thread_count(cfg.decode_threads, cfg.num_cpus),
+            self.spec.mean,
+            self.spec.std,
+            config_key="embed.device",
+        )
         self.model = self.inference.model
         self.dim = self.inference.probe(m.image_size)
         self.info = {
-            "kind": m.kind, "arch": m.arch, "path": m.path, "weights": getattr(self.model, "source", m.path),
-            "random_weights": m.kind == "random", "dim": self.dim, "image_size": m.image_size,
+            "kind": m.kind,
+            "arch": m.arch,
+            "path": m.path,
+            "weights": getattr(self.model, "source", m.path),
+            "random_weights": m.kind == "random",
+            "dim": self.dim,
+            "image_size": m.image_size,
             **self.inference.info(),
         }
 
@@ -99,6 +110,8 @@ def curated_table(chunk: list, decoded, first_row: int) -> pa.Table:
         base = decoded_columns(base, decoded, first_row)
     label = [None if m.get("label") is None else str(m["label"]) for m in metas]
     rest = [json.dumps({k: v for k, v in m.items() if k not in ("path", "label")}, sort_keys=True) for m in metas]
-    return (base.append_column("path", pa.array([m.get("path") for m in metas], pa.string()))
-            .append_column("label", pa.array(label, pa.string()))
-            .append_column("meta", pa.array(rest, pa.string())))
+    return (
+        base.append_column("path", pa.array([m.get("path") for m in metas], pa.string()))
+        .append_column("label", pa.array(label, pa.string()))
+        .append_column("meta", pa.array(rest, pa.string()))
+    )

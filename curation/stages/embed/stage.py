@@ -66,8 +66,11 @@ class EmbedConfig(Section):
     precision: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="autocast dtype on GPU (CPU: fp32)")
     storage_dtype: Literal["float16", "float32"] = Field("float16", description="dtype of the .npy files")
     decode_threads: int = Field(
-        0, ge=0, description="threads per worker reading and decoding images (0: two per CPU of num_cpus)",
-        json_schema_extra=RUNTIME)
+        0,
+        ge=0,
+        description="threads per worker reading and decoding images (0: two per CPU of num_cpus)",
+        json_schema_extra=RUNTIME,
+    )
     num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per worker", json_schema_extra=RUNTIME)
     draft: bool = Field(False, description="JPEG draft decoding (faster, pixels differ slightly)")
     curated: list[ImageSetConfig] = Field(default_factory=list, description="curated datasets to embed too")
@@ -176,9 +179,14 @@ class EmbedStage(Stage):
             with torch.inference_mode():
                 out = model(torch.zeros(1, 3, m.image_size, m.image_size))
         except Exception as err:  # noqa: BLE001 -- any failure to load or run is this key's problem
-            return [(f"embed.model: the model does not load or run on a {m.image_size}x{m.image_size} image: "
-                     f"{type(err).__name__}: {err}")]
+            return [
+                (
+                    f"embed.model: the model does not load or run on a {m.image_size}x{m.image_size} image: "
+                    f"{type(err).__name__}: {err}"
+                )
+            ]
         if out.ndim != 2 or out.shape[0] != 1:
-            return [(f"embed.model: gives outputs of shape {tuple(out.shape)} for one image; "
-                     "expected (1, dim) features")]
+            return [
+                (f"embed.model: gives outputs of shape {tuple(out.shape)} for one image; expected (1, dim) features")
+            ]
         return []

@@ -90,8 +90,9 @@ def load_queries(ctx: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
     return keys, np.ascontiguousarray(x, dtype=np.float32)
 
 
-def selection_table(resolved, described: dict[str, np.ndarray], queries: list[np.ndarray], datasets: list[Any],
-                    query_sets: list[str]) -> pa.Table:
+def selection_table(
+    resolved, described: dict[str, np.ndarray], queries: list[np.ndarray], datasets: list[Any], query_sets: list[str]
+) -> pa.Table:
     """The selected copies as a table of :data:`SELECTION_SCHEMA`, in pool order.
 
     ``described``: ``key``, ``partition``, ``row`` and ``cluster`` of each hit's pool image.
@@ -137,8 +138,15 @@ def read_selection(step_dir: Path, partition: int) -> pa.Table:
     return tables.read_parquet(path)
 
 
-def join_status(batch: pa.Table, lookup: pa.Table, columns: list[str], stage: str, status: str,
-                present: str, reason: str | None = None) -> pa.Table:
+def join_status(
+    batch: pa.Table,
+    lookup: pa.Table,
+    columns: list[str],
+    stage: str,
+    status: str,
+    present: str,
+    reason: str | None = None,
+) -> pa.Table:
     """A stage-table batch: ``batch``'s keys joined to ``lookup`` by key.
 
     Rows whose joined ``present`` column is null are dropped by ``stage``

@@ -71,8 +71,9 @@ def partition_candidates(ctx: StageContext, partition: int) -> Candidates:
     at = rows[pick]
     clusters = table.column(CLUSTER_COLUMN).fill_null(-1).to_numpy(zero_copy_only=False)[at]
     closeness = table.column(CLOSENESS_COLUMN).fill_null(-1.0).to_numpy(zero_copy_only=False)[at]
-    return Candidates(x, pick.astype(np.int64), at.astype(np.int64), clusters.astype(np.int64),
-                      closeness.astype(np.float32))
+    return Candidates(
+        x, pick.astype(np.int64), at.astype(np.int64), clusters.astype(np.int64), closeness.astype(np.float32)
+    )
 
 
 class PoolShard(IndexShard):
@@ -82,8 +83,7 @@ class PoolShard(IndexShard):
     keeps Faiss on the CPU.
     """
 
-    def __init__(self, ctx: StageContext, partitions: list[int], index: Any, build: bool, seed: int,
-                 grant: Grant):
+    def __init__(self, ctx: StageContext, partitions: list[int], index: Any, build: bool, seed: int, grant: Grant):
         parts, self.counts = [], []
         for p in partitions:
             c = partition_candidates(ctx, p)
@@ -146,8 +146,7 @@ def start_shards(ctx: StageContext, workers: Any, shards: int | None, resources:
     args = []
     for lo, hi in ranges:
         n = sum(counts[p] for p in partitions[lo:hi])
-        args.append((ctx, partitions[lo:hi], shard_index_config(cfg, total, n),
-                     build, ctx.seed))
+        args.append((ctx, partitions[lo:hi], shard_index_config(cfg, total, n), build, ctx.seed))
     group = workers.start(PoolShard, args, resources, "Shard")
     per_shard = group.call("partition_counts", [()] * len(args))
     flat = [c for shard in per_shard for c in shard]
@@ -155,8 +154,15 @@ def start_shards(ctx: StageContext, workers: Any, shards: int | None, resources:
     return ShardedPool(index, group, partitions, flat)
 
 
-def cluster_hits(ctx: StageContext, pool: ShardedPool, qualifying: np.ndarray, selection: str,
-                 rng: np.random.Generator, per_cluster: int, dataset: int) -> rt.Hits:
+def cluster_hits(
+    ctx: StageContext,
+    pool: ShardedPool,
+    qualifying: np.ndarray,
+    selection: str,
+    rng: np.random.Generator,
+    per_cluster: int,
+    dataset: int,
+) -> rt.Hits:
     """:func:`retrieval.cluster_hits` over the pool, streamed partition by partition.
 
     The random draws are taken partition by partition from ``rng``: the
@@ -194,8 +200,12 @@ def describe(ctx: StageContext, pool: ShardedPool, ids: np.ndarray) -> dict[str,
     ids = np.asarray(ids, dtype=np.int64)
     starts = pool.starts()
     which = np.searchsorted(starts, ids, side="right") - 1
-    out = {"key": np.empty(len(ids), dtype=object), "partition": np.empty(len(ids), np.int64),
-           "row": np.empty(len(ids), np.int64), "cluster": np.empty(len(ids), np.int64)}
+    out = {
+        "key": np.empty(len(ids), dtype=object),
+        "partition": np.empty(len(ids), np.int64),
+        "row": np.empty(len(ids), np.int64),
+        "cluster": np.empty(len(ids), np.int64),
+    }
     for i in np.unique(which):
         at = np.flatnonzero(which == i)
         p = pool.partitions[i]

@@ -43,12 +43,11 @@ NOT_RETRIEVED = "not_retrieved"
 
 
 class RetrievalDataset(Section):
-    name: str = Field(
-        ..., pattern=r"^[A-Za-z0-9_]+$", description="unique name: the composition key in the manifest"
-    )
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_]+$", description="unique name: the composition key in the manifest")
     source: str | ImageSetConfig = Field(
-        ..., description="name of an embed.curated image set (its embeddings are the queries), "
-        "or an inline image set (as_is only)"
+        ...,
+        description="name of an embed.curated image set (its embeddings are the queries), "
+        "or an inline image set (as_is only)",
     )
     mode: Literal["as_is", "sample", "cluster"] = Field(
         ..., description="as_is: the query images themselves; sample: k-NN per query; cluster: cluster rule"
@@ -87,8 +86,9 @@ class RetrieveConfig(Section):
         ..., min_length=1, description="query datasets, in order; earlier entries win similarity ties"
     )
     collisions: Literal["best", "keep_duplicates"] = Field(
-        "best", description="an image hit several times: best keeps the highest-similarity hit; "
-        "keep_duplicates keeps every hit (the counts of the paper's Table 15)"
+        "best",
+        description="an image hit several times: best keeps the highest-similarity hit; "
+        "keep_duplicates keeps every hit (the counts of the paper's Table 15)",
     )
     index: IndexConfig = Field(IndexConfig(), description="Faiss index of the pool for sample mode")
     shards: ShardsConfig = Field(ShardsConfig(), description="the pool index split over workers (see docs)")
@@ -125,19 +125,22 @@ def check_config(config: Any) -> None:
         key = f"retrieve.datasets.{i}"
         source = resolve_source(config, entry, key)
         if entry.mode != "as_is" and isinstance(entry.source, ImageSetConfig):
-            raise ConfigError(
-                f"{key}.source: {entry.mode} mode needs query embeddings: name an embed.curated set"
-            )
+            raise ConfigError(f"{key}.source: {entry.mode} mode needs query embeddings: name an embed.curated set")
         if entry.mode == "as_is":
             if source.name in as_is:
                 raise ConfigError(f"{key}.source: '{source.name}' is already copied as is by '{as_is[source.name]}'")
             as_is[source.name] = entry.name
         # The path to fix lives where the image set is defined.
-        where = f"{key}.source" if isinstance(entry.source, ImageSetConfig) else \
-            f"embed.curated.{list(io.embedded_sets(config)).index(source.name)}"
+        where = (
+            f"{key}.source"
+            if isinstance(entry.source, ImageSetConfig)
+            else f"embed.curated.{list(io.embedded_sets(config)).index(source.name)}"
+        )
         if io.is_placeholder(source.path):
-            raise ConfigError(f"{where}.path: '{source.path}' is a placeholder: set it to the location of "
-                              f"'{source.name}' (used by {key})")
+            raise ConfigError(
+                f"{where}.path: '{source.path}' is a placeholder: set it to the location of "
+                f"'{source.name}' (used by {key})"
+            )
         check_exists(source, where)
 
 
@@ -148,8 +151,9 @@ class Search(GlobalStep):
 
     def shard_resources(self) -> Resources:
         s = self.cfg.shards
-        return Resources(num_cpus=s.num_cpus, num_gpus=s.num_gpus, memory=int(s.memory_gb * 2**30),
-                         key="retrieve.shards.memory_gb")
+        return Resources(
+            num_cpus=s.num_cpus, num_gpus=s.num_gpus, memory=int(s.memory_gb * 2**30), key="retrieve.shards.memory_gb"
+        )
 
     def requests(self) -> list[tuple[str, Resources]]:
         return [*super().requests(), ("search shards", self.shard_resources())]
@@ -194,11 +198,11 @@ class Search(GlobalStep):
         return {"selected": int(selected.num_rows), "pool_candidates": pool.size}
 
     def _query_sets(self) -> list[str]:
-        return [resolve_source(self.ctx.config, e, f"retrieve.datasets.{i}").name
-                for i, e in enumerate(self.cfg.datasets)]
+        return [
+            resolve_source(self.ctx.config, e, f"retrieve.datasets.{i}").name for i, e in enumerate(self.cfg.datasets)
+        ]
 
-    def _retrieve(self, i: int, entry: RetrievalDataset, x: np.ndarray, pool: rp.ShardedPool,
-                  centroids: np.ndarray):
+    def _retrieve(self, i: int, entry: RetrievalDataset, x: np.ndarray, pool: rp.ShardedPool, centroids: np.ndarray):
         from curation.algorithms import retrieval as rt
 
         if entry.mode == "sample":

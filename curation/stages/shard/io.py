@@ -51,8 +51,20 @@ SAMPLE_FIELDS = [
     pa.field("stage_error", pa.string()),  # as_is: why the image could not be staged
 ]
 SAMPLE_FIELDS_NAMES = [f.name for f in SAMPLE_FIELDS]
-JSON_FIELDS = ["dataset", "mode", "source", "source_key", "query_dataset", "query_key", "similarity",
-               "rank", "cluster", "copy", "path", "label"]
+JSON_FIELDS = [
+    "dataset",
+    "mode",
+    "source",
+    "source_key",
+    "query_dataset",
+    "query_key",
+    "similarity",
+    "rank",
+    "cluster",
+    "copy",
+    "path",
+    "label",
+]
 
 
 def clear_shards(shards_dir: Path) -> None:
@@ -79,8 +91,10 @@ def as_jpeg(data: bytes, quality: int) -> bytes:
 
 
 def _table(columns: dict[str, Any], n: int) -> pa.Table:
-    return pa.table({f.name: pa.array(columns.get(f.name, [None] * n), f.type) for f in SAMPLE_FIELDS},
-                    schema=pa.schema(SAMPLE_FIELDS))
+    return pa.table(
+        {f.name: pa.array(columns.get(f.name, [None] * n), f.type) for f in SAMPLE_FIELDS},
+        schema=pa.schema(SAMPLE_FIELDS),
+    )
 
 
 def pool_samples(entry_name: str, selected: pa.Table) -> pa.Table:
@@ -92,10 +106,21 @@ def pool_rows(rows: pa.Table) -> pa.Table:
     copy = rows.column("copy").to_numpy()
     pool_key = np.asarray(rows.column("key").to_pylist(), dtype=object)
     key = np.where(copy == 0, pool_key, pool_key + "_" + copy.astype(str).astype(object))
-    columns = {name: rows.column(name) for name in
-               ("dataset", "mode", "partition", "copy", "query_dataset", "query_key", "similarity", "rank", "cluster")}
-    return _table({**columns, "key": key, "source": ["pool"] * rows.num_rows, "source_key": pool_key},
-                  rows.num_rows)
+    columns = {
+        name: rows.column(name)
+        for name in (
+            "dataset",
+            "mode",
+            "partition",
+            "copy",
+            "query_dataset",
+            "query_key",
+            "similarity",
+            "rank",
+            "cluster",
+        )
+    }
+    return _table({**columns, "key": key, "source": ["pool"] * rows.num_rows, "source_key": pool_key}, rows.num_rows)
 
 
 def stage_as_is(entry: Any, source: Any, staging: Path, quality: int) -> pa.Table:
@@ -115,8 +140,19 @@ def stage_as_is(entry: Any, source: Any, staging: Path, quality: int) -> pa.Tabl
             except Exception as err:  # a sample-tier failure: recorded, never raised
                 errors.append(f"undecodable image: {type(err).__name__}: {err}")
     n = len(keys)
-    return _table({"key": keys, "dataset": [entry.name] * n, "mode": ["as_is"] * n, "source": [source.name] * n,
-                   "source_key": keys, "path": paths, "label": labels, "stage_error": errors}, n)
+    return _table(
+        {
+            "key": keys,
+            "dataset": [entry.name] * n,
+            "mode": ["as_is"] * n,
+            "source": [source.name] * n,
+            "source_key": keys,
+            "path": paths,
+            "label": labels,
+            "stage_error": errors,
+        },
+        n,
+    )
 
 
 def output_samples(ctx: Any, staging: Path) -> pa.Table:
@@ -156,8 +192,9 @@ def input_columns(pool_meta: dict, taken: dict) -> dict:
     """
     from curation.download.rows import COLUMNS
 
-    return {(f"input_{name}" if name in taken else name): value
-            for name, value in pool_meta.items() if name not in COLUMNS}
+    return {
+        (f"input_{name}" if name in taken else name): value for name, value in pool_meta.items() if name not in COLUMNS
+    }
 
 
 class DedupDecisions:
@@ -247,11 +284,17 @@ def _placement(pool: pa.Table) -> pa.Table:
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, np.int64)
     per_image = np.add.reduceat(written.astype(np.int32), starts) if len(key) else np.zeros(0, np.int32)
     counts = np.diff(np.r_[starts, len(key)])
-    return pa.table({
-        "key": pool.column("source_key"), "copy": pool.column("copy"), "dataset": pool.column("dataset"),
-        "shard": pool.column("shard"), "shard_key": pool.column("key"), "error": pool.column("error"),
-        "copies_written": pa.array(np.repeat(per_image, counts), pa.int32()),
-    })
+    return pa.table(
+        {
+            "key": pool.column("source_key"),
+            "copy": pool.column("copy"),
+            "dataset": pool.column("dataset"),
+            "shard": pool.column("shard"),
+            "shard_key": pool.column("key"),
+            "error": pool.column("error"),
+            "copies_written": pa.array(np.repeat(per_image, counts), pa.int32()),
+        }
+    )
 
 
 def placement_path(step_dir: Path, partition: int) -> Path:

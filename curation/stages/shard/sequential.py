@@ -38,8 +38,11 @@ class _Images:
 
         ref = (source, partition)
         if ref not in self._tars:
-            self._tars[ref] = (pool_images(self.ctx.run_dir, partition) if source == "pool"
-                               else TarImages(self.staging / f"{source}.tar"))
+            self._tars[ref] = (
+                pool_images(self.ctx.run_dir, partition)
+                if source == "pool"
+                else TarImages(self.staging / f"{source}.tar")
+            )
         return self._tars[ref]
 
     def get(self, sample: dict) -> tuple[bytes, dict]:
@@ -74,8 +77,9 @@ def write_shards(ctx: Any, samples: pa.Table, shards_dir: Path, staging: Path, c
                 continue
             blob = io.sample_json(sample, pool_meta, dedup.get(sample))
             sample_size = int(member_bytes(len(data)) + member_bytes(len(blob)))
-            if current and (current.samples >= cfg.max_samples_per_shard
-                            or size + sample_size > cfg.max_bytes_per_shard):
+            if current and (
+                current.samples >= cfg.max_samples_per_shard or size + sample_size > cfg.max_bytes_per_shard
+            ):
                 entries.append(current.close(shard_entry))
                 current = None
             if current is None:
@@ -103,5 +107,11 @@ def write_sequential(ctx: Any, shards_dir: Path, staging: Path):
     written = write_shards(ctx, samples, shards_dir, staging, cfg)
     samples = samples.append_column("shard", written.shard).append_column("error", written.error)
     composition = io.composition(samples, [d.name for d in ctx.config.retrieve.datasets])
-    return write_manifest(shards_dir / io.MANIFEST, written.entries, composition, ctx.config.content_hash(),
-                          ctx.config.name, io.manifest_extra(ctx, samples))
+    return write_manifest(
+        shards_dir / io.MANIFEST,
+        written.entries,
+        composition,
+        ctx.config.content_hash(),
+        ctx.config.name,
+        io.manifest_extra(ctx, samples),
+    )

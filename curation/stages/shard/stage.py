@@ -51,9 +51,7 @@ class ShardConfig(Section):
     )
     shuffle: bool = Field(True, description="seeded shuffle of all samples (seed: the run's seed)")
     jpeg_quality: int = Field(95, ge=1, le=100, description="quality when a non-JPEG image is re-encoded")
-    keep_staging: bool = Field(
-        False, description="keep the copies of as_is images staged under stages/shard/as_is"
-    )
+    keep_staging: bool = Field(False, description="keep the copies of as_is images staged under stages/shard/as_is")
     shards_per_task: int = Field(
         1, ge=1, description="shards one write task writes (a task's memory: one batch of images, whatever this is)"
     )
@@ -86,8 +84,12 @@ class Plan(GlobalStep):
             order = order[np.random.default_rng(self.ctx.seed).permutation(len(order))]
         self.report_progress(1, 2)
         plan = sw.write_plan(self.ctx, samples, order, out_dir, self.cfg)
-        return {"shards": plan["shards"], "units": plan["units"], "samples": sum(plan["composition"].values()),
-                "not_written": plan["extra"]["not_written"]}
+        return {
+            "shards": plan["shards"],
+            "units": plan["units"],
+            "samples": sum(plan["composition"].values()),
+            "not_written": plan["extra"]["not_written"],
+        }
 
 
 class Write(MapStep):
@@ -135,12 +137,23 @@ class Manifest(GlobalStep):
 
         plan = sw.read_plan(self.ctx.step_dir(Plan.name))
         entries = sw.unit_entries(self.ctx.step_dir(Write.name), plan["units"])
-        manifest = write_manifest(shards_dir(self.ctx) / io.MANIFEST, entries, plan["composition"],
-                                  self.ctx.config.content_hash(), self.ctx.config.name, plan["extra"])
+        manifest = write_manifest(
+            shards_dir(self.ctx) / io.MANIFEST,
+            entries,
+            plan["composition"],
+            self.ctx.config.content_hash(),
+            self.ctx.config.name,
+            plan["extra"],
+        )
         if not self.cfg.keep_staging:
             io.remove_staging(staging_dir(self.ctx))
-        return {"shards": len(entries), "samples": manifest.num_samples, "bytes": manifest.num_bytes,
-                "not_written": plan["extra"]["not_written"], "composition": plan["composition"]}
+        return {
+            "shards": len(entries),
+            "samples": manifest.num_samples,
+            "bytes": manifest.num_bytes,
+            "not_written": plan["extra"]["not_written"],
+            "composition": plan["composition"],
+        }
 
     def outputs(self) -> list[Path]:
         return [shards_dir(self.ctx) / io.MANIFEST]
@@ -165,8 +178,15 @@ class Table(MapStep):
         self.placed = placed.filter(pc.equal(placed.column("copy"), 0))
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
-        return join_status(batch, self.placed, ["dataset", "shard", "shard_key", "copies_written"], STAGE,
-                           NOT_WRITTEN, present="shard", reason="not selected by the retrieve stage's search")
+        return join_status(
+            batch,
+            self.placed,
+            ["dataset", "shard", "shard_key", "copies_written"],
+            STAGE,
+            NOT_WRITTEN,
+            present="shard",
+            reason="not selected by the retrieve stage's search",
+        )
 
 
 @register

@@ -82,9 +82,12 @@ def _locate_rows(rows: pa.Table, images: Any, pool: bool, dedup: io.DedupDecisio
             meta_slot = images.meta_slot(key) if pool else None
             if meta_slot is not None:
                 values.update(meta_offset=meta_slot[0], meta_bytes=meta_slot[1])
-            values.update(offset=slot[0], image_bytes=slot[1],
-                          json_bytes=len(io.sample_json(sample, meta if pool else {}, decision)),
-                          duplicates=None if decision is None else decision.get("duplicates", 0))
+            values.update(
+                offset=slot[0],
+                image_bytes=slot[1],
+                json_bytes=len(io.sample_json(sample, meta if pool else {}, decision)),
+                duplicates=None if decision is None else decision.get("duplicates", 0),
+            )
         else:
             values["stage_error"] = error
         for name in names:
@@ -134,8 +137,9 @@ def planned_samples(ctx: Any, locate_dir: Path, staging: Path) -> tuple[pa.Table
     (chunks, not copied); the order is an index, so that it is never copied
     into that order either.
     """
-    parts = [tables.read_parquet(PartitionOutput(locate_dir, p).final(LOCATE_SUFFIX))
-             for p in ctx.partitions("retrieve")]
+    parts = [
+        tables.read_parquet(PartitionOutput(locate_dir, p).final(LOCATE_SUFFIX)) for p in ctx.partitions("retrieve")
+    ]
     pool = pa.concat_tables(parts) if parts else LOCATED.empty_table()
     chunks, index, end = [pool], [], pool.num_rows
     for i, entry in enumerate(ctx.config.retrieve.datasets):
@@ -147,8 +151,9 @@ def planned_samples(ctx: Any, locate_dir: Path, staging: Path) -> tuple[pa.Table
             index.append(np.flatnonzero(pc.equal(pool.column("dataset"), entry.name).to_numpy(zero_copy_only=False)))
     order = np.concatenate(index).astype(np.int64) if index else np.zeros(0, np.int64)
     if len(order) != end:
-        raise PartitionError("the retrieve stage's selection names datasets that retrieve.datasets lacks: "
-                             "rerun the retrieve stage")
+        raise PartitionError(
+            "the retrieve stage's selection names datasets that retrieve.datasets lacks: rerun the retrieve stage"
+        )
     del parts, pool
     return _combined(chunks), order
 
@@ -177,30 +182,38 @@ def write_plan(ctx: Any, samples: pa.Table, order: np.ndarray, out_dir: Path, cf
     are gathered one unit (or chunk) at a time.
     """
     written = samples.column("stage_error").is_null().to_numpy(zero_copy_only=False)
-    sizes = shard_plan.sample_bytes(samples.column("image_bytes").fill_null(0).to_numpy(),
-                                    samples.column("json_bytes").fill_null(0).to_numpy())
-    in_order = shard_plan.assign_shards(sizes[order], written[order], cfg.max_samples_per_shard,
-                                        cfg.max_bytes_per_shard)
+    sizes = shard_plan.sample_bytes(
+        samples.column("image_bytes").fill_null(0).to_numpy(), samples.column("json_bytes").fill_null(0).to_numpy()
+    )
+    in_order = shard_plan.assign_shards(
+        sizes[order], written[order], cfg.max_samples_per_shard, cfg.max_bytes_per_shard
+    )
     shard = np.empty_like(in_order)
     shard[order] = in_order
     count = int(in_order.max()) + 1 if written.any() else 0
-    listed = samples.select(io.SAMPLE_FIELDS_NAMES).append_column("shard", shard_names(shard, count)).append_column(
-        "error", samples.column("stage_error"))
+    listed = (
+        samples.select(io.SAMPLE_FIELDS_NAMES)
+        .append_column("shard", shard_names(shard, count))
+        .append_column("error", samples.column("stage_error"))
+    )
     _write_taken(listed, order, out_dir / io.SAMPLES_FILE)
     io.write_placement(out_dir, listed, ctx.partitions("retrieve"))
     rows = order[in_order >= 0]  # written samples in output order: their shards never decrease
     bounds = shard_plan.shard_units(count, cfg.shards_per_task)
     starts = np.searchsorted(in_order[in_order >= 0], bounds)
     for unit in range(len(bounds) - 1):
-        part = samples.take(rows[starts[unit]:starts[unit + 1]])
+        part = samples.take(rows[starts[unit] : starts[unit + 1]])
         table = tables.status_table(part.column("key"), ["success"] * part.num_rows)
         for field in UNIT_FIELDS[:-1]:
             table = table.append_column(field, part.column(field.name))
-        table = table.append_column(UNIT_FIELDS[-1], pa.array(shard[rows[starts[unit]:starts[unit + 1]]]))
+        table = table.append_column(UNIT_FIELDS[-1], pa.array(shard[rows[starts[unit] : starts[unit + 1]]]))
         tables.write_parquet(table, unit_path(out_dir, unit))
-    plan = {"shards": count, "units": len(bounds) - 1,
-            "composition": io.composition(listed, [d.name for d in ctx.config.retrieve.datasets]),
-            "extra": io.manifest_extra(ctx, listed)}
+    plan = {
+        "shards": count,
+        "units": len(bounds) - 1,
+        "composition": io.composition(listed, [d.name for d in ctx.config.retrieve.datasets]),
+        "extra": io.manifest_extra(ctx, listed),
+    }
     write_json(out_dir / PLAN_FILE, plan)
     return plan
 
@@ -213,7 +226,7 @@ def _write_taken(table: pa.Table, order: np.ndarray, path: Path, chunk: int = 1 
 
     with atomic_path(path) as tmp, pq.ParquetWriter(tmp, table.schema, compression="zstd") as writer:
         for start in range(0, max(len(order), 1), chunk):
-            writer.write_table(table.take(order[start:start + chunk]))
+            writer.write_table(table.take(order[start : start + chunk]))
 
 
 def shard_name(shard: int) -> str:
@@ -269,8 +282,11 @@ class UnitWriter:
                     current, f = paths[i], _open(paths[i])
                 row = rows[i]
                 data = _pread(f, row["offset"], row["image_bytes"], current)
-                meta = {} if row["meta_offset"] is None else json.loads(
-                    _pread(f, row["meta_offset"], row["meta_bytes"], current))
+                meta = (
+                    {}
+                    if row["meta_offset"] is None
+                    else json.loads(_pread(f, row["meta_offset"], row["meta_bytes"], current))
+                )
                 out[i] = (data, meta)
         finally:
             if f is not None:
@@ -304,9 +320,11 @@ class UnitWriter:
         self._close(shard_entry)
         io.fsync(self.shards_dir)
         prefix = self.shards_dir.relative_to(self.ctx.run_dir).as_posix()
-        return {"shards": [asdict(e) for e in self.entries],
-                "outputs": {f"{prefix}/{e.path}": e.bytes for e in self.entries},
-                "outputs_sha256": {f"{prefix}/{e.path}": e.sha256 for e in self.entries}}
+        return {
+            "shards": [asdict(e) for e in self.entries],
+            "outputs": {f"{prefix}/{e.path}": e.bytes for e in self.entries},
+            "outputs_sha256": {f"{prefix}/{e.path}": e.sha256 for e in self.entries},
+        }
 
 
 def _open(path: Path):
@@ -319,8 +337,10 @@ def _open(path: Path):
 def _pread(f, offset: int, size: int, path: Path) -> bytes:
     data = os.pread(f.fileno(), size, offset)
     if len(data) != size:
-        raise PartitionError(f"{path}: {size} bytes expected at offset {offset}, read {len(data)}: the tar "
-                             "changed since the shard plan; rerun the shard stage")
+        raise PartitionError(
+            f"{path}: {size} bytes expected at offset {offset}, read {len(data)}: the tar "
+            "changed since the shard plan; rerun the shard stage"
+        )
     return data
 
 

@@ -28,7 +28,10 @@ BLUR_PROBABILITIES = {"intended": (1.0, 0.1, 0.5), "official": (0.0, 0.9, 0.5)}
 
 
 def random_resized_crop_box(
-    width: int, height: int, scale: tuple[float, float], rng: np.random.Generator,
+    width: int,
+    height: int,
+    scale: tuple[float, float],
+    rng: np.random.Generator,
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> tuple[int, int, int, int]:
     """(top, left, h, w) as torchvision's ``RandomResizedCrop.get_params``:
@@ -74,13 +77,17 @@ class MultiCrop:
         g1 = self._crop(image, self.global_size, self.global_scale, self.blur[0], 0.0, rng)
         g2 = self._crop(image, self.global_size, self.global_scale, self.blur[1], self.solarize_probability, rng)
         local = [
-            self._crop(image, self.local_size, self.local_scale, self.blur[2], 0.0, rng)
-            for _ in range(self.num_local)
+            self._crop(image, self.local_size, self.local_scale, self.blur[2], 0.0, rng) for _ in range(self.num_local)
         ]
         return {"global": [g1, g2], "local": local}
 
     def _crop(
-        self, image: Image.Image, size: int, scale: tuple[float, float], blur: float, solarize: float,
+        self,
+        image: Image.Image,
+        size: int,
+        scale: tuple[float, float],
+        blur: float,
+        solarize: float,
         rng: np.random.Generator,
     ) -> torch.Tensor:
         import torchvision.transforms.functional as TF
@@ -102,8 +109,12 @@ class MultiCrop:
 
 
 def color_jitter(
-    image: Image.Image, rng: np.random.Generator,
-    brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.2, hue: float = 0.1,
+    image: Image.Image,
+    rng: np.random.Generator,
+    brightness: float = 0.4,
+    contrast: float = 0.4,
+    saturation: float = 0.2,
+    hue: float = 0.1,
 ) -> Image.Image:
     """torchvision's ColorJitter: the four adjustments in a random order."""
     import torchvision.transforms.functional as TF

@@ -24,8 +24,14 @@ log = logging.getLogger(__name__)
 
 
 def build_loader(
-    cfg, manifest: Manifest, rank: int, world_size: int, global_size: int, local_size: int,
-    start: dict[int, ReaderState], mask_probability: float | None = None,
+    cfg,
+    manifest: Manifest,
+    rank: int,
+    world_size: int,
+    global_size: int,
+    local_size: int,
+    start: dict[int, ReaderState],
+    mask_probability: float | None = None,
 ) -> DataLoader:
     """Batches of ``cfg.optim.batch_size`` images for one rank (see ``Collate``)."""
     crops = MultiCrop(
@@ -38,9 +44,15 @@ def build_loader(
         solarize_probability=cfg.crops.solarize_probability,
     )
     dataset = ManifestDataset(
-        manifest, crops, rank=rank, world_size=world_size, seed=cfg.seed,
-        shuffle_buffer=cfg.data.shuffle_buffer, on_bad_shard=cfg.data.on_bad_shard,
-        verify_checksums=cfg.data.verify_checksums, start=start,
+        manifest,
+        crops,
+        rank=rank,
+        world_size=world_size,
+        seed=cfg.seed,
+        shuffle_buffer=cfg.data.shuffle_buffer,
+        on_bad_shard=cfg.data.on_bad_shard,
+        verify_checksums=cfg.data.verify_checksums,
+        start=start,
     )
     grid = global_size // cfg.vit.patch_size
     collate = Collate(
@@ -107,7 +119,9 @@ def resume_states(saved: list[list[int]], world_size: int, readers_per_rank: int
     epoch = max(row[1] for row in saved) + 1
     log.warning(
         "data layout changed (%d readers saved, %d now): every reader starts epoch %d afresh",
-        len(saved), world_size * readers_per_rank, epoch,
+        len(saved),
+        world_size * readers_per_rank,
+        epoch,
     )
     # Counters are carried by reader 0 so totals stay right.
     return {0: ReaderState(epoch, 0, counters["corrupt"], counters["bad_shards"])} | {

@@ -177,9 +177,7 @@ class ManifestDataset(IterableDataset):
         url, entry = self.urls[shard], self.manifest.shards[shard]
         with fsspec.open(url, "rb") as stream:
             source = io.BytesIO(_verified_bytes(stream, entry)) if self.verify_checksums else stream
-            files = wds.tariterators.tar_file_expander(
-                [{"stream": source, "url": url}], select_files=_is_image
-            )
+            files = wds.tariterators.tar_file_expander([{"stream": source, "url": url}], select_files=_is_image)
             yield from wds.tariterators.group_by_keys(files)
 
 

@@ -14,9 +14,7 @@ import torch
 import torch.nn.functional as F
 
 
-def pair_cross_entropy(
-    student_logits: torch.Tensor, teacher_probs: torch.Tensor, student_temp: float
-) -> torch.Tensor:
+def pair_cross_entropy(student_logits: torch.Tensor, teacher_probs: torch.Tensor, student_temp: float) -> torch.Tensor:
     """Mean cross-entropy of every (teacher crop, student crop) pair.
 
     student_logits: [S, B, K] (crop-major: S crops of the same B images),

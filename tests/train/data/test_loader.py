@@ -18,7 +18,8 @@ def test_tracker_keeps_the_last_consumed_state_per_reader():
 def test_resume_states_same_layout_continues_each_reader():
     saved = [[0, 1, 10, 0, 0], [1, 1, 12, 2, 1]]
     assert resume_states(saved, world_size=2, readers_per_rank=1) == {
-        0: ReaderState(1, 10, 0, 0), 1: ReaderState(1, 12, 2, 1),
+        0: ReaderState(1, 10, 0, 0),
+        1: ReaderState(1, 12, 2, 1),
     }
 
 
