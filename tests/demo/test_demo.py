@@ -138,3 +138,40 @@ def test_shards_are_those_of_the_single_process_writer(demo_run, tmp_path):
     from tests.stages.test_shard_write import assert_same_as_reference
 
     assert_same_as_reference(demo_run, read_config(demo_run), tmp_path, min_shards=1)
+
+
+@pytest.mark.slow
+def test_the_in_process_backend_writes_the_outputs_of_ray(demo_run, tmp_path):
+    """Same corpus, same config, another backend: every table, array, shard and the manifest are the same."""
+    from tests.demo.compare import differences
+
+    run_dir = tmp_path / "local"
+    assert main(["demo", f"run_dir={run_dir}", "size=tiny", "backend=local", "runner.progress=false"]) == 0
+    assert differences(demo_run, run_dir) == []
+
+
+def test_the_comparison_sees_a_changed_decision_and_a_missing_file(tmp_path):
+    import shutil
+
+    import pyarrow as pa
+
+    from tests.demo.compare import differences
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    (a / "stages/dedup/table").mkdir(parents=True)
+    table = pa.table({"key": ["0", "1"], "status": ["success", "success"], "url": ["http://127.0.0.1:4000/x"] * 2})
+    pq.write_table(table, a / "stages/dedup/table/part-000000.parquet")
+    (a / "shards").mkdir()
+    (a / "shards/manifest.json").write_text(json.dumps({"created": "then", "totals": {"samples": 2}}))
+    shutil.copytree(a, b)
+    (b / "shards/manifest.json").write_text(json.dumps({"created": "now", "totals": {"samples": 2}}))
+    served_elsewhere = table.set_column(2, "url", pa.array(["http://127.0.0.1:5123/x"] * 2))
+    pq.write_table(served_elsewhere, b / "stages/dedup/table/part-000000.parquet")
+    assert differences(a, b) == []  # another port, another creation time
+    changed = table.set_column(1, "status", pa.array(["success", "duplicate_hash"]))
+    pq.write_table(changed, b / "stages/dedup/table/part-000000.parquet")
+    (b / "shards/manifest.json").unlink()
+    assert differences(a, b) == [
+        f"only in {a}: shards/manifest.json",
+        "differs: stages/dedup/table/part-000000.parquet",
+    ]
