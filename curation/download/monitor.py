@@ -1,11 +1,11 @@
-"""Download counters: per-partition stats, and Ray metrics when inside Ray.
+"""Download counters: per-partition stats, and the metrics of each batch as data.
 
-Metrics (Prometheus names get Ray's ``ray_`` prefix), all tagged
-``stage="download"``: ``curation_download_urls_total{status}`` (status
-family: success, failed_download, ...), ``curation_download_bytes_total``,
-``curation_download_retries_total``, gauges
-``curation_download_urls_per_second`` and ``curation_download_success_ratio``
-(of the actor's current partition).
+The fetch step reports them (:meth:`~curation.stages.base.MapStep.batch_metrics`)
+and the runner exports them, tagged ``stage="download"`` and ``step="fetch"``
+(Prometheus names get Ray's ``ray_`` prefix): ``curation_download_urls_total{status}``
+(status family: success, failed_download, ...), ``curation_download_bytes_total``,
+``curation_download_retries_total``, gauges ``curation_download_urls_per_second``
+and ``curation_download_success_ratio`` (of the actor's current partition).
 """
 
 from __future__ import annotations
@@ -14,44 +14,23 @@ import collections
 import time
 from typing import Any
 
-TAGS = {"stage": "download"}
-
-
-def make_metrics() -> dict[str, Any] | None:
-    """Ray metric objects, or None outside an initialised Ray (tests, local runs)."""
-    try:
-        import ray
-    except ImportError:
-        return None
-    if not ray.is_initialized():
-        return None
-    from ray.util.metrics import Counter, Gauge
-
-    return {
-        "urls": Counter(
-            "curation_download_urls", description="URLs finished, by status family.", tag_keys=("stage", "status")
-        ),
-        "bytes": Counter("curation_download_bytes", description="Bytes downloaded.", tag_keys=("stage",)),
-        "retries": Counter("curation_download_retries", description="HTTP retries.", tag_keys=("stage",)),
-        "rate": Gauge(
-            "curation_download_urls_per_second", description="URLs per second of the partition.", tag_keys=("stage",)
-        ),
-        "ratio": Gauge(
-            "curation_download_success_ratio", description="Success ratio of the partition.", tag_keys=("stage",)
-        ),
-    }
+URLS = "curation_download_urls"
+BYTES = "curation_download_bytes"
+RETRIES = "curation_download_retries"
+RATE = "curation_download_urls_per_second"
+RATIO = "curation_download_success_ratio"
 
 
 class PartitionStats:
-    """Counts of one partition; ``report`` pushes a batch's increments to Ray metrics."""
+    """Counts of one partition; ``metrics`` gives the increments since its last call."""
 
-    def __init__(self, metrics: dict[str, Any] | None):
-        self.metrics = metrics
+    def __init__(self):
         self.started = time.monotonic()
         self.counts: collections.Counter[str] = collections.Counter()
         self.bytes_downloaded = 0
         self.bytes_stored = 0
         self.retries = 0
+        self._reported: tuple[collections.Counter[str], int, int] = (collections.Counter(), 0, 0)
 
     def add(self, status: str, downloaded: int, stored: int, retries: int) -> None:
         self.counts[status] += 1
@@ -59,20 +38,25 @@ class PartitionStats:
         self.bytes_stored += stored
         self.retries += retries
 
-    def report(self, statuses: list[str], downloaded: int, retries: int) -> None:
-        """Push one batch's increments (its statuses, bytes and retries) to the Ray metrics."""
-        if self.metrics is None:
-            return
-        families = collections.Counter(s.split(":", 1)[0] for s in statuses)
-        for family, n in families.items():
-            self.metrics["urls"].inc(n, tags={**TAGS, "status": family})
-        if downloaded:
-            self.metrics["bytes"].inc(downloaded, tags=TAGS)
-        if retries:
-            self.metrics["retries"].inc(retries, tags=TAGS)
+    def metrics(self) -> list[tuple[str, float, dict[str, str]]]:
+        """``(name, value, tags)`` since the last call: URLs by status family, bytes and retries (increments),
+        the partition's rate and success ratio (gauges)."""
+        families: collections.Counter[str] = collections.Counter()
+        for status, n in self.counts.items():
+            families[status.split(":", 1)[0]] += n
+        reported, downloaded, retries = self._reported
+        self._reported = (families, self.bytes_downloaded, self.retries)
+        out: list[tuple[str, float, dict[str, str]]] = [
+            (URLS, n - reported[family], {"status": family})
+            for family, n in sorted(families.items())
+            if n > reported[family]
+        ]
+        if self.bytes_downloaded > downloaded:
+            out.append((BYTES, self.bytes_downloaded - downloaded, {}))
+        if self.retries > retries:
+            out.append((RETRIES, self.retries - retries, {}))
         summary = self.summary()
-        self.metrics["rate"].set(summary["urls_per_s"], tags=TAGS)
-        self.metrics["ratio"].set(summary["success_ratio"], tags=TAGS)
+        return [*out, (RATE, summary["urls_per_s"], {}), (RATIO, summary["success_ratio"], {})]
 
     def summary(self) -> dict[str, Any]:
         seconds = max(time.monotonic() - self.started, 1e-9)

@@ -26,7 +26,7 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 def _marker(step_dir: Path, partition: int, rows: int) -> None:
-    from curation.runner.verify import marker_path
+    from curation.markers import marker_path
 
     path = marker_path(step_dir, partition)
     path.parent.mkdir(parents=True, exist_ok=True)

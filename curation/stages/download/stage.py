@@ -15,8 +15,9 @@ from typing import Any
 import pyarrow as pa
 
 from curation import tables
+from curation.download import monitor
 from curation.download.config import DownloadConfig
-from curation.stages.base import MapStep, PartitionOutput, Resources, Stage
+from curation.stages.base import MapStep, Metric, PartitionOutput, Resources, Stage
 from curation.stages.registry import register
 
 PLAN_FILE = "plan.json"
@@ -24,6 +25,13 @@ PLAN_FILE = "plan.json"
 
 class FetchStep(MapStep):
     name = "fetch"
+    metrics = (
+        Metric(monitor.URLS, "URLs finished, by status family.", ("status",)),
+        Metric(monitor.BYTES, "Bytes downloaded."),
+        Metric(monitor.RETRIES, "HTTP retries."),
+        Metric(monitor.RATE, "URLs per second of the partition.", gauge=True),
+        Metric(monitor.RATIO, "Success ratio of the partition.", gauge=True),
+    )
 
     def __init__(self, ctx):
         super().__init__(ctx)
@@ -31,7 +39,7 @@ class FetchStep(MapStep):
         self._reader = None
         self._loaded: tuple[int, pa.Table] | None = None
         self._job = None
-        self._policy = self._processor = self._metrics = self._threads = None
+        self._policy = self._processor = self._threads = None
 
     def resources(self) -> Resources:
         return Resources(num_cpus=self.cfg.worker.num_cpus)
@@ -86,7 +94,6 @@ class FetchStep(MapStep):
             yield table.slice(start, size)
 
     def setup(self) -> None:
-        from curation.download.monitor import make_metrics
         from curation.download.pipeline import Threads
         from curation.download.process import ImageProcessor
         from curation.download.urls import policy_from_config
@@ -94,7 +101,6 @@ class FetchStep(MapStep):
 
         self._policy = policy_from_config(self.cfg.urls)
         self._processor = ImageProcessor(self.cfg.image, self.cfg.faces, self.cfg.nsfw)
-        self._metrics = make_metrics()
         worker = self.cfg.worker
         self._threads = Threads(decode_thread_count(worker.decode_threads, worker.num_cpus))
 
@@ -113,7 +119,6 @@ class FetchStep(MapStep):
             partition,
             urls,
             out.path("tar"),
-            self._metrics,
             seed=self.ctx.seed + partition,
             repeated=self._reader.repeated(partition),
             unparseable=self._reader.unparseable(partition),
@@ -122,6 +127,9 @@ class FetchStep(MapStep):
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
         return self._job.process(batch)
+
+    def batch_metrics(self) -> list[tuple[str, float, dict[str, str]]]:
+        return self._job.stats.metrics() if self._job is not None else []
 
     def close(self) -> dict[str, Any]:
         job, self._job, self._loaded = self._job, None, None
