@@ -25,13 +25,13 @@ directory (see :mod:`curation.markers` and :mod:`curation.runner.verify`).
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curation import tables
 from curation.atomic import TMP_MARK, write_json
@@ -147,7 +147,7 @@ def _process(step: MapStep, batch: pa.Table, where: str) -> pa.Table:
 
 def _checked(out: pa.Table, batch: pa.Table, where: str) -> pa.Table:
     tables.check_status_columns(out, f"{where} output")
-    if out.column("key").to_pylist() != batch.column("key").to_pylist():
+    if not tables.same_keys(out, batch):
         raise PartitionError(
             f"{where}: output keys differ from input keys ({out.num_rows} rows out, {batch.num_rows} in)"
         )
@@ -173,8 +173,8 @@ def _concat(parts: list[pa.Table]) -> pa.Table:
 
 
 def count_statuses(table: pa.Table) -> dict[str, int]:
-    counts = collections.Counter(table.column("status").to_pylist())
-    return dict(sorted(counts.items()))
+    counts = pc.value_counts(table.column("status")).to_pylist()
+    return dict(sorted((c["values"], c["counts"]) for c in counts))
 
 
 def run_global_step(step: GlobalStep) -> dict[str, Any]:
