@@ -1,6 +1,6 @@
 import pytest
 
-from curation.download.monitor import BYTES, RATE, RATIO, RETRIES, URLS, PartitionStats
+from curation.stages.download.monitor import BYTES, RATE, RATIO, RETRIES, URLS, PartitionStats
 
 
 def test_partition_summary():

@@ -10,11 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation import config as cfg
-from curation import embeddings, tables
+from curation import tables
 from curation.algorithms.knn import unit_rows
 from curation.atomic import read_json, write_json
 from curation.runner.local import run_stages
 from curation.stages.base import files_dir, partition_path
+from curation.stages.embed import arrays as embeddings
 from tests.stages import retrieval_upstream as up
 
 

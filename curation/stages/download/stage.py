@@ -15,9 +15,9 @@ from typing import Any
 import pyarrow as pa
 
 from curation import tables
-from curation.download import monitor
-from curation.download.config import DownloadConfig
 from curation.stages.base import MapStep, Metric, PartitionOutput, Resources, Stage
+from curation.stages.download import monitor
+from curation.stages.download.config import DownloadConfig
 from curation.stages.registry import register
 
 PLAN_FILE = "plan.json"
@@ -50,30 +50,30 @@ class FetchStep(MapStep):
     def plan(self) -> dict[str, Any]:
         """The partition plan: made and stored on first use, then reused."""
         if self._plan is None:
-            from curation.download.inputs import load_or_make_plan
+            from curation.stages.download.inputs import load_or_make_plan
 
             self._plan = load_or_make_plan(self.ctx.files_dir(self.name) / PLAN_FILE, self.cfg.input)
         return self._plan
 
     def partitions(self) -> list[int]:
-        from curation.download.inputs import check_unchanged
+        from curation.stages.download.inputs import check_unchanged
 
         plan = self.plan()
         check_unchanged(plan)
         return list(range(plan["partitions"]))
 
     def num_rows(self, partition: int) -> int:
-        from curation.download.inputs import partition_rows
+        from curation.stages.download.inputs import partition_rows
 
         return partition_rows(self.plan(), partition)
 
     def _rows(self, partition: int) -> pa.Table:
         """``url`` + carried columns of a partition (read once, shared by ``open`` and ``read``)."""
         if self._loaded is None or self._loaded[0] != partition:
-            from curation.download.inputs import PartitionReader
+            from curation.stages.download.inputs import PartitionReader
 
             if self._reader is None:
-                from curation.download.inputs import duplicates_path
+                from curation.stages.download.inputs import duplicates_path
 
                 self._reader = PartitionReader(
                     self.plan(),
@@ -105,7 +105,7 @@ class FetchStep(MapStep):
         self._threads = Threads(decode_thread_count(worker.decode_threads, worker.num_cpus))
 
     def open(self, partition: int, out: PartitionOutput) -> None:
-        from curation.download.job import PartitionJob
+        from curation.stages.download.job import PartitionJob
 
         if self._policy is None:
             self.setup()
@@ -146,7 +146,7 @@ class DownloadStage(Stage):
 
     @classmethod
     def check(cls, config: Any) -> None:
-        from curation.download.checks import check_config
+        from curation.stages.download.checks import check_config
 
         check_config(config.download)
 
@@ -159,7 +159,7 @@ class DownloadStage(Stage):
         problems = super().preflight(config)
         if problems:
             return problems
-        from curation.download.inputs import file_format, list_files
+        from curation.download.lists import file_format, list_files
 
         cfg = config.download.input
         for path in list_files(cfg.paths):

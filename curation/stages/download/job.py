@@ -16,12 +16,12 @@ from typing import Any
 import pyarrow as pa
 
 from curation import tables
-from curation.download.monitor import PartitionStats
 from curation.download.pipeline import Outcome, Pipeline
-from curation.download.rows import Rows, precheck
 from curation.download.shardwriter import ShardWriter
 from curation.errors import PartitionError
 from curation.models.inference import decode_thread_count
+from curation.stages.download.monitor import PartitionStats
+from curation.stages.download.rows import Rows, precheck
 
 
 class PartitionJob:
