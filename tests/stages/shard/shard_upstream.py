@@ -20,7 +20,7 @@ from curation.atomic import write_json
 from curation.download.shardwriter import ShardWriter
 from curation.imagestore import pool_tar
 from curation.stages.retrieve import io as retrieve_io
-from tests.stages import retrieval_upstream as up
+from tests.stages.retrieve import retrieval_upstream as up
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 
