@@ -17,8 +17,8 @@ from pydantic import Field
 
 from curation import tables
 from curation.atomic import write_json
-from curation.config import Section
 from curation.errors import ConfigError
+from curation.section import Section
 from curation.stages.base import GlobalStep, MapStep, Metric, Stage
 from curation.stages.registry import register
 
