@@ -13,6 +13,7 @@ helper whose loss only costs progress detail.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import uuid
@@ -91,17 +92,14 @@ class PartitionWorker:
             key = (self.step.ctx.stage, self.step.name, partition, attempt)
             report = lambda n: sent.append(self.counter.add.remote(key, n))  # noqa: E731
         try:
-            stats = run_map_partition(self.step, partition, report, self._export)
+            export = functools.partial(report_step_metrics, self.step.ctx.stage, self.step.name, self.step.metrics)
+            stats = run_map_partition(self.step, partition, report, export)
         finally:
             # Every report lands before the result does: none outlives the counter as a failed task.
             if sent:
                 ray.wait(sent, num_returns=len(sent))
         report_partition(stats)
         return stats
-
-    def _export(self, values: list[tuple[str, float, dict[str, str]]]) -> None:
-        """The step's own metrics of a batch, to this node's metrics endpoint."""
-        report_step_metrics(self.step.ctx.stage, self.step.name, self.step.metrics, values)
 
     def __repr__(self) -> str:
         return f"{self.label} worker"
