@@ -87,8 +87,9 @@ def write_pool(run_dir: Path, x: np.ndarray, partitions: int) -> None:
     """The embed stage's outputs for an all-alive pool ``x``, float16, in ``partitions`` files."""
     import pyarrow as pa
 
-    from curation import embeddings, tables
+    from curation import tables
     from curation.atomic import write_json
+    from curation.stages.embed import arrays as embeddings
 
     root = embeddings.pool_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)

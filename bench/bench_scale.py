@@ -37,9 +37,10 @@ def write_pool(run_dir: Path, n: int, d: int, partitions: int, seed: int) -> Non
     """Embed and cluster outputs of an all-alive synthetic pool, ``partitions`` files."""
     import pyarrow as pa
 
-    from curation import embeddings, tables
+    from curation import tables
     from curation.atomic import write_json
     from curation.stages.base import files_dir, partition_path
+    from curation.stages.embed import arrays as embeddings
 
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((1000, d)).astype(np.float32)
@@ -72,9 +73,9 @@ def write_pool(run_dir: Path, n: int, d: int, partitions: int, seed: int) -> Non
 def single_index(run_dir: str, index: dict, queries: np.ndarray, k: int, seed: int) -> dict:
     """The peer: every embedding in one process, one index (runs as a fresh Ray task)."""
     from curation.algorithms.index import build_index
-    from curation.embeddings import load_pool_embeddings
     from curation.index_config import IndexConfig
     from curation.runner.resources import peak_rss_bytes
+    from curation.stages.embed.arrays import load_pool_embeddings
 
     started = time.perf_counter()
     _, x, _, _ = load_pool_embeddings(run_dir)
@@ -95,7 +96,7 @@ def exact(run_dir: Path, queries: np.ndarray, k: int) -> np.ndarray:
     import faiss
 
     from curation.algorithms.sharded_index import merge_topk
-    from curation.embeddings import partition_embeddings, pool_partitions
+    from curation.stages.embed.arrays import partition_embeddings, pool_partitions
 
     parts, start = [], 0
     for p in pool_partitions(run_dir):
@@ -140,7 +141,7 @@ def run(args) -> dict:
         write_pool(run_dir, args.n, args.d, args.partitions, args.seed)
         print(f"pool: {args.n:,} x {args.d} float16 in {args.partitions} partitions ({time.perf_counter() - t0:.0f} s)")
         rng = np.random.default_rng(args.seed + 1)
-        from curation.embeddings import take_pool_rows
+        from curation.stages.embed.arrays import take_pool_rows
 
         picks = np.sort(rng.choice(args.n, args.queries, replace=False))
         queries = take_pool_rows(run_dir, picks) + 0.05 * rng.standard_normal((args.queries, args.d)).astype(np.float32)

@@ -101,7 +101,7 @@ def main() -> None:
         sequential(*(Path(a) for a in args.child))
         return
     from curation.manifest import read_manifest
-    from tests.stages import shard_upstream
+    from tests.stages.shard import shard_upstream
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

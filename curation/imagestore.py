@@ -93,18 +93,11 @@ def pool_images(run_dir: Path, partition: int) -> TarImages:
     and its marker lists none). The driver checks this before a run starts;
     this catches a file lost while it runs.
     """
-    from curation.atomic import read_json
     from curation.errors import PartitionError
-    from curation.runner.verify import file_problems, in_step, marker_path
+    from curation.markers import listed_file_problems
 
     tar = pool_tar(run_dir, partition)
-    fetch_dir = _fetch_dir(run_dir)
-    marker = marker_path(fetch_dir, partition)
-    try:
-        listed = read_json(marker).get("files", {})
-    except (OSError, ValueError):
-        listed = {}  # outputs made by other means than this runner: taken as they are
-    problems = file_problems(in_step(fetch_dir), {tar.name: listed[tar.name]}) if tar.name in listed else []
+    problems = listed_file_problems(_fetch_dir(run_dir), partition, tar.name)
     if problems:
         raise PartitionError(f"{problems[0]}: rerun the download stage to redo partition {partition}")
     return TarImages(tar)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.atomic import atomic_path
@@ -51,7 +52,8 @@ def partition_name(partition: int) -> str:
 
 def alive(table: pa.Table) -> np.ndarray:
     """Boolean mask of the rows still alive (status ``success``)."""
-    return np.asarray(table.column("status").to_numpy(zero_copy_only=False) == SUCCESS)
+    equal = pc.fill_null(pc.equal(table.column("status"), SUCCESS), False)
+    return np.asarray(equal.to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def status_table(keys, status, dropped_by=None, error=None) -> pa.Table:
@@ -75,23 +77,39 @@ def drop(table: pa.Table, mask: np.ndarray, stage: str, statuses, errors=None) -
     """
     n = table.num_rows
     mask = np.asarray(mask, dtype=bool)
-    status = np.asarray(table.column("status").to_pylist(), dtype=object)
-    dropped = np.asarray(table.column("dropped_by").to_pylist(), dtype=object)
-    error = np.asarray(table.column("error").to_pylist(), dtype=object)
-    status[mask] = _broadcast(statuses, n)[mask]
-    dropped[mask] = stage
+    if mask.shape != (n,):
+        raise ValueError(f"drop: a mask of {mask.shape} for {n} rows")
+    chosen = pa.array(mask, pa.bool_())
+    values = {"status": statuses, "dropped_by": stage}
     if errors is not None:
-        error[mask] = _broadcast(errors, n)[mask]
-    for name, values in (("status", status), ("dropped_by", dropped), ("error", error)):
+        values["error"] = errors
+    for name, new in values.items():
         idx = table.schema.get_field_index(name)
-        table = table.set_column(idx, table.schema.field(name), pa.array(values.tolist(), pa.string()))
+        old = table.column(idx).combine_chunks().cast(pa.string())
+        column = pc.if_else(chosen, _per_row(new, n), old)
+        table = table.set_column(idx, table.schema.field(name), column)
     return table
 
 
-def _broadcast(values, n: int) -> np.ndarray:
+def _per_row(values, n: int) -> pa.Scalar | pa.Array:
+    """One string for every row, or a string per row."""
     if isinstance(values, str) or values is None:
-        return np.full(n, values, dtype=object)
-    return np.asarray(list(values), dtype=object)
+        return pa.scalar(values, pa.string())
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    array = values.cast(pa.string()) if isinstance(values, pa.Array) else pa.array(list(values), pa.string())
+    if len(array) != n:
+        raise ValueError(f"drop: {len(array)} values for {n} rows")
+    return array
+
+
+def same_keys(a: pa.Table, b: pa.Table) -> bool:
+    """Whether two tables hold the same ``key`` column, row for row (nulls equal only to nulls)."""
+    if a.num_rows != b.num_rows:
+        return False
+    x, y = a.column("key"), b.column("key")
+    equal = pc.coalesce(pc.equal(x, y), pc.and_(pc.is_null(x), pc.is_null(y)))
+    return pc.all(equal, min_count=0).as_py()
 
 
 def check_status_columns(table: pa.Table, where: str) -> None:

@@ -36,11 +36,6 @@ def _layers() -> dict[str, int]:
     return layers
 
 
-def _departures() -> set[tuple[str, str]]:
-    items = re.findall(r"^- (`.*?):", _section("Layers"), re.M)
-    return {pair for item in items for pair in re.findall(r"`(\w+)` -> `(\w+)`", item)}
-
-
 def _unit(path: Path) -> str:
     parts = path.relative_to(PACKAGE).with_suffix("").parts
     return parts[0]
@@ -81,24 +76,16 @@ def test_layers_name_every_module_once():
 
 
 def test_imports_point_down_the_layers():
-    layers, allowed = _layers(), _departures()
+    layers = _layers()
     ray_users = set(re.findall(r"`(\w+)`", re.search(r"Ray is imported only in (.*?);", DOC).group(1)))
     wrong = []
     for source, target, path in sorted(_imports()):
-        if (source, target) in allowed:
-            continue
         if target == "ray":
             if source not in ray_users:
                 wrong.append(f"{path}: imports ray outside {sorted(ray_users)}")
         elif layers[target] > layers[source]:
             wrong.append(f"{path}: {source} (layer {layers[source]}) imports {target} (layer {layers[target]})")
     assert not wrong, "imports that point up (move the code, or fix the layer table):\n" + "\n".join(wrong)
-
-
-def test_departures_are_real():
-    """Each listed departure still exists: one that was fixed is struck from the list."""
-    edges = {(source, target) for source, target, _ in _imports()}
-    assert _departures() <= edges, sorted(_departures() - edges)
 
 
 def test_walkthrough_code_is_the_sample_stages():

@@ -9,7 +9,7 @@ from curation.cli import main
 from curation.errors import ManifestError
 from curation.export import export_img2dataset
 from curation.manifest import read_manifest
-from tests.stages.test_shard import _run, _wds_samples
+from tests.stages.shard.test_shard import _run, _wds_samples
 
 
 @pytest.fixture(scope="module")

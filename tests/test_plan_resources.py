@@ -10,7 +10,7 @@ from curation.errors import ConfigError
 from curation.plan import plan_cluster, plan_command
 from curation.plan_resources import GIB, plan_resources
 from curation.runner.local import run_stages
-from tests.stages import retrieval_upstream as up
+from tests.stages.retrieve import retrieval_upstream as up
 
 
 def _lvd142m():

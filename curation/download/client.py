@@ -10,7 +10,7 @@ import logging
 from collections.abc import Iterator
 
 from curation.download.config import HttpConfig, UrlConfig
-from curation.download.inputs import file_format, read_file
+from curation.download.lists import file_format, read_file
 from curation.download.pipeline import Pipeline
 from curation.download.urls import policy_from_config
 

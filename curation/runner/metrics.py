@@ -9,7 +9,10 @@ They appear on every node's metrics endpoint (Prometheus text, prefixed
 - ``ray_curation_step_done{stage,step}``, ``ray_curation_step_total``: progress of the
   running step (samples for a map step, the step's own units for a global step);
 - ``ray_curation_step_rate{stage,step}`` (units/s), ``ray_curation_step_eta_seconds``;
-- ``ray_curation_step_running{stage,step}``: 1 while the step runs, 0 after.
+- ``ray_curation_step_running{stage,step}``: 1 while the step runs, 0 after;
+- a map step's own metrics (:attr:`~curation.stages.base.MapStep.metrics`, such as the download's
+  ``ray_curation_download_*``), which the step reports as data after each batch and
+  :func:`report_step_metrics` exports from the worker, tagged with the stage and step.
 
 The gauges are set by the driver from the same :class:`~curation.runner.progress.Progress`
 that draws the terminal bar, so map and global steps report alike. The
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +70,29 @@ def _make() -> dict[str, Any]:
             for name, text in GAUGES.items()
         },
     }
+
+
+@cache
+def _step_metric(name: str, description: str, tag_keys: tuple[str, ...], gauge: bool) -> Any:
+    from ray.util.metrics import Counter, Gauge
+
+    return (Gauge if gauge else Counter)(name, description=description, tag_keys=("stage", "step", *tag_keys))
+
+
+def report_step_metrics(stage: str, step: str, metrics: tuple[Any, ...], values: list[tuple[str, float, dict]]) -> None:
+    """Export what a map step reported (:meth:`~curation.stages.base.MapStep.batch_metrics`): ``(name, value,
+    tags)`` of its declared ``metrics``; a counter's value is added, a gauge's set. Nothing outside Ray."""
+    if not values or _counters() is None:
+        return
+    declared = {m.name: m for m in metrics}
+    for name, value, tags in values:
+        spec = declared[name]
+        metric = _step_metric(spec.name, spec.description, tuple(spec.tag_keys), spec.gauge)
+        tags = {"stage": stage, "step": step, **tags}
+        if spec.gauge:
+            metric.set(value, tags=tags)
+        elif value:
+            metric.inc(value, tags=tags)
 
 
 def status_family(status: str) -> str:

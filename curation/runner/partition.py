@@ -20,25 +20,25 @@ is processed, checked and committed the same way everywhere:
 A global step is committed the same way: its ``_SUCCESS.json``, written
 last, lists every file under its step directory and under its
 :meth:`~curation.stages.base.GlobalStep.outputs`, relative to the run
-directory (see :mod:`curation.runner.verify`).
+directory (see :mod:`curation.markers` and :mod:`curation.runner.verify`).
 """
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curation import tables
 from curation.atomic import TMP_MARK, write_json
 from curation.errors import PartitionError
 from curation.layout import PROGRESS_FILE, STEP_DONE, files_dir, part_path
+from curation.markers import in_step, marker_path, marker_problems, outputs_of, sha256_file
 from curation.runner.resources import usage
-from curation.runner.verify import in_step, marker_path, marker_problems, outputs_of, sha256_file
 from curation.stages.base import GlobalStep, MapStep, PartitionOutput, Timer
 
 
@@ -57,10 +57,16 @@ def clear_partition(step_dir: Path, partition: int) -> None:
                 path.unlink(missing_ok=True)
 
 
-def run_map_partition(step: MapStep, partition: int, on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
+def run_map_partition(
+    step: MapStep,
+    partition: int,
+    on_batch: Callable[[int], None] | None = None,
+    on_metrics: Callable[[list[tuple[str, float, dict[str, str]]]], None] | None = None,
+) -> dict[str, Any]:
     """Process and commit one partition; return its stats.
 
-    ``on_batch(rows)`` is called after each batch, for progress.
+    ``on_batch(rows)`` is called after each batch, for progress, and
+    ``on_metrics(values)`` with what the step's :meth:`~MapStep.batch_metrics` reports.
     """
     step_dir = step.ctx.step_dir(step.name)
     step_dir.mkdir(parents=True, exist_ok=True)
@@ -75,6 +81,8 @@ def run_map_partition(step: MapStep, partition: int, on_batch: Callable[[int], N
             parts.append(_process(step, batch, where))
             if on_batch is not None:
                 on_batch(batch.num_rows)
+            if on_metrics is not None and step.metrics:
+                on_metrics(step.batch_metrics())
         extra = step.close()
         table = _concat(parts)
         tables.write_parquet(table, Path(out.path("parquet")))
@@ -139,7 +147,7 @@ def _process(step: MapStep, batch: pa.Table, where: str) -> pa.Table:
 
 def _checked(out: pa.Table, batch: pa.Table, where: str) -> pa.Table:
     tables.check_status_columns(out, f"{where} output")
-    if out.column("key").to_pylist() != batch.column("key").to_pylist():
+    if not tables.same_keys(out, batch):
         raise PartitionError(
             f"{where}: output keys differ from input keys ({out.num_rows} rows out, {batch.num_rows} in)"
         )
@@ -165,8 +173,8 @@ def _concat(parts: list[pa.Table]) -> pa.Table:
 
 
 def count_statuses(table: pa.Table) -> dict[str, int]:
-    counts = collections.Counter(table.column("status").to_pylist())
-    return dict(sorted(counts.items()))
+    counts = pc.value_counts(table.column("status")).to_pylist()
+    return dict(sorted((c["values"], c["counts"]) for c in counts))
 
 
 def run_global_step(step: GlobalStep) -> dict[str, Any]:

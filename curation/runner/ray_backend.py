@@ -13,6 +13,7 @@ helper whose loss only costs progress detail.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import uuid
@@ -22,7 +23,7 @@ from curation import config as cfg
 from curation.config import RayConfig, RunnerConfig
 from curation.errors import ConfigError
 from curation.runner.driver import Failure
-from curation.runner.metrics import report_failure, report_global, report_partition
+from curation.runner.metrics import report_failure, report_global, report_partition, report_step_metrics
 from curation.runner.partition import run_global_step, run_map_partition
 from curation.runner.progress import Progress
 from curation.runner.ray_init import failure_cause, init_ray, one_line
@@ -91,7 +92,8 @@ class PartitionWorker:
             key = (self.step.ctx.stage, self.step.name, partition, attempt)
             report = lambda n: sent.append(self.counter.add.remote(key, n))  # noqa: E731
         try:
-            stats = run_map_partition(self.step, partition, report)
+            export = functools.partial(report_step_metrics, self.step.ctx.stage, self.step.name, self.step.metrics)
+            stats = run_map_partition(self.step, partition, report, export)
         finally:
             # Every report lands before the result does: none outlives the counter as a failed task.
             if sent:

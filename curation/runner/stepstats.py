@@ -100,7 +100,8 @@ def _live_progress(path: Path, active: bool) -> dict[str, Any] | None:
 
 
 def _add_partitions(out: StepState, step, step_dir: Path) -> None:
-    from curation.runner.partition import marker_path, partition_complete
+    from curation.markers import marker_path
+    from curation.runner.partition import partition_complete
 
     try:
         planned = step.partitions()

@@ -4,7 +4,7 @@ Every commit lists its files: a map partition's marker
 ``<step>.files/part-NNNNNN.stats.json`` lists ``files`` (name -> bytes, placed
 by :func:`~curation.stages.base.part_path`) and ``sha256``; a global step's ``_SUCCESS.json`` lists
 them relative to the run directory. A file is intact when it exists with its
-listed size: one ``stat`` call, so checking a finished billion-row run costs
+listed size (:mod:`curation.markers`): one ``stat`` call, so checking a finished billion-row run costs
 a stat per file (about 5 per partition). Checksums are compared only on
 request (``curate verify checksums=true``): that reads every byte.
 
@@ -25,89 +25,16 @@ redoes exactly that.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from curation.atomic import read_json
-from curation.layout import (
-    STATS_SUFFIX,
-    STEP_DONE,
-    committed_partitions,
-    part_path,
-    partition_path,
-    stage_dir,
-)
+from curation.layout import STEP_DONE, committed_partitions, part_path, stage_dir
+from curation.markers import in_run, in_step, marker_path, marker_problems, outputs_of
 from curation.stages.base import GlobalStep
 from curation.stages.registry import get_stage
 
 log = logging.getLogger("curation")
-
-
-def marker_path(step_dir: Path, partition: int) -> Path:
-    return partition_path(step_dir, partition, STATS_SUFFIX)
-
-
-def in_step(step_dir: Path) -> Callable[[str], Path]:
-    """Where the files a map partition's marker lists live."""
-    return lambda name: part_path(step_dir, name)
-
-
-def in_run(run_dir: Path) -> Callable[[str], Path]:
-    """Where the files a global step's marker lists live (relative to the run directory)."""
-    return lambda name: run_dir / name
-
-
-def sha256_file(path: Path) -> str:
-    from curation.manifest import sha256_stream
-
-    with open(path, "rb") as f:
-        return sha256_stream(f)
-
-
-def file_problems(
-    locate: Callable[[str], Path], sizes: dict[str, int], sums: dict[str, str] | None = None, checksums: bool = False
-) -> list[str]:
-    """What is wrong with the files a marker lists (``locate`` maps a listed name to its path)."""
-    problems = []
-    for name, size in sizes.items():
-        path = locate(name)
-        try:
-            actual = path.stat().st_size
-        except FileNotFoundError:
-            problems.append(f"{path} is missing")
-            continue
-        if actual != size:
-            problems.append(f"{path} has {actual} bytes, its marker lists {size}")
-        elif checksums and sums and name in sums and sha256_file(path) != sums[name]:
-            problems.append(f"{path}: sha256 differs from the one its marker lists")
-    return problems
-
-
-def marker_problems(
-    marker: Path, locate: Callable[[str], Path], checksums: bool = False, outputs: Callable[[str], Path] | None = None
-) -> list[str]:
-    """What is wrong with a completion marker and the files it lists ([]: intact).
-
-    A map partition's marker may also list ``outputs``: files it wrote
-    outside its step directory (the final shards), found with ``outputs``.
-    """
-    try:
-        stats = read_json(marker)
-    except FileNotFoundError:
-        return [f"{marker} is missing"]
-    except (ValueError, OSError) as err:
-        return [f"{marker} cannot be read ({type(err).__name__})"]
-    problems = file_problems(locate, stats.get("files", {}), stats.get("sha256"), checksums)
-    if outputs is not None:
-        problems += file_problems(outputs, stats.get("outputs", {}), stats.get("outputs_sha256"), checksums)
-    return problems
-
-
-def outputs_of(step_dir: Path) -> Callable[[str], Path]:
-    """Where the ``outputs`` a map partition's marker lists live: relative to the run directory
-    (``<run_dir>/stages/<stage>/<step>``)."""
-    return in_run(Path(step_dir).parents[2])
 
 
 @dataclass

@@ -96,6 +96,22 @@ class Grant:
         }
 
 
+@dataclass(frozen=True)
+class Metric:
+    """A metric a map step counts and reports as data (:meth:`MapStep.batch_metrics`).
+
+    The runner exports it (on Ray: ``ray_<name>``, ``ray_<name>_total`` for a
+    counter, on every node's metrics endpoint), tagged ``stage`` and ``step``
+    besides ``tag_keys``. A counter's reported values are increments; a
+    gauge's, its current value.
+    """
+
+    name: str
+    description: str
+    tag_keys: tuple[str, ...] = ()
+    gauge: bool = False
+
+
 @dataclass
 class StageContext:
     """What a step sees of the run: the validated config and where the stages' tables are.
@@ -249,6 +265,8 @@ class MapStep(_Step):
     pool_partitions: ClassVar[bool] = True
     # Only rows still alive reach process_batch; dropped rows pass through.
     alive_only: ClassVar[bool] = True
+    # What batch_metrics reports (none by default).
+    metrics: ClassVar[tuple[Metric, ...]] = ()
 
     def batch_size(self) -> int:
         return 256
@@ -286,6 +304,10 @@ class MapStep(_Step):
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
         raise NotImplementedError
+
+    def batch_metrics(self) -> list[tuple[str, float, dict[str, str]]]:
+        """``(name, value, tags)`` of :attr:`metrics` since the last call; the runner exports them after each batch."""
+        return []
 
     def close(self) -> dict[str, Any]:
         """Finish the partition; return extra stats for its stats JSON.

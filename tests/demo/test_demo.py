@@ -135,7 +135,7 @@ def test_readme_python_examples_run_on_the_demo(demo_run, tmp_path, monkeypatch,
 def test_shards_are_those_of_the_single_process_writer(demo_run, tmp_path):
     """The planned, parallel writer on the demo gives byte for byte the shards of the one loop it replaced."""
     from curation.runner.rundir import read_config
-    from tests.stages.test_shard_write import assert_same_as_reference
+    from tests.stages.shard.test_shard_write import assert_same_as_reference
 
     assert_same_as_reference(demo_run, read_config(demo_run), tmp_path, min_shards=1)
 

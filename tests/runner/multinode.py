@@ -25,7 +25,7 @@ def upstream(run_dir: Path) -> dict:
     from curation import tables
     from curation.atomic import write_json
     from curation.stages.base import partition_path
-    from tests.stages import retrieval_upstream as up
+    from tests.stages.retrieve import retrieval_upstream as up
 
     up.build(run_dir)
     table_dir = run_dir / "stages/dedup/table"

@@ -17,9 +17,9 @@ from pydantic import Field
 
 from curation import tables
 from curation.atomic import write_json
-from curation.config import Section
 from curation.errors import ConfigError
-from curation.stages.base import GlobalStep, MapStep, Stage
+from curation.section import Section
+from curation.stages.base import GlobalStep, MapStep, Metric, Stage
 from curation.stages.registry import register
 
 
@@ -50,6 +50,7 @@ class NumbersConfig(Section):
 
 class MakeNumbers(MapStep):
     name = "make"
+    metrics = (Metric("curation_numbers_rows", "Rows made."),)  # reported as data, exported by the runner
 
     def partitions(self) -> list[int]:
         return list(range(self.cfg.partitions))
@@ -91,11 +92,17 @@ class MakeNumbers(MapStep):
 
     def open(self, partition, out):
         self.side = out.path("txt")
+        self.made = 0
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
         with open(self.side, "a") as f:
             f.write("".join(f"{k}\n" for k in batch.column("key").to_pylist()))
+        self.made += batch.num_rows
         return batch
+
+    def batch_metrics(self) -> list[tuple[str, float, dict[str, str]]]:
+        made, self.made = self.made, 0
+        return [("curation_numbers_rows", made, {})]
 
 
 @register

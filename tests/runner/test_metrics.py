@@ -1,9 +1,13 @@
-"""The Grafana dashboard shipped for the ``ray_curation_*`` metrics."""
+"""The ``ray_curation_*`` metrics: a step's own metrics reach the runner; the Grafana dashboard charts them."""
 
 import json
 import re
 
+from curation import config as cfg
 from curation.runner.metrics import GAUGES, GRAFANA_DASHBOARD, install_grafana_dashboard
+from curation.runner.partition import run_map_partition
+from curation.stages.registry import get_stage, stage_context
+from tests.runner.helpers import sample_pipeline
 
 EXPORTED = {
     "ray_curation_samples_total",
@@ -36,3 +40,12 @@ def test_installed_where_rays_grafana_provisioning_reads(tmp_path, monkeypatch, 
     assert json.loads(target.read_text())["title"] == "Curation pipeline"
     monkeypatch.setenv("RAY_METRICS_GRAFANA_DASHBOARD_OUTPUT_DIR", str(tmp_path / "absent"))
     assert install_grafana_dashboard() is None
+
+
+def test_a_steps_metrics_reach_the_runner_after_each_batch(tmp_path):
+    config = cfg.validate(sample_pipeline(tmp_path, rows=10))
+    [make] = get_stage("numbers").steps
+    step, reported = make(stage_context(config, "numbers")), []
+    run_map_partition(step, 0, on_metrics=reported.append)
+    assert reported == [[("curation_numbers_rows", n, {})] for n in (4, 4, 2)]  # batches of 4
+    assert {name for values in reported for name, _, _ in values} <= {m.name for m in step.metrics}

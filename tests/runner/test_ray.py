@@ -67,7 +67,7 @@ def test_actors_are_named_after_the_stage_and_counters_reach_the_metrics_endpoin
 
     # Every metric the Grafana dashboard charts (download ones come from the download stage only),
     # with the SessionName label its session filter uses; the step gauges set by the driver for map
-    # and global steps alike; the per-status sample counters.
+    # and global steps alike; the per-status sample counters; the sample stage's own counter.
     charted = dashboard_metrics() - {"ray_curation_download_urls_per_second", "ray_curation_download_success_ratio"}
 
     def exported(lines: list[str]) -> bool:
@@ -76,6 +76,11 @@ def test_actors_are_named_after_the_stage_and_counters_reach_the_metrics_endpoin
             and any(ln.startswith("ray_curation_step_done") and 'step="total"' in ln for ln in lines)
             and any(
                 ln.startswith("ray_curation_samples_total") and 'stage="parity"' in ln and 'status="odd"' in ln
+                for ln in lines
+            )
+            # A step's own metrics, reported as data and exported by the runner.
+            and any(
+                ln.startswith("ray_curation_numbers_rows_total") and 'stage="numbers"' in ln and 'step="make"' in ln
                 for ln in lines
             )
         )

@@ -8,7 +8,7 @@ from curation.errors import ConfigError
 from curation.runner.local import run_stages
 from curation.runner.resources import ClusterView, Node, resolve
 from curation.stages.base import AUTO, Grant, Resources, device_gpus
-from tests.stages import retrieval_upstream as up
+from tests.stages.retrieve import retrieval_upstream as up
 
 GIB = 2**30
 CPU_ONLY = ClusterView((Node("a", "10.0.0.1", 8, 0, 64 * GIB), Node("b", "10.0.0.2", 16, 0, 32 * GIB)))

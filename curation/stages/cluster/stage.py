@@ -38,11 +38,12 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from curation import embeddings, tables
+from curation import tables
 from curation.atomic import read_json, write_json
 from curation.errors import ConfigError, RunError
 from curation.section import RUNTIME, Section
 from curation.stages.base import GlobalStep, MapStep, Resources, Stage, device_gpus
+from curation.stages.embed import arrays as embeddings
 from curation.stages.registry import register
 
 log = logging.getLogger("curation")

@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from curation import embeddings
 from curation.algorithms.hkmeans_sharded import PoolPart
 from curation.algorithms.kmeans_sharded import ShardStats, partial_stats
 from curation.algorithms.sharded_index import shard_ranges
 from curation.atomic import tmp_name
 from curation.stages.base import Grant, Resources, StageContext, WorkerGroup, Workers
+from curation.stages.embed import arrays as embeddings
 
 
 class TrainShard:

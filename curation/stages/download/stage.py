@@ -15,8 +15,9 @@ from typing import Any
 import pyarrow as pa
 
 from curation import tables
-from curation.download.config import DownloadConfig
-from curation.stages.base import MapStep, PartitionOutput, Resources, Stage
+from curation.stages.base import MapStep, Metric, PartitionOutput, Resources, Stage
+from curation.stages.download import monitor
+from curation.stages.download.config import DownloadConfig
 from curation.stages.registry import register
 
 PLAN_FILE = "plan.json"
@@ -24,6 +25,13 @@ PLAN_FILE = "plan.json"
 
 class FetchStep(MapStep):
     name = "fetch"
+    metrics = (
+        Metric(monitor.URLS, "URLs finished, by status family.", ("status",)),
+        Metric(monitor.BYTES, "Bytes downloaded."),
+        Metric(monitor.RETRIES, "HTTP retries."),
+        Metric(monitor.RATE, "URLs per second of the partition.", gauge=True),
+        Metric(monitor.RATIO, "Success ratio of the partition.", gauge=True),
+    )
 
     def __init__(self, ctx):
         super().__init__(ctx)
@@ -31,7 +39,7 @@ class FetchStep(MapStep):
         self._reader = None
         self._loaded: tuple[int, pa.Table] | None = None
         self._job = None
-        self._policy = self._processor = self._metrics = self._threads = None
+        self._policy = self._processor = self._threads = None
 
     def resources(self) -> Resources:
         return Resources(num_cpus=self.cfg.worker.num_cpus)
@@ -42,30 +50,30 @@ class FetchStep(MapStep):
     def plan(self) -> dict[str, Any]:
         """The partition plan: made and stored on first use, then reused."""
         if self._plan is None:
-            from curation.download.inputs import load_or_make_plan
+            from curation.stages.download.inputs import load_or_make_plan
 
             self._plan = load_or_make_plan(self.ctx.files_dir(self.name) / PLAN_FILE, self.cfg.input)
         return self._plan
 
     def partitions(self) -> list[int]:
-        from curation.download.inputs import check_unchanged
+        from curation.stages.download.inputs import check_unchanged
 
         plan = self.plan()
         check_unchanged(plan)
         return list(range(plan["partitions"]))
 
     def num_rows(self, partition: int) -> int:
-        from curation.download.inputs import partition_rows
+        from curation.stages.download.inputs import partition_rows
 
         return partition_rows(self.plan(), partition)
 
     def _rows(self, partition: int) -> pa.Table:
         """``url`` + carried columns of a partition (read once, shared by ``open`` and ``read``)."""
         if self._loaded is None or self._loaded[0] != partition:
-            from curation.download.inputs import PartitionReader
+            from curation.stages.download.inputs import PartitionReader
 
             if self._reader is None:
-                from curation.download.inputs import duplicates_path
+                from curation.stages.download.inputs import duplicates_path
 
                 self._reader = PartitionReader(
                     self.plan(),
@@ -86,7 +94,6 @@ class FetchStep(MapStep):
             yield table.slice(start, size)
 
     def setup(self) -> None:
-        from curation.download.monitor import make_metrics
         from curation.download.pipeline import Threads
         from curation.download.process import ImageProcessor
         from curation.download.urls import policy_from_config
@@ -94,12 +101,11 @@ class FetchStep(MapStep):
 
         self._policy = policy_from_config(self.cfg.urls)
         self._processor = ImageProcessor(self.cfg.image, self.cfg.faces, self.cfg.nsfw)
-        self._metrics = make_metrics()
         worker = self.cfg.worker
         self._threads = Threads(decode_thread_count(worker.decode_threads, worker.num_cpus))
 
     def open(self, partition: int, out: PartitionOutput) -> None:
-        from curation.download.job import PartitionJob
+        from curation.stages.download.job import PartitionJob
 
         if self._policy is None:
             self.setup()
@@ -113,7 +119,6 @@ class FetchStep(MapStep):
             partition,
             urls,
             out.path("tar"),
-            self._metrics,
             seed=self.ctx.seed + partition,
             repeated=self._reader.repeated(partition),
             unparseable=self._reader.unparseable(partition),
@@ -122,6 +127,9 @@ class FetchStep(MapStep):
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
         return self._job.process(batch)
+
+    def batch_metrics(self) -> list[tuple[str, float, dict[str, str]]]:
+        return self._job.stats.metrics() if self._job is not None else []
 
     def close(self) -> dict[str, Any]:
         job, self._job, self._loaded = self._job, None, None
@@ -138,7 +146,7 @@ class DownloadStage(Stage):
 
     @classmethod
     def check(cls, config: Any) -> None:
-        from curation.download.checks import check_config
+        from curation.stages.download.checks import check_config
 
         check_config(config.download)
 
@@ -151,7 +159,7 @@ class DownloadStage(Stage):
         problems = super().preflight(config)
         if problems:
             return problems
-        from curation.download.inputs import file_format, list_files
+        from curation.download.lists import file_format, list_files
 
         cfg = config.download.input
         for path in list_files(cfg.paths):

@@ -7,7 +7,7 @@
   per GPU): ``curated_parts/part-NNNNNN.{parquet,npy}``.
 - ``curated`` (global): each set's partitions are concatenated, streaming,
   into ``curated/<name>.{parquet,npy}``: the layout of
-  :mod:`curation.embeddings`, the same files a single task wrote before.
+  :mod:`curation.stages.embed.arrays`, the same files a single task wrote before.
   It holds one partition's embeddings and the set's table at a time.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from curation import embeddings, tables
+from curation import tables
 from curation.atomic import atomic_path, read_json
 from curation.sources import ImageSetConfig, count_images, iter_images
 from curation.stages.base import (
@@ -31,6 +31,7 @@ from curation.stages.base import (
     device_gpus,
     partition_path,
 )
+from curation.stages.embed import arrays as embeddings
 from curation.stages.embed.model import EmbeddingModel, chunks, curated_table
 
 PARTS_STEP = "curated_parts"

@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from curation import embeddings, tables
+from curation import tables
 from curation.errors import ConfigError
 from curation.models.inference import submit_batch
 from curation.preprocess import PreprocessSpec
+from curation.stages.embed import arrays as embeddings
 
 log = logging.getLogger("curation")
 STAGE = "embed"

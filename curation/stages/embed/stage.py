@@ -13,7 +13,7 @@ Steps:
   joined into ``curated/<name>.npy`` + ``curated/<name>.parquet``
   (:mod:`curation.stages.embed.curated`).
 
-File formats and the reading API are in :mod:`curation.embeddings`. Both
+File formats and the reading API are in :mod:`curation.stages.embed.arrays`. Both
 steps record the model (kind, arch, weights, and whether they are random)
 in their stats.
 """
@@ -28,12 +28,13 @@ from typing import Any, Literal
 import pyarrow as pa
 from pydantic import Field
 
-from curation import embeddings, tables
+from curation import tables
 from curation.errors import ConfigError
 from curation.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from curation.section import RUNTIME, Section
 from curation.sources import ImageSetConfig, check_exists
 from curation.stages.base import MapStep, Resources, Stage, device_gpus
+from curation.stages.embed import arrays as embeddings
 from curation.stages.embed.curated import CuratedParts, EmbedCurated
 from curation.stages.embed.model import STAGE, EmbeddingModel, decoded_columns
 from curation.stages.registry import register

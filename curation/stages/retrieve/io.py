@@ -1,6 +1,6 @@
 """What the ``retrieve`` stage reads and writes.
 
-Reads: the pool embeddings (``curation.embeddings``), the ``cluster``
+Reads: the pool embeddings (``curation.stages.embed.arrays``), the ``cluster``
 stage's table (status and cluster id of every pool sample) and centroids,
 and the embedded curated query sets.
 
@@ -81,7 +81,7 @@ def assign(centroids: np.ndarray, queries: np.ndarray) -> np.ndarray:
 
 def load_queries(ctx: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
     """``(keys (q,), x (q, d) float32)`` of an embedded curated set."""
-    from curation.embeddings import load_curated_embeddings
+    from curation.stages.embed.arrays import load_curated_embeddings
 
     try:
         keys, x, _ = load_curated_embeddings(ctx.run_dir, name)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from curation import embeddings, tables
+from curation import tables
 from curation.algorithms import retrieval as rt
 from curation.algorithms.sharded_index import (
     IndexShard,
@@ -34,6 +34,7 @@ from curation.algorithms.sharded_index import (
 )
 from curation.errors import PartitionError
 from curation.stages.base import Grant, StageContext
+from curation.stages.embed import arrays as embeddings
 from curation.stages.retrieve.io import CLUSTER_STAGE
 
 CLUSTER_COLUMN = "cluster"

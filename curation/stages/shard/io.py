@@ -190,7 +190,7 @@ def input_columns(pool_meta: dict, taken: dict) -> dict:
     left out; an input column whose name ``taken`` already has gets an
     ``input_`` prefix, so that nothing of the user's is overwritten or lost.
     """
-    from curation.download.rows import COLUMNS
+    from curation.stages.download.rows import COLUMNS
 
     return {
         (f"input_{name}" if name in taken else name): value for name, value in pool_meta.items() if name not in COLUMNS

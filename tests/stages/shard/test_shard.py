@@ -15,7 +15,7 @@ from curation import config as cfg
 from curation import tables
 from curation.manifest import read_manifest, verify
 from curation.runner.local import run_stages
-from tests.stages import retrieval_upstream as up
+from tests.stages.retrieve import retrieval_upstream as up
 
 
 def _run(tmp_path, shard: dict, collisions: str = "best", missing: tuple[str, ...] = (), name: str = "run"):

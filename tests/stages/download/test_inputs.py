@@ -6,17 +6,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curation.download.config import InputConfig
-from curation.download.inputs import (
+from curation.download.lists import list_files
+from curation.errors import ConfigError, PartitionError
+from curation.stages.download.config import InputConfig
+from curation.stages.download.inputs import (
     PartitionReader,
     check_unchanged,
     columns_of,
-    list_files,
     load_or_make_plan,
     partition_rows,
     partition_slices,
 )
-from curation.errors import ConfigError, PartitionError
 
 
 def _lists(root):
@@ -100,7 +100,7 @@ def test_fsspec_urls():
 
 
 def load_or_make_plan_in_memory(cfg):
-    from curation.download.inputs import make_plan
+    from curation.stages.download.inputs import make_plan
 
     return make_plan(cfg)
 

@@ -8,11 +8,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from curation import embeddings, tables
+from curation import tables
 from curation.algorithms.knn import unit_rows as unit
 from curation.atomic import write_json
 from curation.layout import files_dir, partition_path
 from curation.stages.base import StageContext
+from curation.stages.embed import arrays as embeddings
 
 
 def write_pool(run_dir: Path, parts: dict[int, tuple[list[str], np.ndarray, np.ndarray]], dtype="float32") -> None:

@@ -17,11 +17,12 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from curation import embeddings, tables
+from curation import tables
 from curation.algorithms.knn import unit_rows as unit
 from curation.atomic import write_json
 from curation.download.shardwriter import ShardWriter
 from curation.stages.base import STEP_DONE, GlobalStep, files_dir, partition_path
+from curation.stages.embed import arrays as embeddings
 from curation.stages.registry import get_stage
 
 PARTITIONS, ROWS, DIM, CLUSTERS = 3, 20, 16, 4

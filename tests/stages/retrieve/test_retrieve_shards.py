@@ -10,12 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation import config as cfg
-from curation import embeddings, tables
+from curation import tables
 from curation.algorithms.knn import unit_rows
 from curation.atomic import read_json, write_json
 from curation.runner.local import run_stages
 from curation.stages.base import files_dir, partition_path
-from tests.stages import retrieval_upstream as up
+from curation.stages.embed import arrays as embeddings
+from tests.stages.retrieve import retrieval_upstream as up
 
 
 def synthetic_pool(run_dir: Path, partitions: int, rows: int, dim: int, clusters: int = 8) -> None:

@@ -1,6 +1,6 @@
 """Run the shard stage on a simulated multi-node Ray cluster with 1, 2 and 4 workers, and at N and 4N.
 
-Run as ``python -m tests.stages.shard_multinode OUT_DIR`` (in its own
+Run as ``python -m tests.stages.shard.shard_multinode OUT_DIR`` (in its own
 process: it starts its own Ray, apart from the tests' shared one). The head
 declares no CPUs; two worker nodes declare two CPUs each. Writes
 ``OUT_DIR/runs.json``: per run, its directory, the workers it was given and
@@ -34,7 +34,7 @@ def run_shard(
 ) -> dict:
     from curation import config as cfg
     from curation.runner import run_pipeline
-    from tests.stages import shard_upstream
+    from tests.stages.shard import shard_upstream
 
     run_dir = out / name
     shard_upstream.build(run_dir, partitions, rows, mean_bytes, missing=("000001000007",))

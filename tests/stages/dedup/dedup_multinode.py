@@ -1,6 +1,6 @@
 """The dedup graph on a simulated multi-node Ray cluster, at N and 4N images with 1 and 4 helpers.
 
-Run as ``python -m tests.stages.dedup_multinode OUT_DIR N`` (its own process and Ray cluster, like
+Run as ``python -m tests.stages.dedup.dedup_multinode OUT_DIR N`` (its own process and Ray cluster, like
 ``tests/runner/multinode.py``). The features step's output is written synthetically (random thumbnails and
 128-d descriptors with planted copies across partitions, 12,500 images per partition), so that only the
 graph and table steps run. Writes ``OUT_DIR/result.json``: per run the graph step's stats and the expected

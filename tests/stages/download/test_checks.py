@@ -2,9 +2,9 @@ import sys
 
 import pytest
 
-from curation.download.checks import check_config
-from curation.download.config import DownloadConfig
 from curation.errors import ConfigError
+from curation.stages.download.checks import check_config
+from curation.stages.download.config import DownloadConfig
 
 
 def _config(tmp_path, **sections):

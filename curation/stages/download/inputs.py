@@ -1,4 +1,4 @@
-"""URL lists: Parquet, CSV/TSV, JSONL or plain text, local or through fsspec.
+"""The download stage's input: URL lists (read by :mod:`curation.download.lists`) planned into partitions.
 
 The input is the concatenation of its files in sorted order, rows in file
 order, split into partitions of ``partition_size`` rows. The plan (files,
@@ -10,112 +10,19 @@ from __future__ import annotations
 
 import csv
 import logging
-import lzma
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from curation.atomic import read_json, write_json
-from curation.download.textlists import ParsedList, UnreadableList, parse_text
+from curation.download.lists import READ_ERRORS, file_format, list_files, parquet_urls, read_file
+from curation.download.textlists import ParsedList
 from curation.errors import ConfigError, PartitionError
 
 log = logging.getLogger("curation")
-# What reading a broken or vanished file raises (bad gzip/bz2 streams are OSErrors; xz has its own).
-_READ_ERRORS = (OSError, EOFError, lzma.LZMAError, pa.ArrowInvalid)
 
 PLAN_VERSION = 1
-COMPRESSIONS = (".gz", ".bz2", ".zst", ".xz")
-EXTENSIONS = {
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "jsonl",
-    ".txt": "txt",
-}
-
-
-def list_files(paths: list[str], key: str = "download.input.paths") -> list[str]:
-    """Files named by paths, directories (searched recursively) and globs: sorted, unique."""
-    import fsspec
-
-    found: set[str] = set()
-    for path in paths:
-        fs, root = fsspec.core.url_to_fs(path)
-        if any(ch in root for ch in "*?["):
-            matches = [m for m in fs.glob(root) if fs.isfile(m)]
-        elif fs.isdir(root):
-            matches = [m for m in fs.find(root) if _extension(m) in EXTENSIONS]
-        elif fs.exists(root):
-            matches = [root]
-        else:
-            raise ConfigError(f"{key}: '{path}' does not exist")
-        if not matches:
-            raise ConfigError(f"{key}: '{path}' matches no URL-list file")
-        found.update(_qualify(fs, m) for m in matches)
-    return sorted(found)
-
-
-def _qualify(fs, path: str) -> str:
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return path if protocol in ("file", "local") else fs.unstrip_protocol(path)
-
-
-def _extension(path: str) -> str:
-    name = path.lower()
-    for suffix in COMPRESSIONS:
-        name = name.removesuffix(suffix)
-    return Path(name).suffix
-
-
-def file_format(path: str, fmt: str) -> str:
-    if fmt != "auto":
-        return fmt
-    found = EXTENSIONS.get(_extension(path))
-    if found is None:
-        raise ConfigError(
-            f"download.input.format: cannot tell the format of '{path}' from its extension; set it explicitly"
-        )
-    return found
-
-
-def read_file(path: str, fmt: str, url_column: str) -> ParsedList:
-    """The whole list as an Arrow table, one row per input row, unparseable ones included (all null).
-
-    CSV/TSV/text values stay strings (ids keep leading zeros). PartitionError
-    when the file cannot be read or parsed at all.
-    """
-    import fsspec
-
-    try:
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            with fsspec.open(path, "rb") as f:
-                return _parquet_urls(pq.read_table(f), url_column)
-        with fsspec.open(path, "rb", compression="infer") as f:
-            data = f.read()
-        return parse_text(data, fmt, url_column)
-    except (*_READ_ERRORS, UnreadableList) as err:
-        raise PartitionError(f"{path}: cannot read as {fmt}: {type(err).__name__}: {err}") from None
-
-
-def _parquet_urls(table: pa.Table, url_column: str) -> ParsedList:
-    """A Parquet list; a binary URL column is decoded, each value that is not UTF-8 costing one row."""
-    if url_column not in table.column_names or not pa.types.is_binary(table.schema.field(url_column).type):
-        return ParsedList(table)
-    urls, bad = [], {}
-    for row, value in enumerate(table.column(url_column).to_pylist()):
-        try:
-            urls.append(None if value is None else value.decode("utf-8"))
-        except UnicodeDecodeError:
-            bad[row] = f"row {row + 1}: URL is not UTF-8"
-            urls.append(None)
-    index = table.column_names.index(url_column)
-    return ParsedList(table.set_column(index, url_column, pa.array(urls, pa.string())), bad)
 
 
 def describe(path: str, fmt: str, url_column: str, with_urls: bool) -> tuple[int, dict[str, str], Any, int]:
@@ -128,7 +35,7 @@ def describe(path: str, fmt: str, url_column: str, with_urls: bool) -> tuple[int
         return _describe(path, fmt, url_column, with_urls)
     except PartitionError as err:
         raise ConfigError(f"download.input.paths: {err}") from None
-    except _READ_ERRORS as err:
+    except READ_ERRORS as err:
         raise ConfigError(f"download.input.paths: {path}: cannot read as {fmt}: {type(err).__name__}: {err}") from None
 
 
@@ -147,7 +54,7 @@ def _describe(path: str, fmt: str, url_column: str, with_urls: bool) -> tuple[in
                 f"{schema.field(url_column).type} column, not text"
             )
         types = {f.name: str(f.type) for f in schema}
-        parsed = _parquet_urls(table, url_column) if table is not None else None
+        parsed = parquet_urls(table, url_column) if table is not None else None
     else:
         parsed = read_file(path, fmt, url_column)
         rows, types = parsed.table.num_rows, {f.name: str(f.type) for f in parsed.table.schema}
@@ -206,7 +113,7 @@ def make_plan(cfg, duplicates_path: Path | None = None) -> dict[str, Any]:
     rows = sum(f["rows"] for f in files)
     repeated = None
     if scan_urls:
-        from curation.download import duplicates
+        from curation.stages.download import duplicates
 
         pairs = duplicates.repeated_rows(pa.chunked_array(urls, pa.string()))
         duplicates.save(duplicates_path, pairs)
@@ -278,7 +185,7 @@ def columns_of(path: str, fmt: str, url_column: str) -> list[str]:
     """Column names of a list, read from its header only; ConfigError when the file cannot be read."""
     try:
         return _columns_of(path, fmt, url_column)
-    except _READ_ERRORS as err:
+    except READ_ERRORS as err:
         raise ConfigError(f"download.input.paths: {path}: cannot read as {fmt}: {type(err).__name__}: {err}") from None
 
 
@@ -334,7 +241,7 @@ class PartitionReader:
         if self.plan.get("repeated_urls") is None or self._duplicates_file is None:
             return {}
         from curation import tables
-        from curation.download.duplicates import in_range
+        from curation.stages.download.duplicates import in_range
 
         if self._pairs is None:
             import numpy as np
@@ -379,7 +286,7 @@ class PartitionReader:
         missing = [c for c in carried if c not in names]
         if missing:
             raise PartitionError(f"{path}: carried columns {missing} are missing")
-        from curation.download.rows import carried_name
+        from curation.stages.download.rows import carried_name
 
         strings = {self.url_column, *self.plan.get("string_columns", [])}
         columns = [

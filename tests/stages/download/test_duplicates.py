@@ -1,7 +1,7 @@
 import numpy as np
 import pyarrow as pa
 
-from curation.download.duplicates import in_range, repeated_rows
+from curation.stages.download.duplicates import in_range, repeated_rows
 
 
 def test_repeated_rows_exact_and_in_order():

@@ -16,12 +16,12 @@ from typing import Any
 import pyarrow as pa
 
 from curation import tables
-from curation.download.monitor import PartitionStats
 from curation.download.pipeline import Outcome, Pipeline
-from curation.download.rows import Rows, precheck
 from curation.download.shardwriter import ShardWriter
 from curation.errors import PartitionError
 from curation.models.inference import decode_thread_count
+from curation.stages.download.monitor import PartitionStats
+from curation.stages.download.rows import Rows, precheck
 
 
 class PartitionJob:
@@ -35,7 +35,6 @@ class PartitionJob:
         partition: int,
         urls: list[str | None],
         tar_path: Path,
-        metrics=None,
         seed: int = 0,
         repeated: dict[int, str] | None = None,
         unparseable: dict[int, str] | None = None,
@@ -57,7 +56,7 @@ class PartitionJob:
             cfg.http, policy, processor, fetch, window, count, seed, cfg.worker.pending_bytes, threads
         )
         self.tar = ShardWriter(tar_path)
-        self.stats = PartitionStats(metrics)
+        self.stats = PartitionStats()
         self.kept_by_sha: dict[str, str] = {}
 
     def process(self, batch: pa.Table) -> pa.Table:
@@ -66,16 +65,12 @@ class PartitionJob:
         carried = batch.drop_columns([c for c in tables.STATUS_COLUMNS + ["url"] if c in batch.column_names])
         carried_rows = carried.to_pylist()
         rows = Rows()
-        downloaded = retries = 0
         for key, extra in zip(keys, carried_rows, strict=False):
             row = self._row(rows, key, self._index(key))
             row_retries = row.pop("_retries", 0)
             if row["status"] == tables.SUCCESS:
                 self.tar.write_sample(key, row.pop("_data"), _meta(row, extra))
             self.stats.add(row["status"], row["bytes"] or 0, row["stored_bytes"] or 0, row_retries)
-            downloaded += row["bytes"] or 0
-            retries += row_retries
-        self.stats.report(rows.columns["status"], downloaded, retries)
         return rows.table(carried)
 
     def _index(self, key: str) -> int:

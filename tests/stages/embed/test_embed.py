@@ -12,11 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from curation import embeddings, tables
+from curation import tables
 from curation.atomic import read_json, write_json
 from curation.errors import ConfigError
 from curation.runner.local import run_stages
 from curation.stages.base import files_dir, partition_path
+from curation.stages.embed import arrays as embeddings
 from curation.stages.registry import get_stage
 
 MODEL = {

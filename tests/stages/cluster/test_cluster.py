@@ -10,7 +10,7 @@ import pytest
 from curation.atomic import read_json
 from curation.errors import ConfigError, RunError
 from curation.runner.local import run_stages
-from tests.test_embeddings import unit, write_pool
+from tests.stages.embed.test_arrays import unit, write_pool
 
 
 def planted_pool(run_dir, sizes=(100, 100, 100, 100, 100, 100), d=16, n_partitions=3, noise=0.05, seed=0):

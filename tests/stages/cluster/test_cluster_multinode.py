@@ -1,6 +1,6 @@
 """k-means over training workers on a simulated cluster: same result for any split, bounded memory per worker.
 
-The runs happen in their own process (``tests/stages/cluster_multinode.py``).
+The runs happen in their own process (``tests/stages/cluster/cluster_multinode.py``).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from curation.atomic import read_json
-from tests.stages.cluster_multinode import SAME_POOL, SCALED_DIM, SCALED_ROWS, WORKER
-from tests.stages.test_cluster import read_assign
+from tests.stages.cluster.cluster_multinode import SAME_POOL, SCALED_DIM, SCALED_ROWS, WORKER
+from tests.stages.cluster.test_cluster import read_assign
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.slow
 
 
@@ -27,7 +27,7 @@ def runs(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("cluster-multinode")
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     done = subprocess.run(
-        [sys.executable, "-m", "tests.stages.cluster_multinode", str(out)],
+        [sys.executable, "-m", "tests.stages.cluster.cluster_multinode", str(out)],
         cwd=ROOT,
         env=env,
         capture_output=True,

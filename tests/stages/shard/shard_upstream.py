@@ -20,13 +20,13 @@ from curation.atomic import write_json
 from curation.download.shardwriter import ShardWriter
 from curation.imagestore import pool_tar
 from curation.stages.retrieve import io as retrieve_io
-from tests.stages import retrieval_upstream as up
+from tests.stages.retrieve import retrieval_upstream as up
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 def _marker(step_dir: Path, partition: int, rows: int) -> None:
-    from curation.runner.verify import marker_path
+    from curation.markers import marker_path
 
     path = marker_path(step_dir, partition)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from PIL import ImageOps
 from curation import tables
 from curation.errors import ConfigError
 from curation.runner.local import run_stages
-from tests.stages.test_dedup import _jpeg, _photo, read_stage, write_download
+from tests.stages.dedup.test_dedup import _jpeg, _photo, read_stage, write_download
 
 pytestmark = pytest.mark.slow
 KEY = tables.sample_key

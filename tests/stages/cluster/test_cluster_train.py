@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from curation import embeddings
 from curation.algorithms.kmeans import assign, sample_indices, train_kmeans
 from curation.atomic import read_json
 from curation.runner.local import run_stages
-from tests.stages.test_cluster import config, planted_pool, read_assign
+from curation.stages.embed import arrays as embeddings
+from tests.stages.cluster.test_cluster import config, planted_pool, read_assign
 
 
 def run_flat(run_dir, workers, **cluster):

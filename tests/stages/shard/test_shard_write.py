@@ -18,9 +18,9 @@ from curation.manifest import read_manifest, verify
 from curation.runner.local import run_stages
 from curation.stages.registry import stage_context
 from curation.stages.shard.sequential import write_sequential
-from tests.stages import shard_upstream
+from tests.stages.shard import shard_upstream
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def reference(run_dir: Path, data: dict, out: Path):
@@ -114,7 +114,7 @@ def multinode(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("shard-multinode")
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     done = subprocess.run(
-        [sys.executable, "-m", "tests.stages.shard_multinode", str(out)],
+        [sys.executable, "-m", "tests.stages.shard.shard_multinode", str(out)],
         cwd=ROOT,
         env=env,
         capture_output=True,

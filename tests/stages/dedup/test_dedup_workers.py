@@ -17,7 +17,7 @@ import pytest
 
 from curation import tables
 from curation.runner.local import run_stages
-from tests.stages.test_dedup import _jpeg, _photo, pipeline, read_stage, write_download
+from tests.stages.dedup.test_dedup import _jpeg, _photo, pipeline, read_stage, write_download
 
 pytestmark = pytest.mark.slow
 KEY = tables.sample_key
@@ -124,10 +124,10 @@ def test_helpers_on_simulated_nodes_keep_their_memory_when_pool_and_helpers_grow
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     done = subprocess.run(
-        [sys.executable, "-m", "tests.stages.dedup_multinode", str(tmp_path), "2"],
+        [sys.executable, "-m", "tests.stages.dedup.dedup_multinode", str(tmp_path), "2"],
         cwd=root,
         env=env,
         capture_output=True,

@@ -1,6 +1,6 @@
 """Run the cluster stage with k-means over training workers on a simulated multi-node Ray cluster.
 
-Run as ``python -m tests.stages.cluster_multinode OUT_DIR`` (in its own
+Run as ``python -m tests.stages.cluster.cluster_multinode OUT_DIR`` (in its own
 process: it starts its own Ray, apart from the tests' shared one). The head
 declares no CPUs; three worker nodes declare two CPUs each. Each case is a
 run directory ``OUT_DIR/<case>``; ``OUT_DIR/nodes.json`` names the nodes.
@@ -33,14 +33,14 @@ SCALED_ROWS, SCALED_DIM = 40_000, 256
 
 
 def same_pool_config(run_dir: Path, train: dict) -> dict:
-    from tests.stages.test_cluster import config, planted_pool
+    from tests.stages.cluster.test_cluster import config, planted_pool
 
     planted_pool(run_dir, sizes=(150,) * 8, d=16, n_partitions=4, noise=0.3, seed=3)
     return config(run_dir, k=12, init="random", n_iter=8, max_points_per_centroid=40, train=train)
 
 
 def hierarchical_config(run_dir: Path, train: dict) -> dict:
-    from tests.stages.test_cluster import config, planted_pool
+    from tests.stages.cluster.test_cluster import config, planted_pool
 
     planted_pool(run_dir, sizes=(300, 120, 60, 20), n_partitions=4, seed=2)
     levels = [{"n_clusters": 20, "n_resampling_steps": 2, "sample_size": 5}, {"n_clusters": 6}]
@@ -49,7 +49,7 @@ def hierarchical_config(run_dir: Path, train: dict) -> dict:
 
 
 def scaled_config(run_dir: Path, factor: int, train: dict) -> dict:
-    from tests.stages.test_cluster import config, planted_pool
+    from tests.stages.cluster.test_cluster import config, planted_pool
 
     planted_pool(run_dir, sizes=(SCALED_ROWS * factor // 8,) * 8, d=SCALED_DIM, n_partitions=4 * factor, seed=5)
     return config(

@@ -11,7 +11,7 @@ from curation import tables
 from curation.atomic import read_json
 from curation.errors import ConfigError
 from curation.runner.local import run_stages
-from tests.stages import retrieval_upstream as up
+from tests.stages.retrieve import retrieval_upstream as up
 
 
 def _setup(tmp_path, queries: dict[str, np.ndarray]):

@@ -8,8 +8,9 @@ KEY = "download"
 
 
 def check_config(cfg) -> None:
-    from curation.download.inputs import columns_of, file_format, list_files
+    from curation.download.lists import file_format, list_files
     from curation.download.urls import policy_from_config
+    from curation.stages.download.inputs import columns_of
 
     files = list_files(cfg.input.paths, f"{KEY}.input.paths")
     first = files[0]

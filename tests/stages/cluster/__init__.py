@@ -1,0 +1,1 @@
+"""Tests of the cluster stage (curation/stages/cluster/)."""

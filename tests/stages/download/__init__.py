@@ -1,0 +1,1 @@
+"""Tests of the download stage (curation/stages/download/)."""

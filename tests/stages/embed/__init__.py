@@ -1,0 +1,1 @@
+"""Tests of the embed stage (curation/stages/embed/)."""

@@ -1,0 +1,1 @@
+"""Tests of the retrieve stage (curation/stages/retrieve/)."""
