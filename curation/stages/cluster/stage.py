@@ -124,7 +124,7 @@ def clamp_levels(wanted: list[int], n: int, clamp: bool, key: str) -> list[int]:
     return out
 
 
-class Train(GlobalStep):
+class Train(GlobalStep[ClusterConfig]):
     """k-means on one whole worker node (its Faiss threads or GPUs are all the node's).
 
     Flat mode spreads the training sample over ``cluster.train.workers``,
@@ -268,7 +268,7 @@ class Train(GlobalStep):
         }
 
 
-class Assign(MapStep):
+class Assign(MapStep[ClusterConfig]):
     name = "assign"
     # Rows that are not alive come too: they get cluster -1 here, not nulls.
     alive_only = False
@@ -343,7 +343,7 @@ class Assign(MapStep):
         return {"assigned": self.assigned}
 
 
-class Sizes(GlobalStep):
+class Sizes(GlobalStep[ClusterConfig]):
     name = "sizes"
 
     def run(self, out_dir: Path) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from curation.stages.registry import register
 PLAN_FILE = "plan.json"
 
 
-class FetchStep(MapStep):
+class FetchStep(MapStep[DownloadConfig]):
     name = "fetch"
 
     def __init__(self, ctx):

@@ -79,7 +79,7 @@ class EmbedConfig(Section):
     )
 
 
-class EmbedPool(MapStep):
+class EmbedPool(MapStep[EmbedConfig]):
     name = embeddings.POOL_STEP
     # Dropped rows come too, so that they get embedding_row -1 rather than null.
     alive_only = False

@@ -144,7 +144,7 @@ def check_config(config: Any) -> None:
         check_exists(source, where)
 
 
-class Search(GlobalStep):
+class Search(GlobalStep[RetrieveConfig]):
     """All retrievals and the collision resolution; the pool stays in the index shards."""
 
     name = "search"
@@ -221,7 +221,7 @@ class Search(GlobalStep):
         return capped, {"qualifying_clusters": int(qualifying.size), "hits": len(hits), "after_cap": len(capped)}
 
 
-class Mark(MapStep):
+class Mark(MapStep[RetrieveConfig]):
     """The stage table: selected pool samples stay alive, the rest are dropped."""
 
     name = "mark"
