@@ -12,7 +12,8 @@ from pydantic import Field, model_validator
 from curation.section import RUNTIME, Section
 
 DEFAULT_USER_AGENT = "curation/0.1 (image dataset curation; honours X-Robots-Tag noai)"
-IMAGE_FORMATS = ("jpeg", "png", "gif", "webp", "bmp", "tiff")
+ImageFormat = Literal["jpeg", "png", "gif", "webp", "bmp", "tiff"]
+IMAGE_FORMATS: tuple[ImageFormat, ...] = ("jpeg", "png", "gif", "webp", "bmp", "tiff")
 
 
 class InputConfig(Section):
@@ -71,7 +72,7 @@ class HttpConfig(Section):
 
 
 class ImageConfig(Section):
-    formats: list[Literal["jpeg", "png", "gif", "webp", "bmp", "tiff"]] = Field(
+    formats: list[ImageFormat] = Field(
         list(IMAGE_FORMATS), min_length=1, description="accepted formats, sniffed from the bytes"
     )
     # Pillow refuses more than 2 x its MAX_IMAGE_PIXELS (89,478,485) on its own, before this check.
