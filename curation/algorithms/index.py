@@ -13,10 +13,14 @@ faiss is imported lazily: importing this module stays cheap.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 Metric = Literal["ip", "l2"]
 
@@ -45,6 +49,10 @@ class IndexSettings(Protocol):
     refine_k_factor: float
     use_gpu: bool | None
     search_batch: int
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with ``update`` applied (the config sections are pydantic models)."""
+        ...
 
 
 @dataclass
@@ -137,7 +145,7 @@ def _trained_ivf(vectors, kind: str, d: int, faiss_metric, config: IndexSettings
     nlist = min(config.nlist or default_nlist(vectors.shape[0]), vectors.shape[0])
     quantizer = faiss.IndexFlat(d, faiss_metric)
     if kind == "ivf_flat":
-        base = faiss.IndexIVFFlat(quantizer, d, nlist, faiss_metric)
+        base: faiss.IndexIVF = faiss.IndexIVFFlat(quantizer, d, nlist, faiss_metric)
     elif kind in _SQ_TYPES:
         qtype = getattr(faiss.ScalarQuantizer, _SQ_TYPES[kind])
         base = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, qtype, faiss_metric)

@@ -173,7 +173,8 @@ class Search(GlobalStep[RetrieveConfig]):
         from curation.algorithms import retrieval as rt
 
         centroids = io.load_centroids(self.ctx)
-        parts, queries, per_dataset = [], [], []
+        parts, queries = [], []
+        per_dataset: list[dict[str, Any]] = []
         for i, entry in enumerate(self.cfg.datasets):
             self.report_progress(i, len(self.cfg.datasets) + 1)  # one unit per entry, one for the write
             if entry.mode == "as_is":
