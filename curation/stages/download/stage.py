@@ -10,7 +10,7 @@ partition ``fetch/part-NNNNNN.parquet`` (one row per input URL) and
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -18,6 +18,10 @@ from curation import tables
 from curation.download.config import DownloadConfig
 from curation.stages.base import MapStep, PartitionOutput, Resources, Stage
 from curation.stages.registry import register
+
+if TYPE_CHECKING:
+    from curation.download.inputs import PartitionReader
+    from curation.download.job import PartitionJob
 
 PLAN_FILE = "plan.json"
 
@@ -28,9 +32,9 @@ class FetchStep(MapStep[DownloadConfig]):
     def __init__(self, ctx):
         super().__init__(ctx)
         self._plan: dict[str, Any] | None = None
-        self._reader = None
+        self._reader: PartitionReader | None = None
         self._loaded: tuple[int, pa.Table] | None = None
-        self._job = None
+        self._job: PartitionJob | None = None
         self._policy = self._processor = self._metrics = self._threads = None
 
     def resources(self) -> Resources:
@@ -106,6 +110,7 @@ class FetchStep(MapStep[DownloadConfig]):
         if self._job is not None:  # left by a partition that raised
             self._job.abort()
         urls = self._rows(partition).column("url").to_pylist()
+        assert self._reader is not None  # _rows made it
         self._job = PartitionJob(
             self.cfg,
             self._policy,
@@ -121,10 +126,12 @@ class FetchStep(MapStep[DownloadConfig]):
         )
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
+        assert self._job is not None  # open() made it
         return self._job.process(batch)
 
     def close(self) -> dict[str, Any]:
         job, self._job, self._loaded = self._job, None, None
+        assert job is not None  # open() made it
         return job.close()
 
 
