@@ -145,6 +145,7 @@ class EmbedCurated(GlobalStep["EmbedConfig"]):
                     )
                 )
                 writer.append(x)
+            assert writer is not None  # a set has at least one partition
             writer.close()
         table = pa.concat_tables(parts) if parts else curated_table([], None, 0)
         tables.write_parquet(table, table_path)  # written last: marks the set done
