@@ -15,12 +15,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from typing_extensions import Self
 
 Metric = Literal["ip", "l2"]
 
@@ -32,6 +29,9 @@ _REFINED = ("ivf_pq", "ivf_sq8")
 # faiss warns below 39 training points per centroid and subsamples above 256.
 _MIN_POINTS_PER_LIST = 39
 _MAX_POINTS_PER_LIST = 256
+
+
+S = TypeVar("S", bound="IndexSettings")
 
 
 class IndexSettings(Protocol):
@@ -50,7 +50,7 @@ class IndexSettings(Protocol):
     use_gpu: bool | None
     search_batch: int
 
-    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+    def model_copy(self: S, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> S:
         """A copy with ``update`` applied (the config sections are pydantic models)."""
         ...
 
