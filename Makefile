@@ -15,6 +15,7 @@ install: $(VENV)/.installed
 test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	RAY_AUTH_MODE=disabled $(VENV)/bin/pytest -q -p no:cacheprovider
 
 demo: install

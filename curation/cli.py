@@ -152,6 +152,7 @@ def cmd_plan(args: list[str]) -> int:
 
 def cmd_config(args: list[str]) -> int:
     import yaml
+    from pydantic import BaseModel
 
     from curation import config as cfg
     from curation.confighelp import commented_yaml
@@ -160,6 +161,7 @@ def cmd_config(args: list[str]) -> int:
     only("config", picked, [], ("pipeline",))
     defaults = flag(picked.get("defaults"), "defaults")
     path = cfg.resolve_pipeline_path(picked["pipeline"])
+    config: BaseModel  # a pipeline's config, or a trainer's
     if "stages" in cfg.read_yaml(path):
         config = cfg.load(str(path), overrides, allow_placeholders=defaults)
         print(f"# hash {cfg.content_hash(config)}")

@@ -90,5 +90,6 @@ def totals(rows: list[PlanRow]) -> dict[str, int | None]:
     out: dict[str, int | None] = {}
     for mode in (*MODES, "total"):
         picked = [r.final for r in rows if mode == "total" or r.mode == mode]
-        out[mode] = None if any(f is None for f in picked) else sum(picked)
+        known = [f for f in picked if f is not None]
+        out[mode] = sum(known) if len(known) == len(picked) else None
     return out

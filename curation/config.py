@@ -247,9 +247,10 @@ def _keys_at(model: type[BaseModel], loc: list[str]) -> list[str]:
         field = model.model_fields.get(part)
         if field is None:
             return []
-        model = _model_of(field.annotation)
-        if model is None:
+        inner = _model_of(field.annotation)
+        if inner is None:
             return []
+        model = inner
     return list(model.model_fields)
 
 

@@ -138,7 +138,7 @@ def os_error(err: OSError) -> str:
     reason = err.strerror or type(err).__name__
     paths = [p for p in (err.filename, err.filename2) if p is not None]
     where = f": {' -> '.join(str(p) for p in paths)}" if paths else ""
-    hint = _HINTS.get(err.errno)
+    hint = _HINTS.get(err.errno) if err.errno is not None else None
     if isinstance(err, ConnectionError) and not paths:
         return f"connection failed: {err}"
     return f"{reason}{where}" + (f" ({hint})" if hint else "")

@@ -72,7 +72,9 @@ def shard_table(tar_path: Path) -> pa.Table:
         for member in tar:
             key, _, ext = member.name.rpartition(".")
             row = rows.setdefault(key, {"key": key, "status": "success", "error_message": None})
-            data = tar.extractfile(member).read()
+            file = tar.extractfile(member)
+            assert file is not None  # the stage's shards hold regular files only
+            data = file.read()
             if ext == "json":
                 meta = json.loads(data)
                 row.update({k: v for k, v in meta.items() if k not in ("key", "status", "error_message")})

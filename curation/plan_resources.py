@@ -159,7 +159,8 @@ def _output_samples(config: Any, alive: float) -> float:
     if getattr(config, "retrieve", None) is None:
         return alive
     finals = [r.final for r in plan_rows(config)]
-    return alive if any(f is None for f in finals) else min(alive, sum(finals))
+    known = [f for f in finals if f is not None]
+    return min(alive, sum(known)) if len(known) == len(finals) else alive
 
 
 def _dim(config: Any) -> int:
@@ -175,7 +176,7 @@ def _estimate(config: Any, step: str, request, n: float, nodes: int) -> dict[str
     alive = n * SURVIVING
     curated = sum(s.size or 0 for s in getattr(getattr(config, "embed", None), "curated", []) or [])
     dim = _dim(config)
-    table = {
+    table: dict[str, dict[str, Any]] = {
         "download/fetch": {"memory": 1 * GIB, "items": n, "rate": RATES["download"]},
         "dedup/features": {"memory": 4 * GIB, "items": n, "rate": RATES["sscd_gpu" if gpu else "sscd_cpu"]},
         # Per-image arrays only (keys, union-find parents, labels, codes, decisions); the pool is in the helpers.

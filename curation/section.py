@@ -6,6 +6,7 @@ pipeline assembly (:mod:`curation.config`), which sits above the stage registry.
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
+from pydantic.json_schema import JsonDict
 
 
 class Section(BaseModel):
@@ -18,4 +19,4 @@ class Section(BaseModel):
 # (where it runs, batch sizes, worker counts, retries, progress): such fields
 # are left out of the content hash and may differ when a run is resumed.
 # Usage: ``Field(..., json_schema_extra=RUNTIME)``.
-RUNTIME = {"runtime": True}
+RUNTIME: JsonDict = {"runtime": True}

@@ -100,7 +100,9 @@ def _iter_shards(cfg: ImageSetConfig, start: int = 0) -> Iterator[tuple[bytes, d
         if i < start:
             continue
         stem = member.name.partition(".")[0]
-        data = tar.extractfile(member).read()
+        file = tar.extractfile(member)
+        assert file is not None  # image members are regular files
+        data = file.read()
         yield data, {"path": f"{Path(shard).name}/{member.name}", "label": None, "source_key": stem}
 
 

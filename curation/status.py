@@ -34,8 +34,8 @@ def format_status(run_dir: Path) -> str:
     ]
     for name in config.stages:
         steps = [s for s in states if s.stage == name]
-        timed = [s for s in steps if s.wall_s is not None]
-        took = max(s.finished for s in timed) - min(s.started for s in timed) if timed else None
+        timed = [(s.started, s.finished) for s in steps if s.started is not None and s.finished is not None]
+        took = max(finished for _, finished in timed) - min(started for started, _ in timed) if timed else None
         lines.append(f"  {name}: {_stage_state(steps)}" + (f" ({duration_text(took)})" if took is not None else ""))
         lines += ["    " + step_line(s) for s in steps]
     return "\n".join(lines)

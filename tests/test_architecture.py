@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+import typing
 from pathlib import Path
 
 import yaml
@@ -124,3 +125,30 @@ def test_modules_stay_small():
     """A module past 400 lines is split by concern (see "Where a stage's code lives")."""
     long = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
     assert not long, long
+
+
+def _step_config(step: type) -> object:
+    """The config model a step class is parametrized with (``MapStep[DedupConfig]`` -> ``DedupConfig``)."""
+    from curation.stages.base import GlobalStep, MapStep
+
+    for klass in step.__mro__:
+        for base in getattr(klass, "__orig_bases__", ()):
+            if typing.get_origin(base) in (MapStep, GlobalStep):
+                [arg] = typing.get_args(base)
+                return arg.__forward_arg__ if isinstance(arg, typing.ForwardRef) else arg
+    return None
+
+
+def test_steps_are_typed_by_their_stage_config():
+    """Every step names its stage's config model, so that its ``self.cfg`` is typed as that model."""
+    from curation.stages.registry import all_stages
+    from tests.runner import sample_stages
+
+    stages = [*all_stages().values(), sample_stages.NumbersStage, sample_stages.ParityStage]
+    wrong = [
+        f"{stage.name}.{step.__name__}: {_step_config(step)!r}, not {stage.config_model.__name__}"
+        for stage in stages
+        for step in stage.steps
+        if _step_config(step) not in (stage.config_model, stage.config_model.__name__)
+    ]
+    assert not wrong, "\n".join(wrong)

@@ -43,11 +43,12 @@ def build_index(codes: np.ndarray, max_distance: int, method: str = "auto", flat
     if method == "auto":
         method = "flat" if len(codes) <= flat_max or bits < 2 * SUBSTRING_BITS else "multihash"
     if method == "flat":
-        index = faiss.IndexBinaryFlat(bits)
+        index: faiss.IndexBinary = faiss.IndexBinaryFlat(bits)
     elif method == "multihash":
         nhash = bits // SUBSTRING_BITS
-        index = faiss.IndexBinaryMultiHash(bits, nhash, SUBSTRING_BITS)
-        index.nflip = max_distance // nhash  # exact by the pigeonhole principle
+        multihash = faiss.IndexBinaryMultiHash(bits, nhash, SUBSTRING_BITS)
+        multihash.nflip = max_distance // nhash  # exact by the pigeonhole principle
+        index = multihash
     else:
         raise ValueError(f"unknown Hamming search method '{method}' (auto, flat, multihash)")
     index.add(codes)

@@ -94,9 +94,9 @@ class PoolPart:
         if strategy == "closest":
             priority = closeness(self.scores, spherical=self.spherical).astype(np.float64)
         elif strategy == "random":
-            rng = np.random.default_rng(seed)
-            rng.bit_generator.advance(position + self.offset)
-            priority = rng.random(self.size())
+            bits = np.random.PCG64(seed)  # default_rng(seed)'s bit generator, typed as one that can advance
+            bits.advance(position + self.offset)
+            priority = np.random.Generator(bits).random(self.size())
         else:
             raise ValueError(f"unknown sampling strategy {strategy!r}; known: closest, random")
         keep = np.flatnonzero(rank_in_group(self.labels, priority) < np.asarray(quota)[self.labels])

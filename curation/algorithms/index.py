@@ -13,8 +13,9 @@ faiss is imported lazily: importing this module stays cheap.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 
@@ -28,6 +29,9 @@ _REFINED = ("ivf_pq", "ivf_sq8")
 # faiss warns below 39 training points per centroid and subsamples above 256.
 _MIN_POINTS_PER_LIST = 39
 _MAX_POINTS_PER_LIST = 256
+
+
+S = TypeVar("S", bound="IndexSettings")
 
 
 class IndexSettings(Protocol):
@@ -45,6 +49,10 @@ class IndexSettings(Protocol):
     refine_k_factor: float
     use_gpu: bool | None
     search_batch: int
+
+    def model_copy(self: S, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> S:
+        """A copy with ``update`` applied (the config sections are pydantic models)."""
+        ...
 
 
 @dataclass
@@ -137,7 +145,7 @@ def _trained_ivf(vectors, kind: str, d: int, faiss_metric, config: IndexSettings
     nlist = min(config.nlist or default_nlist(vectors.shape[0]), vectors.shape[0])
     quantizer = faiss.IndexFlat(d, faiss_metric)
     if kind == "ivf_flat":
-        base = faiss.IndexIVFFlat(quantizer, d, nlist, faiss_metric)
+        base: faiss.IndexIVF = faiss.IndexIVFFlat(quantizer, d, nlist, faiss_metric)
     elif kind in _SQ_TYPES:
         qtype = getattr(faiss.ScalarQuantizer, _SQ_TYPES[kind])
         base = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, qtype, faiss_metric)

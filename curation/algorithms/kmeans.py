@@ -166,7 +166,7 @@ def flat_index(centroids: np.ndarray, *, spherical: bool = True, gpu: bool = Fal
     import faiss
 
     centroids = as_points(centroids)
-    index = faiss.IndexFlatIP(centroids.shape[1]) if spherical else faiss.IndexFlatL2(centroids.shape[1])
+    index: faiss.Index = faiss.IndexFlatIP(centroids.shape[1]) if spherical else faiss.IndexFlatL2(centroids.shape[1])
     index.add(centroids)
     if gpu:
         index = faiss.index_cpu_to_all_gpus(index)
@@ -190,6 +190,8 @@ def assign(
     squared L2 distance.
     """
     if index is None:
+        if centroids is None:
+            raise ValueError("assign: pass centroids or a prebuilt index")
         index = flat_index(centroids, spherical=spherical, gpu=gpu)
     n = x.shape[0]
     labels = np.empty(n, dtype=np.int64)

@@ -128,7 +128,7 @@ def combine(stats: Iterable[ShardStats]) -> ShardStats:
             sums += s.sums
             counts += s.counts
         objective += s.objective
-    if sums is None:
+    if sums is None or counts is None:
         raise ValueError("combine: no shard stats")
     return ShardStats(sums, counts, objective)
 
@@ -314,6 +314,7 @@ def train_sharded(
     for redo in range(n_redo):
         if init is None:
             centroids = shards.take(faiss_perm_head(n, k, seed + 1 + redo * REDO_STRIDE))
+        assert centroids is not None  # given, or drawn above
         centroids = _post_process(centroids, spherical)
         objective = 0.0
         for i in range(n_iter):
@@ -325,4 +326,5 @@ def train_sharded(
         better = best is None or (objective > best[0] if spherical else objective < best[0])
         if better:
             best = (objective, centroids)
+    assert best is not None  # n_redo >= 1
     return KMeansResult(best[1], best[0], n, False)

@@ -67,6 +67,7 @@ class Coarse:
         nlist = max(1, min(nlist, len(sample)))
         km = faiss.Kmeans(sample.shape[1], nlist, niter=20, seed=seed, spherical=True)
         km.train(sample)
+        assert km.centroids is not None  # set by train
         return cls(km.centroids, nprobe)
 
     def assign(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -121,6 +122,7 @@ def block_topk(
             index.add(x)
             sims, ids = index.search(queries, min(k, len(x)))
         else:
+            assert probe is not None  # assigned above when coarse is given
             sims, ids = coarse.searcher(x, *lists).search_preassigned(queries, min(k, len(x)), probe[1], probe[0])
         heap.add_result(sims, np.where(ids >= 0, ids + offset, -1))
     heap.finalize()

@@ -110,7 +110,7 @@ def selection_order(selection: Selection, closeness: np.ndarray, rng: np.random.
     (n,), the candidate's similarity to its own centroid.
     """
     if selection == "random":
-        return rng.random(closeness.shape[0])
+        return rng.random(len(closeness))
     return -np.asarray(closeness, dtype=np.float64)
 
 

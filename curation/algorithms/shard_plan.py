@@ -25,6 +25,7 @@ samples. Time: one binary search per shard, no per-sample Python loop.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 TAR_BLOCK = 512
 
@@ -75,7 +76,7 @@ def shard_units(shards: int, per_unit: int) -> np.ndarray:
     return np.r_[np.arange(0, shards, per_unit, dtype=np.int64), np.int64(shards)] if shards else np.zeros(1, np.int64)
 
 
-def read_order(source: np.ndarray, offset: np.ndarray) -> np.ndarray:
+def read_order(source: ArrayLike, offset: ArrayLike) -> np.ndarray:
     """(n,) int64 permutation reading samples grouped by source file, by offset within each.
 
     Reads in this order go through each source file once, forwards.

@@ -25,9 +25,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from curation.algorithms.index import KnnIndex, Metric
 
 
 def shard_ranges(counts: Sequence[int], shards: int) -> list[tuple[int, int]]:
@@ -112,13 +115,13 @@ class IndexShard:
     ``search`` returns local ids; ``take`` reads vectors by local id.
     """
 
-    def __init__(self, vectors: Any, config: Any, metric: str = "ip", seed: int = 0):
+    def __init__(self, vectors: Any, config: Any, metric: Metric = "ip", seed: int = 0):
         from curation.algorithms.index import build_index
 
         started = time.perf_counter()
         self.vectors = vectors
         self.metric = metric
-        self.index = build_index(vectors, config, metric, seed)
+        self.index: KnnIndex | None = build_index(vectors, config, metric, seed)
         self.timings = {"build_s": time.perf_counter() - started, "search_s": 0.0, "queries": 0}
 
     def stats(self) -> dict[str, Any]:
@@ -133,6 +136,8 @@ class IndexShard:
         k = min(k, self.size)
         if k == 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        if self.index is None:
+            raise RuntimeError("this shard holds vectors only: it was built without an index")
         started = time.perf_counter()
         out = self.index.search(queries, k)
         self.timings["search_s"] += time.perf_counter() - started

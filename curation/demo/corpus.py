@@ -15,6 +15,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageOps
@@ -148,7 +149,7 @@ def build_corpus(root: Path, size: str = "small", seed: int = 0) -> Corpus:
     for i in range(n_generated):
         pool.append((f"generated-{i:03d}.jpg", generated(rng), "generated"))
     files = {fname: jpeg(img) for fname, img, _ in pool}
-    truth = {"near_duplicates": [], "exact_duplicates": [], "broken": [], "leaks": []}
+    truth: dict[str, list[Any]] = {"near_duplicates": [], "exact_duplicates": [], "broken": [], "leaks": []}
     # Planted near-duplicates of every 4th original, cycling through the transforms.
     for j, (fname, img, _) in enumerate(pool[::4]):
         kind = NEAR_KINDS[j % len(NEAR_KINDS)]

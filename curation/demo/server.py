@@ -30,7 +30,7 @@ class LoopbackServer:
     @property
     def base_url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{str(host)}:{port}"  # an IPv4 address: a str
 
     def __enter__(self) -> LoopbackServer:
         self._thread.start()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import cast
 
 from curation.download.config import HttpConfig, UrlConfig
 from curation.download.lists import file_format, read_file
@@ -38,6 +39,6 @@ def fetch_images(
                 continue
             outcome = pipeline.result(index)
             if outcome.fetch.ok:
-                yield url, outcome.image
+                yield url, cast(bytes, outcome.image)  # _identity: the "image" is the bytes
             else:
                 log.info("skipped %s: %s %s", url[:200], outcome.fetch.status, outcome.fetch.error or "")

@@ -14,7 +14,8 @@ from pydantic import Field
 from curation.section import Section
 
 DEFAULT_USER_AGENT = "curation/0.1 (image dataset curation; honours X-Robots-Tag noai)"
-IMAGE_FORMATS = ("jpeg", "png", "gif", "webp", "bmp", "tiff")
+ImageFormat = Literal["jpeg", "png", "gif", "webp", "bmp", "tiff"]
+IMAGE_FORMATS: tuple[ImageFormat, ...] = ("jpeg", "png", "gif", "webp", "bmp", "tiff")
 
 
 class UrlConfig(Section):
@@ -52,7 +53,7 @@ class HttpConfig(Section):
 
 
 class ImageConfig(Section):
-    formats: list[Literal["jpeg", "png", "gif", "webp", "bmp", "tiff"]] = Field(
+    formats: list[ImageFormat] = Field(
         list(IMAGE_FORMATS), min_length=1, description="accepted formats, sniffed from the bytes"
     )
     # Pillow refuses more than 2 x its MAX_IMAGE_PIXELS (89,478,485) on its own, before this check.

@@ -54,7 +54,8 @@ def load_haar_cascade():
             "download.faces.backend: this OpenCV has no Haar cascades (OpenCV 5 removed them); "
             "install opencv-python-headless<5"
         )
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    # cv2's stubs omit cv2.data (checked above).
+    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")  # type: ignore[attr-defined]
     if cascade.empty():
         raise ConfigError("download.faces.backend: haarcascade_frontalface_default.xml failed to load")
     return cascade

@@ -146,6 +146,7 @@ class Fetcher:
                 return FetchResult(
                     f"filtered_url:{refused}", error=f"redirect hop {hop}" if hop else None, retries=retries
                 )
+            assert target is not None  # checked_url gives a URL or a reason
             outcome, retries = await self._with_retries(target, retries)
             if isinstance(outcome, FetchResult):
                 if hop and outcome.error is None and not outcome.ok:
@@ -186,6 +187,7 @@ class Fetcher:
     async def _attempt(self, url: URL) -> FetchResult | str:
         """One request: its result or redirect target; raises _Retry when worth retrying."""
         host = url.raw_host
+        assert host is not None  # checked_url refuses a URL without a host
         await self._hosts.acquire(host)
         try:
             async with self._global:

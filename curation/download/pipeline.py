@@ -23,6 +23,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from curation.download.fetch import Fetcher, FetchResult
 from curation.download.process import ImageResult
@@ -68,7 +69,7 @@ class Pipeline:
         self,
         http,
         policy: UrlPolicy,
-        process: Callable[[bytes], ImageResult],
+        process: Callable[[bytes], Any],  # an ImageResult for the stage (fetch_images keeps the bytes)
         urls: list[str | None],
         window: int,
         decode_threads: int = 1,
@@ -81,7 +82,9 @@ class Pipeline:
         self._pending, self._budget = 0, pending_bytes
         self._drained = asyncio.Event()
         self._window = asyncio.Semaphore(window)
-        self._futures = [concurrent.futures.Future() if url else None for url in urls]
+        self._futures: list[concurrent.futures.Future[Outcome] | None] = [
+            concurrent.futures.Future() if url else None for url in urls
+        ]
         self._own = threads is None
         self._threads = Threads(decode_threads) if threads is None else threads
         self._pool, self._loop = self._threads.pool, self._threads.loop
@@ -102,7 +105,8 @@ class Pipeline:
         if future is None:
             raise KeyError(f"URL {index} was not submitted, or its result was taken")
         if not future.done():
-            concurrent.futures.wait([future, self._producer], return_when=concurrent.futures.FIRST_COMPLETED)
+            either: list[concurrent.futures.Future[Any]] = [future, self._producer]
+            concurrent.futures.wait(either, return_when=concurrent.futures.FIRST_COMPLETED)
         if not future.done() and self._producer.exception() is not None:
             raise PartitionError(f"download pipeline stopped: {self._producer.exception()!r}")
         outcome = future.result()
@@ -111,7 +115,9 @@ class Pipeline:
         return outcome
 
     async def _produce(self, http, policy: UrlPolicy, urls: list[str | None], seed: int) -> None:
-        self._tasks.add(asyncio.current_task())
+        current = asyncio.current_task()
+        assert current is not None  # a coroutine runs in a task
+        self._tasks.add(current)
         self._fetcher = Fetcher(http, policy, seed, gate=self._room)
         for index, url in enumerate(urls):
             if not url:
@@ -129,10 +135,11 @@ class Pipeline:
             await self._drained.wait()
 
     async def _one(self, index: int, url: str) -> None:
-        future = self._futures[index]
+        future, fetcher = self._futures[index], self._fetcher
+        assert future is not None and fetcher is not None  # a URL has a future; _produce made the fetcher
         try:
             fetched = await _guard(
-                self._fetcher.fetch(url), url, lambda err: FetchResult("failed_download:internal_error", error=err)
+                fetcher.fetch(url), url, lambda err: FetchResult("failed_download:internal_error", error=err)
             )
             image = None
             if fetched.ok:

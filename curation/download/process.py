@@ -58,7 +58,7 @@ class ImageProcessor:
         pixels = resize(decoded.pixels, width, height)
         faces, nsfw = self._models()
         blurred = 0
-        if faces is not None:
+        if faces is not None and self.faces_cfg is not None:  # a detector exists only with faces_cfg
             from curation.download.faces import blur_boxes
 
             boxes = faces(pixels)

@@ -47,15 +47,17 @@ def _txt(data: bytes, url_column: str) -> ParsedList:
     except UnicodeDecodeError:
         # surrogateescape keeps every byte and the line boundaries of a strict decode.
         text, checked = data.decode("utf-8", "surrogateescape"), False
-    urls, bad = [], {}
+    urls: list[str | None] = []
+    bad: dict[int, str] = {}
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line:
             continue
         if not checked and _not_utf8(line):
             bad[len(urls)] = f"line {number}: not UTF-8"
-            line = None
-        urls.append(line)
+            urls.append(None)
+        else:
+            urls.append(line)
     return ParsedList(pa.table({url_column: pa.array(urls, pa.string())}), bad)
 
 
@@ -96,7 +98,7 @@ def _csv(data: bytes, delimiter: str, url_column: str) -> ParsedList:
             spans.append((first, reader.line_num))
         else:
             places.keep()
-    starts, stops = _line_bounds(data) if spans else (None, None)
+    starts, stops = _line_bounds(data) if spans else ((), ())
     good = _without(data, [(starts[first - 1], stops[last - 1]) for first, last in spans])
     table = _good_rows(lambda rows: _arrow_csv(rows, delimiter), good, places)
     return ParsedList(_place(table, places, url_column), places.bad)

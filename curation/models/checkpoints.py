@@ -278,17 +278,19 @@ def load_model(kind: str, path: str | None = None, arch: str | None = None, **kw
         raise ConfigError(f"model kind {kind!r} needs an arch")
     if kind in ("torchscript", "curation") and (arch or kw):
         raise ConfigError(f"model kind {kind!r} takes its architecture from the file: no arch or options")
+    file, name = path or "", arch or ""  # checked above for the kinds that need them
     if kind in ("dinov2", "dino", "ibot"):
-        model: nn.Module = load_dinov2(path, arch, **kw)
+        model: nn.Module = load_dinov2(file, arch, **kw)
     elif kind == "timm":
-        model = load_timm(path, arch, **kw)
+        model = load_timm(file, name, **kw)
     elif kind == "open_clip":
-        model = load_openclip(path, arch, **kw)
+        model = load_openclip(file, name, **kw)
     elif kind == "torchscript":
-        model = load_torchscript(path)
+        model = load_torchscript(file)
     elif kind == "curation":
-        model = load_backbone(path)
+        model = load_backbone(file)
     else:
-        model = _random(arch, **kw)
-    model.source = f"{kind}:{arch or ''}:{path or 'random seed ' + str(kw.get('seed', 0))}"
+        model = _random(name, **kw)
+    # nn.Module's __setattr__ is typed for tensors and modules; a plain attribute is fine at run time.
+    model.source = f"{kind}:{arch or ''}:{path or 'random seed ' + str(kw.get('seed', 0))}"  # type: ignore[assignment]
     return model.eval()

@@ -122,7 +122,7 @@ def _require(ok: bool, what: str) -> None:
         raise CheckpointError(f"unsupported model feature: {what}")
 
 
-def _timm_ffn(block: nn.Module) -> tuple[str, int, str]:
+def _timm_ffn(block: Any) -> tuple[str, int, str]:
     mlp, kind = block.mlp, type(block.mlp).__name__
     _require(kind in ("Mlp", "GluMlp", "SwiGLU"), f"timm MLP {kind}")
     _require(isinstance(getattr(mlp, "norm", nn.Identity()), nn.Identity), "a norm inside the MLP")
@@ -135,8 +135,11 @@ def _timm_ffn(block: nn.Module) -> tuple[str, int, str]:
     return "swiglu", mlp.fc1_g.out_features, "gelu"
 
 
-def timm_config(model: nn.Module) -> dict[str, Any]:
-    """ViT constructor arguments equivalent to a timm ``VisionTransformer``."""
+def timm_config(model: Any) -> dict[str, Any]:
+    """ViT constructor arguments equivalent to a timm ``VisionTransformer``.
+
+    ``model`` is read by attribute (timm's modules are untyped), hence ``Any``.
+    """
     _require(type(model).__name__ == "VisionTransformer", f"timm model class {type(model).__name__}")
     _require(model.cls_token is not None and model.global_pool == "token", "pooling other than the CLS token")
     _require(getattr(model, "attn_pool", None) is None, "attention pooling")
@@ -183,7 +186,7 @@ def _timm_ffn_key(key: str, tensor: torch.Tensor, state: State) -> tuple[str, to
     return f"{prefix}.mlp.{name.replace('fc1', 'w12').replace('fc2', 'w3')}", tensor
 
 
-def timm_state(model: nn.Module, config: dict[str, Any]) -> State:
+def timm_state(model: Any, config: dict[str, Any]) -> State:
     """The timm model's weights in the package's layout (classifier head dropped)."""
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
     out: State = {}
@@ -206,8 +209,8 @@ def timm_state(model: nn.Module, config: dict[str, Any]) -> State:
     return out
 
 
-def openclip_config(visual: nn.Module) -> dict[str, Any]:
-    """ViT constructor arguments equivalent to an open_clip ``VisionTransformer`` tower."""
+def openclip_config(visual: Any) -> dict[str, Any]:
+    """ViT constructor arguments equivalent to an open_clip ``VisionTransformer`` tower (read by attribute)."""
     _require(type(visual).__name__ == "VisionTransformer", f"open_clip tower {type(visual).__name__}")
     _require(visual.attn_pool is None and visual.pool_type == "tok", "pooling other than the CLS token")
     block = visual.transformer.resblocks[0]

@@ -24,7 +24,7 @@ import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -76,7 +76,7 @@ class Pending:
 def submit(
     items: Sequence[Any],
     decode: Callable[[bytes | None], Any],
-    executor: ThreadPoolExecutor | None,
+    executor: Executor | None,
     fetch: Callable[[Any], bytes | None] | None = None,
 ) -> Pending:
     """Start decoding ``items`` on ``executor`` (None: here, now) and return.
@@ -242,7 +242,17 @@ class Inference:
         return {"device": self.device.type, "precision": self.precision, "decode_threads": self.threads}
 
 
-class Prefetch:
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+
+class Job(Protocol[R_co]):
+    """Work in flight (:class:`Pending`, :class:`PendingBatch`): :meth:`result` waits for it."""
+
+    def result(self) -> R_co: ...
+
+
+class Prefetch(Generic[R]):
     """A map step's input batches, decoded one batch ahead of the model.
 
     ``submit(batch)`` starts decoding the rows of ``batch``. The step's
@@ -253,15 +263,15 @@ class Prefetch:
     decoded on the spot.
     """
 
-    def __init__(self, submit: Callable[[Any], Pending]):
+    def __init__(self, submit: Callable[[Any], Job[R]]):
         self._submit = submit
-        self._pending: collections.deque = collections.deque()
+        self._pending: collections.deque[tuple[list[Any], Job[R]]] = collections.deque()
 
     def start(self, batch) -> None:
         """Start decoding ``batch`` (the rows ``process_batch`` will get)."""
         self._pending.append((batch.column("key").to_pylist(), self._submit(batch)))
 
-    def take(self, batch) -> Decoded:
+    def take(self, batch) -> R:
         """The decoding of ``batch`` (as ``process_batch`` received it)."""
         keys = batch.column("key").to_pylist()
         while self._pending:  # batches without alive rows never reach process_batch: skip theirs

@@ -102,7 +102,7 @@ def load(
     if not path.is_file():
         raise CheckpointError(f"SSCD checkpoint {path} does not exist")
     if is_torchscript(path):
-        model = checkpoints.load_torchscript(path)
+        model: nn.Module = checkpoints.load_torchscript(path)
         _check_output(model, dims, path, image_size)
         return model, f"torchscript:{path}"
     model = SSCD(backbone, dims, pool_param)
@@ -317,6 +317,7 @@ class DescriptorModel(Inference):
 
     @property
     def dims(self) -> int:
+        assert self.dim is not None  # given at construction
         return self.dim
 
     def __call__(self, pixels: list[np.ndarray]) -> np.ndarray:

@@ -15,6 +15,7 @@ Crops of several sizes go through the blocks together as packed rows (see
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -111,7 +112,7 @@ class VisionTransformer(nn.Module):
         self._naive = bool(value)
         for module in self.modules():
             if module is not self and hasattr(module, "naive"):
-                module.naive = self._naive
+                module.naive = self._naive  # type: ignore[assignment]  # torch types __setattr__ for tensors, modules
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -186,7 +187,7 @@ class VisionTransformer(nn.Module):
         return x, groups
 
     def forward_features_list(
-        self, images: list[torch.Tensor], masks: list[torch.Tensor | None] | None = None
+        self, images: Sequence[torch.Tensor], masks: Sequence[torch.Tensor | None] | None = None
     ) -> list[Features]:
         """One forward pass for crop groups of different sizes; one feature dict per group.
 
@@ -299,7 +300,8 @@ def flops_per_image(model: VisionTransformer, img_size: int) -> float:
     d, p = cfg["embed_dim"], cfg["patch_size"]
     n = (img_size // p) ** 2
     t = n + model.num_prefix_tokens
-    hidden = model.blocks[0].mlp.fc2.in_features if cfg["ffn"] == "mlp" else model.blocks[0].mlp.w3.in_features
+    mlp: Any = model.blocks[0].mlp  # a layers.Mlp or layers.SwiGLU
+    hidden = mlp.fc2.in_features if cfg["ffn"] == "mlp" else mlp.w3.in_features
     ffn_macs = t * d * hidden * (3 if cfg["ffn"] == "swiglu" else 2)
     block = t * d * 3 * d + 2 * t * t * d + t * d * d + ffn_macs
     return 2.0 * (n * d * p * p * cfg["in_chans"] + cfg["depth"] * block + d * (cfg["out_dim"] or 0))

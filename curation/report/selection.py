@@ -92,7 +92,7 @@ def retrieval_section(view: RunView, thumbs: Thumbnails) -> str:
     columns = ["key", "dataset", "mode", "query_dataset", "query_key", "similarity", "rank", "cluster"]
     everything = _selection(selected, columns)
     out = []
-    for entry in view.config.retrieve.datasets:
+    for entry in view.section("retrieve").datasets:
         if entry.mode == "as_is":
             continue
         rows = everything.filter(pc.equal(everything["dataset"], entry.name))

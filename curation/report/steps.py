@@ -49,18 +49,18 @@ def _nodes(s: StepState) -> str:
 
 def timeline(states: list[StepState], width: int = 760) -> str:
     """A Gantt chart of the steps that started: one bar from first start to last finish."""
-    timed = [s for s in states if s.started is not None and s.finished is not None]
+    timed = [(s, s.started, s.finished) for s in states if s.started is not None and s.finished is not None]
     if not timed:
         return '<p class="muted">no step has finished yet</p>'
-    t0 = min(s.started for s in timed)
-    span = max(s.finished for s in timed) - t0 or 1.0
+    t0 = min(started for _, started, _ in timed)
+    span = max(finished for _, _, finished in timed) - t0 or 1.0
     label_w, bar_h, gap = 150, 14, 5
     scale = (width - label_w - 70) / span
     out = []
-    for i, s in enumerate(timed):
+    for i, (s, started, finished) in enumerate(timed):
         y = i * (bar_h + gap)
-        x = label_w + (s.started - t0) * scale
-        w = max(1.0, (s.finished - s.started) * scale)
+        x = label_w + (started - t0) * scale
+        w = max(1.0, (finished - started) * scale)
         colour = "#1565c0" if s.kind == "map" else "#6a1b9a"
         out.append(
             f'<text x="0" y="{y + 11}">{h.esc(s.stage)}/{h.esc(s.step)}</text>'

@@ -96,7 +96,7 @@ class Thumbnails:
         path = self._curated_path(name, key)
         if cfg.kind == "folder":
             if path is not None:
-                file = Path(cfg.path) / path
+                file: Path | None = Path(cfg.path) / path
             else:
                 files = self._folders.setdefault(name, folder_files(Path(cfg.path)))
                 index = int(key.rsplit("-", 1)[1])

@@ -13,8 +13,8 @@ def run_pipeline(config, stages: list[str] | None = None, force: bool = False, b
     from curation.runner.ray_backend import RayBackend
 
     # Ray starts (or is joined) only once every check has passed.
-    backend = RayBackend(config.runner, config.ray, job_name=f"curate {config.name} {config.run_dir}")
-    return run(config, backend, stages, force)
+    ray_backend = RayBackend(config.runner, config.ray, job_name=f"curate {config.name} {config.run_dir}")
+    return run(config, ray_backend, stages, force)
 
 
 __all__ = ["RunReport", "run", "run_pipeline", "stage_complete"]

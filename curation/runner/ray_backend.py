@@ -130,7 +130,8 @@ class _Counter:
     def __init__(self, name: str):
         import ray
 
-        self.actor = ray.remote(ProgressCounter).options(num_cpus=0, name=name).remote()
+        # Any: Ray types an actor's methods as plain functions, without their ``.remote``.
+        self.actor: Any = ray.remote(ProgressCounter).options(num_cpus=0, name=name).remote()
 
     def _ask(self, call, default):
         import ray

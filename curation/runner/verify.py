@@ -106,7 +106,8 @@ def inspect_run(run_dir: Path, stages: list[str], checksums: bool = False) -> li
                     # A finished source stage committed partitions 0..n-1 (n in its summary).
                     expected |= set(range(_summary_partitions(stage_root)))
                 check = _check_map(name, step_cls.name, step_dir, checksums, expected, dirty, all_dirty)
-                dirty |= set(check.damaged) | set(check.stale) | set(check.missing)
+                # A map step's problems are per partition (None, a global step's key, never occurs here).
+                dirty |= {p for p in (*check.damaged, *check.stale) if p is not None} | set(check.missing)
                 seen = expected | set(check.committed)
             checks.append(check)
         out.append(StageCheck(name, done, checks))

@@ -91,7 +91,7 @@ class RayWorkers:
                 f"do not fit the cluster at once (room for {max(room, 0)} besides this step); ask for fewer or "
                 f"smaller ones{f' ({resources.key} and the count next to it)' if resources.key else ''}"
             )
-        actor_cls = ray.remote(type(f"{self.prefix}{name}", (Helper,), {}))
+        actor_cls: Any = ray.remote(type(f"{self.prefix}{name}", (Helper,), {}))
         options = {**request.ray_options(), "scheduling_strategy": "SPREAD"}
         return RayGroup([actor_cls.options(**options).remote(cls, a) for a in args])
 

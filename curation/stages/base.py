@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import pyarrow as pa
 
@@ -42,6 +42,9 @@ from curation.layout import step_done as step_done
 from curation.section import Section
 
 AUTO = "auto"
+
+# A step's config: the model of its stage's section (``class Features(MapStep[DedupConfig])``).
+C = TypeVar("C", bound=Section)
 
 
 @dataclass(frozen=True)
@@ -228,8 +231,12 @@ class Workers(Protocol):
         """One ``cls(*a)`` per ``a`` in ``args``, each with ``resources``, spread over the nodes."""
 
 
-class _Step:
-    """What every step has: a name, the run context, its config and resources."""
+class _Step(Generic[C]):
+    """What every step has: a name, the run context, its config and resources.
+
+    Steps are generic over their stage's config model, so that ``self.cfg`` is
+    typed as that model: ``class Features(MapStep[DedupConfig])``.
+    """
 
     name: ClassVar[str] = ""
 
@@ -241,7 +248,8 @@ class _Step:
         self.workers: Workers | None = None
 
     @property
-    def cfg(self) -> Any:
+    def cfg(self) -> C:
+        """This stage's section of the validated config."""
         return self.ctx.stage_config
 
     def resources(self) -> Resources:
@@ -252,7 +260,7 @@ class _Step:
         return [(self.name, self.resources())]
 
 
-class MapStep(_Step):
+class MapStep(_Step[C]):
     """Per-partition work; subclasses set ``name`` and ``process_batch``.
 
     Defaults read the partitions of the stage's first input table in batches
@@ -319,7 +327,7 @@ class MapStep(_Step):
         return {}
 
 
-class GlobalStep(_Step):
+class GlobalStep(_Step[C]):
     """Work over the whole pool, run once as a Ray task with its resources."""
 
     # Set by the runner: where report_progress goes (None: nowhere).
@@ -349,7 +357,7 @@ class Stage:
     name: ClassVar[str] = ""
     config_model: ClassVar[type[Section]] = Section
     inputs: ClassVar[tuple[str, ...]] = ()
-    steps: ClassVar[tuple[type[MapStep | GlobalStep], ...]] = ()
+    steps: ClassVar[tuple[type[MapStep[Any] | GlobalStep[Any]], ...]] = ()
     # The step whose per-partition Parquet files are this stage's table.
     table_step: ClassVar[str] = ""
 

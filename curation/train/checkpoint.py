@@ -44,8 +44,8 @@ def list_checkpoints(root: Path) -> list[Path]:
     """Complete checkpoints under ``root``, oldest first."""
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if _STEP.match(p.name) and (p / STATE_FILE).is_file()]
-    return sorted(found, key=lambda p: int(_STEP.match(p.name).group(1)))
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP.match(p.name)) and (p / STATE_FILE).is_file()]
+    return [p for _, p in sorted(found, key=lambda step_path: step_path[0])]
 
 
 def latest_checkpoint(root: Path) -> Path | None:

@@ -49,6 +49,7 @@ def build_meta_arch(cfg: TrainConfig) -> SSLMetaArch:
     """The SSL meta-architecture, or the distillation one when distill.enabled."""
     if not cfg.distill.enabled:
         return SSLMetaArch(cfg)
+    assert cfg.distill.teacher_checkpoint is not None  # the config requires it when distill.enabled
     teacher, teacher_cfg = load_ema_model(cfg.distill.teacher_checkpoint)
     if teacher_cfg.vit.patch_size != cfg.vit.patch_size:
         raise ConfigError(

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+if TYPE_CHECKING:
+    from curation.models.vit import VisionTransformer
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +33,8 @@ def export_backbone(cfg, backbone: nn.Module, is_main: bool) -> Path:
     state = get_model_state_dict(backbone, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     path = export_path(cfg)
     if is_main:
-        save_backbone(backbone, path, config_dict=backbone.config, state_dict=state)
+        vit = cast("VisionTransformer", backbone)  # the ModuleDict's backbone
+        save_backbone(vit, path, config_dict=vit.config, state_dict=cast("dict[str, torch.Tensor]", state))
         log.info("exported backbone: %s", path)
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
@@ -42,5 +47,5 @@ def export_checkpoint(checkpoint_dir: str | Path, out: str | Path) -> Path:
     from curation.train.checkpoint import load_ema_model
 
     parts, _ = load_ema_model(checkpoint_dir)
-    save_backbone(parts["backbone"], Path(out))
+    save_backbone(cast("VisionTransformer", parts["backbone"]), Path(out))
     return Path(out)

@@ -15,6 +15,7 @@ import logging
 import os
 import warnings
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -85,7 +86,7 @@ def shard_model(
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     backbone_policy = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=backbone_reduce)
-    for block in parts["backbone"].blocks:
+    for block in cast(nn.ModuleList, parts["backbone"].blocks):  # nn.Module types attributes as Tensor | Module
         fully_shard(block, mp_policy=backbone_policy, reshard_after_forward=reshard_after_forward)
     fully_shard(parts["backbone"], mp_policy=backbone_policy)
     head_policy = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=head_reduce)
@@ -117,7 +118,7 @@ def compile_blocks(meta: nn.Module) -> None:
     """
     for parts in meta.children():
         if isinstance(parts, nn.ModuleDict):
-            for block in parts["backbone"].blocks:
+            for block in cast(nn.ModuleList, parts["backbone"].blocks):
                 block.compile(dynamic=True)
 
 

@@ -79,7 +79,7 @@ def load_eval_image(path: Path, size: int) -> torch.Tensor:
         short = round(size * 256 / 224)
         scale = short / min(image.size)
         width, height = max(short, round(image.width * scale)), max(short, round(image.height * scale))
-        image = image.resize((width, height), Image.BICUBIC)
+        image = image.resize((width, height), Image.Resampling.BICUBIC)
         left, top = (image.width - size) // 2, (image.height - size) // 2
         image = image.crop((left, top, left + size, top + size))
         return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)

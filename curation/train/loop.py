@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,7 +62,8 @@ def _train(cfg: TrainConfig, ctx) -> Path:
     tracker = StreamTracker(ctx.rank, max(cfg.data.num_workers, 1), data_start)
     metrics = MetricsLog(Path(cfg.output_dir), cfg.optim.batch_size * ctx.world_size, ctx.is_main, ctx.device)
     meta.train()
-    batches, phase = None, None
+    batches: Iterator[dict[str, Any]] = iter(())  # replaced at the first iteration: phase is None
+    phase: str | None = None
     for it in range(start, cfg.total_iterations):
         if phase != phase_of(cfg, it):  # start, or switch to the high-resolution phase
             phase = phase_of(cfg, it)
@@ -98,7 +101,7 @@ def build_optimizer(cfg: TrainConfig, meta) -> torch.optim.Optimizer:
     backbone = meta.student["backbone"]
     modules = [(module, name == "backbone") for name, module in meta.student.items()]
     groups = build_param_groups(modules, len(backbone.blocks), cfg.optim.layerwise_decay, cfg.optim.patch_embed_lr_mult)
-    return torch.optim.AdamW(groups, lr=0.0, betas=tuple(cfg.optim.betas))
+    return torch.optim.AdamW(groups, lr=0.0, betas=cfg.optim.betas)
 
 
 def run_schedules(cfg: TrainConfig, world_size: int):

@@ -17,6 +17,7 @@ updated by EMA. One step (:meth:`SSLMetaArch.forward_backward`):
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
 from torch import nn
@@ -65,8 +66,8 @@ def build_student(cfg: TrainConfig, drop_path_rate: float | None = None) -> nn.M
 def teacher_copy(student: nn.ModuleDict) -> nn.ModuleDict:
     """The student's twin without stochastic depth, frozen (EMA-updated only)."""
     teacher = copy.deepcopy(student)
-    for block in teacher["backbone"].blocks:
-        block.drop_path = 0.0
+    for block in cast(VisionTransformer, teacher["backbone"]).blocks:
+        block.drop_path = 0.0  # type: ignore[assignment]  # torch types __setattr__ for tensors and modules
     teacher.requires_grad_(False)
     return teacher.eval()
 
@@ -162,7 +163,7 @@ class SSLMetaArch(nn.Module):
         )
         ibot = ibot_loss(patch_logits, ibot_targets, weights, len(global_crops), loss_cfg.student_temp)
         koleo = (
-            sum(koleo_loss(chunk) for chunk in global_cls.chunk(num_global))
+            cast(torch.Tensor, sum(koleo_loss(chunk) for chunk in global_cls.chunk(num_global)))  # not empty: no 0
             if num_images > 1
             else global_cls.new_zeros(())
         )

@@ -54,8 +54,8 @@ class MetricsLog:
         if not log_now:
             return
         names = sorted(self.sums)
-        values = [self.sums[n] / self.count for n in names] + list(counters.values())
-        values = torch.tensor(values, dtype=torch.float64, device=self.device)
+        means = [self.sums[n] / self.count for n in names] + list(counters.values())
+        values = torch.tensor(means, dtype=torch.float64, device=self.device)
         if dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(values)
             values[: len(names)] /= dist.get_world_size()

@@ -48,7 +48,7 @@ class NumbersConfig(Section):
     fail_setup: bool = Field(False, description="setup() raises: no worker can start")
 
 
-class MakeNumbers(MapStep):
+class MakeNumbers(MapStep[NumbersConfig]):
     name = "make"
     metrics = (Metric("curation_numbers_rows", "Rows made."),)  # reported as data, exported by the runner
 
@@ -126,7 +126,7 @@ class ParityConfig(Section):
     )
 
 
-class MarkParity(MapStep):
+class MarkParity(MapStep[ParityConfig]):
     name = "mark"
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
@@ -136,7 +136,7 @@ class MarkParity(MapStep):
         return out.append_column("half", pa.array(values // 2))
 
 
-class Total(GlobalStep):
+class Total(GlobalStep[ParityConfig]):
     name = "total"
 
     def run(self, out_dir: Path) -> dict:

@@ -111,6 +111,13 @@ class ClusterConfig(Section):
     hierarchical: HierarchicalConfig | None = Field(None, description="mode: hierarchical settings")
     train: TrainConfig = Field(TrainConfig(), description="the workers k-means runs on (see docs)")
 
+    @property
+    def hierarchy(self) -> HierarchicalConfig:
+        """``hierarchical``, which hierarchical mode requires (:meth:`ClusterStage.check`)."""
+        if self.hierarchical is None:
+            raise ConfigError("cluster.hierarchical: required when cluster.mode is hierarchical")
+        return self.hierarchical
+
 
 def clamp_levels(wanted: list[int], n: int, clamp: bool, key: str) -> list[int]:
     """Cluster counts per level, lowered to fit ``n`` points when ``clamp``; else ConfigError."""
@@ -125,7 +132,7 @@ def clamp_levels(wanted: list[int], n: int, clamp: bool, key: str) -> list[int]:
     return out
 
 
-class Train(GlobalStep):
+class Train(GlobalStep[ClusterConfig]):
     """k-means on one whole worker node (its Faiss threads or GPUs are all the node's).
 
     Flat mode spreads the training sample over ``cluster.train.workers``,
@@ -169,12 +176,13 @@ class Train(GlobalStep):
         from curation.algorithms.kmeans_sharded import train_sharded
         from curation.stages.cluster.train import split_sample
 
-        cfg, seed = self.cfg, self.ctx.seed
+        cfg, seed, helpers = self.cfg, self.ctx.seed, self.workers
+        assert helpers is not None  # the runner sets it for global steps
         (k,) = clamp_levels([cfg.k], n, cfg.clamp_k, "cluster.k")
         idx = sample_indices(n, k, cfg.max_points_per_centroid, seed)
         m = len(idx)
-        count = min(cfg.train.workers or self.workers.nodes, m)
-        shards = split_sample(self.ctx, self.workers, self.grant, idx, count, self.worker_resources(), True, cfg.device)
+        count = min(cfg.train.workers or helpers.nodes, m)
+        shards = split_sample(self.ctx, helpers, self.grant, idx, count, self.worker_resources(), True, cfg.device)
         del idx  # the shards hold their ranges
         try:
             seeds = None
@@ -210,7 +218,8 @@ class Train(GlobalStep):
         from curation.algorithms.hkmeans_sharded import first_level, select_balanced
         from curation.stages.cluster.train import split_pool
 
-        hcfg, seed = self.cfg.hierarchical, self.ctx.seed
+        hcfg, seed, helpers = self.cfg.hierarchy, self.ctx.seed, self.workers
+        assert helpers is not None  # the runner sets it for global steps
         n = sum(counts.values())
         ks = clamp_levels(
             [lv.n_clusters for lv in hcfg.levels], n, self.cfg.clamp_k, "cluster.hierarchical.levels.0.n_clusters"
@@ -225,8 +234,8 @@ class Train(GlobalStep):
             max_points_per_centroid=self.cfg.max_points_per_centroid,
             gpu=gpu,
         )
-        count = self.cfg.train.workers or self.workers.nodes
-        pool = split_pool(self.ctx, self.workers, self.grant, count, self.worker_resources(), self.cfg.device)
+        count = self.cfg.train.workers or helpers.nodes
+        pool = split_pool(self.ctx, helpers, self.grant, count, self.worker_resources(), self.cfg.device)
         try:
             # Level 0 over the pool's shards; the levels above cluster centroids, here.
             leaves, sizes = first_level(pool.fan, pool.sizes, specs[0], options)
@@ -269,7 +278,7 @@ class Train(GlobalStep):
         }
 
 
-class Assign(MapStep):
+class Assign(MapStep[ClusterConfig]):
     name = "assign"
     # Rows that are not alive come too: they get cluster -1 here, not nulls.
     alive_only = False
@@ -288,7 +297,7 @@ class Assign(MapStep):
         if self.hierarchical:
             self.points = {part: _mapped(train / f"points.{part}.npy") for part in ("leaf", "similarity", "selected")}
             self.parents = [
-                _mapped(train / f"level-{t}.parents.npy") for t in range(len(self.cfg.hierarchical.levels) - 1)
+                _mapped(train / f"level-{t}.parents.npy") for t in range(len(self.cfg.hierarchy.levels) - 1)
             ]
             self.starts = {int(p): s for p, s in read_json(train / "points.json")["partitions"].items()}
         else:
@@ -344,7 +353,7 @@ class Assign(MapStep):
         return {"assigned": self.assigned}
 
 
-class Sizes(GlobalStep):
+class Sizes(GlobalStep[ClusterConfig]):
     name = "sizes"
 
     def run(self, out_dir: Path) -> dict[str, Any]:
@@ -361,7 +370,7 @@ class Sizes(GlobalStep):
         if self.cfg.mode == "hierarchical":
             selected = table.column("selected").to_numpy(zero_copy_only=False)
             picked = [cluster_sizes(np.where(selected, leaf, -1), k)]
-            for t in range(len(self.cfg.hierarchical.levels) - 1):
+            for t in range(len(self.cfg.hierarchy.levels) - 1):
                 parent = np.load(train / f"level-{t}.parents.npy", allow_pickle=False)
                 k_up = np.load(train / f"level-{t + 1}.centroids.npy", mmap_mode="r").shape[0]
                 sizes.append(np.bincount(parent, weights=sizes[-1], minlength=k_up).astype(np.int64))

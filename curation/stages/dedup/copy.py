@@ -96,7 +96,8 @@ def benchmark_thumbs(step: Any) -> tuple[list[str], np.ndarray, dict]:
 
     _, spec, _ = load_descriptor_model(step.cfg, step.ctx.seed)
     s = step.cfg.hashing.thumb_size
-    names, parts, info = [], [np.zeros((0, s, s), np.uint8)], {}
+    names: list[str] = []
+    parts, info = [np.zeros((0, s, s), np.uint8)], {}
     for bench in step.cfg.relative.benchmarks:
         stream, before = iter_images(bench), len(names)
         failed = 0

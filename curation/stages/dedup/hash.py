@@ -96,7 +96,10 @@ class Check:
         if self.tau is None or not len(j):
             return np.ones(len(j), bool)
         query = _thumbs_of(self.pool, a) if variant is None else a
-        mask = None if variant is None else self.masks[variant]
+        mask = None
+        if variant is not None:
+            assert self.masks is not None  # variants are enabled
+            mask = self.masks[variant]
         keep = masked_correlation(query, _thumbs_of(self.pool, j), mask) >= self.tau
         self.candidates += len(keep)
         self.rejected += int((~keep).sum())

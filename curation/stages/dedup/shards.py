@@ -38,7 +38,7 @@ pass 2.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -125,7 +125,7 @@ class DedupShard:
             own, start, later, h.max_distance, variants, v.max_distance, h.search, h.flat_max
         ):
             if rows is None:
-                keep = check(a, None, b)
+                keep: np.ndarray | None = check(a, None, b)
             else:
                 which = rows % v.spec().count
                 keep = check(_variant_thumbs(pool, h, a, which), which, b) if check.tau is not None else None
@@ -235,7 +235,7 @@ class DedupShard:
         queries = self._own_units(kept=False)
         start = offsets[self.partitions[0]] if self.partitions else 0
         out = self._search(queries, start, offsets, False, total, k, threshold)
-        np.savez(self.work / f"knn-{index:05d}.npz", **out)
+        np.savez(self.work / f"knn-{index:05d}.npz", **cast(dict[str, Any], out))  # numpy's stub: allow_pickle
         return {"queries": len(queries), "edges": len(out["u"])}
 
     def leak(self, index: int, kept_offsets: dict[int, int], total: int, k: int, threshold: float) -> dict[str, int]:

@@ -60,7 +60,7 @@ STAGE = "dedup"
 FUNNEL_FILE = "funnel.json"
 
 
-class Features(MapStep):
+class Features(MapStep[DedupConfig]):
     """Thumbnails and SSCD descriptors of each alive image (side files)."""
 
     name = "features"
@@ -140,7 +140,7 @@ class Features(MapStep):
         return {"described": len(descs), "descriptor_weights": self.source}
 
 
-class Graph(GlobalStep):
+class Graph(GlobalStep[DedupConfig]):
     """Hash groups, the copy-detection graph and benchmark leaks over the whole pool."""
 
     name = "graph"
@@ -237,7 +237,7 @@ class Graph(GlobalStep):
         return names, unit_rows(np.concatenate(parts), mean), info
 
 
-class Table(MapStep):
+class Table(MapStep[DedupConfig]):
     """The stage table: the features table with the graph's decisions joined on."""
 
     name = "table"

@@ -11,9 +11,12 @@ from __future__ import annotations
 import csv
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from curation.atomic import read_json, write_json
 from curation.download.lists import READ_ERRORS, file_format, list_files, parquet_urls, read_file
@@ -63,6 +66,7 @@ def _describe(path: str, fmt: str, url_column: str, with_urls: bool) -> tuple[in
         return rows, types, None, bad
     if url_column not in types:
         raise ConfigError(f"download.input.url_column: '{url_column}' is not a column of {path}")
+    assert parsed is not None  # read whenever the column exists
     return rows, types, parsed.table.column(url_column).cast(pa.string()), bad
 
 
@@ -100,7 +104,9 @@ def plan_key(cfg) -> dict[str, Any]:
 
 def make_plan(cfg, duplicates_path: Path | None = None) -> dict[str, Any]:
     """The plan of the inputs; with ``duplicate_urls: global``, repeated URLs go to ``duplicates_path``."""
-    files, types, urls = [], [], []
+    files: list[dict[str, Any]] = []
+    types: list[dict[str, str]] = []
+    urls: list[Any] = []  # Arrow chunks
     scan_urls = cfg.duplicate_urls == "global" and duplicates_path is not None
     for path in list_files(cfg.paths):
         fmt = file_format(path, cfg.format)
@@ -112,7 +118,7 @@ def make_plan(cfg, duplicates_path: Path | None = None) -> dict[str, Any]:
         urls += column.chunks if column is not None else []
     rows = sum(f["rows"] for f in files)
     repeated = None
-    if scan_urls:
+    if scan_urls and duplicates_path is not None:
         from curation.stages.download import duplicates
 
         pairs = duplicates.repeated_rows(pa.chunked_array(urls, pa.string()))
@@ -228,12 +234,13 @@ class PartitionReader:
         self._cached: tuple[int, ParsedList] | None = None
         self._bad: tuple[int, dict[int, str]] | None = None
         self._duplicates_file = duplicates_file
-        self._pairs = None
+        self._pairs: np.ndarray | None = None
 
     def unparseable(self, partition: int) -> dict[int, str]:
         """Rows of the partition that could not be parsed -> ``line N: reason`` (N counts from 1 in its file)."""
         if self._bad is None or self._bad[0] != partition:
             self.read(partition)
+        assert self._bad is not None  # read() sets it
         return self._bad[1]
 
     def repeated(self, partition: int) -> dict[int, str]:
@@ -260,7 +267,8 @@ class PartitionReader:
 
     def read(self, partition: int) -> pa.Table:
         """``url`` (string) then the carried columns, one row per input row of the partition."""
-        pieces, bad, offset = [], {}, 0
+        pieces, offset = [], 0
+        bad: dict[int, str] = {}
         for index, start, stop in partition_slices(self.plan, partition):
             parsed = self._file(index)
             table, path = parsed.table, self.plan["files"][index]["path"]

@@ -92,6 +92,7 @@ class PartitionJob:
         # Not columns: carried to ``process`` for the tar and the retry count.
         row["_retries"] = outcome.fetch.retries
         if status == tables.SUCCESS:
+            assert outcome.image is not None  # a success has an image
             row["_data"] = outcome.image.data
         return row
 
@@ -100,9 +101,11 @@ class PartitionJob:
         values: dict[str, Any] = {"http_status": fetched.http_status, "bytes": fetched.size or None}
         if not fetched.ok:
             return fetched.status, fetched.error, values
+        assert image is not None  # a fetch that succeeded was decoded
         values["sha256_original"] = image.sha256_original
         if image.status != tables.SUCCESS:
             return image.status, image.error, values
+        assert image.data is not None and image.sha256_original is not None  # a success has both
         values.update(
             stored_bytes=len(image.data),
             format=image.format,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pyarrow as pa
 
 from curation import tables
@@ -43,7 +45,7 @@ class Rows:
         self.columns: dict[str, list] = {name: [] for name in COLUMNS}
 
     def add(self, key: str, status: str, **values) -> dict:
-        row = {name: None for name in COLUMNS}
+        row: dict[str, Any] = {name: None for name in COLUMNS}
         row.update(values, key=key, status=status)
         if status != tables.SUCCESS:
             row["dropped_by"] = STAGE
@@ -87,6 +89,7 @@ def precheck(
             statuses.append(f"filtered_url:{reason}")
             duplicate_of.append(None)
             continue
+        assert url is not None  # check_url refuses a missing URL
         kept = repeated.get(index) or first.setdefault(url, key)
         statuses.append("duplicate_url" if kept != key else None)
         duplicate_of.append(kept if kept != key else None)

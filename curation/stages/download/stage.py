@@ -10,7 +10,7 @@ partition ``fetch/part-NNNNNN.parquet`` (one row per input URL) and
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -20,10 +20,14 @@ from curation.stages.download import monitor
 from curation.stages.download.config import DownloadConfig
 from curation.stages.registry import register
 
+if TYPE_CHECKING:
+    from curation.stages.download.inputs import PartitionReader
+    from curation.stages.download.job import PartitionJob
+
 PLAN_FILE = "plan.json"
 
 
-class FetchStep(MapStep):
+class FetchStep(MapStep[DownloadConfig]):
     name = "fetch"
     metrics = (
         Metric(monitor.URLS, "URLs finished, by status family.", ("status",)),
@@ -36,9 +40,9 @@ class FetchStep(MapStep):
     def __init__(self, ctx):
         super().__init__(ctx)
         self._plan: dict[str, Any] | None = None
-        self._reader = None
+        self._reader: PartitionReader | None = None
         self._loaded: tuple[int, pa.Table] | None = None
-        self._job = None
+        self._job: PartitionJob | None = None
         self._policy = self._processor = self._threads = None
 
     def resources(self) -> Resources:
@@ -112,6 +116,7 @@ class FetchStep(MapStep):
         if self._job is not None:  # left by a partition that raised
             self._job.abort()
         urls = self._rows(partition).column("url").to_pylist()
+        assert self._reader is not None  # _rows made it
         self._job = PartitionJob(
             self.cfg,
             self._policy,
@@ -126,6 +131,7 @@ class FetchStep(MapStep):
         )
 
     def process_batch(self, batch: pa.Table) -> pa.Table:
+        assert self._job is not None  # open() made it
         return self._job.process(batch)
 
     def batch_metrics(self) -> list[tuple[str, float, dict[str, str]]]:
@@ -133,6 +139,7 @@ class FetchStep(MapStep):
 
     def close(self) -> dict[str, Any]:
         job, self._job, self._loaded = self._job, None, None
+        assert job is not None  # open() made it
         return job.close()
 
 

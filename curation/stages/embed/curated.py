@@ -17,7 +17,7 @@ import collections
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
@@ -33,6 +33,10 @@ from curation.stages.base import (
 )
 from curation.stages.embed import arrays as embeddings
 from curation.stages.embed.model import EmbeddingModel, chunks, curated_table
+
+if TYPE_CHECKING:
+    # The stage module imports this one; the steps below name its config as a string.
+    from curation.stages.embed.stage import EmbedConfig  # noqa: F401
 
 PARTS_STEP = "curated_parts"
 
@@ -50,7 +54,7 @@ def curated_layout(cfg: Any) -> list[tuple[ImageSetConfig, int, int | None]]:
     return out
 
 
-class CuratedParts(MapStep):
+class CuratedParts(MapStep["EmbedConfig"]):
     name = PARTS_STEP
     alive_only = False
     pool_partitions = False
@@ -105,7 +109,7 @@ class CuratedParts(MapStep):
         return {"dataset": self.image_set.name, "embedded": embedded, "model": self.embedder.info}
 
 
-class EmbedCurated(GlobalStep):
+class EmbedCurated(GlobalStep["EmbedConfig"]):
     """Each curated set's partitions joined into ``<name>.parquet`` + ``<name>.npy``."""
 
     name = embeddings.CURATED_STEP
@@ -142,6 +146,7 @@ class EmbedCurated(GlobalStep):
                     )
                 )
                 writer.append(x)
+            assert writer is not None  # a set has at least one partition
             writer.close()
         table = pa.concat_tables(parts) if parts else curated_table([], None, 0)
         tables.write_parquet(table, table_path)  # written last: marks the set done

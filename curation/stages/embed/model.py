@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from curation import tables
 from curation.errors import ConfigError
-from curation.models.inference import submit_batch
+from curation.models.inference import PendingBatch, submit_batch
 from curation.preprocess import PreprocessSpec
 from curation.stages.embed import arrays as embeddings
 
@@ -70,7 +70,7 @@ class EmbeddingModel:
 
         return F.normalize(torch.from_numpy(self.inference.forward(pixels)), dim=1).numpy()
 
-    def submit(self, items, fetch=None):
+    def submit(self, items, fetch=None) -> PendingBatch:
         return submit_batch(items, self.spec, self.inference.pool, fetch)
 
 

@@ -30,6 +30,7 @@ from pydantic import Field
 
 from curation import tables
 from curation.errors import ConfigError
+from curation.models.inference import PendingBatch
 from curation.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from curation.section import RUNTIME, Section
 from curation.sources import ImageSetConfig, check_exists
@@ -80,7 +81,7 @@ class EmbedConfig(Section):
     )
 
 
-class EmbedPool(MapStep):
+class EmbedPool(MapStep[EmbedConfig]):
     name = embeddings.POOL_STEP
     # Dropped rows come too, so that they get embedding_row -1 rather than null.
     alive_only = False
@@ -103,13 +104,13 @@ class EmbedPool(MapStep):
         self.images = pool_images(self.ctx.run_dir, partition)
         self.writer = embeddings.NpyAppender(out.path("npy"), self.embedder.dim, self.cfg.storage_dtype)
         self.decoding.clear()
-        self.counts = collections.Counter()
+        self.counts: collections.Counter[str] = collections.Counter()
 
     def _fetch(self, key: str | None) -> bytes | None:
         # Runs on the decode threads: TarImages opens the file per read.
         return self.images.get(key) if key is not None and key in self.images else None
 
-    def _submit(self, batch: pa.Table):
+    def _submit(self, batch: pa.Table) -> PendingBatch:
         keys = batch.column("key").to_pylist()
         alive = tables.alive(batch)
         return self.embedder.submit([k if a else None for k, a in zip(keys, alive, strict=True)], self._fetch)

@@ -159,7 +159,7 @@ def cluster_hits(
     ctx: StageContext,
     pool: ShardedPool,
     qualifying: np.ndarray,
-    selection: str,
+    selection: rt.Selection,
     rng: np.random.Generator,
     per_cluster: int,
     dataset: int,

@@ -144,7 +144,7 @@ def check_config(config: Any) -> None:
         check_exists(source, where)
 
 
-class Search(GlobalStep):
+class Search(GlobalStep[RetrieveConfig]):
     """All retrievals and the collision resolution; the pool stays in the index shards."""
 
     name = "search"
@@ -173,7 +173,8 @@ class Search(GlobalStep):
         from curation.algorithms import retrieval as rt
 
         centroids = io.load_centroids(self.ctx)
-        parts, queries, per_dataset = [], [], []
+        parts, queries = [], []
+        per_dataset: list[dict[str, Any]] = []
         for i, entry in enumerate(self.cfg.datasets):
             self.report_progress(i, len(self.cfg.datasets) + 1)  # one unit per entry, one for the write
             if entry.mode == "as_is":
@@ -221,7 +222,7 @@ class Search(GlobalStep):
         return capped, {"qualifying_clusters": int(qualifying.size), "hits": len(hits), "after_cap": len(capped)}
 
 
-class Mark(MapStep):
+class Mark(MapStep[RetrieveConfig]):
     """The stage table: selected pool samples stay alive, the rest are dropped."""
 
     name = "mark"

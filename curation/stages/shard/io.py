@@ -128,7 +128,8 @@ def stage_as_is(entry: Any, source: Any, staging: Path, quality: int) -> pa.Tabl
     from curation.download.shardwriter import ShardWriter
     from curation.sources import iter_images
 
-    keys, paths, labels, errors = [], [], [], []
+    keys, paths, labels = [], [], []
+    errors: list[str | None] = []
     with atomic_path(staging / f"{entry.name}.tar") as tmp, ShardWriter(tmp) as writer:
         for key, data, meta in iter_images(source):
             keys.append(key)
@@ -207,7 +208,8 @@ class DedupDecisions:
     """
 
     def __init__(self, ctx: Any):
-        self.ctx, self._parts = ctx, {}
+        self.ctx = ctx
+        self._parts: dict[int, dict[str, int] | None] = {}
 
     def _part(self, partition: int) -> dict[str, int] | None:
         if partition not in self._parts:

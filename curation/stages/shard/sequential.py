@@ -31,18 +31,19 @@ class _Images:
     """Image bytes by (source, key): pool download tars and staged as_is tars, every index kept."""
 
     def __init__(self, ctx: Any, staging: Path):
-        self.ctx, self.staging, self._tars = ctx, staging, {}
+        self.ctx, self.staging = ctx, staging
+        self._tars: dict[tuple[str, int | None], Any] = {}  # pool tars and staged TarImages
 
     def _tar(self, source: str, partition: int | None):
         from curation.imagestore import TarImages, pool_images
 
         ref = (source, partition)
         if ref not in self._tars:
-            self._tars[ref] = (
-                pool_images(self.ctx.run_dir, partition)
-                if source == "pool"
-                else TarImages(self.staging / f"{source}.tar")
-            )
+            if source == "pool":
+                assert partition is not None  # pool images are per partition
+                self._tars[ref] = pool_images(self.ctx.run_dir, partition)
+            else:
+                self._tars[ref] = TarImages(self.staging / f"{source}.tar")
         return self._tars[ref]
 
     def get(self, sample: dict) -> tuple[bytes, dict]:
@@ -63,7 +64,9 @@ def write_shards(ctx: Any, samples: pa.Table, shards_dir: Path, staging: Path, c
     dedup = io.DedupDecisions(ctx)
     shard_of: list[str | None] = [None] * samples.num_rows
     errors: list[str | None] = samples.column("stage_error").to_pylist()
-    entries, current, size, i = [], None, 0, -1
+    entries: list[Any] = []  # ShardEntry
+    current: io.OpenShard | None = None
+    size, i = 0, -1
     for batch in samples.to_batches(max_chunksize=4096):
         for sample in batch.to_pylist():
             i += 1

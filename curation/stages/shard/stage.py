@@ -57,7 +57,7 @@ class ShardConfig(Section):
     )
 
 
-class Locate(MapStep):
+class Locate(MapStep[ShardConfig]):
     """Per pool partition: its selected copies located in the download tar (a side Parquet file)."""
 
     name = "locate"
@@ -70,7 +70,7 @@ class Locate(MapStep):
         return batch.select(tables.STATUS_COLUMNS)
 
 
-class Plan(GlobalStep):
+class Plan(GlobalStep[ShardConfig]):
     """Every output sample's shard, from the located samples; one file of samples per write unit."""
 
     name = "plan"
@@ -92,7 +92,7 @@ class Plan(GlobalStep):
         }
 
 
-class Write(MapStep):
+class Write(MapStep[ShardConfig]):
     """Per write unit: its shards, from its planned samples read grouped by source tar."""
 
     name = "write"
@@ -127,7 +127,7 @@ class Write(MapStep):
         return self.writer.close()
 
 
-class Manifest(GlobalStep):
+class Manifest(GlobalStep[ShardConfig]):
     """The manifest, from the shards the write units committed; written last."""
 
     name = "manifest"
@@ -168,7 +168,7 @@ def staging_dir(ctx: Any) -> Path:
     return stage_dir(ctx.run_dir, STAGE) / io.STAGING_DIR
 
 
-class Table(MapStep):
+class Table(MapStep[ShardConfig]):
     """The stage table: where each selected pool sample went."""
 
     name = "table"

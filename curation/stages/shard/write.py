@@ -281,11 +281,11 @@ class UnitWriter:
                         f.close()
                     current, f = paths[i], _open(paths[i])
                 row = rows[i]
-                data = _pread(f, row["offset"], row["image_bytes"], current)
+                data = _pread(f, row["offset"], row["image_bytes"], paths[i])
                 meta = (
                     {}
                     if row["meta_offset"] is None
-                    else json.loads(_pread(f, row["meta_offset"], row["meta_bytes"], current))
+                    else json.loads(_pread(f, row["meta_offset"], row["meta_bytes"], paths[i]))
                 )
                 out[i] = (data, meta)
         finally:
@@ -303,6 +303,7 @@ class UnitWriter:
                 self._close(shard_entry)
                 self._shard = row["shard"]
                 self._open = io.OpenShard(self.shards_dir / shard_name(row["shard"]), ShardWriter)
+            assert self._open is not None  # opened for this row's shard
             blob = io.sample_json(row, meta, io.dedup_decision(row["duplicates"]))
             self._open.writer.add(f"{row['key']}.jpg", io.as_jpeg(data, quality))
             self._open.writer.add(f"{row['key']}.json", blob)

@@ -54,7 +54,7 @@ class Collate:
         self.ratio_range = ratio_range
         self.seed = seed
 
-    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         state = torch.stack([s["state"] for s in samples])
         global_crops = _crop_major(samples, "global")
         local_crops = _crop_major(samples, "local")

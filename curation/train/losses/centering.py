@@ -72,6 +72,8 @@ def sinkhorn_knopp(logits: torch.Tensor, temperature: float, iterations: int = 3
 class Centering(nn.Module):
     """DINO's centring: softmax((logits - centre) / T) with an EMA centre [1, K]."""
 
+    center: torch.Tensor  # a buffer
+
     def __init__(self, num_prototypes: int, momentum: float = 0.9):
         super().__init__()
         self.momentum = momentum
