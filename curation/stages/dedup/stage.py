@@ -14,9 +14,11 @@ Steps (see ``docs/dedup.md``):
   :mod:`curation.stages.dedup.shards`) compute codes, exact Hamming pairs
   with variant queries, the k-NN edges over the hash survivors and the
   relative-dedup edges, each streaming the other partitions' files; this
-  process only unions pairs and edges into components (per-image arrays,
-  no descriptors, no index). Writes ``decisions-part-NNNNNN.parquet``
-  (keyed by sample key) and ``funnel.json``.
+  process only unions pairs and edges into components over the images they
+  touch (:mod:`curation.algorithms.sparse_graph`: no per-image array of the
+  pool, no descriptors, no index) and decides those images; the helpers
+  write ``decisions-part-NNNNNN.parquet`` (keyed by sample key) for their
+  partitions, and this process the ``funnel.json`` of their counts.
 - ``table`` (map): joins the decisions onto each partition: the stage table.
 """
 
