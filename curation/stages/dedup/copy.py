@@ -5,7 +5,7 @@ hash survivors' descriptors above ``copy_dedup.threshold`` in a k-NN graph;
 relative dedup then searches the images self-dedup keeps (not the ones it is
 about to drop, as in the paper) against the benchmark images at
 ``relative.threshold``. Without a descriptor, benchmarks are matched by hash
-(``dedup_hash.leak_labels``).
+(``dedup_hash.leak_hits``).
 """
 
 from __future__ import annotations

@@ -34,9 +34,10 @@ helpers), in bytes: pass 2: ``n_s (B + 190)`` (``B``: code bytes; its
 multi-index hashing tables) plus one streamed partition's variant codes
 (``V B N / P``); passes 4-5: ``4 d n_s`` (queries, float32) +
 ``12 k n_s`` (heap) + ``4 d N / P`` (one streamed partition) + the kept
-edges. At ``N = 1.2e9``, ``S = 160`` helpers, ``P = 1200``, ``d = 512``,
-``k = 64``: about 21 GB per helper in pass 4 (7.5M queries), about 1.5 GB in
-pass 2.
+edges; pass 6: its partitions' decision columns (~100 bytes per image), the
+k-NN file of its survivors and the keys it names. At ``N = 1.2e9``,
+``S = 160`` helpers, ``P = 1200``, ``d = 512``, ``k = 64``: about 21 GB per
+helper in pass 4 (7.5M queries), about 1.5 GB in pass 2.
 """
 
 from __future__ import annotations
