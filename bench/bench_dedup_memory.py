@@ -17,64 +17,22 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import tracemalloc
 from pathlib import Path
 
 
-class _Meter:
-    """Peak traced bytes outside helper calls, less what the helpers kept."""
-
-    def __init__(self):
-        self.peak, self.helpers = 0, 0
-
-    def segment(self) -> None:
-        self.peak = max(self.peak, tracemalloc.get_traced_memory()[1] - self.helpers)
-
-    def around(self, fn):
-        def wrapped(*args, **kwargs):
-            self.segment()
-            before = tracemalloc.get_traced_memory()[0]
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.helpers += tracemalloc.get_traced_memory()[0] - before
-                tracemalloc.reset_peak()
-
-        return wrapped
-
-
 def measure(root: Path, partitions: int, per_partition: int, groups: int, helpers: int) -> dict:
-    from curation.runner import workers
-    from curation.stages.dedup import shards
-    from curation.stages.dedup.stage import Graph
     from tests.stages import dedup_synthetic as ds
 
     src = root / f"src-{partitions}-{per_partition}"
     ds.write_features(src, partitions, per_partition, groups, seed=1)
-    meter, run = _Meter(), Graph.run
-    call, init = workers.LocalGroup.call, shards.DedupShard.__init__
-
-    def traced_run(self, out_dir):
-        tracemalloc.start()
-        try:
-            return run(self, out_dir)
-        finally:
-            meter.segment()
-            tracemalloc.stop()
-
-    Graph.run, workers.LocalGroup.call = traced_run, meter.around(call)
-    shards.DedupShard.__init__ = meter.around(init)
-    try:
-        cfg = ds.config(src, helpers, copy_dedup={"enabled": True, "threshold": 0.95, "k": 8})
-        out = ds.rerun_graph(src, root / f"run-{partitions}-{per_partition}", cfg)
-    finally:
-        Graph.run, workers.LocalGroup.call, shards.DedupShard.__init__ = run, call, init
+    cfg = ds.config(src, helpers, copy_dedup={"enabled": True, "threshold": 0.95, "k": 8})
+    out, peak = ds.traced_graph(src, root / f"run-{partitions}-{per_partition}", cfg)
     stats = json.loads((out / "stages/dedup/graph/_SUCCESS.json").read_text())
     n = stats["funnel"]["described"]
     return {
         "images": n,
-        "graph_peak_bytes": meter.peak,
-        "per_image": round(meter.peak / n, 1),
+        "graph_peak_bytes": peak,
+        "per_image": round(peak / n, 1),
         "held": stats.get("held"),
     }
 

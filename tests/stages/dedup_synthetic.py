@@ -9,6 +9,7 @@ to decode (no side-file row). Only the graph and table steps of the dedup stage 
 from __future__ import annotations
 
 import shutil
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +110,52 @@ def decisions(run_dir: Path) -> pa.Table:
     """Every partition's decisions file, concatenated in partition order."""
     paths = sorted((run_dir / "stages/dedup/graph").glob("decisions-part-*.parquet"))
     return pa.concat_tables([tables.read_parquet(p) for p in paths])
+
+
+class _Meter:
+    """Peak traced bytes outside helper calls, less what the helpers kept (their pools, the blocks they read,
+    and the results they return)."""
+
+    def __init__(self):
+        self.peak, self.helpers = 0, 0
+
+    def segment(self) -> None:
+        self.peak = max(self.peak, tracemalloc.get_traced_memory()[1] - self.helpers)
+
+    def around(self, fn):
+        def wrapped(*args, **kwargs):
+            self.segment()
+            before = tracemalloc.get_traced_memory()[0]
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.helpers += tracemalloc.get_traced_memory()[0] - before
+                tracemalloc.reset_peak()
+
+        return wrapped
+
+
+def traced_graph(src: Path, dst: Path, cfg: dict) -> tuple[Path, int]:
+    """:func:`rerun_graph` in-process, and the graph process's own peak traced memory (``tracemalloc``, numpy
+    buffers included; in-process helpers' allocations subtracted)."""
+    from curation.runner import workers
+    from curation.stages.dedup import shards
+    from curation.stages.dedup.stage import Graph
+
+    meter, run = _Meter(), Graph.run
+    call, init = workers.LocalGroup.call, shards.DedupShard.__init__
+
+    def traced_run(self, out_dir):
+        tracemalloc.start()
+        try:
+            return run(self, out_dir)
+        finally:
+            meter.segment()
+            tracemalloc.stop()
+
+    Graph.run, workers.LocalGroup.call = traced_run, meter.around(call)
+    shards.DedupShard.__init__ = meter.around(init)
+    try:
+        return rerun_graph(src, dst, cfg), meter.peak
+    finally:
+        Graph.run, workers.LocalGroup.call, shards.DedupShard.__init__ = run, call, init
