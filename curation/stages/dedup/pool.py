@@ -63,7 +63,8 @@ class Pool:
 
     def keys_of(self, p: int) -> pa.Array:
         """Keys of partition ``p``'s alive images (any partition of the features step, in pool order)."""
-        return self._alive(p)[0]["key"].combine_chunks().cast(pa.large_string())
+        t = tables.read_parquet(self._file(p, "parquet"), columns=["key", "status"])
+        return t.filter(pc.equal(t["status"], tables.SUCCESS))["key"].combine_chunks().cast(pa.large_string())
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
