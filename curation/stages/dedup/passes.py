@@ -187,6 +187,22 @@ def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:
     return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
 
 
+def _kept_masks(helpers: Helpers, at: Units, copies: np.ndarray) -> tuple[dict[int, int], int]:
+    """``kept-part-P.npy``: which of each partition's survivors self-dedup keeps (all but the sorted survivor
+    ids ``copies``), one partition at a time; returns the kept-id start per partition and the total."""
+    kept_offsets, before = {}, 0
+    parts = [p for r in helpers.ranges for p in r]
+    starts = [at.offsets[p] for p in parts] + [at.total]
+    for j, p in enumerate(parts):
+        mask = np.ones(starts[j + 1] - starts[j], bool)
+        lo, hi = np.searchsorted(copies, starts[j : j + 2])
+        mask[copies[lo:hi] - starts[j]] = False
+        np.save(helpers.work / f"kept-{_part(p)}.npy", mask)
+        kept_offsets[p] = before
+        before += int(mask.sum())
+    return kept_offsets, before
+
+
 def leak_graph(
     helpers: Helpers, at: Units, copies: np.ndarray, bench: np.ndarray, k: int, threshold: float, ids: Any, n: int
 ) -> tuple[Any, int]:
@@ -195,18 +211,9 @@ def leak_graph(
     maps the helpers' kept ids to global ids."""
     from curation.algorithms import knn_blocks, sparse_graph
 
-    kept_offsets, before = {}, 0
-    parts = [p for r in helpers.ranges for p in r]
-    starts = [at.offsets[p] for p in parts] + [at.total]
-    for j, p in enumerate(parts):  # one partition's mask at a time
-        mask = np.ones(starts[j + 1] - starts[j], bool)
-        lo, hi = np.searchsorted(copies, starts[j : j + 2])
-        mask[copies[lo:hi] - starts[j]] = False
-        np.save(helpers.work / f"kept-{_part(p)}.npy", mask)
-        kept_offsets[p] = before
-        before += int(mask.sum())
+    kept_offsets, total = _kept_masks(helpers, at, copies)
     np.save(helpers.work / "benchmarks.npy", np.ascontiguousarray(bench, np.float32))
-    stats = helpers.call("leak", [(i, kept_offsets, before, k, threshold) for i in range(len(helpers.ranges))])
+    stats = helpers.call("leak", [(i, kept_offsets, total, k, threshold) for i in range(len(helpers.ranges))])
     first_bench, queries, pool_ids, sims = n, [], [], []
     for i in range(len(helpers.ranges)):
         with np.load(helpers.work / f"leak-{i:05d}.npz") as f:
