@@ -33,6 +33,8 @@ def test_touched_components_are_those_of_scipy_over_every_node():
     np.minimum.at(smallest, scipy_labels, np.arange(n))
     assert (graph.labels == smallest[scipy_labels[graph.nodes]]).all()
     assert (graph.labels == cc.connected_components(n, [(u, v)])[graph.nodes]).all()
+    merged_often = sg.touched_components(_chunks(u, v, 25), batch=8)  # ids merged every few chunks
+    assert (merged_often.nodes == graph.nodes).all() and (merged_often.labels == graph.labels).all()
 
 
 def test_representatives_match_the_dense_choice_with_ties():
