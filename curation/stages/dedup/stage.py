@@ -182,7 +182,6 @@ class Graph(GlobalStep):
     def _run(self, out_dir: Path, pool: Pool, helpers: Any) -> dict[str, Any]:
         from curation.algorithms import sparse_graph as sg
         from curation.stages.dedup import copy as dedup_copy
-        from curation.stages.dedup import decisions as dedup_decisions
         from curation.stages.dedup import hash as dedup_hash
         from curation.stages.dedup import passes as dedup_passes
 
@@ -205,12 +204,7 @@ class Graph(GlobalStep):
             copy.leak_nodes, copy.leak_hit = dedup_hash.leak_hits(code, hashed.nodes, hash_rep, thumbs, helpers, n)
             timer.lap("relative_hash")
         records = sg.decide(hashed.nodes, hash_rep, copy.graph, copy.rep, copy.leak_nodes, copy.leak_hit)
-        dedup_decisions.save_records(helpers.work, records, hash_dups)
-        args = [(i, helpers.offsets, copy.unit_offsets, copy.bench_names) for i in range(len(helpers.ranges))]
-        counts = np.sum(helpers.call("decide", args), axis=0)
-        funnel = dedup_decisions.funnel(pool.inputs, n, counts, len(copy.bench_names))
-        write_json(out_dir / FUNNEL_FILE, funnel)
-        log.info("dedup funnel: %s", funnel)
+        funnel = self._write(out_dir, pool, helpers, records, hash_dups, copy)
         timer.lap("write")
         held = hashed.nbytes + hash_rep.nbytes + copy.nbytes + records.nbytes
         return {
@@ -224,6 +218,19 @@ class Graph(GlobalStep):
             "seconds": timer.laps,
             "held": {"touched": len(records.ids), "bytes": held},
         }
+
+    def _write(self, out_dir: Path, pool: Pool, helpers: Any, records: Any, hash_dups: np.ndarray, copy: Any) -> dict:
+        """The helpers write their partitions' decisions from the decided images; this process, the funnel
+        of their status counts."""
+        from curation.stages.dedup import decisions as dedup_decisions
+
+        dedup_decisions.save_records(helpers.work, records, hash_dups)
+        args = [(i, helpers.offsets, copy.unit_offsets, copy.bench_names) for i in range(len(helpers.ranges))]
+        counts = np.sum(helpers.call("decide", args), axis=0)
+        funnel = dedup_decisions.funnel(pool.inputs, len(pool), counts, len(copy.bench_names))
+        write_json(out_dir / FUNNEL_FILE, funnel)
+        log.info("dedup funnel: %s", funnel)
+        return funnel
 
     def _benchmarks(self, mean: np.ndarray | None, dims: int) -> tuple[list[str], np.ndarray, dict]:
         """Names (``dataset:key``) and unit descriptors ``(m, d)`` of the benchmark images."""
