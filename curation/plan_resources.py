@@ -27,6 +27,10 @@ from curation.errors import ConfigError
 GIB = 2**30
 SURVIVING = 0.62  # LVD-142M: 744M of 1.2B images survive dedup (paper, App. A)
 HASH_SURVIVING = 0.92  # assumed: the share of the pool left after the hash pass (1.1B of 1.2B)
+# Assumed: the share of the pool in some hash pair, copy edge or leak edge (the 38 % removed and the images kept
+# in their favour); the dedup graph process holds only these.
+TOUCHED = 0.6
+GRAPH_BYTES_PER_TOUCHED = 100  # union-find, representatives and decisions of a touched image (docs/dedup.md)
 # Instance types of ray_cluster.yaml: vCPUs, GPUs, memory (GiB), GPU memory (GiB).
 INSTANCES = {
     "p3dn.24xlarge": (96, 8, 768, 32),
@@ -179,9 +183,9 @@ def _estimate(config: Any, step: str, request, n: float, nodes: int) -> dict[str
     table: dict[str, dict[str, Any]] = {
         "download/fetch": {"memory": 1 * GIB, "items": n, "rate": RATES["download"]},
         "dedup/features": {"memory": 4 * GIB, "items": n, "rate": RATES["sscd_gpu" if gpu else "sscd_cpu"]},
-        # Per-image arrays only (keys, union-find parents, labels, codes, decisions); the pool is in the helpers.
+        # Arrays of the touched images only (union-find, representatives, decisions); the pool is in the helpers.
         "dedup/graph": {
-            "memory": 1 * GIB + 200 * n,
+            "memory": 1 * GIB + GRAPH_BYTES_PER_TOUCHED * TOUCHED * n,
             "items": n,
             "rate": RATES["graph"],
             "single": True,

@@ -136,6 +136,9 @@ def decide(
 ) -> Decisions:
     """The dedup funnel over ``n`` nodes: hash groups, then copy components, then leaks.
 
+    Dense (arrays over every node): the reference of :func:`curation.algorithms.sparse_graph.decide`,
+    which the dedup stage runs over the touched nodes only.
+
     ``hash_rep`` (n,): kept node of each node's hash group; ``survivors`` (n1,):
     the nodes kept by hashing, in increasing order; ``copy_labels`` (n1,) and
     ``leak_labels`` (n1 + m,) (empty without benchmarks) are component labels

@@ -5,7 +5,7 @@ hash survivors' descriptors above ``copy_dedup.threshold`` in a k-NN graph;
 relative dedup then searches the images self-dedup keeps (not the ones it is
 about to drop, as in the paper) against the benchmark images at
 ``relative.threshold``. Without a descriptor, benchmarks are matched by hash
-(``dedup_hash.leak_labels``).
+(``dedup_hash.leak_hits``).
 """
 
 from __future__ import annotations
@@ -19,71 +19,60 @@ import numpy as np
 
 @dataclass
 class _CopyResult:
-    """Copy and leak components in survivor index space (see ``components.decide``)."""
+    """Copy components and benchmark hits over the survivors some edge touches (global ids)."""
 
-    labels: np.ndarray  # (n1,)
-    leak_labels: np.ndarray  # (n1 + m,), empty without benchmarks
-    nearest: np.ndarray  # (n1,) survivor index of the most similar other survivor, -1 if none
-    nearest_sim: np.ndarray  # (n1,) float32, NaN if none
-    similarity: np.ndarray  # (n1,) float32 cosine to the kept image of the copy component, NaN if kept
-    bench_names: list[str]
-    bench_info: dict
-    kind: str
+    graph: Any  # sparse_graph.Sparse: copy components
+    rep: np.ndarray  # (t,) kept image of each touched survivor's component
+    leak_nodes: np.ndarray  # kept images whose leak component holds a benchmark, sorted
+    leak_hit: np.ndarray  # the smallest such benchmark of each
+    bench_names: list[str] = field(default_factory=list)
+    bench_info: dict = field(default_factory=dict)
+    kind: str = "none"
     edges: dict = field(default_factory=dict)  # edges kept per graph, and per survivor
+    unit_offsets: dict | None = None  # survivor-id start per partition of the units files
+
+    @property
+    def nbytes(self) -> int:
+        return self.graph.nbytes + self.rep.nbytes + self.leak_nodes.nbytes + self.leak_hit.nbytes
 
 
-def copy_pass(step: Any, pool: Any, helpers: Any, survivors: np.ndarray, rank: np.ndarray, timer: Any) -> _CopyResult:
-    """Self-dedup over the hash survivors, then relative dedup over what self-dedup keeps (as in the paper).
+def copy_pass(step: Any, n: int, helpers: Any, hash_duplicates: np.ndarray, rank_of: Any, timer: Any) -> _CopyResult:
+    """Self-dedup over the hash survivors (every image of the ``n`` but the sorted ``hash_duplicates``), then
+    relative dedup over what self-dedup keeps (as in the paper). ``rank_of(global ids)``: the keep policy.
 
     The k-NN searches run in the graph step's helpers, each over its range
     of partitions against every partition's descriptors, streamed
-    (:mod:`curation.stages.dedup.passes`); here only edges are unioned.
+    (:mod:`curation.stages.dedup.passes`); here only the touched survivors'
+    edges are unioned. Helpers speak survivor ids (and kept ids); they are
+    mapped to global ids by the sorted removed ids (``sparse_graph.expand``).
     """
-    from curation.algorithms import components as cc
+    from curation.algorithms import sparse_graph as sg
     from curation.stages.dedup import passes as dedup_passes
 
-    cfg, n1 = step.cfg, len(survivors)
-    none = _CopyResult(
-        np.arange(n1),
-        np.zeros(0, np.int64),
-        np.full(n1, -1, np.int64),
-        np.full(n1, np.nan, np.float32),
-        np.full(n1, np.nan, np.float32),
-        [],
-        {},
-        "none",
-    )
+    cfg, n1, empty = step.cfg, n - len(hash_duplicates), np.zeros(0, np.int64)
+    out = _CopyResult(sg.Sparse(empty, empty), empty, empty, empty)
     if not cfg.describes or not n1:
-        return none
-    c, r = cfg.copy_dedup, cfg.relative
-    at = dedup_passes.units(helpers, survivors, cfg.descriptor.center, c.index, step.ctx.seed)
+        return out
+    c, r, shift = cfg.copy_dedup, cfg.relative, sg.shift_of(hash_duplicates)
+    at = dedup_passes.units(helpers, hash_duplicates, n1, cfg.descriptor.center, c.index, step.ctx.seed)
+    out.unit_offsets = at.offsets
     timer.lap("descriptors")
-    out = none
     if cfg.copy_on:
-        graph = dedup_passes.self_edges(helpers, at, c.k, c.threshold)
-        rep = cc.representatives(graph["labels"], rank)
-        sim = np.full(n1, np.nan, np.float32)
-        dup = np.flatnonzero(rep != np.arange(n1))
-        sim[dup] = dedup_passes.similarity(helpers, at, dup, rep[dup])  # direct cosine to the kept image
-        out = _CopyResult(
-            graph["labels"],
-            none.leak_labels,
-            graph["nearest"],
-            graph["nearest_sim"],
-            sim,
-            [],
-            {},
-            at.kind,
-            {"self": graph["edges"], "self_per_image": round(graph["edges"] / n1, 4)},
-        )
+        out.graph, edges = dedup_passes.self_edges(helpers, at, c.k, c.threshold, shift)
+        out.rep, out.kind = sg.representatives(out.graph, rank_of(out.graph.nodes)), at.kind
+        out.edges = {"self": edges, "self_per_image": round(edges / n1, 4)}
         timer.lap("copy_graph")
     if not cfg.relative_on:
         return out
-    kept = np.flatnonzero(cc.representatives(out.labels, rank) == np.arange(n1))
+    copies = sg.compact(out.graph.nodes[out.rep != out.graph.nodes], hash_duplicates)  # survivor ids
     names, y, info = step._benchmarks(at.mean, at.dims)
-    out.leak_labels, leak_edges = dedup_passes.leak_labels(helpers, at, kept, y, r.k, r.threshold)
+    kept_shift = sg.shift_of(copies)
+    leak, leak_edges = dedup_passes.leak_graph(
+        helpers, at, copies, y, r.k, r.threshold, lambda kept: sg.expand(sg.expand(kept, kept_shift), shift), n
+    )
+    out.leak_nodes, out.leak_hit = sg.benchmark_hits(leak, n)
     out.bench_names, out.bench_info, out.kind = names, info, at.kind
-    out.edges.update(relative=leak_edges, relative_per_image=round(leak_edges / max(1, len(kept)), 4))
+    out.edges.update(relative=leak_edges, relative_per_image=round(leak_edges / max(1, n1 - len(copies)), 4))
     timer.lap("relative_graph")
     return out
 

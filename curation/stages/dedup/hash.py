@@ -8,7 +8,9 @@ with ``hashing.variants`` each image's variant sources (``sources.npy``,
 ``(m, S, S) uint8``) are cut into mirrored / cropped / rotated / trimmed
 thumbnails, hashed, and used as extra queries against every partition
 (memory: one partition's variant codes at a time, ``V * bits / 8`` bytes per
-image). Distances of duplicates and relative dedup by hash read the pool here.
+image). The groups are components over the images some pair touches
+(:mod:`curation.algorithms.sparse_graph`); the distance of each duplicate to
+its kept image is computed by the helper that writes its decision.
 
 With ``hashing.min_correlation`` every pair the Hamming search finds is a
 candidate, kept only when the two thumbnails that matched correlate pixel by
@@ -21,7 +23,6 @@ run by the helper that found the pair).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +30,6 @@ import numpy as np
 
 from curation.stages.dedup.config import HashingConfig
 from curation.stages.dedup.descriptors import SOURCES, THUMBS
-
-
-@dataclass
-class HashGroups:
-    """``codes`` ``(n, bits // 8) uint8``; ``labels`` ``(n,)`` int64 hash-group labels; ``info`` for the stats."""
-
-    codes: np.ndarray
-    labels: np.ndarray
-    coder: Callable[[np.ndarray], np.ndarray]
-    info: dict[str, Any]
 
 
 def coder(pool, cfg: HashingConfig, seed: int, out_dir: Path) -> tuple[Callable, dict[str, Any]]:
@@ -57,12 +48,8 @@ def coder(pool, cfg: HashingConfig, seed: int, out_dir: Path) -> tuple[Callable,
     return (lambda t: pca_hash.hash_codes(pca_hash.features(t), basis)), info
 
 
-def hash_groups(
-    codes: np.ndarray, labels: np.ndarray, code: Callable, info: dict[str, Any], cfg: HashingConfig
-) -> HashGroups:
-    """The hash groups from the helpers' codes and pair components
-    (:func:`curation.stages.dedup.passes.hash_labels`: exact, so the groups are
-    those of one search over the whole pool) and the coder's ``info``."""
+def hash_info(info: dict[str, Any], cfg: HashingConfig) -> dict[str, Any]:
+    """The hash pass's stats: the coder's ``info``, the pair counts and the variants and check used."""
     v = cfg.variants
     if v.enabled:
         info.update(variants=v.spec().count, variant_max_distance=v.max_distance)
@@ -71,7 +58,7 @@ def hash_groups(
     else:  # nothing was checked
         for key in ("candidate_pairs", "rejected_pairs"):
             info.pop(key, None)
-    return HashGroups(codes, labels, code, info)
+    return info
 
 
 class Check:
@@ -126,58 +113,28 @@ def _variant_codes(pool, cfg: HashingConfig, code, nodes: np.ndarray | None = No
         yield ids, code(thumbs.reshape(-1, cfg.thumb_size, cfg.thumb_size)).reshape(len(ids), spec.count, -1), thumbs
 
 
-def distances(
-    cfg: HashingConfig,
-    groups: HashGroups,
-    nodes: np.ndarray,
-    kept: np.ndarray,
-    variant_codes: Callable[[np.ndarray], np.ndarray],
-) -> np.ndarray:
-    """Hamming distance ``(k,) int64`` of each of ``nodes`` to its ``kept`` image.
-
-    The smallest over the two codes and, with variants, over either image's
-    variant codes (``variant_codes(sorted unique ids) -> (u, V, bytes)``,
-    read back from the helpers' files) against the other's code: the
-    distance that makes them duplicates (a group is chained, so it can
-    exceed the radius).
-    """
-    from curation.algorithms.hamming import hamming
-
-    codes = groups.codes
-    best = hamming(codes[nodes], codes[kept]) if len(nodes) else np.zeros(0, np.int64)
-    if not cfg.variants.enabled or not len(nodes):
-        return best
-    for a, b in ((nodes, kept), (kept, nodes)):
-        order = np.argsort(a, kind="stable")
-        uniq, inverse = np.unique(a[order], return_inverse=True)
-        variant = variant_codes(uniq)[inverse]
-        d = np.unpackbits(variant ^ codes[b[order]][:, None, :], axis=-1).sum(axis=-1, dtype=np.int64).min(axis=1)
-        best[order] = np.minimum(best[order], d)
-    return best
-
-
-def leak_labels(
-    cfg: HashingConfig,
-    groups: HashGroups,
-    survivors: np.ndarray,
-    hash_rep: np.ndarray,
-    bench_thumbs: np.ndarray,
-    helpers,
-) -> np.ndarray:
-    """Relative dedup by hash (no descriptor): leak components ``(n1 + m,)`` in survivor space.
+def leak_hits(
+    coder: Callable, hash_nodes: np.ndarray, hash_rep: np.ndarray, bench_thumbs: np.ndarray, helpers, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Relative dedup by hash (no descriptor): ``(kept images, benchmark index)`` of the leaks.
 
     ``bench_thumbs`` ``(m, s, s) uint8``: benchmark thumbnails. A pool image
     whose code, or one of its variants' codes, is within reach of a benchmark
-    code links its hash group's kept image to that benchmark (node ``n1 + j``).
-    The pool side is searched by the helpers, each over its partitions' code files.
+    code links its hash group's kept image (``hash_rep`` of the sorted touched
+    ``hash_nodes``, itself elsewhere) to that benchmark (node ``n + j``); a
+    component's smallest benchmark is its hit. The pool side is searched by the
+    helpers, each over its partitions' code files.
     """
-    from curation.algorithms import components as cc
+    from curation.algorithms import sparse_graph
 
-    n1, m = len(survivors), len(bench_thumbs)
-    if not m or not len(groups.codes):
-        return np.arange(n1 + m, dtype=np.int64)
-    bench = groups.coder(bench_thumbs)
-    where = np.full(len(groups.codes), -1, np.int64)
-    where[survivors] = np.arange(n1)
+    none = np.zeros(0, np.int64)
+    if not len(bench_thumbs) or not n:
+        return none, none
+    bench = coder(bench_thumbs)
     found = helpers.call("hash_leaks", [(bench, helpers.offsets)] * len(helpers.ranges))
-    return cc.connected_components(n1 + m, ((where[hash_rep[f[:, 0]]], n1 + f[:, 1]) for f in found))
+
+    def edges():
+        for f in found:
+            yield sparse_graph.lookup(hash_nodes, hash_rep, f[:, 0], f[:, 0]), n + f[:, 1]
+
+    return sparse_graph.benchmark_hits(sparse_graph.touched_components(edges), n)

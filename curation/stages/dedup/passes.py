@@ -1,11 +1,11 @@
 """The dedup graph step's passes over its helpers (:mod:`curation.stages.dedup.shards`).
 
-The graph process holds per-image arrays of the pool only (union-find
-parents, labels, hash codes: tens of bytes per image), never descriptors or
-an index; the helpers hold their range of partitions. Every pass gives the
-same pairs, edges and components as one process over the whole pool
-(exact searches, block by block; union-find labels do not depend on the
-order of the edges).
+The graph process holds arrays of the images some pair or edge touches only
+(:mod:`curation.algorithms.sparse_graph`), never a per-image array of the
+pool, descriptors or an index; the helpers hold their range of partitions.
+Every pass gives the same pairs, edges and components as one process over
+the whole pool (exact searches, block by block; union-find labels do not
+depend on the order of the edges).
 """
 
 from __future__ import annotations
@@ -67,9 +67,10 @@ def finish(helpers: Helpers) -> list[dict[str, Any]]:
         shutil.rmtree(helpers.work, ignore_errors=True)
 
 
-def hash_labels(helpers: Helpers, n: int, bits: int) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-    """Passes 1-2: ``(codes (n, bits / 8) uint8, hash-group labels (n,), stats)`` from the pair files."""
-    from curation.algorithms import components as cc
+def hash_graph(helpers: Helpers) -> tuple[Any, dict[str, int]]:
+    """Passes 1-2: the hash groups over the images some pair touches (:class:`~curation.algorithms.sparse_graph.Sparse`,
+    global ids) from the pair files, and the pair counts."""
+    from curation.algorithms import sparse_graph
 
     helpers.call("codes")
     found = helpers.call("pairs", [(i, helpers.offsets) for i in range(len(helpers.ranges))])
@@ -79,14 +80,32 @@ def hash_labels(helpers: Helpers, n: int, bits: int) -> tuple[np.ndarray, np.nda
             pairs = np.load(helpers.work / f"pairs-{i:05d}.npy")
             yield pairs[:, 0], pairs[:, 1]
 
-    labels = cc.connected_components(n, edges())
-    parts = [np.load(helpers.work / f"codes-{_part(p)}.npy") for r in helpers.ranges for p in r]
-    codes = np.concatenate(parts) if parts else np.zeros((0, bits // 8), np.uint8)
-    return (
-        codes,
-        labels,
-        {key: int(sum(f[key] for f in found)) for key in ("pairs", "candidate_pairs", "rejected_pairs")},
-    )
+    groups = sparse_graph.touched_components(edges)
+    return groups, {key: int(sum(f[key] for f in found)) for key in ("pairs", "candidate_pairs", "rejected_pairs")}
+
+
+def by_partition(offsets: dict[int, int], ids: np.ndarray):
+    """``(partition, its first id, positions in ids)`` of every partition that holds some of global ``ids``
+    (any order), in partition order: one sort, whatever the number of partitions."""
+    parts = sorted(offsets)
+    where = np.searchsorted([offsets[p] for p in parts], ids, side="right") - 1
+    order = np.argsort(where, kind="stable")
+    groups, cut = np.unique(where[order], return_index=True)
+    for j, at in zip(groups, np.split(order, cut[1:]) if len(ids) else [], strict=True):
+        yield parts[j], offsets[parts[j]], at
+
+
+def take_rows(work: Path, kind: str, offsets: dict[int, int], ids: np.ndarray) -> np.ndarray:
+    """Rows ``ids`` (any order) of the per-partition work files ``{kind}-part-P.npy`` whose first rows have
+    ids ``offsets[P]``; memory-mapped: only the rows asked for are read."""
+    ids = np.asarray(ids, np.int64)
+    out = None
+    for p, start, at in by_partition(offsets, ids):
+        x = np.load(work / f"{kind}-{_part(p)}.npy", mmap_mode="r")
+        if out is None:
+            out = np.zeros((len(ids), *x.shape[1:]), x.dtype)
+        out[at] = x[ids[at] - start]
+    return out if out is not None else np.zeros(0, np.int64)
 
 
 def _part(p: int) -> str:
@@ -111,23 +130,24 @@ class Units:
 TRAIN_PER_LIST = 64
 
 
-def units(helpers: Helpers, survivors: np.ndarray, center: bool, index: Any, seed: int) -> Units:
-    """Pass 3: the survivors' mean (when centring), their unit descriptors in ``units-part-P.npy`` and,
-    above ``index.exact_max`` survivors (or with an ivf ``index.kind``), the shared inverted lists."""
+def units(helpers: Helpers, hash_duplicates: np.ndarray, n1: int, center: bool, index: Any, seed: int) -> Units:
+    """Pass 3: the mean of the ``n1`` survivors (every image but the sorted ``hash_duplicates``; when
+    centring), their unit descriptors in ``units-part-P.npy`` and, above ``index.exact_max`` survivors (or
+    with an ivf ``index.kind``), the shared inverted lists."""
     from curation.algorithms.index import default_nlist, resolve_kind
     from curation.algorithms.knn_blocks import Coarse
 
-    local = helpers.per_partition(survivors)
+    local = helpers.per_partition(hash_duplicates)  # each helper takes the complement in its partitions
     mean = None
-    if center and len(survivors):
+    if center and n1:
         sums = helpers.call("descriptor_sum", [(s,) for s in local])
         total = sum(s for s, c in sums if c)
-        mean = (total / len(survivors)).astype(np.float32)
+        mean = (total / n1).astype(np.float32)
     written = helpers.call("units", [(s, mean) for s in local])
     counts = [c for per, _ in written for c in per]
     parts = [p for r in helpers.ranges for p in r]
     starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    at = Units({p: int(starts[j]) for j, p in enumerate(parts)}, mean, len(survivors), written[0][1], "flat")
+    at = Units({p: int(starts[j]) for j, p in enumerate(parts)}, mean, n1, written[0][1], "flat")
     if resolve_kind(at.total, index) != "flat":
         nlist = index.nlist or default_nlist(at.total)
         rng = np.random.default_rng(seed)
@@ -147,86 +167,66 @@ def _per_range(helpers: Helpers, at: Units, ids: np.ndarray) -> list[np.ndarray]
     return [ids[cut[i] : cut[i + 1]] for i in range(len(helpers.ranges))]
 
 
-def self_edges(helpers: Helpers, at: Units, k: int, threshold: float) -> dict[str, Any]:
-    """Pass 4: copy components over survivors, each one's nearest other, and the edge count."""
-    from curation.algorithms import components as cc
+def self_edges(helpers: Helpers, at: Units, k: int, threshold: float, shift: np.ndarray) -> tuple[Any, int]:
+    """Pass 4: copy components over the survivors some edge touches (global ids; ``shift``: the hash
+    duplicates' :func:`~curation.algorithms.sparse_graph.shift_of`) and the edge count. Each survivor's
+    nearest other stays in the helper's ``knn-SSSSS.npz``, read back when it writes its decisions."""
+    from curation.algorithms import sparse_graph
 
     stats = helpers.call("knn", [(i, at.offsets, at.total, k, threshold) for i in range(len(helpers.ranges))])
-    parent = cc.new_parent(at.total)
-    nearest, nearest_sim = [], []
-    for i in range(len(helpers.ranges)):
-        with np.load(helpers.work / f"knn-{i:05d}.npz") as f:
-            cc.union(parent, f["u"], f["v"])
-            nearest.append(f["nearest"])
-            nearest_sim.append(f["nearest_sim"])
-    edges = sum(s["edges"] for s in stats)
-    return {
-        "labels": cc.labels(parent),
-        "nearest": _cat(nearest, np.int64),
-        "nearest_sim": _cat(nearest_sim, np.float32),
-        "edges": int(edges),
-    }
+
+    def edges():
+        for i in range(len(helpers.ranges)):
+            with np.load(helpers.work / f"knn-{i:05d}.npz") as f:
+                yield sparse_graph.expand(f["u"], shift), sparse_graph.expand(f["v"], shift)
+
+    return sparse_graph.touched_components(edges), int(sum(s["edges"] for s in stats))
 
 
 def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:
     return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
 
 
-def gather(work: Path, kind: str, offsets: dict[int, int], total: int, ids: np.ndarray) -> np.ndarray:
-    """Rows ``ids`` (any order) of the per-partition work files ``{kind}-part-P.npy``, whose first rows have
-    ids ``offsets[P]``; each file is read once, in partition order, and only if a row of it is asked for."""
-    ids = np.asarray(ids, np.int64)
-    order = np.argsort(ids, kind="stable")
-    parts = sorted(offsets)
-    starts = np.array([offsets[p] for p in parts] + [total])
-    cut = np.searchsorted(ids[order], starts)
-    out = None
-    for j, p in enumerate(parts):
-        if cut[j + 1] > cut[j]:
-            x = np.load(work / f"{kind}-{_part(p)}.npy")
-            if out is None:
-                out = np.zeros((len(ids), *x.shape[1:]), x.dtype)
-            at = order[cut[j] : cut[j + 1]]
-            out[at] = x[ids[at] - starts[j]]
-    return out if out is not None else np.zeros((0,), np.float32)
-
-
-def similarity(helpers: Helpers, at: Units, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine ``(len(a),)`` float32 of survivors ``a[i]`` and ``b[i]``, reading each units file once, in order."""
-    if not len(a):
-        return np.zeros(0, np.float32)
-    vectors = gather(helpers.work, "units", at.offsets, at.total, np.concatenate([a, b])).astype(np.float32)
-    return np.einsum("nd,nd->n", vectors[: len(a)], vectors[len(a) :])
-
-
-def leak_labels(
-    helpers: Helpers, at: Units, kept: np.ndarray, bench: np.ndarray, k: int, threshold: float
-) -> tuple[np.ndarray, int]:
-    """Pass 5: leak components ``(n1 + m,)`` in survivor space over the ``kept`` survivors and benchmarks."""
-    from curation.algorithms import components as cc
-    from curation.algorithms import knn_blocks
-
-    n1, m = at.total, len(bench)
-    mask = np.zeros(n1, bool)
-    mask[kept] = True
-    parts = [p for r in helpers.ranges for p in r]
-    starts = [at.offsets[p] for p in parts] + [n1]
+def _kept_masks(helpers: Helpers, at: Units, copies: np.ndarray) -> tuple[dict[int, int], int]:
+    """``kept-part-P.npy``: which of each partition's survivors self-dedup keeps (all but the sorted survivor
+    ids ``copies``), one partition at a time; returns the kept-id start per partition and the total."""
     kept_offsets, before = {}, 0
+    parts = [p for r in helpers.ranges for p in r]
+    starts = [at.offsets[p] for p in parts] + [at.total]
     for j, p in enumerate(parts):
-        np.save(helpers.work / f"kept-{_part(p)}.npy", mask[starts[j] : starts[j + 1]])
+        mask = np.ones(starts[j + 1] - starts[j], bool)
+        lo, hi = np.searchsorted(copies, starts[j : j + 2])
+        mask[copies[lo:hi] - starts[j]] = False
+        np.save(helpers.work / f"kept-{_part(p)}.npy", mask)
         kept_offsets[p] = before
-        before += int(mask[starts[j] : starts[j + 1]].sum())
+        before += int(mask.sum())
+    return kept_offsets, before
+
+
+def leak_graph(
+    helpers: Helpers, at: Units, copies: np.ndarray, bench: np.ndarray, k: int, threshold: float, ids: Any, n: int
+) -> tuple[Any, int]:
+    """Pass 5: leak components (global ids; benchmark ``j`` is node ``n + j``) over the survivors that
+    self-dedup keeps (every one but the sorted survivor ids ``copies``) and the benchmarks. ``ids(kept ids)``
+    maps the helpers' kept ids to global ids."""
+    from curation.algorithms import knn_blocks, sparse_graph
+
+    kept_offsets, total = _kept_masks(helpers, at, copies)
     np.save(helpers.work / "benchmarks.npy", np.ascontiguousarray(bench, np.float32))
-    stats = helpers.call("leak", [(i, kept_offsets, len(kept), k, threshold) for i in range(len(helpers.ranges))])
-    parent = cc.new_parent(n1 + m)
-    queries, pool_ids, sims = [], [], []
+    stats = helpers.call("leak", [(i, kept_offsets, total, k, threshold) for i in range(len(helpers.ranges))])
+    first_bench, queries, pool_ids, sims = n, [], [], []
     for i in range(len(helpers.ranges)):
         with np.load(helpers.work / f"leak-{i:05d}.npz") as f:
-            cc.union(parent, kept[f["u"]], kept[f["v"]])
-            cc.union(parent, kept[f["pool"]], n1 + f["bench"])
             queries.append(f["bench_q"])
             pool_ids.append(f["bench_pool"])
             sims.append(f["bench_sim"])
     q, v = knn_blocks.merge_candidates(_cat(queries, np.int64), _cat(pool_ids, np.int64), _cat(sims, np.float32), k)
-    cc.union(parent, n1 + q, kept[v])
-    return cc.labels(parent), int(sum(s["edges"] for s in stats))
+
+    def edges():
+        for i in range(len(helpers.ranges)):
+            with np.load(helpers.work / f"leak-{i:05d}.npz") as f:
+                yield ids(f["u"]), ids(f["v"])
+                yield ids(f["pool"]), first_bench + f["bench"]
+        yield first_bench + q, ids(v)
+
+    return sparse_graph.touched_components(edges), int(sum(s["edges"] for s in stats))

@@ -7,8 +7,9 @@ partition or per helper), so no pool-sized array travels or is held:
 
 1. ``codes``: hash codes of the helper's images (and of their geometric
    variants) from the thumbnails: ``codes-part-P.npy`` ``(m, bits / 8)``,
-   ``vcodes-part-P.npy`` ``(m, V, bits / 8)``, and ``rows-part-P.npy``, the
-   images' rows in the features side files (so any helper reads any image).
+   ``vcodes-part-P.npy`` ``(m, V, bits / 8)``, ``rows-part-P.npy``, the
+   images' rows in the features side files (so any helper reads any image),
+   and ``areas-part-P.npy``, their ``width * height``.
 2. ``pairs``: one index over the helper's codes; its own codes, every later
    partition's codes and every partition's variant codes are searched in it
    (:func:`curation.algorithms.code_pairs.range_pairs`, exact); with
@@ -24,15 +25,19 @@ partition or per helper), so no pool-sized array travels or is held:
    masks) with the benchmark descriptors (``benchmarks.npy``, read whole by
    every helper): pool-pool and pool -> benchmark edges, and each benchmark's
    local top ``k`` above the threshold, ``leak-SSSSS.npz``.
+6. ``decide``: the decisions files of its partitions, from the images the
+   graph process decided (``decided-*.npy``; every other image is kept),
+   with the distances and similarities computed from the files here.
 
 Memory of a helper holding ``n_s`` of the ``N`` images (``N / S`` with ``S``
 helpers), in bytes: pass 2: ``n_s (B + 190)`` (``B``: code bytes; its
 multi-index hashing tables) plus one streamed partition's variant codes
 (``V B N / P``); passes 4-5: ``4 d n_s`` (queries, float32) +
 ``12 k n_s`` (heap) + ``4 d N / P`` (one streamed partition) + the kept
-edges. At ``N = 1.2e9``, ``S = 160`` helpers, ``P = 1200``, ``d = 512``,
-``k = 64``: about 21 GB per helper in pass 4 (7.5M queries), about 1.5 GB in
-pass 2.
+edges; pass 6: its partitions' decision columns (~100 bytes per image), the
+k-NN file of its survivors and the keys it names. At ``N = 1.2e9``,
+``S = 160`` helpers, ``P = 1200``, ``d = 512``, ``k = 64``: about 21 GB per
+helper in pass 4 (7.5M queries), about 1.5 GB in pass 2.
 """
 
 from __future__ import annotations
@@ -98,6 +103,7 @@ class DedupShard:
             codes = code(thumbs[0]) if thumbs else np.zeros((0, h.bits // 8), np.uint8)
             np.save(self.work / _name("codes", p), codes.astype(np.uint8))
             np.save(self.work / _name("rows", p), self.pool.feature_row[a:b].astype(np.int64))
+            np.save(self.work / _name("areas", p), self.pool.area[a:b])  # the keep policy's, for touched images
             if h.variants.enabled:
                 parts = [c for _, c, _ in _variant_codes(one, h, code)]
                 v = np.concatenate(parts) if parts else np.zeros((0, h.variants.spec().count, h.bits // 8), np.uint8)
@@ -163,25 +169,30 @@ class DedupShard:
     def _load(self, kind: str, p: int) -> np.ndarray:
         return np.load(self.work / _name(kind, p), allow_pickle=False)
 
-    def descriptor_sum(self, survivors: list[np.ndarray]) -> tuple[np.ndarray | None, int]:
-        """Pass 3a: float64 sum of the raw descriptors of own survivors (local ids per partition)."""
+    def _survivors(self, duplicates: list[np.ndarray]):
+        """``(partition, a, b, local ids of its survivors)``: every image but the hash ``duplicates``."""
+        for (p, a, b), dup in zip(self.pool.ranges(), duplicates, strict=True):
+            yield p, a, b, np.setdiff1d(np.arange(b - a), dup)
+
+    def descriptor_sum(self, duplicates: list[np.ndarray]) -> tuple[np.ndarray | None, int]:
+        """Pass 3a: float64 sum of the raw descriptors of own survivors (hash duplicates: local ids per partition)."""
         from curation.stages.dedup.descriptors import DESCRIPTORS
 
         total, count = None, 0
-        for (p, a, b), local in zip(self.pool.ranges(), survivors, strict=True):
+        for p, a, b, local in self._survivors(duplicates):
             for chunk in _PartPool(self.pool, p, a, b).arrays(DESCRIPTORS, np.asarray(local) + a):
                 s = chunk.astype(np.float64).sum(axis=0)
                 total = s if total is None else total + s
                 count += len(chunk)
         return total, count
 
-    def units(self, survivors: list[np.ndarray], mean: np.ndarray | None) -> tuple[list[int], int]:
+    def units(self, duplicates: list[np.ndarray], mean: np.ndarray | None) -> tuple[list[int], int]:
         """Pass 3b: ``units-part-P.npy``, unit descriptors of own survivors; returns their counts and the dimension."""
         from curation.algorithms.knn import unit_rows
         from curation.stages.dedup.descriptors import DESCRIPTORS
 
         counts, dims = [], self._dims()
-        for (p, a, b), local in zip(self.pool.ranges(), survivors, strict=True):
+        for p, a, b, local in self._survivors(duplicates):
             parts = list(_PartPool(self.pool, p, a, b).arrays(DESCRIPTORS, np.asarray(local) + a))
             x = unit_rows(np.concatenate(parts), mean) if parts else np.zeros((0, dims), np.float32)
             np.save(self.work / _name("units", p), x.astype(np.float16))
@@ -263,6 +274,13 @@ class DedupShard:
             bench_sim=bs[keep],
         )
         return {"queries": len(queries), "edges": len(pool["u"]) + len(pu) + int(keep.sum())}
+
+    def decide(self, index: int, offsets: dict[int, int], units: dict[int, int] | None, names: list[str]) -> list[int]:
+        """Pass 6: the decisions files of own partitions from the graph process's decided images
+        (:func:`curation.stages.dedup.decisions.write_range`); returns the status counts."""
+        from curation.stages.dedup.decisions import write_range
+
+        return write_range(self, index, offsets, units, names, self.cfg.hashing.method)
 
 
 class _PartPool:

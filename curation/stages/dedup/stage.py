@@ -14,9 +14,11 @@ Steps (see ``docs/dedup.md``):
   :mod:`curation.stages.dedup.shards`) compute codes, exact Hamming pairs
   with variant queries, the k-NN edges over the hash survivors and the
   relative-dedup edges, each streaming the other partitions' files; this
-  process only unions pairs and edges into components (per-image arrays,
-  no descriptors, no index). Writes ``decisions-part-NNNNNN.parquet``
-  (keyed by sample key) and ``funnel.json``.
+  process only unions pairs and edges into components over the images they
+  touch (:mod:`curation.algorithms.sparse_graph`: no per-image array of the
+  pool, no descriptors, no index) and decides those images; the helpers
+  write ``decisions-part-NNNNNN.parquet`` (keyed by sample key) for their
+  partitions, and this process the ``funnel.json`` of their counts.
 - ``table`` (map): joins the decisions onto each partition: the stage table.
 """
 
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +170,7 @@ class Graph(GlobalStep[DedupConfig]):
 
         threads = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(self.cfg.graph.num_cpus)  # the CPUs this task holds
-        pool = Pool(self.ctx.step_dir(Features.name))
+        pool = Pool(self.ctx.step_dir(Features.name), scalars=False)  # sizes only: no per-image array
         helpers = dedup_passes.start(self, pool, out_dir, self.worker_resources())
         try:
             stats = self._run(out_dir, pool, helpers)
@@ -179,45 +180,57 @@ class Graph(GlobalStep[DedupConfig]):
         return {**stats, "workers": [{"partitions": len(r), **w} for r, w in zip(helpers.ranges, workers, strict=True)]}
 
     def _run(self, out_dir: Path, pool: Pool, helpers: Any) -> dict[str, Any]:
-        from curation.algorithms import components as cc
+        from curation.algorithms import sparse_graph as sg
         from curation.stages.dedup import copy as dedup_copy
-        from curation.stages.dedup import decisions as dedup_decisions
         from curation.stages.dedup import hash as dedup_hash
         from curation.stages.dedup import passes as dedup_passes
 
-        timer, cfg = _Timer(lambda n: self.report_progress(n, len(_Timer.PHASES))), self.cfg
+        timer, cfg, n = _Timer(lambda k: self.report_progress(k, len(_Timer.PHASES))), self.cfg, len(pool)
         code, info = dedup_hash.coder(pool, cfg.hashing, self.ctx.seed, out_dir)
-        codes, labels, found = dedup_passes.hash_labels(helpers, len(pool), cfg.hashing.bits)
-        hashed = dedup_hash.hash_groups(codes, labels, code, {**info, **found}, cfg.hashing)
+        hashed, found = dedup_passes.hash_graph(helpers)
+        info = dedup_hash.hash_info({**info, **found}, cfg.hashing)
         timer.lap("hash_groups")
-        rank = -pool.area if cfg.keep == "largest" else np.zeros(len(pool), np.int64)
-        hash_rep = cc.representatives(hashed.labels, rank)
-        survivors = np.flatnonzero(hash_rep == np.arange(len(pool)))
-        copy = dedup_copy.copy_pass(self, pool, helpers, survivors, rank[survivors], timer)
+
+        def rank_of(ids: np.ndarray) -> np.ndarray:  # the keep policy, from the areas of these images only
+            if cfg.keep != "largest":
+                return np.zeros(len(ids), np.int64)
+            return -dedup_passes.take_rows(helpers.work, "areas", helpers.offsets, ids)
+
+        hash_rep = sg.representatives(hashed, rank_of(hashed.nodes))
+        hash_dups = hashed.nodes[hash_rep != hashed.nodes]
+        copy = dedup_copy.copy_pass(self, n, helpers, hash_dups, rank_of, timer)
         if cfg.relative.benchmarks and not cfg.relative_on and cfg.relative.enabled is None:  # matched by hash
             copy.bench_names, thumbs, copy.bench_info = dedup_copy.benchmark_thumbs(self)
-            copy.leak_labels = dedup_hash.leak_labels(cfg.hashing, hashed, survivors, hash_rep, thumbs, helpers)
+            copy.leak_nodes, copy.leak_hit = dedup_hash.leak_hits(code, hashed.nodes, hash_rep, thumbs, helpers, n)
             timer.lap("relative_hash")
-        dec = cc.decide(hash_rep, survivors, copy.labels, copy.leak_labels, rank[survivors])
-        dup = np.flatnonzero(dec.status == cc.HASH_DUPLICATE)
-        distance = np.full(len(pool), -1, np.int64)
-        variants = partial(dedup_passes.gather, helpers.work, "vcodes", helpers.offsets, len(pool))
-        distance[dup] = dedup_hash.distances(cfg.hashing, hashed, dup, dec.ref[dup], variants)
-        dedup_decisions.write_decisions(out_dir, pool, dec, hashed.codes, copy, distance, cfg.hashing.method)
-        funnel = dedup_decisions.funnel(pool, dec.status, len(copy.bench_names))
-        write_json(out_dir / FUNNEL_FILE, funnel)
-        log.info("dedup funnel: %s", funnel)
+        records = sg.decide(hashed.nodes, hash_rep, copy.graph, copy.rep, copy.leak_nodes, copy.leak_hit)
+        funnel = self._write(out_dir, pool, helpers, records, hash_dups, copy)
         timer.lap("write")
+        held = hashed.nbytes + hash_rep.nbytes + copy.nbytes + records.nbytes
         return {
             "funnel": funnel,
-            "hash": hashed.info,
+            "hash": info,
             "benchmarks": copy.bench_info,
             "copy_dedup": cfg.copy_on,
             "relative_dedup": cfg.relative_on,
             "index": copy.kind,
             "edges": copy.edges,
             "seconds": timer.laps,
+            "held": {"touched": len(records.ids), "bytes": held},
         }
+
+    def _write(self, out_dir: Path, pool: Pool, helpers: Any, records: Any, hash_dups: np.ndarray, copy: Any) -> dict:
+        """The helpers write their partitions' decisions from the decided images; this process, the funnel
+        of their status counts."""
+        from curation.stages.dedup import decisions as dedup_decisions
+
+        dedup_decisions.save_records(helpers.work, records, hash_dups)
+        args = [(i, helpers.offsets, copy.unit_offsets, copy.bench_names) for i in range(len(helpers.ranges))]
+        counts = np.sum(helpers.call("decide", args), axis=0)
+        funnel = dedup_decisions.funnel(pool.inputs, len(pool), counts, len(copy.bench_names))
+        write_json(out_dir / FUNNEL_FILE, funnel)
+        log.info("dedup funnel: %s", funnel)
+        return funnel
 
     def _benchmarks(self, mean: np.ndarray | None, dims: int) -> tuple[list[str], np.ndarray, dict]:
         """Names (``dataset:key``) and unit descriptors ``(m, d)`` of the benchmark images."""
