@@ -1,6 +1,6 @@
 """Memory of the dedup graph process (not its helpers) at N and 4N images, same planted duplicates.
 
-A synthetic pool (``tests/stages/dedup_synthetic.py``: random thumbnails and 16-d descriptors, ``--groups``
+A synthetic pool (``tests/stages/dedup/synthetic.py``: random thumbnails and 16-d descriptors, ``--groups``
 planted hash groups and as many copy groups) is written for ``--partitions`` and 4x as many partitions of
 ``--per-partition`` images; the dedup graph and table steps then run in-process with 1 and 4 helpers.
 Python's ``tracemalloc`` (numpy's buffers included) measures the graph step; what the helpers allocate
@@ -21,7 +21,7 @@ from pathlib import Path
 
 
 def measure(root: Path, partitions: int, per_partition: int, groups: int, helpers: int) -> dict:
-    from tests.stages import dedup_synthetic as ds
+    from tests.stages.dedup import synthetic as ds
 
     src = root / f"src-{partitions}-{per_partition}"
     ds.write_features(src, partitions, per_partition, groups, seed=1)

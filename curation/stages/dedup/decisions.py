@@ -50,7 +50,7 @@ def _records(work: Path, a: int, b: int) -> dict[str, np.ndarray]:
 def _defaults(work: Path, a: int, b: int) -> dict[str, np.ndarray]:
     """Per image of ``[a, b)``: the decided values, defaults (kept, its own component of 1) elsewhere."""
     m, rec = b - a, _records(work, a, b)
-    out = {
+    out: dict[str, np.ndarray] = {
         "status": np.zeros(m, np.int8),
         "ref": np.full(m, -1, np.int64),
         "component": np.arange(a, b, dtype=np.int64),

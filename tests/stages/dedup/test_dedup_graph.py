@@ -18,7 +18,7 @@ from scipy.sparse.csgraph import connected_components
 from curation import tables
 from curation.algorithms.knn import unit_rows
 from curation.stages.dedup.pool import Pool
-from tests.stages import dedup_synthetic as ds
+from tests.stages.dedup import synthetic as ds
 
 pytestmark = pytest.mark.slow
 PARTS, PER_PART, GROUPS = 4, 300, 20
