@@ -35,6 +35,11 @@ streamed block (``4 d N / P``), the heap (``12 k N / P``) and the kept
 edges (``20`` bytes each). At ``N = 1.2e9``, ``d = 512``, ``k = 64``,
 ``P = 1200``: about 5 GB. Work: ``N^2 d`` multiply-adds in all, ``P``
 passes over the stored pool (each worker reads it once).
+
+A worker granted a GPU runs the same code with every Faiss index copied to
+that GPU just before it is searched (:class:`Device`, :func:`on_gpu`): the
+blocks, their lists and the merge are built on the host as on the CPU path;
+only where the inner products are computed changes.
 """
 
 from __future__ import annotations
@@ -46,17 +51,54 @@ import numpy as np
 from curation.algorithms.knn import edges, nearest_other
 
 
+def on_gpu(granted: float) -> bool:
+    """Whether a worker's searches run on a GPU: exactly when it was granted one and Faiss sees one
+    (a CPU-only Faiss, or a worker without a grant, stays on the CPU)."""
+    from curation.algorithms.kmeans import use_gpu
+
+    return granted > 0 and use_gpu("auto")
+
+
+class Device:
+    """Where the searches run: the CPU, or (``gpu``) the first GPU this process sees.
+
+    A Ray worker granted one GPU sees it as device 0 (Ray sets
+    ``CUDA_VISIBLE_DEVICES``). Indexes are always built on the host;
+    :meth:`place` copies one to the GPU (Faiss' ``index_cpu_to_gpu``) or
+    returns it as it is.
+    """
+
+    def __init__(self, gpu: bool = False):
+        self.gpu = gpu
+        self._resources = None
+
+    def place(self, index):
+        if not self.gpu:
+            return index
+        import faiss
+
+        if self._resources is None:  # one set of GPU buffers per worker, reused by every block
+            self._resources = faiss.StandardGpuResources()
+        return faiss.index_cpu_to_gpu(self._resources, 0, index)
+
+
+CPU = Device()
+
+
 class Coarse:
     """A shared coarse quantizer: ``centroids`` ``(nlist, d)`` float32 and the lists probed per query."""
 
-    def __init__(self, centroids: np.ndarray, nprobe: int):
+    def __init__(self, centroids: np.ndarray, nprobe: int, device: Device = CPU):
         import faiss
 
         self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
         self.nlist, dim = self.centroids.shape
         self.nprobe = max(1, min(nprobe, self.nlist))
-        self.quantizer = faiss.IndexFlatIP(dim)
-        self.quantizer.add(self.centroids)
+        self.device = device
+        # The host copy is every block's IVF quantizer; the placed one assigns queries and vectors.
+        self.host = faiss.IndexFlatIP(dim)
+        self.host.add(self.centroids)
+        self.quantizer = device.place(self.host)
 
     @classmethod
     def train(cls, sample: np.ndarray, nlist: int, nprobe: int, seed: int = 0) -> Coarse:
@@ -85,23 +127,28 @@ class Coarse:
         import faiss
         from faiss.contrib.ivf_tools import add_preassigned
 
-        index = faiss.IndexIVFFlat(self.quantizer, x.shape[1], self.nlist, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexIVFFlat(self.host, x.shape[1], self.nlist, faiss.METRIC_INNER_PRODUCT)
         if lists is None:
-            index.add(x)
-        else:
-            add_preassigned(index, x, np.ascontiguousarray(lists, dtype=np.int64))
+            lists = self.lists(x)
+        add_preassigned(index, x, np.ascontiguousarray(lists, dtype=np.int64))
         index.nprobe = self.nprobe
-        return index
+        return self.device.place(index)
 
 
 def block_topk(
-    queries: np.ndarray, blocks: Iterable[tuple], k: int, total: int, coarse: Coarse | None = None
+    queries: np.ndarray,
+    blocks: Iterable[tuple],
+    k: int,
+    total: int,
+    coarse: Coarse | None = None,
+    device: Device = CPU,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top ``min(k, total)`` of ``queries`` ``(q, d)`` over ``blocks`` of ``(offset, x (m, d)[, lists (m,)])``.
 
     Exact without ``coarse``; with it, over the probed lists only (exact
-    scores). ``total``: the vectors over all blocks. Returns ``(sims (q, k')
-    float32, global ids (q, k') int64)``, best first; id ``-1`` where there is none.
+    scores; ``coarse.device`` is then where it runs, else ``device``).
+    ``total``: the vectors over all blocks. Returns ``(sims (q, k') float32,
+    global ids (q, k') int64)``, best first; id ``-1`` where there is none.
     """
     import faiss
 
@@ -119,7 +166,7 @@ def block_topk(
         if coarse is None:
             index = faiss.IndexFlatIP(x.shape[1])
             index.add(x)
-            sims, ids = index.search(queries, min(k, len(x)))
+            sims, ids = device.place(index).search(queries, min(k, len(x)))
         else:
             sims, ids = coarse.searcher(x, *lists).search_preassigned(queries, min(k, len(x)), probe[1], probe[0])
         heap.add_result(sims, np.where(ids >= 0, ids + offset, -1))
@@ -146,18 +193,22 @@ def self_graph(
     threshold: float,
     chunk: int = 65536,
     coarse: Coarse | None = None,
+    device: Device = CPU,
 ) -> dict[str, np.ndarray]:
     """One worker's part of the self k-NN graph: queries are pool ids ``start + arange(q)``.
 
+    ``queries``: an array, or any sliceable ``(q, d)`` whose slices are read
+    on demand (only ``chunk`` query rows are held as float32 at a time).
     ``blocks`` must be re-iterable (a list, or an object whose ``__iter__``
-    reads the pool again) when there are more than ``chunk`` queries.
+    reads the pool again) when there are more than ``chunk`` queries: each
+    chunk streams every block again.
     Returns ``u, v`` (int64), ``sim`` (float32): the edges above
     ``threshold``; ``nearest`` (int64, -1: none), ``nearest_sim`` (NaN: none)
     per query.
     """
     parts: dict[str, list[np.ndarray]] = {"u": [], "v": [], "sim": [], "nearest": [], "nearest_sim": []}
     for lo in range(0, len(queries), chunk):
-        sims, ids = block_topk(queries[lo : lo + chunk], blocks, k, total, coarse)
+        sims, ids = block_topk(queries[lo : lo + chunk], blocks, k, total, coarse, device)
         u, v, s = threshold_edges(start + lo, sims, ids, threshold)
         near, near_sim = nearest_other(start + lo, sims, ids)
         for name, value in zip(parts, (u, v, s, near, near_sim), strict=True):

@@ -42,14 +42,10 @@ from typing import Any
 
 import numpy as np
 
-from curation import tables
 from curation.stages.base import Grant, StageContext
+from curation.stages.dedup.streams import Blocks, Chunks, Rows, Variants, file_name
 
 STEP = "features"
-
-
-def _name(kind: str, partition: int) -> str:
-    return f"{kind}-{tables.partition_name(partition)}.npy"
 
 
 class DedupShard:
@@ -69,6 +65,9 @@ class DedupShard:
         self.pool = Pool(self.ctx.step_dir(STEP), self.partitions)
         self.grant = grant or Grant()
         self._threads()
+        from curation.algorithms.knn_blocks import Device, on_gpu
+
+        self.device = Device(on_gpu(self.grant.num_gpus))
 
     def _threads(self) -> None:
         import faiss
@@ -96,12 +95,12 @@ class DedupShard:
             one = _PartPool(self.pool, p, a, b)
             thumbs = list(one.arrays(THUMBS))
             codes = code(thumbs[0]) if thumbs else np.zeros((0, h.bits // 8), np.uint8)
-            np.save(self.work / _name("codes", p), codes.astype(np.uint8))
-            np.save(self.work / _name("rows", p), self.pool.feature_row[a:b].astype(np.int64))
+            np.save(self.work / file_name("codes", p), codes.astype(np.uint8))
+            np.save(self.work / file_name("rows", p), self.pool.feature_row[a:b].astype(np.int64))
             if h.variants.enabled:
                 parts = [c for _, c, _ in _variant_codes(one, h, code)]
                 v = np.concatenate(parts) if parts else np.zeros((0, h.variants.spec().count, h.bits // 8), np.uint8)
-                np.save(self.work / _name("vcodes", p), v)
+                np.save(self.work / file_name("vcodes", p), v)
         return len(self.pool)
 
     def pairs(self, index: int, offsets: dict[int, int]) -> dict[str, int]:
@@ -115,8 +114,8 @@ class DedupShard:
         order = sorted(offsets)
         own_parts = [self._load("codes", p) for p in self.partitions]
         own = np.concatenate(own_parts) if own_parts else np.zeros((0, h.bits // 8), np.uint8)
-        later = _Blocks(self.work, "codes", [q for q in order if self.partitions and q > self.partitions[-1]], offsets)
-        variants = _Variants(self.work, order, offsets) if v.enabled else ()
+        later = Blocks(self.work, "codes", [q for q in order if self.partitions and q > self.partitions[-1]], offsets)
+        variants = Variants(self.work, order, offsets) if v.enabled else ()
         start = offsets[self.partitions[0]] if self.partitions else 0
         pool = _WorkPool(self.ctx.step_dir(STEP), self.work, offsets)
         check = Check(pool, h)
@@ -161,7 +160,7 @@ class DedupShard:
         return np.concatenate(found)
 
     def _load(self, kind: str, p: int) -> np.ndarray:
-        return np.load(self.work / _name(kind, p), allow_pickle=False)
+        return np.load(self.work / file_name(kind, p), allow_pickle=False)
 
     def descriptor_sum(self, survivors: list[np.ndarray]) -> tuple[np.ndarray | None, int]:
         """Pass 3a: float64 sum of the raw descriptors of own survivors (local ids per partition)."""
@@ -184,7 +183,7 @@ class DedupShard:
         for (p, a, b), local in zip(self.pool.ranges(), survivors, strict=True):
             parts = list(_PartPool(self.pool, p, a, b).arrays(DESCRIPTORS, np.asarray(local) + a))
             x = unit_rows(np.concatenate(parts), mean) if parts else np.zeros((0, dims), np.float32)
-            np.save(self.work / _name("units", p), x.astype(np.float16))
+            np.save(self.work / file_name("units", p), x.astype(np.float16))
             counts.append(len(x))
         return counts, dims
 
@@ -204,30 +203,54 @@ class DedupShard:
             out.append(x[at].astype(np.float32))
         return np.concatenate(out)
 
+    def hold_sample(self, ids: np.ndarray, offsets: dict[int, int]) -> int:
+        """Pass 3c: keep own sampled survivors ``ids`` for the quantizer's k-means; returns how many."""
+        self.sample = self.rows(ids, offsets)
+        return len(self.sample)
+
+    def sample_rows(self, local: np.ndarray) -> np.ndarray:
+        return self.sample[local]
+
+    def sample_stats(self):
+        """One k-means step on own sampled rows, against the centroids the graph step wrote."""
+        from curation.algorithms.kmeans_sharded import partial_stats
+
+        centroids = np.load(self.work / "coarse-centroids.npy")
+        return partial_stats(self.sample, centroids, spherical=True, gpu=self.device.gpu)
+
     def assign(self, nprobe: int) -> None:
-        """Pass 3c: the shared inverted lists; ``lists-part-P.npy``, each own unit's list."""
+        """Pass 3d: the shared inverted lists; ``lists-part-P.npy``, each own unit's list."""
         from curation.algorithms.knn_blocks import Coarse
 
-        self.coarse = Coarse(np.load(self.work / "centroids.npy"), nprobe)
+        self.sample = None
+        self.coarse = Coarse(np.load(self.work / "centroids.npy"), nprobe, self.device)
         for p in self.partitions:
-            np.save(self.work / _name("lists", p), self.coarse.lists(self._load("units", p)))
+            np.save(self.work / file_name("lists", p), self.coarse.lists(self._load("units", p)))
 
-    def _blocks(self, partitions: list[int], offsets: dict[int, int] | None, kept: bool) -> _Blocks:
+    def _blocks(self, partitions: list[int], offsets: dict[int, int] | None, kept: bool) -> Blocks:
         lists = "lists" if getattr(self, "coarse", None) is not None else None
-        return _Blocks(self.work, "units", partitions, offsets, "kept" if kept else None, lists)
+        return Blocks(self.work, "units", partitions, offsets, "kept" if kept else None, lists)
 
-    def _own_units(self, kept: bool) -> np.ndarray:
-        parts = [np.asarray(x, np.float32) for _, x, *_ in self._blocks(self.partitions, None, kept)]
-        return np.concatenate(parts) if parts else np.zeros((0, self._dims()), np.float32)
+    def _own_units(self, kept: bool) -> Rows:
+        return Rows(self.work, self.partitions, "kept" if kept else None, self._dims())
 
     def _search(
-        self, queries: np.ndarray, start: int, offsets: dict[int, int], kept: bool, total: int, k: int, threshold: float
+        self, queries: Rows, start: int, offsets: dict[int, int], kept: bool, total: int, k: int, threshold: float
     ) -> dict[str, np.ndarray]:
         from curation.algorithms import knn_blocks
 
         every = self._blocks(sorted(offsets), offsets, kept)
+        # query_block bounds what is held (queries as float32 and their heap); each block streams the pool again.
         return knn_blocks.self_graph(
-            queries, start, every, k, total, threshold, chunk=max(1, len(queries)), coarse=getattr(self, "coarse", None)
+            queries,
+            start,
+            every,
+            k,
+            total,
+            threshold,
+            chunk=self.cfg.graph.workers.query_block,
+            coarse=getattr(self, "coarse", None),
+            device=self.device,
         )
 
     def knn(self, index: int, offsets: dict[int, int], total: int, k: int, threshold: float) -> dict[str, int]:
@@ -246,10 +269,15 @@ class DedupShard:
         start = kept_offsets[self.partitions[0]] if self.partitions else 0
         pool = self._search(queries, start, kept_offsets, True, total, k, threshold)
         bench = np.load(self.work / "benchmarks.npy")
-        # Benchmarks are few: searched exactly, both ways, against this helper's kept images.
-        ps, pi = knn_blocks.block_topk(queries, [(0, bench)], k, len(bench))
+        # Benchmarks are few: searched exactly, both ways, against this helper's kept images (a query block
+        # at a time, as above).
+        step = self.cfg.graph.workers.query_block
+        chunks = Chunks(queries, start, step)
+        found = [knn_blocks.block_topk(q, [(0, bench)], k, len(bench), device=self.device) for _, q in chunks]
+        ps = np.concatenate([f[0] for f in found]) if found else np.zeros((0, min(k, len(bench))), np.float32)
+        pi = np.concatenate([f[1] for f in found]) if found else np.zeros((0, min(k, len(bench))), np.int64)
         pu, pv, _ = knn_blocks.threshold_edges(start, ps, pi, threshold)
-        bs, bi = knn_blocks.block_topk(bench, [(start, queries)], k, len(queries))
+        bs, bi = knn_blocks.block_topk(bench, chunks, k, len(queries), device=self.device)
         keep = (bi >= 0) & (bs > threshold)
         rows = np.broadcast_to(np.arange(len(bi))[:, None], bi.shape)
         np.savez(
@@ -296,7 +324,7 @@ class _WorkPool:
         out = []
         for j in np.unique(where):
             p = self.parts[j]
-            rows = np.load(self.work / _name("rows", p), allow_pickle=False)[ids[where == j] - self.starts[j]]
+            rows = np.load(self.work / file_name("rows", p), allow_pickle=False)[ids[where == j] - self.starts[j]]
             out.append(np.load(partition_path(self.step_dir, p, suffix), mmap_mode="r", allow_pickle=False)[rows])
         return np.concatenate(out)
 
@@ -309,45 +337,3 @@ def _variant_thumbs(pool: _WorkPool, cfg: Any, owners: np.ndarray, which: np.nda
     uniq, inverse = np.unique(owners, return_inverse=True)
     thumbs = variant_thumbnails(pool.gather(SOURCES, uniq), cfg.variants.spec(), cfg.thumb_size)
     return thumbs[inverse, which]
-
-
-class _Variants:
-    """``(variant codes (m V, bytes), owners (m V,))`` of every partition's ``vcodes`` file, in order."""
-
-    def __init__(self, work: Path, partitions: list[int], offsets: dict[int, int]):
-        self.work, self.partitions, self.offsets = work, partitions, offsets
-
-    def __iter__(self):
-        for p in self.partitions:
-            v = np.load(self.work / _name("vcodes", p), allow_pickle=False)
-            owners = np.repeat(self.offsets[p] + np.arange(len(v), dtype=np.int64), v.shape[1])
-            yield v.reshape(-1, v.shape[-1]), owners
-
-
-class _Blocks:
-    """``(offset, array)`` of the partitions' work files, read one at a time, in order (re-iterable).
-
-    ``mask``: a boolean work file per partition selecting rows (the kept images); ``lists``: a work file of
-    each row's inverted list, yielded third.
-    """
-
-    def __init__(
-        self,
-        work: Path,
-        kind: str,
-        partitions: list[int],
-        offsets: dict[int, int] | None,
-        mask: str | None = None,
-        lists: str | None = None,
-    ):
-        self.work, self.kind, self.partitions, self.offsets = work, kind, partitions, offsets
-        self.mask, self.lists = mask, lists
-
-    def __iter__(self):
-        for p in self.partitions:
-            names = [self.kind] + ([self.lists] if self.lists else [])
-            arrays = [np.load(self.work / _name(name, p), allow_pickle=False) for name in names]
-            if self.mask is not None:
-                keep = np.load(self.work / _name(self.mask, p), allow_pickle=False)
-                arrays = [a[keep] for a in arrays]
-            yield ((self.offsets[p] if self.offsets is not None else 0), *arrays)
