@@ -113,7 +113,7 @@ class Coarse:
 
     def assign(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(similarities, list ids)`` ``(q, nprobe)`` of each query's probed lists."""
-        return self.quantizer.search(queries, self.nprobe)
+        return _search(self.quantizer, queries, self.nprobe, None)
 
     def lists(self, x: np.ndarray) -> np.ndarray:
         """The list ``(m,)`` int64 of each stored vector (its nearest centroid): computed once per vector."""
@@ -166,12 +166,30 @@ def block_topk(
         if coarse is None:
             index = faiss.IndexFlatIP(x.shape[1])
             index.add(x)
-            sims, ids = device.place(index).search(queries, min(k, len(x)))
+            index = device.place(index)
         else:
-            sims, ids = coarse.searcher(x, *lists).search_preassigned(queries, min(k, len(x)), probe[1], probe[0])
+            index = coarse.searcher(x, *lists)
+        sims, ids = _search(index, queries, min(k, len(x)), probe)
         heap.add_result(sims, np.where(ids >= 0, ids + offset, -1))
     heap.finalize()
     return heap.D, heap.I
+
+
+# Query rows per Faiss search call: what a GPU holds of a query block (queries and results), whatever its size.
+SEARCH_ROWS = 65536
+
+
+def _search(index, queries: np.ndarray, k: int, probe: tuple | None) -> tuple[np.ndarray, np.ndarray]:
+    """``index`` searched by ``SEARCH_ROWS`` queries at a time (with their preassigned ``probe`` lists when
+    given), results stacked: each query's result is its own, so slicing changes nothing but the memory."""
+    parts = []
+    for lo in range(0, len(queries), SEARCH_ROWS):
+        rows = slice(lo, lo + SEARCH_ROWS)
+        if probe is None:
+            parts.append(index.search(queries[rows], k))
+        else:
+            parts.append(index.search_preassigned(queries[rows], k, probe[1][rows], probe[0][rows]))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def threshold_edges(
