@@ -62,7 +62,7 @@ def test_lvd142m_at_paper_scale_fits_the_paper_cluster():
     assert cpu["dedup/graph workers"].hours == pytest.approx(macs / (2.2e9 * 90 * 20) / 3600)
     assert 10 < cpu["dedup/graph workers"].hours < 11
     assert cpu["dedup/graph workers: quantizer and lists"].hours == pytest.approx(
-        (20 * 64 * nlist + 2 * n1) * nlist * 512 / (1.6e10 * 90 * 20) / 3600
+        (20 * 64 * nlist + 2 * n1) * nlist * 512 / (3.3e10 * 90 * 20) / 3600
     )
 
 
