@@ -124,6 +124,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=16, help="distributed: partition files of the pool")
     parser.add_argument("--hash-codes", type=int, default=0, help="> 0: the helpers' hash pairs over this many codes")
     parser.add_argument("--radius", type=int, default=4, help="hash pairs: Hamming radius (hashing.max_distance)")
+    parser.add_argument("--helpers", default="1,2,4", help="hash pairs: the helper counts to run, in order")
     args = parser.parse_args()
     faiss.omp_set_num_threads(args.threads)
     if args.hash_codes:

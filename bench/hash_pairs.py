@@ -8,7 +8,8 @@ On a simulated cluster (``tests.simcluster``: a CPU-less head and one
 ``DedupShard.pairs`` runs without the pixel check and the variants (the
 paper's recipe turns variants off): one index over its contiguous range of
 partitions (multi-index hashing above ``flat_max`` codes), queried by its own
-codes and by every later partition's, streamed one file at a time
+codes and by those of its partner ranges (``code_pairs.partner_ranges``),
+streamed one file at a time
 (:func:`curation.algorithms.code_pairs.range_pairs`). Printed per helper:
 codes held, queries (codes searched in its index), pairs, wall and CPU
 seconds, queries per CPU-second, peak RSS (VmHWM). Every run must find the
@@ -52,24 +53,25 @@ def make_codes(root: Path, n: int, parts: int, dup_frac: float, radius: int, see
 class HashHelper:
     """One helper's pass 2 over the shared work files."""
 
-    def run(self, root: str, own: list[int], starts: list[int], radius: int) -> dict:
+    def run(self, root: str, ranges: list[list[int]], index: int, starts: list[int], radius: int) -> dict:
         import faiss
 
         from curation.algorithms import code_pairs
         from curation.stages.dedup.streams import Blocks
 
         faiss.omp_set_num_threads(1)
-        work, parts = Path(root), len(starts) - 1
-        offsets = {p: starts[p] for p in range(parts)}
+        work, own = Path(root), ranges[index]
+        offsets = {p: starts[p] for p in range(len(starts) - 1)}
         t0, c0 = time.perf_counter(), _cpu()
         mine = np.concatenate([np.load(work / f"codes-{_part(p)}.npy") for p in own])
-        later = Blocks(work, "codes", list(range(own[-1] + 1, parts)), offsets)
+        partners = [q for j in code_pairs.partner_ranges(index, len(ranges)) for q in ranges[j]]
+        later = Blocks(work, "codes", sorted(partners), offsets)
         found = list(code_pairs.range_pairs(mine, starts[own[0]], later, radius))
         pairs = np.concatenate([np.stack([a, b], 1) for a, b, _ in found]) if found else np.zeros((0, 2), np.int64)
         np.save(work / f"pairs-{own[0]:05d}.npy", pairs)
         return {
             "codes": len(mine),
-            "queries": starts[-1] - starts[own[0]],
+            "queries": len(mine) + sum(starts[q + 1] - starts[q] for q in partners),
             "pairs": len(pairs),
             "seconds": time.perf_counter() - t0,
             "cpu": _cpu() - c0,
@@ -99,7 +101,7 @@ def bench(args) -> None:
     from curation.algorithms.sharded_index import shard_ranges
     from tests.simcluster import simulated_cluster
 
-    counts = sorted({1, 2, 4})
+    counts = [int(c) for c in args.helpers.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         t0 = time.perf_counter()
@@ -114,13 +116,9 @@ def bench(args) -> None:
             for w in counts:
                 helpers = [actor.options(scheduling_strategy="SPREAD").remote() for _ in range(w)]
                 ranges = shard_ranges(list(np.diff(starts)), w)
+                spans = [list(range(lo, hi)) for lo, hi in ranges]
                 t0 = time.perf_counter()
-                stats = ray.get(
-                    [
-                        h.run.remote(str(root), list(range(lo, hi)), starts, args.radius)
-                        for h, (lo, hi) in zip(helpers, ranges, strict=True)
-                    ]
-                )
+                stats = ray.get([h.run.remote(str(root), spans, i, starts, args.radius) for i, h in enumerate(helpers)])
                 wall = time.perf_counter() - t0
                 for h in helpers:
                     ray.kill(h)

@@ -243,8 +243,9 @@ def _dedup_workers(config: Any, request, n: float, nodes: int) -> dict[str, Any]
     """A graph helper holds a query block of its share of the hash survivors (float32 + a k-heap).
 
     Work, for ``n1`` hash survivors (assumed ``HASH_SURVIVING`` of the pool) and ``nlist`` shared lists:
-    the k-NN scan, ``n1 * (n1 * nprobe / nlist) * d`` multiply-adds (this row); the hash pairs, where the
-    first helper's index is searched by every code of the pool (the busiest helper sets the time); the
+    the k-NN scan, ``n1 * (n1 * nprobe / nlist) * d`` multiply-adds (this row); the hash pairs, where a
+    helper's index is searched by its own and its partner ranges' codes, about half the pool (the busiest
+    helper sets the time: the work grows with the helper count, each code meeting half the indexes); the
     quantizer's k-means, ``20 * 64 nlist * nlist * d``, and the list of every query and stored vector,
     ``2 * n1 * nlist * d`` (GEMMs). On the helpers' GPUs when they have some, else on their CPUs.
     """
@@ -261,7 +262,9 @@ def _dedup_workers(config: Any, request, n: float, nodes: int) -> dict[str, Any]
     }
     gpu, cpus = request.num_gpus > 0, request.num_cpus
     hashing = RATES["hash_pairs_cpu"]
-    out["phases"] = [("hash pairs, busiest helper", n, (hashing[0] * cpus, hashing[1]), 1)]
+    # Each helper's index is searched by its own codes and its partner ranges': count // 2 + 1 shares at most.
+    busiest = n * (count // 2 + 1) / count
+    out["phases"] = [("hash pairs, busiest helper", busiest, (hashing[0] * cpus, hashing[1]), 1)]
     if d.copy_on:
         n1, index, dims = n * HASH_SURVIVING, d.copy_dedup.index, d.descriptor.dims
         nlist = index.nlist or 4 * n1**0.5

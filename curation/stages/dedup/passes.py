@@ -72,7 +72,7 @@ def hash_labels(helpers: Helpers, n: int, bits: int) -> tuple[np.ndarray, np.nda
     from curation.algorithms import components as cc
 
     helpers.call("codes")
-    found = helpers.call("pairs", [(i, helpers.offsets) for i in range(len(helpers.ranges))])
+    found = helpers.call("pairs", [(i, helpers.offsets, helpers.ranges) for i in range(len(helpers.ranges))])
 
     def edges():
         for i in range(len(helpers.ranges)):

@@ -9,8 +9,10 @@ partition or per helper), so no pool-sized array travels or is held:
    variants) from the thumbnails: ``codes-part-P.npy`` ``(m, bits / 8)``,
    ``vcodes-part-P.npy`` ``(m, V, bits / 8)``, and ``rows-part-P.npy``, the
    images' rows in the features side files (so any helper reads any image).
-2. ``pairs``: one index over the helper's codes; its own codes, every later
-   partition's codes and every partition's variant codes are searched in it
+2. ``pairs``: one index over the helper's codes; its own codes, the codes of
+   its partner ranges (:func:`~curation.algorithms.code_pairs.partner_ranges`:
+   each pair of ranges is searched once, each helper about half the pool)
+   and every partition's variant codes are searched in it
    (:func:`curation.algorithms.code_pairs.range_pairs`, exact); with
    ``hashing.min_correlation`` each candidate is checked pixel by pixel
    (:class:`~curation.stages.dedup.hash.Check`, thumbnails read back for the
@@ -103,7 +105,7 @@ class DedupShard:
                 np.save(self.work / file_name("vcodes", p), v)
         return len(self.pool)
 
-    def pairs(self, index: int, offsets: dict[int, int]) -> dict[str, int]:
+    def pairs(self, index: int, offsets: dict[int, int], ranges: list[list[int]]) -> dict[str, int]:
         """Pass 2: near pairs found by this helper's range (see the module doc): ``pairs-SSSSS.npy``;
         returns the pairs kept and the candidates checked and rejected by the pixel check."""
         from curation.algorithms import code_pairs
@@ -114,7 +116,8 @@ class DedupShard:
         order = sorted(offsets)
         own_parts = [self._load("codes", p) for p in self.partitions]
         own = np.concatenate(own_parts) if own_parts else np.zeros((0, h.bits // 8), np.uint8)
-        later = Blocks(self.work, "codes", [q for q in order if self.partitions and q > self.partitions[-1]], offsets)
+        partners = [q for j in code_pairs.partner_ranges(index, len(ranges)) for q in ranges[j]]
+        later = Blocks(self.work, "codes", sorted(partners), offsets)
         variants = Variants(self.work, order, offsets) if v.enabled else ()
         start = offsets[self.partitions[0]] if self.partitions else 0
         pool = _WorkPool(self.ctx.step_dir(STEP), self.work, offsets)
