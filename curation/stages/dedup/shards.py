@@ -28,13 +28,15 @@ partition or per helper), so no pool-sized array travels or is held:
    local top ``k`` above the threshold, ``leak-SSSSS.npz``.
 
 Memory of a helper holding ``n_s`` of the ``N`` images (``N / S`` with ``S``
-helpers), in bytes: pass 2: ``n_s (B + 190)`` (``B``: code bytes; its
-multi-index hashing tables) plus one streamed partition's variant codes
-(``V B N / P``); passes 4-5: ``4 d n_s`` (queries, float32) +
-``12 k n_s`` (heap) + ``4 d N / P`` (one streamed partition) + the kept
-edges. At ``N = 1.2e9``, ``S = 160`` helpers, ``P = 1200``, ``d = 512``,
-``k = 64``: about 21 GB per helper in pass 4 (7.5M queries), about 1.5 GB in
-pass 2.
+helpers), in bytes: pass 2: ``~270 n_s`` (its codes and multi-index hashing
+tables, measured) plus one streamed partition's variant codes
+(``V B N / P``, ``B`` code bytes); passes 4-5: ``(4 d + 12 k) b`` for a query
+block of ``b = min(n_s, graph.workers.query_block)`` (float32 queries and
+their heap; each block streams every partition again) + ``4 d N / P`` (one
+streamed partition) + the kept edges. At ``N = 1.2e9``, ``S = 160`` helpers
+(one per GPU), ``P = 1200``, ``d = 512``, ``k = 64``: about 21 GB per helper
+in pass 4 (one block of 7.5M queries), about 2 GB in pass 2. A helper granted
+a GPU searches on it (:class:`~curation.algorithms.knn_blocks.Device`).
 """
 
 from __future__ import annotations
