@@ -81,3 +81,14 @@ def test_helper_gpus_on_a_faiss_without_gpu_support_fail_the_config_check(monkey
         _check_helper_gpus(DedupConfig(graph={"workers": {"num_gpus": 1}}))
     monkeypatch.setattr(faiss, "StandardGpuResources", object, raising=False)
     _check_helper_gpus(DedupConfig(graph={"workers": {"num_gpus": 1}}))
+
+
+def test_a_helper_granted_a_gpu_faiss_does_not_see_searches_on_cpus_and_says_so(monkeypatch, caplog):
+    from curation.stages.base import Grant
+    from curation.stages.dedup.shards import _device
+
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 0)
+    assert not _device(Grant(num_gpus=1)).gpu and "does not see" in caplog.text
+    assert not _device(Grant()).gpu
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
+    assert _device(Grant(num_gpus=1)).gpu and not _device(Grant()).gpu

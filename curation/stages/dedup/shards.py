@@ -69,9 +69,7 @@ class DedupShard:
         self.pool = Pool(self.ctx.step_dir(STEP), self.partitions)
         self.grant = grant or Grant()
         self._threads()
-        from curation.algorithms.knn_blocks import Device, on_gpu
-
-        self.device = Device(on_gpu(self.grant.num_gpus))
+        self.device = _device(self.grant)
 
     def _threads(self) -> None:
         import faiss
@@ -296,6 +294,18 @@ class DedupShard:
             bench_sim=bs[keep],
         )
         return {"queries": len(queries), "edges": len(pool["u"]) + len(pu) + int(keep.sum())}
+
+
+def _device(grant: Grant):
+    """Where this helper's searches run: its GPU when granted one that Faiss sees, else its CPUs."""
+    import logging
+
+    from curation.algorithms.knn_blocks import Device, on_gpu
+
+    gpu = on_gpu(grant.num_gpus)
+    if grant.num_gpus and not gpu:  # granted by Ray, but this Faiss cannot use it: say so, run anyway
+        logging.getLogger("curation").warning("dedup helper: granted a GPU that faiss does not see; searching on CPUs")
+    return Device(gpu)
 
 
 class _PartPool:
