@@ -26,6 +26,11 @@ exact scores); the driver unions the edge files. Printed per worker: queries,
 edges, seconds, peak RSS (VmHWM); recall and false merges as above.
 
     python bench/bench_dedup_graph.py --n 2000000 --dim 256 --workers 4 --partitions 16 --nprobe 16
+
+``--hash-codes N`` measures the helpers' Hamming-pair pass instead, with 1, 2
+and 4 helpers on simulated nodes (:mod:`bench.hash_pairs`).
+
+    python bench/bench_dedup_graph.py --hash-codes 4000000 --partitions 16
 """
 
 from __future__ import annotations
@@ -117,8 +122,16 @@ def main() -> None:
     parser.add_argument("--rerank-margin", type=float, default=0.15, help="ivf_pq: re-rank above threshold - this")
     parser.add_argument("--workers", type=int, default=0, help="> 0: the distributed graph on this many nodes")
     parser.add_argument("--partitions", type=int, default=16, help="distributed: partition files of the pool")
+    parser.add_argument("--hash-codes", type=int, default=0, help="> 0: the helpers' hash pairs over this many codes")
+    parser.add_argument("--radius", type=int, default=4, help="hash pairs: Hamming radius (hashing.max_distance)")
+    parser.add_argument("--helpers", default="1,2,4", help="hash pairs: the helper counts to run, in order")
     args = parser.parse_args()
     faiss.omp_set_num_threads(args.threads)
+    if args.hash_codes:
+        from bench.hash_pairs import bench
+
+        bench(args)
+        return
     if args.workers:
         with tempfile.TemporaryDirectory() as tmp:
             x, group = make_descriptors(Path(tmp) / "x.npy", args.n, args.dim, args.clusters, args.dup_frac)

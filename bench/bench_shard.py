@@ -1,6 +1,6 @@
 """The shard stage's planned, parallel writer vs the single-process writer, on one synthetic run.
 
-A run directory as the retrieve stage leaves it (``tests/stages/shard_upstream``:
+A run directory as the retrieve stage leaves it (``tests/stages/shard/shard_upstream``:
 ``--partitions`` x ``--rows`` pool images of ``--mean-kb`` KB on average,
 about 65 % of them written, some twice) is written both ways:
 

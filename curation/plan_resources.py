@@ -39,6 +39,11 @@ INSTANCES = {
     "r6i.8xlarge": (32, 0, 256, 0),
     "m5.8xlarge": (32, 0, 128, 0),
 }
+# Codes searched per CPU-second in a helper's multi-index hashing table (bench_dedup_graph.py --hash-codes).
+HASH_QUERIES_PER_CPU = 7_000.0
+HASH_QUERIES_NOTE = (
+    "measured: 7,000 codes searched per CPU-second in a helper's 2M-code hash index (RESULTS.md, hash pairs)"
+)
 # Rates per worker (items/s) and where they come from.
 RATES = {
     "download": (62.6, "measured: 125.3 img/s with 2 one-CPU workers (RESULTS.md, Download)"),
@@ -50,6 +55,22 @@ RATES = {
         "decision rows (RESULTS.md, Dedup projection)",
     ),
     "knn_cpu": (2.2e9, "measured: 2.2 GMAC/s per CPU in the graph helpers' scan (RESULTS.md, Distributed dedup graph)"),
+    # The helpers' IVF-Flat blocks hold a few vectors per list: Faiss' small-list IVF-Flat figure, not its GEMM one.
+    "knn_gpu": (
+        6.9e10,
+        "published: Faiss benchs/README, IVF16384,Flat nprobe 16 on SIFT1M on a Titan X: 10k queries in "
+        "0.049 s = 2.55e10 MAC/s; x2.7 for a V100's memory bandwidth (900 vs 336 GB/s) [derived]",
+    ),
+    "gemm_gpu": (
+        3.9e12,
+        "published: Faiss wiki, k-means 1M x 256-d to 20k centroids, 25 it (1.28e14 MACs) in 55 s on a P100 = "
+        "2.3e12 MAC/s; x1.7 for a V100's fp32 peak (15.7 vs 9.3 TF) [derived]",
+    ),
+    "gemm_cpu": (
+        3.3e10,
+        "measured: k-means 2.1e12 FLOPs (1.05e12 MACs) in 16 s on 2 cores = 3.3e10 MAC/s per CPU (RESULTS.md, k-means)",
+    ),
+    "hash_pairs_cpu": (HASH_QUERIES_PER_CPU, HASH_QUERIES_NOTE),
     "vith_gpu": (196.0, "derived: ViT-H/16 254.6 GFLOPs at 40 % of a V100's 125 TF fp16"),
     "vith_cpu": (0.12, "derived: ViT-B/16 1.66 img/s on 2 cores (RESULTS.md) x 35/254.6 GFLOPs"),
     "flops_gpu": (7e12, "derived: V100 fp32 15.7 TF at 45 % for Faiss k-means GEMMs"),
@@ -149,7 +170,16 @@ def plan_resources(
                 )
                 row.fits = row.per_worker <= cluster.memory_gb * GIB
                 rows.append(row)
+                rows += [_phase(row, *phase) for phase in est.get("phases", [])]
     return rows
+
+
+def _phase(row: StepPlan, name: str, items: float, rate: tuple[float, str], workers: int | None) -> StepPlan:
+    """Another pass of the same workers (same request and memory): its own work and rate; ``workers``: how
+    many share it (None: all of them; 1: one worker does it, the others wait)."""
+    return StepPlan(
+        f"{row.step}: {name}", row.asks, workers or row.workers, row.per_worker, items, rate, row.knob, row.fits
+    )
 
 
 # The shard plan's sample table, per output sample (docs/retrieve_shard.md, bench/RESULTS.md).
@@ -215,21 +245,40 @@ def _estimate(config: Any, step: str, request, n: float, nodes: int) -> dict[str
 
 
 def _dedup_workers(config: Any, request, n: float, nodes: int) -> dict[str, Any]:
-    """A graph helper holds its share of the hash survivors as k-NN queries (float32 + a k-heap).
+    """A graph helper holds a query block of its share of the hash survivors (float32 + a k-heap).
 
-    Work: the k-NN scan over shared inverted lists, ``n1 * (n1 * nprobe / nlist) * d`` multiply-adds for ``n1``
-    hash survivors (assumed ``HASH_SURVIVING`` of the pool), on the helpers' CPUs (the scan is CPU Faiss).
+    Work, for ``n1`` hash survivors (assumed ``HASH_SURVIVING`` of the pool) and ``nlist`` shared lists:
+    the k-NN scan, ``n1 * (n1 * nprobe / nlist) * d`` multiply-adds (this row); the hash pairs, where a
+    helper's index is searched by its own and its partner ranges' codes, about half the pool (the busiest
+    helper sets the time: the work grows with the helper count, each code meeting half the indexes); the
+    quantizer's k-means, ``20 * 64 nlist * nlist * d``, and the list of every query and stored vector,
+    ``2 * n1 * nlist * d`` (GEMMs). On the helpers' GPUs when they have some, else on their CPUs.
     """
+    from curation.stages.dedup.passes import TRAIN_PER_LIST
+
     d = config.dedup
-    count = d.graph.workers.count or nodes  # null: one per worker node
+    w = d.graph.workers
+    count = w.count or nodes  # null: one per worker node
     per_image = 4 * d.descriptor.dims + 12 * d.copy_dedup.k + 16
-    out = {"memory": 1 * GIB + per_image * n / count, "count": count, "knob": "dedup.graph.workers.count"}
+    out = {
+        "memory": 1 * GIB + per_image * min(n / count, w.query_block),
+        "count": count,
+        "knob": "dedup.graph.workers.count / dedup.graph.workers.query_block",
+    }
+    gpu, cpus = request.num_gpus > 0, request.num_cpus
+    hashing = RATES["hash_pairs_cpu"]
+    # Each helper's index is searched by its own codes and its partner ranges': count // 2 + 1 shares at most.
+    busiest = n * (count // 2 + 1) / count
+    out["phases"] = [("hash pairs, busiest helper", busiest, (hashing[0] * cpus, hashing[1]), 1)]
     if d.copy_on:
-        n1, index = n * HASH_SURVIVING, d.copy_dedup.index
+        n1, index, dims = n * HASH_SURVIVING, d.copy_dedup.index, d.descriptor.dims
         nlist = index.nlist or 4 * n1**0.5
-        out["items"] = n1 * (n1 * min(index.nprobe, nlist) / nlist) * d.descriptor.dims
-        rate, note = RATES["knn_cpu"]
-        out["rate"] = (rate * request.num_cpus, note)
+        out["items"] = n1 * (n1 * min(index.nprobe, nlist) / nlist) * dims
+        scan, gemm = (RATES["knn_gpu"], RATES["gemm_gpu"]) if gpu else (RATES["knn_cpu"], RATES["gemm_cpu"])
+        per = request.num_gpus if gpu else cpus
+        out["rate"] = (scan[0] * per, scan[1])
+        coarse = (20 * TRAIN_PER_LIST * nlist + 2 * n1) * nlist * dims
+        out["phases"].append(("quantizer and lists", coarse, (gemm[0] * per, gemm[1]), None))
     return out
 
 

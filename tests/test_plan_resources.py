@@ -8,7 +8,7 @@ from curation import config as cfg
 from curation.config import ClusterSection
 from curation.errors import ConfigError
 from curation.plan import plan_cluster, plan_command
-from curation.plan_resources import GIB, plan_resources
+from curation.plan_resources import GIB, HASH_QUERIES_PER_CPU, plan_resources
 from curation.runner.local import run_stages
 from tests.stages.retrieve import retrieval_upstream as up
 
@@ -38,15 +38,34 @@ def test_lvd142m_at_paper_scale_fits_the_paper_cluster():
     per_vector = 64 + 8 + 1280 * 4  # IVF-PQ64 codes and ids, plus the exact re-ranking copy
     assert shards.per_worker == pytest.approx(GIB + per_vector * 1.2e9 * 0.62 / 20)
     assert rows["embed/pool"].hours is not None and rows["embed/pool"].hours < 48
-    # The dedup graph's helpers hold 1/20 of the pool each as k-NN queries (512-d float32 + a 64-heap).
+    # The dedup graph's helpers, one per GPU, hold 1/160 of the pool each as k-NN queries (512-d float32 + a
+    # 64-heap), in one query block.
     helpers = rows["dedup/graph workers"]
-    assert helpers.workers == 20 and helpers.per_worker == pytest.approx(GIB + (4 * 512 + 12 * 64 + 16) * 1.2e9 / 20)
+    assert helpers.asks == "11 CPU, 1 GPU" and helpers.workers == 160
+    assert helpers.per_worker == pytest.approx(GIB + (4 * 512 + 12 * 64 + 16) * 1.2e9 / 160)
     assert rows["dedup/graph"].per_worker == pytest.approx(GIB + 100 * 0.6 * 1.2e9)
-    # Their k-NN scan: 1.1B survivors, each scanning nprobe 32 of 4 sqrt(1.1B) lists, on 20 x 90 CPUs.
-    n1 = 0.92 * 1.2e9
-    macs = n1 * n1 * 32 / (4 * n1**0.5) * 512
-    assert helpers.hours == pytest.approx(macs / (2.2e9 * 90 * 20) / 3600)
-    assert 10 < helpers.hours < 11
+    # Their k-NN scan: 1.1B survivors, each scanning nprobe 32 of 4 sqrt(1.1B) lists, on 160 V100 at Faiss'
+    # published small-list IVF-Flat rate.
+    n1, nlist = 0.92 * 1.2e9, 4 * (0.92 * 1.2e9) ** 0.5
+    macs = n1 * n1 * 32 / nlist * 512
+    assert helpers.hours == pytest.approx(macs / (6.9e10 * 160) / 3600)
+    assert 3.5 < helpers.hours < 4
+    # The quantizer's k-means (20 iterations of 64 points per list) and every vector's list, GEMMs on the GPUs.
+    coarse = rows["dedup/graph workers: quantizer and lists"]
+    assert coarse.hours == pytest.approx((20 * 64 * nlist + 2 * n1) * nlist * 512 / (3.9e12 * 160) / 3600)
+    # Hash pairs: a helper's index is searched by its own and its 80 partner ranges' codes (81 of 160 shares),
+    # on its 11 CPUs at the measured rate.
+    hashing = rows["dedup/graph workers: hash pairs, busiest helper"]
+    assert hashing.workers == 1
+    assert hashing.hours == pytest.approx(1.2e9 * 81 / 160 / (HASH_QUERIES_PER_CPU * 11) / 3600)
+    # Without GPUs (the helpers as they shipped before: one per node, 90 CPUs), the CPU rates.
+    config.dedup.graph.workers = {"num_cpus": 90}
+    cpu = {r.step: r for r in plan_resources(config, cluster, 1.2e9, ["dedup"])}
+    assert cpu["dedup/graph workers"].hours == pytest.approx(macs / (2.2e9 * 90 * 20) / 3600)
+    assert 10 < cpu["dedup/graph workers"].hours < 11
+    assert cpu["dedup/graph workers: quantizer and lists"].hours == pytest.approx(
+        (20 * 64 * nlist + 2 * n1) * nlist * 512 / (3.3e10 * 90 * 20) / 3600
+    )
 
 
 def test_plan_command_prints_composition_and_resource_plan():
@@ -59,9 +78,9 @@ def test_plan_command_prints_composition_and_resource_plan():
 def test_more_shards_for_a_small_cluster_and_the_knob_when_it_does_not_fit():
     config = _lvd142m()
     small = ClusterSection(nodes=4, num_cpus=32, num_gpus=0, memory_gb=256)
-    with pytest.raises(ConfigError, match=r"dedup/graph workers: .*90 CPUs.*set dedup\.graph\.workers"):
-        plan_resources(config, small, 1.2e9)  # lvd142m's helpers take 90 of a paper node's 96 CPUs
-    config.dedup.graph.workers.num_cpus = 30
+    with pytest.raises(ConfigError, match=r"dedup/graph workers: .*11 CPUs, 1 GPUs.*set dedup\.graph\.workers"):
+        plan_resources(config, small, 1.2e9)  # lvd142m's helpers take a GPU each
+    config.dedup.graph.workers = {"count": None, "num_cpus": 30}
     rows = {r.step: r for r in plan_resources(config, small, 1.2e9)}
     assert not rows["retrieve/search shards"].fits and rows["retrieve/search shards"].knob == "retrieve.shards.count"
     config.retrieve.shards.count = 64

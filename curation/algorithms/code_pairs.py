@@ -6,7 +6,8 @@ the pairs between its block and every block ``j >= i`` (:func:`block_pairs`):
 each unordered pair of blocks is searched by exactly one worker, so the union
 over workers is every pair ``a < b`` within the radius, each once. The dedup
 graph's helpers each hold a contiguous range of blocks and index it once
-(:func:`range_pairs`): later blocks and every block's variant codes are
+(:func:`range_pairs`): its partner ranges' blocks (:func:`partner_ranges`,
+about half the pool) and every block's variant codes are
 streamed past that index, so each query meets ``S`` indexes (``S`` helpers)
 instead of ``P``.
 
@@ -129,7 +130,8 @@ def range_pairs(
     """Pairs found by the worker holding the contiguous range ``own`` (global ids from ``own_offset``).
 
     One index over ``own`` (built once, for the larger radius) answers: ``own``
-    against itself, every block of ``later`` (the blocks after the range,
+    against itself, every block of ``later`` (the blocks of its
+    :func:`partner_ranges`, or simply those after the range,
     ``(offset, codes)``) at ``radius``, and every ``(variant codes (q, nbytes),
     owners (q,))`` of ``variants`` (those of *every* block, own included) at
     ``variant_radius``. Over the workers of a pool cut into ranges, this is
@@ -153,6 +155,21 @@ def range_pairs(
         keep = a != b
         if keep.any():
             yield a[keep], b[keep], rows[keep]
+
+
+def partner_ranges(i: int, count: int) -> list[int]:
+    """The other ranges whose codes worker ``i`` of ``count`` searches in its index (the ``later`` of
+    :func:`range_pairs`): the next ``(count - 1) // 2`` ranges cyclically and, when ``count`` is even, the
+    opposite one for the first half of the workers.
+
+    Every pair of distinct ranges is searched by exactly one of its two workers, and every worker searches
+    about half of the pool: with "every range after mine" the first worker's index met every code of the
+    pool, and that worker alone set the pass's time.
+    """
+    partners = [(i + step) % count for step in range(1, (count - 1) // 2 + 1)]
+    if count % 2 == 0 and i < count // 2:
+        partners.append(i + count // 2)
+    return sorted(partners)
 
 
 def block_offsets(sizes: Iterable[int]) -> np.ndarray:

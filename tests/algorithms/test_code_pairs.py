@@ -125,3 +125,30 @@ def test_ranges_with_variants_equal_one_index(ranges):
             assert (hamming.hamming(block[rows], codes[b]) <= 4).all()
     assert base == expected and count == len(expected)  # every pair once
     assert var == expected_variants and len(expected_variants) > 100
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 5, 8, 160])
+def test_partner_ranges_search_every_pair_of_ranges_once_and_share_the_work(count):
+    """Each pair of distinct ranges is searched by exactly one of its two helpers, and no helper's index meets
+    more than one range above an even share (with "every later range", the first met all of them)."""
+    partners = [code_pairs.partner_ranges(i, count) for i in range(count)]
+    pairs = [frozenset((i, j)) for i in range(count) for j in partners[i]]
+    assert len(pairs) == len(set(pairs)) == count * (count - 1) // 2
+    sizes = [len(p) for p in partners]
+    assert max(sizes) - min(sizes) <= 1 and max(sizes) == count // 2
+
+
+@pytest.mark.parametrize("ranges", [2, 3, 4])
+def test_partner_ranges_find_every_pair_once(ranges):
+    codes = _planted_codes(800, 8, 4, seed=3)
+    blocks = _blocks(codes, _split(len(codes), 8))
+    cuts = np.linspace(0, 8, ranges + 1).astype(int)
+    spans = [list(range(lo, hi)) for lo, hi in zip(cuts[:-1], cuts[1:], strict=True)]
+    found = []
+    for i, span in enumerate(spans):
+        own = np.concatenate([blocks[p][1] for p in span])
+        later = [blocks[p] for j in code_pairs.partner_ranges(i, ranges) for p in spans[j]]
+        found += [
+            p for a, b, _ in code_pairs.range_pairs(own, blocks[span[0]][0], later, 2) for p in zip(a, b, strict=True)
+        ]
+    assert set(found) == _brute_force(codes, 2) and len(found) == len(set(found))

@@ -120,7 +120,20 @@ class GraphWorkers(Section):
         None, ge=1, description="helpers of the graph step (null: one per worker node); each holds pool/count images"
     )
     num_cpus: int = Field(1, ge=1, description="CPUs per helper (its Faiss threads)")
+    num_gpus: int = Field(
+        0,
+        ge=0,
+        le=1,
+        description="GPUs per helper (0 or 1: one helper per GPU); with one, the k-NN searches and the shared "
+        "quantizer's k-means run on it (needs faiss-gpu), else on the CPUs",
+    )
     memory_gb: float = Field(0, ge=0, description="memory reserved per helper (0: unspecified); see `curate plan`")
+    query_block: int = Field(
+        8_000_000,
+        ge=1,
+        description="k-NN queries a helper searches at once: bounds its memory to ~(4 d + 12 k) bytes each; "
+        "every block streams all partitions again (fewer, larger blocks: fewer reads)",
+    )
 
 
 class GraphResources(Section):

@@ -73,7 +73,7 @@ def hash_graph(helpers: Helpers) -> tuple[Any, dict[str, int]]:
     from curation.algorithms import sparse_graph
 
     helpers.call("codes")
-    found = helpers.call("pairs", [(i, helpers.offsets) for i in range(len(helpers.ranges))])
+    found = helpers.call("pairs", [(i, helpers.offsets, helpers.ranges) for i in range(len(helpers.ranges))])
 
     def edges():
         for i in range(len(helpers.ranges)):
@@ -135,7 +135,6 @@ def units(helpers: Helpers, hash_duplicates: np.ndarray, n1: int, center: bool, 
     centring), their unit descriptors in ``units-part-P.npy`` and, above ``index.exact_max`` survivors (or
     with an ivf ``index.kind``), the shared inverted lists."""
     from curation.algorithms.index import default_nlist, resolve_kind
-    from curation.algorithms.knn_blocks import Coarse
 
     local = helpers.per_partition(hash_duplicates)  # each helper takes the complement in its partitions
     mean = None
@@ -152,12 +151,48 @@ def units(helpers: Helpers, hash_duplicates: np.ndarray, n1: int, center: bool, 
         nlist = index.nlist or default_nlist(at.total)
         rng = np.random.default_rng(seed)
         sample = np.sort(rng.choice(at.total, size=min(at.total, TRAIN_PER_LIST * nlist), replace=False))
-        rows = np.concatenate(helpers.call("rows", [(s, at.offsets) for s in _per_range(helpers, at, sample)]))
-        coarse = Coarse.train(rows, nlist, index.nprobe, seed)
-        np.save(helpers.work / "centroids.npy", coarse.centroids)
+        nlist = min(nlist, len(sample))
+        centroids = _train_coarse(helpers, at, sample, nlist, seed)
+        np.save(helpers.work / "centroids.npy", centroids)
         helpers.call("assign", [(index.nprobe,)] * len(helpers.ranges))
-        at.kind = f"ivf{coarse.nlist},nprobe{coarse.nprobe},exact"
+        at.kind = f"ivf{nlist},nprobe{min(index.nprobe, nlist)},exact"
     return at
+
+
+def _train_coarse(helpers: Helpers, at: Units, sample: np.ndarray, nlist: int, seed: int) -> np.ndarray:
+    """The shared quantizer: Faiss' spherical k-means (20 iterations) of the sampled survivors, each helper
+    holding its own sampled rows and assigning them on its devices (its GPU when granted one)."""
+    from curation.algorithms.kmeans_sharded import train_sharded
+
+    sizes = helpers.call("hold_sample", [(s, at.offsets) for s in _per_range(helpers, at, sample)])
+    return train_sharded(_Sample(helpers, sizes), nlist, n_iter=20, spherical=True, seed=seed).centroids
+
+
+class _Sample:
+    """The training sample as :func:`~curation.algorithms.kmeans_sharded.train_sharded` shards: the helpers."""
+
+    def __init__(self, helpers: Helpers, sizes: list[int]):
+        self.helpers, self._sizes = helpers, sizes
+        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+    def sizes(self) -> list[int]:
+        return self._sizes
+
+    def stats(self, centroids: np.ndarray):
+        # One file every helper reads (not a copy per call); the sums come back one helper at a time.
+        np.save(self.helpers.work / "coarse-centroids.npy", centroids)
+        return self.helpers.group.imap("sample_stats", [()] * len(self._sizes))
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, np.int64)
+        owner = np.searchsorted(self.starts, rows, side="right") - 1
+        parts = self.helpers.call(
+            "sample_rows", [(rows[owner == i] - self.starts[i],) for i in range(len(self._sizes))]
+        )
+        out = np.zeros((len(rows), parts[0].shape[1]), np.float32)
+        for i, part in enumerate(parts):
+            out[owner == i] = part
+        return out
 
 
 def _per_range(helpers: Helpers, at: Units, ids: np.ndarray) -> list[np.ndarray]:

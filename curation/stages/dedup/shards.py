@@ -10,8 +10,10 @@ partition or per helper), so no pool-sized array travels or is held:
    ``vcodes-part-P.npy`` ``(m, V, bits / 8)``, ``rows-part-P.npy``, the
    images' rows in the features side files (so any helper reads any image),
    and ``areas-part-P.npy``, their ``width * height``.
-2. ``pairs``: one index over the helper's codes; its own codes, every later
-   partition's codes and every partition's variant codes are searched in it
+2. ``pairs``: one index over the helper's codes; its own codes, the codes of
+   its partner ranges (:func:`~curation.algorithms.code_pairs.partner_ranges`:
+   each pair of ranges is searched once, each helper about half the pool)
+   and every partition's variant codes are searched in it
    (:func:`curation.algorithms.code_pairs.range_pairs`, exact); with
    ``hashing.min_correlation`` each candidate is checked pixel by pixel
    (:class:`~curation.stages.dedup.hash.Check`, thumbnails read back for the
@@ -30,14 +32,17 @@ partition or per helper), so no pool-sized array travels or is held:
    with the distances and similarities computed from the files here.
 
 Memory of a helper holding ``n_s`` of the ``N`` images (``N / S`` with ``S``
-helpers), in bytes: pass 2: ``n_s (B + 190)`` (``B``: code bytes; its
-multi-index hashing tables) plus one streamed partition's variant codes
-(``V B N / P``); passes 4-5: ``4 d n_s`` (queries, float32) +
-``12 k n_s`` (heap) + ``4 d N / P`` (one streamed partition) + the kept
-edges; pass 6: its partitions' decision columns (~100 bytes per image), the
-k-NN file of its survivors and the keys it names. At ``N = 1.2e9``,
-``S = 160`` helpers, ``P = 1200``, ``d = 512``, ``k = 64``: about 21 GB per
-helper in pass 4 (7.5M queries), about 1.5 GB in pass 2.
+helpers), in bytes: pass 2: ``~270 n_s`` (its codes and multi-index hashing
+tables, measured) plus one streamed partition's variant codes
+(``V B N / P``, ``B`` code bytes); passes 4-5: ``(4 d + 12 k) b`` for a query
+block of ``b = min(n_s, graph.workers.query_block)`` (float32 queries and
+their heap; each block streams every partition again) + ``4 d N / P`` (one
+streamed partition) + the kept edges; pass 6: its partitions' decision
+columns (~100 bytes per image), the k-NN file of its survivors and the keys
+it names. At ``N = 1.2e9``, ``S = 160`` helpers (one per GPU), ``P = 1200``,
+``d = 512``, ``k = 64``: about 21 GB per helper in pass 4 (one block of 7.5M
+queries), about 2 GB in pass 2. A helper granted a GPU searches on it
+(:class:`~curation.algorithms.knn_blocks.Device`).
 """
 
 from __future__ import annotations
@@ -47,14 +52,10 @@ from typing import Any, cast
 
 import numpy as np
 
-from curation import tables
 from curation.stages.base import Grant, StageContext
+from curation.stages.dedup.streams import Blocks, Chunks, Rows, Variants, file_name
 
 STEP = "features"
-
-
-def _name(kind: str, partition: int) -> str:
-    return f"{kind}-{tables.partition_name(partition)}.npy"
 
 
 class DedupShard:
@@ -74,6 +75,7 @@ class DedupShard:
         self.pool = Pool(self.ctx.step_dir(STEP), self.partitions)
         self.grant = grant or Grant()
         self._threads()
+        self.device = _device(self.grant)
 
     def _threads(self) -> None:
         import faiss
@@ -101,16 +103,16 @@ class DedupShard:
             one = _PartPool(self.pool, p, a, b)
             thumbs = list(one.arrays(THUMBS))
             codes = code(thumbs[0]) if thumbs else np.zeros((0, h.bits // 8), np.uint8)
-            np.save(self.work / _name("codes", p), codes.astype(np.uint8))
-            np.save(self.work / _name("rows", p), self.pool.feature_row[a:b].astype(np.int64))
-            np.save(self.work / _name("areas", p), self.pool.area[a:b])  # the keep policy's, for touched images
+            np.save(self.work / file_name("codes", p), codes.astype(np.uint8))
+            np.save(self.work / file_name("rows", p), self.pool.feature_row[a:b].astype(np.int64))
+            np.save(self.work / file_name("areas", p), self.pool.area[a:b])  # the keep policy's, for touched images
             if h.variants.enabled:
                 parts = [c for _, c, _ in _variant_codes(one, h, code)]
                 v = np.concatenate(parts) if parts else np.zeros((0, h.variants.spec().count, h.bits // 8), np.uint8)
-                np.save(self.work / _name("vcodes", p), v)
+                np.save(self.work / file_name("vcodes", p), v)
         return len(self.pool)
 
-    def pairs(self, index: int, offsets: dict[int, int]) -> dict[str, int]:
+    def pairs(self, index: int, offsets: dict[int, int], ranges: list[list[int]]) -> dict[str, int]:
         """Pass 2: near pairs found by this helper's range (see the module doc): ``pairs-SSSSS.npy``;
         returns the pairs kept and the candidates checked and rejected by the pixel check."""
         from curation.algorithms import code_pairs
@@ -121,8 +123,9 @@ class DedupShard:
         order = sorted(offsets)
         own_parts = [self._load("codes", p) for p in self.partitions]
         own = np.concatenate(own_parts) if own_parts else np.zeros((0, h.bits // 8), np.uint8)
-        later = _Blocks(self.work, "codes", [q for q in order if self.partitions and q > self.partitions[-1]], offsets)
-        variants = _Variants(self.work, order, offsets) if v.enabled else ()
+        partners = [q for j in code_pairs.partner_ranges(index, len(ranges)) for q in ranges[j]]
+        later = Blocks(self.work, "codes", sorted(partners), offsets)
+        variants = Variants(self.work, order, offsets) if v.enabled else ()
         start = offsets[self.partitions[0]] if self.partitions else 0
         pool = _WorkPool(self.ctx.step_dir(STEP), self.work, offsets)
         check = Check(pool, h)
@@ -167,7 +170,7 @@ class DedupShard:
         return np.concatenate(found)
 
     def _load(self, kind: str, p: int) -> np.ndarray:
-        return np.load(self.work / _name(kind, p), allow_pickle=False)
+        return np.load(self.work / file_name(kind, p), allow_pickle=False)
 
     def _survivors(self, duplicates: list[np.ndarray]):
         """``(partition, a, b, local ids of its survivors)``: every image but the hash ``duplicates``."""
@@ -195,7 +198,7 @@ class DedupShard:
         for p, a, b, local in self._survivors(duplicates):
             parts = list(_PartPool(self.pool, p, a, b).arrays(DESCRIPTORS, np.asarray(local) + a))
             x = unit_rows(np.concatenate(parts), mean) if parts else np.zeros((0, dims), np.float32)
-            np.save(self.work / _name("units", p), x.astype(np.float16))
+            np.save(self.work / file_name("units", p), x.astype(np.float16))
             counts.append(len(x))
         return counts, dims
 
@@ -215,30 +218,56 @@ class DedupShard:
             out.append(x[at].astype(np.float32))
         return np.concatenate(out)
 
+    def hold_sample(self, ids: np.ndarray, offsets: dict[int, int]) -> int:
+        """Pass 3c: keep own sampled survivors ``ids`` for the quantizer's k-means; returns how many."""
+        self.sample: np.ndarray | None = self.rows(ids, offsets)
+        return len(self.sample)
+
+    def sample_rows(self, local: np.ndarray) -> np.ndarray:
+        assert self.sample is not None  # hold_sample came first
+        return self.sample[local]
+
+    def sample_stats(self):
+        """One k-means step on own sampled rows, against the centroids the graph step wrote."""
+        from curation.algorithms.kmeans_sharded import partial_stats
+
+        centroids = np.load(self.work / "coarse-centroids.npy")
+        assert self.sample is not None  # hold_sample came first
+        return partial_stats(self.sample, centroids, spherical=True, gpu=self.device.gpu)
+
     def assign(self, nprobe: int) -> None:
-        """Pass 3c: the shared inverted lists; ``lists-part-P.npy``, each own unit's list."""
+        """Pass 3d: the shared inverted lists; ``lists-part-P.npy``, each own unit's list."""
         from curation.algorithms.knn_blocks import Coarse
 
-        self.coarse = Coarse(np.load(self.work / "centroids.npy"), nprobe)
+        self.sample = None
+        self.coarse = Coarse(np.load(self.work / "centroids.npy"), nprobe, self.device)
         for p in self.partitions:
-            np.save(self.work / _name("lists", p), self.coarse.lists(self._load("units", p)))
+            np.save(self.work / file_name("lists", p), self.coarse.lists(self._load("units", p)))
 
-    def _blocks(self, partitions: list[int], offsets: dict[int, int] | None, kept: bool) -> _Blocks:
+    def _blocks(self, partitions: list[int], offsets: dict[int, int] | None, kept: bool) -> Blocks:
         lists = "lists" if getattr(self, "coarse", None) is not None else None
-        return _Blocks(self.work, "units", partitions, offsets, "kept" if kept else None, lists)
+        return Blocks(self.work, "units", partitions, offsets, "kept" if kept else None, lists)
 
-    def _own_units(self, kept: bool) -> np.ndarray:
-        parts = [np.asarray(x, np.float32) for _, x, *_ in self._blocks(self.partitions, None, kept)]
-        return np.concatenate(parts) if parts else np.zeros((0, self._dims()), np.float32)
+    def _own_units(self, kept: bool) -> Rows:
+        return Rows(self.work, self.partitions, "kept" if kept else None, self._dims())
 
     def _search(
-        self, queries: np.ndarray, start: int, offsets: dict[int, int], kept: bool, total: int, k: int, threshold: float
+        self, queries: Rows, start: int, offsets: dict[int, int], kept: bool, total: int, k: int, threshold: float
     ) -> dict[str, np.ndarray]:
         from curation.algorithms import knn_blocks
 
         every = self._blocks(sorted(offsets), offsets, kept)
+        # query_block bounds what is held (queries as float32 and their heap); each block streams the pool again.
         return knn_blocks.self_graph(
-            queries, start, every, k, total, threshold, chunk=max(1, len(queries)), coarse=getattr(self, "coarse", None)
+            queries,
+            start,
+            every,
+            k,
+            total,
+            threshold,
+            chunk=self.cfg.graph.workers.query_block,
+            coarse=getattr(self, "coarse", None),
+            device=self.device,
         )
 
     def knn(self, index: int, offsets: dict[int, int], total: int, k: int, threshold: float) -> dict[str, int]:
@@ -257,10 +286,15 @@ class DedupShard:
         start = kept_offsets[self.partitions[0]] if self.partitions else 0
         pool = self._search(queries, start, kept_offsets, True, total, k, threshold)
         bench = np.load(self.work / "benchmarks.npy")
-        # Benchmarks are few: searched exactly, both ways, against this helper's kept images.
-        ps, pi = knn_blocks.block_topk(queries, [(0, bench)], k, len(bench))
+        # Benchmarks are few: searched exactly, both ways, against this helper's kept images (a query block
+        # at a time, as above).
+        step = self.cfg.graph.workers.query_block
+        chunks = Chunks(queries, start, step)
+        found = [knn_blocks.block_topk(q, [(0, bench)], k, len(bench), device=self.device) for _, q in chunks]
+        ps = np.concatenate([f[0] for f in found]) if found else np.zeros((0, min(k, len(bench))), np.float32)
+        pi = np.concatenate([f[1] for f in found]) if found else np.zeros((0, min(k, len(bench))), np.int64)
         pu, pv, _ = knn_blocks.threshold_edges(start, ps, pi, threshold)
-        bs, bi = knn_blocks.block_topk(bench, [(start, queries)], k, len(queries))
+        bs, bi = knn_blocks.block_topk(bench, chunks, k, len(queries), device=self.device)
         keep = (bi >= 0) & (bs > threshold)
         rows = np.broadcast_to(np.arange(len(bi))[:, None], bi.shape)
         np.savez(
@@ -281,6 +315,18 @@ class DedupShard:
         from curation.stages.dedup.decisions import write_range
 
         return write_range(self, index, offsets, units, names, self.cfg.hashing.method)
+
+
+def _device(grant: Grant):
+    """Where this helper's searches run: its GPU when granted one that Faiss sees, else its CPUs."""
+    import logging
+
+    from curation.algorithms.knn_blocks import Device, on_gpu
+
+    gpu = on_gpu(grant.num_gpus)
+    if grant.num_gpus and not gpu:  # granted by Ray, but this Faiss cannot use it: say so, run anyway
+        logging.getLogger("curation").warning("dedup helper: granted a GPU that faiss does not see; searching on CPUs")
+    return Device(gpu)
 
 
 class _PartPool:
@@ -314,7 +360,7 @@ class _WorkPool:
         out = []
         for j in np.unique(where):
             p = self.parts[j]
-            rows = np.load(self.work / _name("rows", p), allow_pickle=False)[ids[where == j] - self.starts[j]]
+            rows = np.load(self.work / file_name("rows", p), allow_pickle=False)[ids[where == j] - self.starts[j]]
             out.append(np.load(partition_path(self.step_dir, p, suffix), mmap_mode="r", allow_pickle=False)[rows])
         return np.concatenate(out)
 
@@ -327,45 +373,3 @@ def _variant_thumbs(pool: _WorkPool, cfg: Any, owners: np.ndarray, which: np.nda
     uniq, inverse = np.unique(owners, return_inverse=True)
     thumbs = variant_thumbnails(pool.gather(SOURCES, uniq), cfg.variants.spec(), cfg.thumb_size)
     return thumbs[inverse, which]
-
-
-class _Variants:
-    """``(variant codes (m V, bytes), owners (m V,))`` of every partition's ``vcodes`` file, in order."""
-
-    def __init__(self, work: Path, partitions: list[int], offsets: dict[int, int]):
-        self.work, self.partitions, self.offsets = work, partitions, offsets
-
-    def __iter__(self):
-        for p in self.partitions:
-            v = np.load(self.work / _name("vcodes", p), allow_pickle=False)
-            owners = np.repeat(self.offsets[p] + np.arange(len(v), dtype=np.int64), v.shape[1])
-            yield v.reshape(-1, v.shape[-1]), owners
-
-
-class _Blocks:
-    """``(offset, array)`` of the partitions' work files, read one at a time, in order (re-iterable).
-
-    ``mask``: a boolean work file per partition selecting rows (the kept images); ``lists``: a work file of
-    each row's inverted list, yielded third.
-    """
-
-    def __init__(
-        self,
-        work: Path,
-        kind: str,
-        partitions: list[int],
-        offsets: dict[int, int] | None,
-        mask: str | None = None,
-        lists: str | None = None,
-    ):
-        self.work, self.kind, self.partitions, self.offsets = work, kind, partitions, offsets
-        self.mask, self.lists = mask, lists
-
-    def __iter__(self):
-        for p in self.partitions:
-            names = [self.kind] + ([self.lists] if self.lists else [])
-            arrays = [np.load(self.work / _name(name, p), allow_pickle=False) for name in names]
-            if self.mask is not None:
-                keep = np.load(self.work / _name(self.mask, p), allow_pickle=False)
-                arrays = [a[keep] for a in arrays]
-            yield ((self.offsets[p] if self.offsets is not None else 0), *arrays)

@@ -156,8 +156,9 @@ class Graph(GlobalStep[DedupConfig]):
         w = self.cfg.graph.workers
         return Resources(
             num_cpus=w.num_cpus,
+            num_gpus=w.num_gpus,
             memory=int(w.memory_gb * 2**30),
-            key="dedup.graph.workers.num_cpus / dedup.graph.workers.memory_gb",
+            key="dedup.graph.workers.num_cpus / dedup.graph.workers.num_gpus / dedup.graph.workers.memory_gb",
         )
 
     def requests(self) -> list[tuple[str, Resources]]:
@@ -337,11 +338,25 @@ class DedupStage(Stage):
         if h.bits >= h.thumb_size**2:
             raise ConfigError(f"dedup.hashing.bits: {h.bits} bits need thumbnails of more than {h.bits} pixels")
         _check_descriptor(cfg)
+        _check_helper_gpus(cfg)
         names = [b.name for b in cfg.relative.benchmarks]
         for i, bench in enumerate(cfg.relative.benchmarks):
             if names.count(bench.name) > 1:
                 raise ConfigError(f"dedup.relative.benchmarks.{i}.name: '{bench.name}' is used twice")
             check_exists(bench, f"dedup.relative.benchmarks.{i}")
+
+
+def _check_helper_gpus(cfg: DedupConfig) -> None:
+    """Helpers granted GPUs need a Faiss built with GPU support; checked by the build, since the
+    driver's node may have no GPU of its own."""
+    import faiss
+
+    gpus = cfg.graph.workers.num_gpus
+    if gpus and not hasattr(faiss, "StandardGpuResources"):
+        raise ConfigError(
+            f"dedup.graph.workers.num_gpus: {gpus}, but this faiss has no GPU support "
+            "(install faiss-gpu, or set dedup.graph.workers.num_gpus: 0)"
+        )
 
 
 def _check_descriptor(cfg: DedupConfig) -> None:

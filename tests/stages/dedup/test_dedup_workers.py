@@ -43,24 +43,41 @@ def described(tmp_path_factory):
     return run, bench
 
 
-def _config(run, bench, workers: int) -> dict:
+def _config(run, bench, workers: int, **graph) -> dict:
+    copy = {"copy_dedup": {"threshold": 0.8, "index": graph.pop("index")}} if "index" in graph else {}
     return pipeline(
         run,
         relative={"threshold": 0.8, "benchmarks": [{"name": "b", "kind": "folder", "path": str(bench)}]},
-        graph={"workers": {"count": workers}},
+        graph={"workers": {"count": workers, **graph}},
+        **copy,
     )
 
 
-def _rerun_graph(described, tmp_path, workers: int):
+def _rerun_graph(described, tmp_path, workers: int, name: str = "", **graph):
     """A copy of the described run with the graph and table steps run again by ``workers`` helpers."""
     src, bench = described
-    run = tmp_path / f"w{workers}"
+    run = tmp_path / f"w{workers}{name}"
     shutil.copytree(src, run)
     for step in ("graph", "table", "table.files"):
         shutil.rmtree(run / "stages/dedup" / step)
     (run / "stages/dedup/_SUCCESS.json").unlink(missing_ok=True)
-    run_stages(run, _config(run, bench, workers), ["dedup"])
+    # Another index is another recipe: the features step is redone too (the same features).
+    run_stages(run, _config(run, bench, workers, **graph), ["dedup"], force="index" in graph)
     return run
+
+
+def test_query_blocks_of_any_size_give_the_same_decisions(described, tmp_path):
+    """A helper searching its queries a block at a time (each block streams every partition again) finds
+    what one block of all its queries finds, with the flat search and with the shared inverted lists."""
+    one = read_stage(described[0])
+    for block in (1, 2, 5):
+        assert read_stage(_rerun_graph(described, tmp_path, 2, f"b{block}", query_block=block)) == one, block
+    ivf = {"kind": "ivf_flat", "nlist": 3, "nprobe": 2}
+    whole = read_stage(_rerun_graph(described, tmp_path, 1, "ivf", index=ivf))
+    assert "ivf3,nprobe2" in _graph(tmp_path / "w1ivf")["index"]
+    for workers, block in ((2, 1), (4, 3)):
+        got = _rerun_graph(described, tmp_path, workers, f"ivf{block}", query_block=block, index=ivf)
+        assert read_stage(got) == whole, (workers, block)
 
 
 def _graph(run) -> dict:
