@@ -22,6 +22,7 @@ from typing import Any
 from curation import config as cfg
 from curation.config import RayConfig, RunnerConfig
 from curation.errors import ConfigError
+from curation.runner.counter import Counter
 from curation.runner.driver import Failure
 from curation.runner.metrics import report_failure, report_global, report_partition, report_step_metrics
 from curation.runner.partition import run_global_step, run_map_partition
@@ -33,43 +34,6 @@ from curation.stages.base import GlobalStep, MapStep, Resources, StageContext
 from curation.tables import partition_name
 
 log = logging.getLogger("curation")
-
-
-class ProgressCounter:
-    """How far the work in flight of one run is: one actor per run, for every step.
-
-    Map attempts, keyed ``(stage, step, partition, attempt)``, add rows batch
-    by batch; a global step's attempt, keyed ``(stage, step, -1, attempt)``,
-    sets ``(done, total)``. Once an attempt is closed its late reports are
-    ignored, so a failed attempt's rows leave the count.
-    """
-
-    def __init__(self):
-        self.rows: dict[tuple, int] = {}
-        self.steps: dict[tuple, tuple[int, int]] = {}
-        self.closed: set[tuple] = set()
-
-    def add(self, key: tuple, n: int) -> None:
-        if key not in self.closed:
-            self.rows[key] = self.rows.get(key, 0) + n
-
-    def set(self, key: tuple, done: int, total: int) -> None:
-        if key not in self.closed:
-            self.steps[key] = (done, total)
-
-    def close(self, key: tuple) -> None:
-        self.closed.add(key)
-        self.rows.pop(key, None)
-        self.steps.pop(key, None)
-
-    def in_flight(self, stage: str, step: str) -> int:
-        return sum(n for key, n in self.rows.items() if key[:2] == (stage, step))
-
-    def get(self, key: tuple) -> tuple[int, int] | None:
-        return self.steps.get(key)
-
-    def __repr__(self) -> str:  # the dashboard's "Repr" column
-        return "ProgressCounter"
 
 
 class PartitionWorker:
@@ -124,48 +88,6 @@ def _pool_size(request: Request, cluster: ClusterView, pending: int, max_workers
     return max(1, min(fits))
 
 
-class _Counter:
-    """The driver's side of the run's progress counter: its death costs progress detail, never the run."""
-
-    def __init__(self, name: str):
-        import ray
-
-        # Any: Ray types an actor's methods as plain functions, without their ``.remote``.
-        self.actor: Any = ray.remote(ProgressCounter).options(num_cpus=0, name=name).remote()
-
-    def _ask(self, call, default):
-        import ray
-
-        if self.actor is None:
-            return default
-        try:
-            return ray.get(call(), timeout=30)
-        except ray.exceptions.RayError as err:
-            log.warning("progress counter lost (%s): progress now advances per partition", type(err).__name__)
-            self.actor = None
-            return default
-
-    def in_flight(self, stage: str, step: str) -> int:
-        return self._ask(lambda: self.actor.in_flight.remote(stage, step), 0)
-
-    def get(self, key: tuple) -> tuple[int, int] | None:
-        return self._ask(lambda: self.actor.get.remote(key), None)
-
-    def close(self, key: tuple) -> None:
-        if self.actor is not None:
-            self.actor.close.remote(key)  # a dead counter is noticed by the next question to it
-
-    def retire(self) -> None:
-        """Kill the counter once the driver's own calls to it are done (calls from one caller run in order)."""
-        import ray
-
-        if self.actor is not None:
-            self._ask(lambda: self.actor.in_flight.remote("", ""), 0)
-        if self.actor is not None:
-            ray.kill(self.actor)
-            self.actor = None
-
-
 class RayBackend:
     """Map steps on named actor pools, global steps as named tasks, one progress counter per run.
 
@@ -178,7 +100,7 @@ class RayBackend:
         self.max_workers = runner_cfg.max_workers
         self.ray_cfg = ray_cfg
         self.job_name = job_name
-        self._counter: _Counter | None = None
+        self._counter: Counter | None = None
         self._actors = itertools.count()
         self._tag = ""
         self._cluster: ClusterView | None = None
@@ -198,10 +120,10 @@ class RayBackend:
     def resolve(self, ctx: StageContext, label: str, resources: Resources) -> Request:
         return resolve(resources, self.cluster, f"{ctx.stage}/{label}")
 
-    def _progress_counter(self, ctx: StageContext) -> _Counter:
+    def _progress_counter(self, ctx: StageContext) -> Counter:
         if self._counter is None:
             self._tag = f"{ctx.run_dir.name}:{uuid.uuid4().hex[:6]}"
-            self._counter = _Counter(f"progress [{self._tag}]")
+            self._counter = Counter(f"progress [{self._tag}]")
         return self._counter
 
     def close(self) -> None:
@@ -352,7 +274,7 @@ class RayBackend:
         return Failure(ctx.stage, step.name, None, message, cause)
 
 
-def _follow(ref, counter: _Counter, key: tuple, progress: Progress) -> Any:
+def _follow(ref, counter: Counter, key: tuple, progress: Progress) -> Any:
     """Wait for a global step's task, moving its progress as it reports."""
     import ray
 

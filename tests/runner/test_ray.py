@@ -12,8 +12,8 @@ import pytest
 from curation import config as cfg
 from curation.errors import RunError
 from curation.runner import run_pipeline
+from curation.runner.counter import ProgressCounter
 from curation.runner.local import run_stages
-from curation.runner.ray_backend import ProgressCounter
 from tests.runner.helpers import read_tables, sample_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,7 +111,7 @@ class DyingCounter(ProgressCounter):
 
 
 def test_progress_counter_dying_does_not_stop_the_run(ray_session, tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr("curation.runner.ray_backend.ProgressCounter", DyingCounter)
+    monkeypatch.setattr("curation.runner.counter.ProgressCounter", DyingCounter)
     report = run_pipeline(_config(tmp_path))
     assert report.stages["parity"]["counts"] == {"odd": 20, "success": 20}
     assert "progress counter lost" in caplog.text
