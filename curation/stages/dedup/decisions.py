@@ -105,7 +105,7 @@ def _distances(shard: Any, p: int, offsets: dict[int, int], d: dict[str, np.ndar
     codes and, with variants, over either image's variant codes against the other's code (a group is
     chained, so it can exceed the radius)."""
     from curation.algorithms.hamming import hamming
-    from curation.stages.dedup.passes import take_rows
+    from curation.stages.dedup.streams import take_rows
 
     work, out = shard.work, np.full(len(d["status"]), -1, np.int64)
     own = np.flatnonzero(d["status"] == 1)
@@ -127,7 +127,7 @@ def _distances(shard: Any, p: int, offsets: dict[int, int], d: dict[str, np.ndar
 def _similarity(shard: Any, p: int, a: int, d: dict, hdup: np.ndarray, unit_offsets: dict | None) -> np.ndarray:
     """Cosine of each copy duplicate's unit descriptor to its kept image's (NaN elsewhere)."""
     from curation.algorithms.sparse_graph import compact
-    from curation.stages.dedup.passes import take_rows
+    from curation.stages.dedup.streams import take_rows
 
     out = np.full(len(d["status"]), np.nan, np.float32)
     own = np.flatnonzero(d["status"] == 2)
@@ -170,7 +170,7 @@ class _KeyLookup:
     def __init__(self, pool: Any, offsets: dict[int, int], wanted: list[np.ndarray]):
         ids = np.unique(np.concatenate([np.zeros(0, np.int64), *wanted]))
         self.ids = ids[ids >= 0]
-        from curation.stages.dedup.passes import by_partition
+        from curation.stages.dedup.streams import by_partition
 
         own, parts = {p: (a, b) for p, a, b in pool.ranges()}, []
         for p, start, at in by_partition(offsets, self.ids):  # ids are sorted: parts come in order

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from curation.stages.dedup.streams import file_name
+
 WORK = "work"
 
 
@@ -82,36 +84,6 @@ def hash_graph(helpers: Helpers) -> tuple[Any, dict[str, int]]:
 
     groups = sparse_graph.touched_components(edges)
     return groups, {key: int(sum(f[key] for f in found)) for key in ("pairs", "candidate_pairs", "rejected_pairs")}
-
-
-def by_partition(offsets: dict[int, int], ids: np.ndarray):
-    """``(partition, its first id, positions in ids)`` of every partition that holds some of global ``ids``
-    (any order), in partition order: one sort, whatever the number of partitions."""
-    parts = sorted(offsets)
-    where = np.searchsorted([offsets[p] for p in parts], ids, side="right") - 1
-    order = np.argsort(where, kind="stable")
-    groups, cut = np.unique(where[order], return_index=True)
-    for j, at in zip(groups, np.split(order, cut[1:]) if len(ids) else [], strict=True):
-        yield parts[j], offsets[parts[j]], at
-
-
-def take_rows(work: Path, kind: str, offsets: dict[int, int], ids: np.ndarray) -> np.ndarray:
-    """Rows ``ids`` (any order) of the per-partition work files ``{kind}-part-P.npy`` whose first rows have
-    ids ``offsets[P]``; memory-mapped: only the rows asked for are read."""
-    ids = np.asarray(ids, np.int64)
-    out = None
-    for p, start, at in by_partition(offsets, ids):
-        x = np.load(work / f"{kind}-{_part(p)}.npy", mmap_mode="r")
-        if out is None:
-            out = np.zeros((len(ids), *x.shape[1:]), x.dtype)
-        out[at] = x[ids[at] - start]
-    return out if out is not None else np.zeros(0, np.int64)
-
-
-def _part(p: int) -> str:
-    from curation import tables
-
-    return tables.partition_name(p)
 
 
 @dataclass
@@ -232,7 +204,7 @@ def _kept_masks(helpers: Helpers, at: Units, copies: np.ndarray) -> tuple[dict[i
         mask = np.ones(starts[j + 1] - starts[j], bool)
         lo, hi = np.searchsorted(copies, starts[j : j + 2])
         mask[copies[lo:hi] - starts[j]] = False
-        np.save(helpers.work / f"kept-{_part(p)}.npy", mask)
+        np.save(helpers.work / file_name("kept", p), mask)
         kept_offsets[p] = before
         before += int(mask.sum())
     return kept_offsets, before

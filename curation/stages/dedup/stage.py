@@ -54,6 +54,7 @@ from curation.stages.dedup.descriptors import (
     load_descriptor_model,
 )
 from curation.stages.dedup.pool import Pool
+from curation.stages.dedup.streams import take_rows
 from curation.stages.registry import register
 
 log = logging.getLogger("curation")
@@ -195,7 +196,7 @@ class Graph(GlobalStep[DedupConfig]):
         def rank_of(ids: np.ndarray) -> np.ndarray:  # the keep policy, from the areas of these images only
             if cfg.keep != "largest":
                 return np.zeros(len(ids), np.int64)
-            return -dedup_passes.take_rows(helpers.work, "areas", helpers.offsets, ids)
+            return -take_rows(helpers.work, "areas", helpers.offsets, ids)
 
         hash_rep = sg.representatives(hashed, rank_of(hashed.nodes))
         hash_dups = hashed.nodes[hash_rep != hashed.nodes]

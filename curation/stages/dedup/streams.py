@@ -103,3 +103,27 @@ class Blocks:
                 keep = np.load(self.work / file_name(self.mask, p), allow_pickle=False)
                 arrays = [a[keep] for a in arrays]
             yield ((self.offsets[p] if self.offsets is not None else 0), *arrays)
+
+
+def by_partition(offsets: dict[int, int], ids: np.ndarray):
+    """``(partition, its first id, positions in ids)`` of every partition that holds some of global ``ids``
+    (any order), in partition order: one sort, whatever the number of partitions."""
+    parts = sorted(offsets)
+    where = np.searchsorted([offsets[p] for p in parts], ids, side="right") - 1
+    order = np.argsort(where, kind="stable")
+    groups, cut = np.unique(where[order], return_index=True)
+    for j, at in zip(groups, np.split(order, cut[1:]) if len(ids) else [], strict=True):
+        yield parts[j], offsets[parts[j]], at
+
+
+def take_rows(work: Path, kind: str, offsets: dict[int, int], ids: np.ndarray) -> np.ndarray:
+    """Rows ``ids`` (any order) of the per-partition work files ``{kind}-part-P.npy`` whose first rows have
+    ids ``offsets[P]``; memory-mapped: only the rows asked for are read."""
+    ids = np.asarray(ids, np.int64)
+    out = None
+    for p, start, at in by_partition(offsets, ids):
+        x = np.load(work / file_name(kind, p), mmap_mode="r")
+        if out is None:
+            out = np.zeros((len(ids), *x.shape[1:]), x.dtype)
+        out[at] = x[ids[at] - start]
+    return out if out is not None else np.zeros(0, np.int64)

@@ -17,7 +17,7 @@ import collections
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
@@ -32,11 +32,8 @@ from curation.stages.base import (
     partition_path,
 )
 from curation.stages.embed import arrays as embeddings
+from curation.stages.embed.config import EmbedConfig
 from curation.stages.embed.model import EmbeddingModel, chunks, curated_table
-
-if TYPE_CHECKING:
-    # The stage module imports this one; the steps below name its config as a string.
-    from curation.stages.embed.stage import EmbedConfig  # noqa: F401
 
 PARTS_STEP = "curated_parts"
 
@@ -54,7 +51,7 @@ def curated_layout(cfg: Any) -> list[tuple[ImageSetConfig, int, int | None]]:
     return out
 
 
-class CuratedParts(MapStep["EmbedConfig"]):
+class CuratedParts(MapStep[EmbedConfig]):
     name = PARTS_STEP
     alive_only = False
     pool_partitions = False
@@ -109,7 +106,7 @@ class CuratedParts(MapStep["EmbedConfig"]):
         return {"dataset": self.image_set.name, "embedded": embedded, "model": self.embedder.info}
 
 
-class EmbedCurated(GlobalStep["EmbedConfig"]):
+class EmbedCurated(GlobalStep[EmbedConfig]):
     """Each curated set's partitions joined into ``<name>.parquet`` + ``<name>.npy``."""
 
     name = embeddings.CURATED_STEP
