@@ -152,7 +152,7 @@ def plan_resources(
             step = step_cls(ctx)
             for label, resources in step.requests():
                 request = resolve(resources, view, f"{name}/{label}")
-                est = _estimate(config, f"{name}/{label}", request, pool_size, cluster.nodes)
+                est = _estimate(config, f"{name}/{label}", request, pool_size, cluster)
                 workers = 1 if est.get("single") else _workers(request, cluster, est.get("count"))
                 asks = (
                     f"{request.num_cpus:g} CPU, {request.num_gpus:g} GPU"
@@ -204,9 +204,9 @@ def _dim(config: Any) -> int:
     return next((w for name, w in widths.items() if name in arch), 1280)
 
 
-def _estimate(config: Any, step: str, request, n: float, nodes: int) -> dict[str, Any]:
+def _estimate(config: Any, step: str, request, n: float, cluster: Any) -> dict[str, Any]:
     """Memory per worker (bytes), items processed, rate, worker count and knob of one step."""
-    gpu = request.num_gpus > 0
+    gpu, nodes = request.num_gpus > 0, cluster.nodes
     alive = n * SURVIVING
     curated = sum(s.size or 0 for s in getattr(getattr(config, "embed", None), "curated", []) or [])
     dim = _dim(config)
@@ -236,7 +236,7 @@ def _estimate(config: Any, step: str, request, n: float, nodes: int) -> dict[str
     if step in table:
         return table[step]
     if step == "dedup/graph workers":
-        return _dedup_workers(config, request, n, nodes)
+        return _dedup_workers(config, request, n, nodes, nodes * cluster.num_gpus)
     if step.startswith("cluster/"):
         return _cluster(config, step, request, alive, dim, gpu, nodes)
     if step.startswith("retrieve/"):
@@ -244,7 +244,7 @@ def _estimate(config: Any, step: str, request, n: float, nodes: int) -> dict[str
     return {"memory": 1 * GIB}
 
 
-def _dedup_workers(config: Any, request, n: float, nodes: int) -> dict[str, Any]:
+def _dedup_workers(config: Any, request, n: float, nodes: int, gpus: int) -> dict[str, Any]:
     """A graph helper holds a query block of its share of the hash survivors (float32 + a k-heap).
 
     Work, for ``n1`` hash survivors (assumed ``HASH_SURVIVING`` of the pool) and ``nlist`` shared lists:
@@ -258,7 +258,7 @@ def _dedup_workers(config: Any, request, n: float, nodes: int) -> dict[str, Any]
 
     d = config.dedup
     w = d.graph.workers
-    count = w.count or nodes  # null: one per worker node
+    count = w.helpers(nodes, gpus)
     per_image = 4 * d.descriptor.dims + 12 * d.copy_dedup.k + 16
     out = {
         "memory": 1 * GIB + per_image * min(n / count, w.query_block),

@@ -78,6 +78,7 @@ class RayWorkers:
         self.cluster = cluster
         self.prefix = prefix
         self.nodes = len(cluster.nodes)
+        self.gpus = int(sum(n.num_gpus for n in cluster.nodes))
 
     def start(self, cls: type, args: list[tuple], resources: Resources, name: str) -> RayGroup:
         import ray
@@ -118,6 +119,7 @@ class LocalWorkers:
     """The same helpers as objects of this process (the in-process backend)."""
 
     nodes = 1
+    gpus = 0  # helpers of this process run on its CPUs
 
     def start(self, cls: type, args: list[tuple], resources: Resources, name: str) -> LocalGroup:
         return LocalGroup([cls(*a, grant=Grant()) for a in args])

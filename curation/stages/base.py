@@ -226,6 +226,7 @@ class Workers(Protocol):
     """How a global step starts helpers; the runner provides it (Ray actors or in-process)."""
 
     nodes: int  # worker nodes of the cluster
+    gpus: int  # GPUs of the worker nodes, all together
 
     def start(self, cls: type, args: list[tuple], resources: Resources, name: str) -> WorkerGroup:
         """One ``cls(*a)`` per ``a`` in ``args``, each with ``resources``, spread over the nodes."""

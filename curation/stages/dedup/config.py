@@ -117,7 +117,10 @@ class RelativeConfig(Section):
 
 class GraphWorkers(Section):
     count: int | None = Field(
-        None, ge=1, description="helpers of the graph step (null: one per worker node); each holds pool/count images"
+        None,
+        ge=1,
+        description="helpers of the graph step (null: one per worker node, or one per GPU of the worker nodes "
+        "with num_gpus: 1); each holds pool/count images",
     )
     num_cpus: int = Field(1, ge=1, description="CPUs per helper (its Faiss threads)")
     num_gpus: int = Field(
@@ -134,6 +137,13 @@ class GraphWorkers(Section):
         description="k-NN queries a helper searches at once: bounds its memory to ~(4 d + 12 k) bytes each; "
         "every block streams all partitions again (fewer, larger blocks: fewer reads)",
     )
+
+    def helpers(self, nodes: int, gpus: int) -> int:
+        """How many helpers start on worker ``nodes`` holding ``gpus`` GPUs in all: ``count``, else one per
+        GPU when helpers take one (and there are GPUs), else one per node."""
+        if self.count:
+            return self.count
+        return gpus if self.num_gpus and gpus else nodes
 
 
 class GraphResources(Section):

@@ -44,7 +44,8 @@ class Helpers:
 
 
 def start(step: Any, pool: Any, out_dir: Path, resources: Any) -> Helpers:
-    """Start ``dedup.graph.workers.count`` helpers (null: one per worker node) over contiguous partition ranges."""
+    """Start the helpers (``GraphWorkers.helpers``: ``count``, else one per GPU or per worker node) over
+    contiguous partition ranges."""
     from curation.algorithms.sharded_index import shard_ranges
     from curation.stages.dedup.shards import DedupShard
 
@@ -52,7 +53,7 @@ def start(step: Any, pool: Any, out_dir: Path, resources: Any) -> Helpers:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     sizes = [b - a for _, a, b in pool.ranges()]
-    count = step.cfg.graph.workers.count or step.workers.nodes
+    count = step.cfg.graph.workers.helpers(step.workers.nodes, step.workers.gpus)
     ranges = [pool.parts[lo:hi] for lo, hi in shard_ranges(sizes, count)] or [[]]
     args = [(step.ctx, r, str(work)) for r in ranges]
     group = step.workers.start(DedupShard, args, resources, "DedupShard")

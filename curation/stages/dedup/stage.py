@@ -60,6 +60,7 @@ from curation.stages.registry import register
 log = logging.getLogger("curation")
 STAGE = "dedup"
 FUNNEL_FILE = "funnel.json"
+FAISS_GPU_MAX_K = 2048  # k and nprobe of a Faiss GPU search (its top-k kernels)
 
 
 class Features(MapStep[DedupConfig]):
@@ -358,6 +359,14 @@ def _check_helper_gpus(cfg: DedupConfig) -> None:
             f"dedup.graph.workers.num_gpus: {gpus}, but this faiss has no GPU support "
             "(install faiss-gpu, or set dedup.graph.workers.num_gpus: 0)"
         )
+    limits = {"copy_dedup.k": cfg.copy_dedup.k, "relative.k": cfg.relative.k}
+    limits["copy_dedup.index.nprobe"] = cfg.copy_dedup.index.nprobe
+    for key, value in limits.items():
+        if gpus and value is not None and value > FAISS_GPU_MAX_K:
+            raise ConfigError(
+                f"dedup.{key}: {value}, but a search on GPU (dedup.graph.workers.num_gpus: {gpus}) takes at most "
+                f"{FAISS_GPU_MAX_K} (a Faiss GPU limit)"
+            )
 
 
 def _check_descriptor(cfg: DedupConfig) -> None:

@@ -83,6 +83,24 @@ def test_helper_gpus_on_a_faiss_without_gpu_support_fail_the_config_check(monkey
     _check_helper_gpus(DedupConfig(graph={"workers": {"num_gpus": 1}}))
 
 
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ({"copy_dedup": {"k": 4096}}, r"dedup\.copy_dedup\.k: 4096"),
+        ({"relative": {"k": 2049}}, r"dedup\.relative\.k: 2049"),
+        ({"copy_dedup": {"index": {"nprobe": 3000}}}, r"dedup\.copy_dedup\.index\.nprobe: 3000"),
+    ],
+)
+def test_a_k_or_nprobe_past_faiss_gpu_limit_fails_the_config_check_only_on_gpu(monkeypatch, section, key):
+    from curation.stages.dedup.config import DedupConfig
+    from curation.stages.dedup.stage import _check_helper_gpus
+
+    monkeypatch.setattr(faiss, "StandardGpuResources", object, raising=False)
+    _check_helper_gpus(DedupConfig(**section))  # on CPUs Faiss has no such limit
+    with pytest.raises(ConfigError, match=key + r", but a search on GPU .* at most 2048"):
+        _check_helper_gpus(DedupConfig(**section, graph={"workers": {"num_gpus": 1}}))
+
+
 def test_a_helper_granted_a_gpu_faiss_does_not_see_searches_on_cpus_and_says_so(monkeypatch, caplog):
     from curation.stages.base import Grant
     from curation.stages.dedup.shards import _device
@@ -92,3 +110,19 @@ def test_a_helper_granted_a_gpu_faiss_does_not_see_searches_on_cpus_and_says_so(
     assert not _device(Grant()).gpu
     monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
     assert _device(Grant(num_gpus=1)).gpu and not _device(Grant()).gpu
+
+
+@pytest.mark.parametrize(
+    ("count", "num_gpus", "nodes", "gpus", "helpers"),
+    [
+        (None, 0, 20, 160, 20),  # CPU helpers: one per node
+        (None, 1, 20, 160, 160),  # a GPU each: one per GPU of the worker nodes
+        (None, 1, 3, 0, 3),  # a GPU each, on a cluster without GPUs: one per node
+        (7, 1, 20, 160, 7),  # an explicit count wins
+    ],
+)
+def test_the_helper_count_follows_the_cluster_unless_set(count, num_gpus, nodes, gpus, helpers):
+    from curation.stages.dedup.config import GraphWorkers
+
+    workers = GraphWorkers(count=count, num_gpus=num_gpus)
+    assert workers.helpers(nodes, gpus) == helpers
