@@ -72,8 +72,8 @@ def test_helpers_ask_ray_for_their_gpu():
 
 
 def test_helper_gpus_on_a_faiss_without_gpu_support_fail_the_config_check(monkeypatch):
+    from curation.stages.dedup.checks import check_helper_gpus as _check_helper_gpus
     from curation.stages.dedup.config import DedupConfig
-    from curation.stages.dedup.stage import _check_helper_gpus
 
     monkeypatch.delattr(faiss, "StandardGpuResources", raising=False)
     _check_helper_gpus(DedupConfig())  # no GPU asked: nothing to check
@@ -92,8 +92,8 @@ def test_helper_gpus_on_a_faiss_without_gpu_support_fail_the_config_check(monkey
     ],
 )
 def test_a_k_or_nprobe_past_faiss_gpu_limit_fails_the_config_check_only_on_gpu(monkeypatch, section, key):
+    from curation.stages.dedup.checks import check_helper_gpus as _check_helper_gpus
     from curation.stages.dedup.config import DedupConfig
-    from curation.stages.dedup.stage import _check_helper_gpus
 
     monkeypatch.setattr(faiss, "StandardGpuResources", object, raising=False)
     _check_helper_gpus(DedupConfig(**section))  # on CPUs Faiss has no such limit
